@@ -1,0 +1,30 @@
+# The two commands of the README: `make up` installs and starts regtrain on the embedded
+# default; `make test` installs the dev extras and runs the whole suite.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install install-dev up test lint bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch==2.13.0 first, so the CPU wheel on this machine's disk is taken, never a CUDA build.
+install: $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+
+up: install
+	$(BIN)/regtrain up
+
+test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench

@@ -1,0 +1,82 @@
+"""Every setting of regtrain, read from REGTRAIN_* environment variables (one class, one prefix)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REGTRAIN_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path.home() / ".regtrain",
+        description="Where the SQLite database, the embedded broker's queue, uploaded datasets "
+        "and checkpoints live. Share it between the API and the workers.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the store, e.g. postgresql+psycopg://user@host/db. "
+        "Default: a SQLite file in data_dir.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker, e.g. redis://host:6379/0. Default: a queue in data_dir that "
+        "needs no server (one machine only).",
+    )
+    api_keys: str | None = Field(
+        None,
+        description='"tenant-a:key1,tenant-b:key2". Unset: no auth, and the API serves loopback only.',
+    )
+    max_parameters: int = Field(50_000_000, ge=1, description="Largest model a job may ask for.")
+    max_time_limit_s: float = Field(
+        24 * 3600.0, gt=0, description="Cap on training.time_limit_s, and the limit of jobs with none."
+    )
+    lease_seconds: float = Field(
+        60.0, gt=0, description="A running job whose worker is silent this long is run again."
+    )
+    max_attempts: int = Field(3, ge=1, description="Attempts before a job fails worker_lost.")
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Largest dataset upload.")
+    max_dataset_rows: int = Field(1_000_000, ge=1, description="Most rows in an uploaded dataset.")
+    max_dataset_columns: int = Field(10_000, ge=1, description="Most feature columns in an upload.")
+    heartbeat_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often a worker renews its job's lease and reads the cancel flag (so a "
+        "cancel takes effect within about this long). Keep it well under lease_seconds.",
+    )
+    reaper_interval_s: float = Field(
+        15.0, gt=0, description="How often each worker looks for running jobs whose lease expired."
+    )
+    queue_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Prefix of the queue names (`cpu`, `gpu`) and of the broker's Redis keys, so "
+        "that several regtrain installations can share one Redis.",
+    )
+    auto_device_queue: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description='The queue of jobs whose training.device is "auto" (cuda jobs go to `gpu`, cpu '
+        "jobs to `cpu`). Set it to gpu on a fleet whose GPU workers should take them.",
+    )
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'regtrain.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

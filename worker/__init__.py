@@ -1,0 +1,1 @@
+"""regtrain's worker side: the Celery app and the training engine."""

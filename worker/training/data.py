@@ -1,0 +1,242 @@
+"""Datasets: load, split (seeded, stratified), standardize on the train split only.
+
+Everything stays in numpy here; the loop moves the arrays to the device once as tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import datasets as skdatasets
+from sklearn.model_selection import train_test_split
+
+from service.architecture import DataShape
+from service.datafile import DataError, ParsedDataset, load_canonical
+from service.spec import (
+    BuiltinDataset,
+    CNNSpec,
+    Conv2dLayer,
+    JobSpec,
+    MaxPool2dLayer,
+    SequentialSpec,
+    SyntheticDataset,
+    UploadedDataset,
+)
+
+_BUILTIN_LOADERS = {
+    "digits": skdatasets.load_digits,
+    "iris": skdatasets.load_iris,
+    "wine": skdatasets.load_wine,
+    "breast_cancer": skdatasets.load_breast_cancer,
+    "diabetes": skdatasets.load_diabetes,
+}
+
+
+@dataclass
+class Standardization:
+    """Fitted on the train split; the same transform must be applied to inputs at predict time."""
+
+    mean: np.ndarray  # per feature (tabular) or per channel (images)
+    std: np.ndarray
+    target_mean: float = 0.0  # regression targets are standardized too, metrics reported in raw units
+    target_std: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean.astype(float).ravel().tolist(),
+            "std": self.std.astype(float).ravel().tolist(),
+            "shape": list(self.mean.shape),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Standardization:
+        shape = tuple(d["shape"])
+        return cls(
+            np.asarray(d["mean"], dtype=np.float32).reshape(shape),
+            np.asarray(d["std"], dtype=np.float32).reshape(shape),
+            float(d["target_mean"]),
+            float(d["target_std"]),
+        )
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) / self.std).astype(np.float32)
+
+
+@dataclass
+class Prepared:
+    """Split and standardized data, ready for the device."""
+
+    shape: DataShape
+    input_shape: tuple[int, ...]  # one sample as the model sees it: (F,) or (C, H, W)
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    standardization: Standardization
+    sha256: str
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.shape.task
+
+
+def wants_images(spec: JobSpec) -> bool:
+    m = spec.model
+    if isinstance(m, CNNSpec):
+        return True
+    if isinstance(m, SequentialSpec):
+        return any(isinstance(layer, Conv2dLayer | MaxPool2dLayer) for layer in m.layers)
+    return False
+
+
+def load_dataset(spec: JobSpec, datasets_dir: Path | None) -> ParsedDataset:
+    """The raw dataset a spec names; DataError with a reason when it cannot be had."""
+    ds = spec.dataset
+    if isinstance(ds, BuiltinDataset):
+        bunch = _BUILTIN_LOADERS[ds.name]()
+        X = np.asarray(bunch.data, dtype=np.float32)
+        if ds.name == "digits":
+            X = X.reshape(-1, 1, 8, 8)
+        if ds.name == "diabetes":
+            return ParsedDataset(
+                X, np.asarray(bunch.target, np.float32), "regression", np.array([], dtype=str)
+            )
+        names = np.asarray(bunch.target_names).astype(str)
+        return ParsedDataset(X, np.asarray(bunch.target, np.int64), "classification", names)
+    if isinstance(ds, SyntheticDataset):
+        return _synthetic(ds)
+    assert isinstance(ds, UploadedDataset)
+    if datasets_dir is None:
+        raise DataError(f"dataset {ds.id!r}: no dataset folder is configured")
+    return load_canonical(datasets_dir / f"{ds.id}.npz")
+
+
+def _synthetic(ds: SyntheticDataset) -> ParsedDataset:
+    if ds.task == "regression":
+        X, y = skdatasets.make_regression(
+            n_samples=ds.n_samples,
+            n_features=ds.n_features,
+            n_informative=max(1, ds.n_features // 2),
+            random_state=ds.seed,
+        )
+        # noise is a fraction of the target's spread, so its meaning does not depend on scale
+        rng = np.random.default_rng(ds.seed + 1)
+        y = y + ds.noise * (y.std() or 1.0) * rng.standard_normal(len(y))
+        return ParsedDataset(
+            X.astype(np.float32), y.astype(np.float32), "regression", np.array([], dtype=str)
+        )
+    need = math.ceil(math.log2(ds.n_classes))
+    if ds.n_features < need:
+        raise DataError(f"dataset.n_features: {ds.n_classes} classes need at least {need} features")
+    informative = min(ds.n_features, max(need + 1, ds.n_features // 2))
+    X, y = skdatasets.make_classification(
+        n_samples=ds.n_samples,
+        n_features=ds.n_features,
+        n_informative=informative,
+        n_redundant=min(ds.n_features - informative, informative // 4),
+        n_classes=ds.n_classes,
+        n_clusters_per_class=1,
+        flip_y=ds.noise,
+        random_state=ds.seed,
+    )
+    return ParsedDataset(
+        X.astype(np.float32),
+        y.astype(np.int64),
+        "classification",
+        np.arange(ds.n_classes).astype(str),
+    )
+
+
+def prepare(spec: JobSpec, datasets_dir: Path | None = None) -> Prepared:
+    """Load, split and standardize the data of a spec."""
+    return split_and_standardize(spec, load_dataset(spec, datasets_dir))
+
+
+def split_and_standardize(spec: JobSpec, data: ParsedDataset) -> Prepared:
+    X, y = data.X, data.y
+    images = wants_images(spec)
+    if images and X.ndim != 4:
+        raise DataError("the model needs image data (N, C, H, W); this dataset is tabular")
+    if not images:
+        X = X.reshape(len(X), -1)
+    classification = data.task == "classification"
+    if classification and len(np.unique(y)) < 2:
+        raise DataError("the target has a single class: nothing to learn")
+
+    s = spec.split
+    idx = np.arange(len(X))
+    train_idx, val_idx, test_idx = _split(idx, y if classification else None, s.validation, s.test, s.seed)
+    if len(train_idx) < 2:
+        raise DataError(f"too few samples ({len(X)}) for the split: the train split would be empty")
+    if classification and len(np.unique(y[train_idx])) < 2:
+        raise DataError("the train split holds a single class: too few samples for the split")
+
+    Xtr = X[train_idx]
+    axes = (0,) if X.ndim == 2 else (0, 2, 3)
+    mean = Xtr.mean(axis=axes, keepdims=True)[0]
+    std = Xtr.std(axis=axes, keepdims=True)[0]
+    std[std < 1e-8] = 1.0  # constant features (blank pixels) pass through unscaled
+    st = Standardization(mean.astype(np.float32), std.astype(np.float32))
+    if not classification:
+        st.target_mean = float(y[train_idx].mean())
+        st.target_std = float(y[train_idx].std()) or 1.0
+
+    def ys(i: np.ndarray) -> np.ndarray:
+        if classification:
+            return y[i].astype(np.int64)
+        return ((y[i] - st.target_mean) / st.target_std).astype(np.float32)
+
+    n_out = len(data.classes) if classification else 1
+    shape = DataShape(
+        data.task,
+        int(np.prod(X.shape[1:])),
+        n_out,
+        tuple(int(v) for v in X.shape[1:]) if X.ndim == 4 else None,  # type: ignore[arg-type]
+        len(X),
+    )
+    return Prepared(
+        shape=shape,
+        input_shape=tuple(int(v) for v in X.shape[1:]),
+        X_train=st.apply(Xtr),
+        y_train=ys(train_idx),
+        X_val=st.apply(X[val_idx]),
+        y_val=ys(val_idx),
+        X_test=st.apply(X[test_idx]),
+        y_test=ys(test_idx),
+        standardization=st,
+        sha256=data.sha256(),
+        classes=[str(c) for c in data.classes],
+    )
+
+
+def _split(
+    idx: np.ndarray, y: np.ndarray | None, val: float, test: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    empty = np.array([], dtype=np.int64)
+    rest, test_idx = _take(idx, y, test, seed) if test > 0 else (idx, empty)
+    if val <= 0:
+        return rest, empty, test_idx
+    # val is a fraction of the whole dataset, not of what the test split left
+    train_idx, val_idx = _take(rest, None if y is None else y[rest], val / (1 - test), seed + 1)
+    return train_idx, val_idx, test_idx
+
+
+def _take(idx: np.ndarray, y: np.ndarray | None, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n_take = math.ceil(frac * len(idx))
+    if n_take < 1 or n_take >= len(idx):
+        raise DataError(f"too few samples ({len(idx)}) for the split")
+    try:
+        a, b = train_test_split(idx, test_size=n_take, random_state=seed, stratify=y)
+    except ValueError:
+        # a class too rare to stratify (fewer members than splits): split at random instead
+        a, b = train_test_split(idx, test_size=n_take, random_state=seed)
+    return np.sort(a), np.sort(b)

@@ -1,0 +1,64 @@
+"""run_job: the engine's one entry point for the Celery task, the CLI and the sweeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from service.architecture import SpecError, check_feasible
+from service.datafile import DataError
+from service.spec import JobSpec
+from worker.training.checkpoints import CheckpointRecord, regtrain_version
+from worker.training.data import prepare
+from worker.training.errors import TrainingError
+from worker.training.loop import Callbacks, fit, resolve_device
+
+__all__ = ["Callbacks", "CheckpointRecord", "JobOutcome", "TrainingError", "run_job"]
+
+
+@dataclass
+class JobOutcome:
+    status: Literal["succeeded", "cancelled"]
+    result: dict[str, Any]
+    resumed_from_epoch: int | None
+
+
+def run_job(
+    spec: JobSpec,
+    work_dir: Path,
+    callbacks: Callbacks | None = None,
+    *,
+    datasets_dir: Path | None = None,
+    time_limit_s: float | None = None,
+    max_parameters: int = 50_000_000,
+) -> JobOutcome:
+    """Train one job in work_dir (checkpoints in work_dir/checkpoints), resuming from the newest
+    epoch checkpoint found there. Raises TrainingError with a typed reason on failure."""
+    try:
+        data = prepare(spec, datasets_dir)
+        check_feasible(spec, data.shape, max_parameters)
+    except (DataError, SpecError) as e:
+        raise TrainingError("bad_data", str(e)) from None
+    limit = min(filter(None, (time_limit_s, spec.training.time_limit_s)), default=None)
+    device = resolve_device(spec.training.device)
+    out = fit(spec, data, work_dir, callbacks, time_limit_s=limit)
+    result = {
+        "best_epoch": out.best_epoch,
+        "metrics": out.test_metrics,
+        "weight_sparsity": out.weight_sparsity,
+        "weight_l2_norm": out.weight_l2_norm,
+        "epochs_completed": out.epochs_completed,
+        "stopped_early": out.stopped_early,
+        "parameters": out.parameters,
+        "environment": {
+            "torch": torch.__version__,
+            "regtrain": regtrain_version(),
+            "seed": spec.training.seed,
+            "data_sha256": data.sha256,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        },
+    }
+    return JobOutcome(out.status, result, out.resumed_from_epoch)
