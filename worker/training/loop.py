@@ -9,6 +9,7 @@ waits for the host. The last partial batch of an epoch is kept, so every sample 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,16 +25,17 @@ from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
 from worker.training.models import build
-from worker.training.optim import create_optimizer, create_scheduler
+from worker.training.optim import create_optimizer, create_scheduler, folds_l2
 from worker.training.regularization import (
     EarlyStopping,
     Penalty,
-    apply_max_norm,
     split_parameters,
     weight_stats,
 )
+from worker.training.step import Stepper
 
-CHECK_EVERY = 32  # steps between reads of the loss, the cancel flag and the clock
+CHECK_EVERY = 16  # steps between reads of the loss, the cancel flag and the clock...
+CHECK_SECONDS = 0.2  # ...when at least this long has passed since the last read
 KEEP_EPOCH_CHECKPOINTS = 3
 EVAL_CHUNK = 8192
 GAP_SAMPLES = 4096  # train samples evaluated in eval mode each epoch, for the generalization gap
@@ -63,6 +65,11 @@ class FitResult:
     parameters: int
     resumed_from_epoch: int | None
     model: nn.Module = field(repr=False)
+
+
+def use_cuda_graph(device: torch.device) -> bool:
+    """CUDA graphs on CUDA unless REGTRAIN_CUDA_GRAPHS=0 (the eager path, for comparison)."""
+    return device.type == "cuda" and os.environ.get("REGTRAIN_CUDA_GRAPHS", "1") != "0"
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -151,7 +158,7 @@ def fit(
     plan = plan_model(spec, data.shape)
     model = build(plan).to(device)
     in_scope, out_of_scope = split_parameters(model, reg.apply_to)
-    penalty = Penalty(in_scope, reg.l1, reg.l2, reg.l1_mode)
+    penalty = Penalty(in_scope, reg.l1, reg.l2, reg.l1_mode, l2_in_optimizer=folds_l2(spec))
     optimizer = create_optimizer(spec, in_scope, out_of_scope, device)
     scheduler = create_scheduler(spec, optimizer)
     shuffle = torch.Generator(device=device)
@@ -240,57 +247,50 @@ def fit(
     def finish_interrupted(epoch: int) -> None:
         save("final", epoch, last_row or {})
 
-    loss_buf = torch.zeros(CHECK_EVERY, device=device)
-    pen_buf = torch.zeros(CHECK_EVERY, device=device)
+    stepper = Stepper(
+        model,
+        criterion,
+        optimizer,
+        penalty,
+        regression=task == "regression",
+        grad_clip_norm=tr.grad_clip_norm,
+        max_norm=reg.max_norm,
+        bf16=tr.precision == "bf16",
+        device=device,
+        batch_size=bs,
+        sample_shape=tuple(X.shape[1:]),
+        target_dtype=y.dtype,
+        use_graph=use_cuda_graph(device),
+    )
     status: Literal["succeeded", "cancelled"] = "succeeded"
     stopped_early = False
     epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, tr.epochs + 1):
             t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
+            lr = stepper.lr
             model.train()
+            stepper.reset()
             perm = torch.randperm(n, generator=shuffle, device=device)
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            pen_sum = torch.zeros((), device=device, dtype=torch.float64)
+            last_check = time.monotonic()
             for step in range(steps):
-                idx = perm[step * bs : (step + 1) * bs]
-                xb, yb = X[idx], y[idx]
-                with autocast:
-                    out = model(xb)
-                loss = criterion(out.float().squeeze(-1) if task == "regression" else out.float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if penalty.active:
-                    pen_buf[step % CHECK_EVERY] = penalty.value()
-                    penalty.add_gradient()
-                if tr.grad_clip_norm:
-                    nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip_norm, foreach=True)
-                optimizer.step()
-                if penalty.proximal:
-                    penalty.proximal_step(optimizer.param_groups[0]["lr"])
-                if reg.max_norm:
-                    apply_max_norm(model, reg.max_norm)
-                loss_buf[step % CHECK_EVERY] = loss.detach()
-
-                last = step == steps - 1
-                if (step + 1) % CHECK_EVERY == 0 or last:
-                    k = step % CHECK_EVERY + 1
-                    chunk = loss_buf[:k]
-                    if not bool(torch.isfinite(chunk).all()):
-                        bad = step - k + 1 + int((~torch.isfinite(chunk)).nonzero()[0])
+                stepper.step(X, y, perm[step * bs : (step + 1) * bs])
+                # Read the device back only every CHECK_EVERY steps (and CHECK_SECONDS): each
+                # read waits for the GPU to drain its queue.
+                if step == steps - 1 or (
+                    (step + 1) % CHECK_EVERY == 0 and time.monotonic() - last_check >= CHECK_SECONDS
+                ):
+                    last_check = time.monotonic()
+                    bad = int(stepper.nonfinite)
+                    if bad:
+                        first = step + 1 - bad + 1
                         raise TrainingError(
                             "diverged",
-                            f"the loss became NaN or infinite at epoch {epoch}, step {bad + 1}: lower the learning rate, clip gradients or check the data",
+                            f"the loss became NaN or infinite at epoch {epoch}, step {first}: lower the "
+                            "learning rate, clip gradients or check the data",
                             epoch=epoch,
-                            step=bad + 1,
+                            step=first,
                         )
-                    # every batch but an epoch's last has bs samples
-                    w = torch.full((k,), float(bs), device=device, dtype=torch.float64)
-                    if last:
-                        w[-1] = n - (steps - 1) * bs
-                    loss_sum += (chunk.double() * w).sum()
-                    pen_sum += (pen_buf[:k].double() * w).sum()
                     if stop_requested():
                         status = "cancelled"
                         break
@@ -303,6 +303,7 @@ def fit(
                         )
             if status == "cancelled":
                 break
+            loss_sum, pen_sum = stepper.loss_sum, stepper.penalty_sum
             train_seconds = time.perf_counter() - t0
 
             data_loss = float(loss_sum) / n

@@ -12,24 +12,35 @@ from service.spec import CosineScheduler, JobSpec, PlateauScheduler, StepSchedul
 Scheduler = LRScheduler | ReduceLROnPlateau
 
 
+def folds_l2(spec: JobSpec) -> bool:
+    """Whether L2's gradient 2λ₂w can ride in the optimizer's coupled weight decay: true for sgd,
+    adam and rmsprop (g += wd·w before anything else), false for adamw (decoupled) and when
+    gradients are clipped (the penalty's gradient must be clipped with the data's)."""
+    return spec.optimizer.name != "adamw" and spec.training.grad_clip_norm is None
+
+
 def create_optimizer(
     spec: JobSpec, in_scope: list[nn.Parameter], out_of_scope: list[nn.Parameter], device: torch.device
 ) -> torch.optim.Optimizer:
     o = spec.optimizer
+    wd = o.weight_decay + (2 * spec.regularization.l2 if folds_l2(spec) else 0.0)
     groups = [
-        {"params": in_scope, "weight_decay": o.weight_decay},
+        {"params": in_scope, "weight_decay": wd},
         {"params": out_of_scope, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    # fused kernels on CUDA (one launch for all tensors); foreach on CPU
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    # fused kernels on CUDA (one launch for all tensors), capturable so that the step can be
+    # replayed from a CUDA graph; foreach on CPU
+    cuda = device.type == "cuda"
+    fast: dict[str, bool] = {"fused": True} if cuda else {"foreach": True}
+    capturable = {"capturable": True} if cuda else {}
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **fast)
     if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **fast)  # type: ignore[arg-type]
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **fast, **capturable)  # type: ignore[arg-type]
     if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **fast)  # type: ignore[arg-type]
-    return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum, eps=o.eps, foreach=True)
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **fast, **capturable)  # type: ignore[arg-type]
+    return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum, eps=o.eps, foreach=True, **capturable)
 
 
 def create_scheduler(spec: JobSpec, optimizer: torch.optim.Optimizer) -> Scheduler | None:

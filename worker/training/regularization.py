@@ -29,24 +29,34 @@ def split_parameters(
 
 
 class Penalty:
-    """λ₁·Σ|w| + λ₂·Σw² over the tensors in scope."""
+    """λ₁·Σ|w| + λ₂·Σw² over the tensors in scope.
 
-    def __init__(self, params: list[nn.Parameter], l1: float, l2: float, l1_mode: str) -> None:
+    With `l2_in_optimizer`, the caller has folded 2λ₂ into the optimizer's coupled weight decay
+    (sgd, adam and rmsprop add wd·w to the gradient, which is exactly 2λ₂w for wd = 2λ₂), so
+    add_gradient leaves L2 out: one fused optimizer op instead of a pass of its own.
+    """
+
+    def __init__(
+        self, params: list[nn.Parameter], l1: float, l2: float, l1_mode: str, l2_in_optimizer: bool = False
+    ) -> None:
         self.params = params
         self.l1, self.l2 = l1, l2
         self.proximal = l1_mode == "proximal"
+        self.l2_in_optimizer = l2_in_optimizer
         self.active = bool(params) and (l1 > 0 or l2 > 0)
 
     @torch.no_grad()
     def value(self) -> torch.Tensor:
         """The penalty at the current weights, as a 0-d tensor on the device (no host sync)."""
+        device = self.params[0].device if self.params else None
+        total = torch.zeros((), device=device)
         if not self.active:
-            return torch.zeros((), device=self.params[0].device) if self.params else torch.zeros(())
-        total = torch.zeros((), device=self.params[0].device)
-        if self.l1 > 0:
-            total += self.l1 * torch.stack(torch._foreach_norm(self.params, 1)).sum()
+            return total
         if self.l2 > 0:
             total += self.l2 * torch.stack(torch._foreach_norm(self.params, 2)).square().sum()
+        if self.l1 > 0:
+            # abs().sum() per tensor: on CPU about twice as fast as _foreach_norm(ord=1)
+            total += self.l1 * torch.stack([p.abs().sum() for p in self.params]).sum()
         return total
 
     def term(self) -> torch.Tensor:
@@ -56,12 +66,12 @@ class Penalty:
 
     @torch.no_grad()
     def add_gradient(self) -> None:
-        """g += 2λ₂w (+ λ₁·sign(w) in subgradient mode), on every tensor in scope."""
+        """g += 2λ₂w (unless folded into the optimizer) + λ₁·sign(w) in subgradient mode."""
         if not self.active:
             return
         params = [p for p in self.params if p.grad is not None]
         grads = [p.grad for p in params]
-        if self.l2 > 0:
+        if self.l2 > 0 and not self.l2_in_optimizer:
             torch._foreach_add_(grads, params, alpha=2 * self.l2)
         if self.l1 > 0 and not self.proximal:
             torch._foreach_add_(grads, torch._foreach_sign(params), alpha=self.l1)

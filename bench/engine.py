@@ -1,0 +1,197 @@
+"""The engine against the loop a user writes by hand, on the tutorial's workload.
+
+MLP 784-128-10, dropout 0.5, L1 1e-5 + L2 1e-4 over both weight matrices (L2 as a true sum of
+squares), SGD lr 0.01, 60,000 synthetic samples, one epoch. The hand loop is the tutorial's
+DataLoader loop; the engine runs its ordinary epoch (shuffle by index, penalties folded into the
+gradient, metrics and the generalization-gap evaluation included). Each variant runs in its own
+process so that its peak memory is its own.
+
+Usage: python -m bench.engine [--device cpu|cuda] [--batch 64,512] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+N, D, K, H = 60_000, 784, 10, 128
+L1, L2, LR = 1e-5, 1e-4, 0.01
+
+
+def _data() -> tuple[Any, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(N, D, generator=g)
+    y = (X @ torch.randn(D, K, generator=g)).argmax(1)
+    return X, y
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_hand(device: str, batch: int) -> float:
+    """The tutorial's loop, with L2 made a true sum of squares over every weight matrix."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X, y = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Dropout(0.5), nn.Linear(H, K)).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    crit = nn.CrossEntropyLoss()
+    dl = DataLoader(TensorDataset(X, y), batch_size=batch, shuffle=True)
+
+    def penalty() -> torch.Tensor:
+        ws = [p for name, p in model.named_parameters() if name.endswith("weight")]
+        return L1 * sum(w.abs().sum() for w in ws) + L2 * sum(w.pow(2).sum() for w in ws)
+
+    def epoch() -> None:
+        model.train()
+        for xb, yb in dl:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            opt.zero_grad()
+            loss = crit(model(xb), yb) + penalty()
+            loss.backward()
+            opt.step()
+
+    epoch()  # warm-up
+    _sync(device)
+    t = time.perf_counter()
+    epoch()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def run_engine(device: str, batch: int) -> float:
+    """Two epochs through worker.training.loop.fit; the second epoch's wall time."""
+    import numpy as np
+
+    from service.architecture import DataShape
+    from service.spec import JobSpec
+    from worker.training.data import Prepared, Standardization
+    from worker.training.loop import Callbacks, fit
+
+    X, y = _data()
+    empty = np.zeros((0, D), np.float32)
+    data = Prepared(
+        shape=DataShape("classification", D, K),
+        input_shape=(D,),
+        X_train=X.numpy(),
+        y_train=y.numpy(),
+        X_val=empty,
+        y_val=np.zeros(0, np.int64),
+        X_test=empty,
+        y_test=np.zeros(0, np.int64),
+        standardization=Standardization(np.zeros(D, np.float32), np.ones(D, np.float32)),
+        sha256="bench",
+        classes=[str(i) for i in range(K)],
+    )
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "synthetic", "n_samples": N, "n_features": D, "n_classes": K},
+            "split": {"validation": 0.0, "test": 0.0},
+            "model": {"type": "mlp", "hidden": [H], "dropout": 0.5},
+            "regularization": {"l1": L1, "l2": L2},
+            "optimizer": {"name": "sgd", "lr": LR},
+            "training": {"epochs": 2, "batch_size": batch, "device": device, "checkpoint_every": 0},
+        }
+    )
+    rows: list[dict[str, Any]] = []
+    fit(spec, data, None, Callbacks(on_epoch=rows.append))
+    return float(rows[-1]["seconds"])
+
+
+def _child(variant: str, device: str, batch: int) -> None:
+    import os
+
+    import torch
+
+    if variant == "engine-eager":  # the engine without CUDA graphs, to show what they add
+        os.environ["REGTRAIN_CUDA_GRAPHS"] = "0"
+
+    seconds = (run_hand if variant == "hand" else run_engine)(device, batch)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
+
+
+def measure(variant: str, device: str, batch: int) -> dict[str, float]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.engine",
+        "--child",
+        variant,
+        "--device",
+        device,
+        "--batch",
+        str(batch),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", default="64")
+    ap.add_argument("--child", choices=["hand", "engine", "engine-eager"])
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    if args.child:
+        _child(args.child, args.device, int(args.batch))
+        return {}
+    results: dict[str, Any] = {"device": args.device, "samples": N, "runs": []}
+    print(
+        f"{'device':6} {'batch':>5} {'hand s/epoch':>12} {'engine s/epoch':>14} {'speedup':>8} {'hand MB':>8} {'engine MB':>9} {'mem ratio':>9}"
+    )
+    for batch in (int(b) for b in args.batch.split(",")):
+        hand = measure("hand", args.device, batch)
+        eng = measure("engine", args.device, batch)
+        run = {
+            "batch": batch,
+            "hand_s": hand["seconds"],
+            "engine_s": eng["seconds"],
+            "hand_samples_per_s": N / hand["seconds"],
+            "engine_samples_per_s": N / eng["seconds"],
+            "speedup": hand["seconds"] / eng["seconds"],
+            "hand_peak_bytes": hand["peak_bytes"],
+            "engine_peak_bytes": eng["peak_bytes"],
+            "memory_ratio": eng["peak_bytes"] / hand["peak_bytes"],
+        }
+        if args.device == "cuda":
+            eager = measure("engine-eager", args.device, batch)
+            run["engine_eager_s"] = eager["seconds"]
+            run["engine_eager_speedup"] = hand["seconds"] / eager["seconds"]
+        results["runs"].append(run)
+        print(
+            f"{args.device:6} {batch:5d} {run['hand_s']:12.3f} {run['engine_s']:14.3f} {run['speedup']:7.2f}x "
+            f"{hand['peak_bytes'] / 2**20:8.0f} {eng['peak_bytes'] / 2**20:9.0f} {run['memory_ratio']:9.2f}"
+            + (
+                f" {run['engine_eager_s']:13.3f} {run['engine_eager_speedup']:12.2f}x"
+                if "engine_eager_s" in run
+                else ""
+            )
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
