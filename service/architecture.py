@@ -217,6 +217,16 @@ def estimate_memory_bytes(layers: list[LayerPlan], batch_size: int) -> int:
     return 4 * (4 * params + 2 * batch_size * acts)
 
 
+def metric_names(task: Task, has_validation: bool) -> list[str]:
+    """The names in a job's per-epoch metrics row that early stopping may monitor."""
+    names = ["train_loss", "data_loss", "penalty", "train_eval_loss"]
+    if has_validation:
+        names += ["val_loss"] + (
+            ["val_accuracy"] if task == "classification" else ["val_mse", "val_mae", "val_r2"]
+        )
+    return names
+
+
 def check_feasible(spec: JobSpec, shape: DataShape, max_parameters: int) -> list[LayerPlan]:
     """Refuse a spec that cannot train on data of this shape; the plan of its model otherwise."""
     if spec.regularization.label_smoothing > 0 and shape.task != "classification":
@@ -224,10 +234,11 @@ def check_feasible(spec: JobSpec, shape: DataShape, max_parameters: int) -> list
             ("regularization", "label_smoothing"), "label smoothing applies to classification only"
         )
     es = spec.training.early_stopping
-    if es and shape.task == "regression" and es.monitor.endswith("accuracy"):
+    known = metric_names(shape.task, spec.split.validation > 0)
+    if es and es.monitor not in known:
         raise SpecError(
             ("training", "early_stopping", "monitor"),
-            "accuracy is not reported for regression; use val_loss, val_mse, val_mae or val_r2",
+            f"{es.monitor!r} is not reported for this job; choose one of {', '.join(known)}",
         )
     layers = plan_model(spec, shape)
     n = parameter_count(layers)

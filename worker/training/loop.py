@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from service.architecture import parameter_count, plan_model
+from service.architecture import metric_names, parameter_count, plan_model
 from service.spec import JobSpec
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
@@ -80,15 +80,6 @@ def resolve_device(requested: str) -> torch.device:
             )
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def metric_names(task: str, has_val: bool) -> set[str]:
-    names = {"train_loss", "data_loss", "penalty", "train_eval_loss"}
-    if has_val:
-        names |= {"val_loss"} | (
-            {"val_accuracy"} if task == "classification" else {"val_mse", "val_mae", "val_r2"}
-        )
-    return names
 
 
 @torch.no_grad()
@@ -244,8 +235,9 @@ def fit(
     def over_time() -> bool:
         return time_limit_s is not None and time.monotonic() - t_start > time_limit_s
 
-    def finish_interrupted(epoch: int) -> None:
-        save("final", epoch, last_row or {})
+    def finish_interrupted(epoch: int, during: int | None = None) -> None:
+        # weights part-way through epoch `during` are labelled with the last whole epoch
+        save("final", epoch, {**(last_row or {}), **({"interrupted_in_epoch": during} if during else {})})
 
     stepper = Stepper(
         model,
@@ -263,10 +255,12 @@ def fit(
         use_graph=use_cuda_graph(device),
     )
     status: Literal["succeeded", "cancelled"] = "succeeded"
-    stopped_early = False
-    epoch = start_epoch - 1
+    completed = start_epoch - 1  # the last epoch trained to its end
+    # a job that had stopped early before its worker was lost has nothing left to train
+    stopped_early = es is not None and tracker.should_stop
+    epoch = start_epoch - 1 if not stopped_early else tr.epochs
     try:
-        for epoch in range(start_epoch, tr.epochs + 1):
+        for epoch in range(start_epoch, tr.epochs + 1 if not stopped_early else start_epoch):
             t0 = time.perf_counter()
             lr = stepper.lr
             model.train()
@@ -295,7 +289,7 @@ def fit(
                         status = "cancelled"
                         break
                     if over_time():
-                        finish_interrupted(epoch - 1)
+                        finish_interrupted(epoch - 1, during=epoch)
                         raise TrainingError(
                             "time_limit",
                             f"the time limit of {time_limit_s:g} s ran out during epoch {epoch}",
@@ -339,6 +333,7 @@ def fit(
             elif scheduler is not None:
                 scheduler.step()
             stopped_early = es is not None and tracker.should_stop
+            completed = epoch
 
             if folder is not None and tr.checkpoint_every and epoch % tr.checkpoint_every == 0:
                 name = f"epoch-{epoch}"
@@ -373,7 +368,6 @@ def fit(
             f"the GPU ran out of memory at batch size {bs}: lower training.batch_size or the model's size",
         ) from None
 
-    completed = epoch if status == "succeeded" else epoch - 1
     if status == "succeeded" and es is not None and es.restore_best and best_state is not None:
         model.load_state_dict(best_state)
 
@@ -384,6 +378,8 @@ def fit(
     final_metrics = {**(last_row or {}), **test}
     if status == "succeeded" and es is not None and es.restore_best and tracker.best_epoch is not None:
         final_metrics["restored_best_epoch"] = tracker.best_epoch
+    if status == "cancelled" and completed < epoch:
+        final_metrics["interrupted_in_epoch"] = epoch
     save("final", completed, final_metrics)
     l2n, sparsity = weight_stats(in_scope)
     return FitResult(

@@ -1,0 +1,147 @@
+"""Models: the engine builds exactly what service.architecture plans (same parameter count),
+with dropout on hidden activations only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine_helpers import make_spec
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from service.architecture import BUILTIN_SHAPES, DataShape, SpecError, parameter_count, plan_model
+from worker.training.models import create_model
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def assert_no_dropout_after_last_linear(model: nn.Sequential) -> None:
+    kinds = list(model)
+    last = max(i for i, m in enumerate(kinds) if isinstance(m, nn.Linear))
+    assert not any(isinstance(m, nn.Dropout | nn.Dropout2d) for m in kinds[last + 1 :])
+    assert last == len(kinds) - 1  # the logits are the model's output, untouched
+
+
+def test_mlp_layout() -> None:
+    spec = make_spec(model={"type": "mlp", "hidden": [32, 16, 8], "dropout": 0.3, "batch_norm": True})
+    model = create_model(spec, BUILTIN_SHAPES["iris"])
+    kinds = [type(m) for m in model]
+    block = [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]
+    assert kinds == block * 3 + [nn.Linear]
+    assert [m.p for m in model if isinstance(m, nn.Dropout)] == [0.3, 0.3, 0.3]
+    assert model[-1].in_features == 8 and model[-1].out_features == 3
+    assert_no_dropout_after_last_linear(model)
+
+
+def test_cnn_layout() -> None:
+    spec = make_spec(
+        dataset={"name": "digits"},
+        model={"type": "cnn", "channels": [4, 8], "hidden": [16], "dropout": 0.5, "dropout2d": 0.2},
+    )
+    model = create_model(spec, BUILTIN_SHAPES["digits"])
+    assert sum(isinstance(m, nn.Conv2d) for m in model) == 2
+    assert sum(isinstance(m, nn.Dropout2d) for m in model) == 2
+    assert sum(isinstance(m, nn.Dropout) for m in model) == 1
+    assert_no_dropout_after_last_linear(model)
+    assert n_params(model) == parameter_count(plan_model(spec, BUILTIN_SHAPES["digits"]))
+
+
+ACTS = st.sampled_from(["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "silu"])
+SHAPES = st.one_of(
+    st.sampled_from([BUILTIN_SHAPES[k] for k in ("iris", "wine", "breast_cancer", "diabetes", "digits")]),
+    st.builds(
+        lambda f, c: DataShape("classification", f, c),
+        st.integers(1, 50),
+        st.integers(2, 12),
+    ),
+)
+
+
+@st.composite
+def mlp_models(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "type": "mlp",
+        "hidden": draw(st.lists(st.integers(1, 40), max_size=4)),
+        "activation": draw(ACTS),
+        "dropout": draw(st.sampled_from([0.0, 0.25, 0.5])),
+        "batch_norm": draw(st.booleans()),
+    }
+
+
+@st.composite
+def tabular_sequential(draw: st.DrawFn) -> dict[str, Any]:
+    layers: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(0, 3))):
+        layers.append({"type": "linear", "out_features": draw(st.integers(1, 40))})
+        if draw(st.booleans()):
+            layers.append({"type": "batch_norm"})
+        layers.append({"type": draw(st.sampled_from(["relu", "gelu", "tanh"]))})
+        if draw(st.booleans()):
+            layers.append({"type": "dropout", "p": 0.5})
+    layers.append({"type": "linear"})
+    return {"type": "sequential", "layers": layers}
+
+
+@st.composite
+def image_sequential(draw: st.DrawFn) -> dict[str, Any]:
+    layers: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(1, 3))):
+        layers.append(
+            {
+                "type": "conv2d",
+                "out_channels": draw(st.integers(1, 12)),
+                "kernel_size": draw(st.integers(1, 5)),
+                "stride": draw(st.integers(1, 2)),
+                "padding": draw(st.integers(0, 2)),
+            }
+        )
+        if draw(st.booleans()):
+            layers.append({"type": "batch_norm"})
+        layers.append({"type": "relu"})
+        if draw(st.booleans()):
+            layers.append({"type": "max_pool2d", "kernel_size": 2})
+        if draw(st.booleans()):
+            layers.append({"type": "dropout", "p": 0.25})
+    layers.append({"type": "flatten"})
+    if draw(st.booleans()):
+        layers += [{"type": "linear", "out_features": draw(st.integers(1, 32))}, {"type": "relu"}]
+    layers.append({"type": "linear"})
+    return {"type": "sequential", "layers": layers}
+
+
+@st.composite
+def cnn_models(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "type": "cnn",
+        "channels": draw(st.lists(st.integers(1, 12), min_size=1, max_size=3)),
+        "kernel_size": draw(st.sampled_from([1, 3, 5])),
+        "hidden": draw(st.lists(st.integers(1, 32), max_size=2)),
+        "batch_norm": draw(st.booleans()),
+        "dropout2d": draw(st.sampled_from([0.0, 0.25])),
+    }
+
+
+@settings(max_examples=60, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    case=st.one_of(
+        st.tuples(mlp_models(), SHAPES),
+        st.tuples(tabular_sequential(), SHAPES),
+        st.tuples(image_sequential(), st.just(BUILTIN_SHAPES["digits"])),
+        st.tuples(cnn_models(), st.just(BUILTIN_SHAPES["digits"])),
+    )
+)
+def test_planned_parameter_count_equals_the_built_model(case: tuple[dict[str, Any], DataShape]) -> None:
+    model_spec, shape = case
+    spec = make_spec(model=model_spec)
+    try:
+        plan = plan_model(spec, shape)
+    except SpecError:
+        assume(False)
+        return
+    model = create_model(spec, shape)
+    assert parameter_count(plan) == n_params(model)
+    assert len(model) == len(plan)
+    assert_no_dropout_after_last_linear(model)

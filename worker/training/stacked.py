@@ -1,0 +1,481 @@
+"""Many trials of one MLP trained at once, as one stacked model on one device.
+
+Trials that share the architecture, the data, the batch size, the epochs and the optimizer kind,
+and differ only in l1, l2, weight_decay, dropout, label_smoothing, lr or seed, are the same
+computation with different numbers. Stacked, each layer of G trials is one batched matmul (the
+first layer one wide GEMM when the trials share their batches) and every per-trial number is a
+tensor broadcast along the trial axis, so a step costs a few kernels whatever G is, and on CUDA
+the whole step is captured once as a graph and replayed.
+
+Each trial keeps its own initialization (built under its own seed, exactly as when trained
+alone), its own shuffles (trials with different seeds gather their own batches), its own
+optimizer state, early stopping and best weights. Differences from training alone: dropout
+masks come from one random stream for the whole group, so a trial with dropout matches its solo
+run in distribution, not bit for bit; a cosine schedule uses the closed form.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from service.architecture import DataShape, plan_model
+from service.spec import (
+    CNNSpec,
+    CosineScheduler,
+    JobSpec,
+    MLPSpec,
+    PlateauScheduler,
+    SequentialSpec,
+    StepScheduler,
+)
+from worker.training.data import Prepared
+from worker.training.loop import CHECK_EVERY, GAP_SAMPLES, resolve_device
+from worker.training.models import ACTIVATIONS, build
+
+# What may differ between the trials of one group; everything else must be equal.
+VARYING = (
+    ("regularization", "l1"),
+    ("regularization", "l2"),
+    ("regularization", "label_smoothing"),
+    ("optimizer", "lr"),
+    ("optimizer", "weight_decay"),
+    ("model", "dropout"),
+    ("training", "seed"),
+)
+
+
+def not_stackable(spec: JobSpec) -> str | None:
+    """Why a trial cannot train in a stacked group (None when it can)."""
+    m = spec.model
+    if isinstance(m, CNNSpec):
+        return "cnn models train trial by trial"
+    if isinstance(m, SequentialSpec):
+        return "sequential models train trial by trial"
+    if isinstance(m, MLPSpec) and m.batch_norm:
+        return "batch_norm models train trial by trial"
+    if isinstance(spec.optimizer.scheduler, PlateauScheduler):
+        return "a plateau scheduler differs per trial; it trains trial by trial"
+    if spec.training.grad_clip_norm is not None:
+        return "gradient clipping trains trial by trial"
+    if spec.training.precision != "fp32":
+        return "bf16 trains trial by trial"
+    return None
+
+
+def group_key(spec: JobSpec) -> str:
+    """Trials with equal keys can train together."""
+    d = spec.model_dump(mode="json")
+    for section, name in VARYING:
+        d.get(section, {}).pop(name, None)
+    d.pop("name", None)
+    return json.dumps(d, sort_keys=True)
+
+
+@dataclass
+class TrialResult:
+    best_epoch: int | None
+    epochs_completed: int
+    stopped_early: bool
+    best_metrics: dict[str, Any]  # the metrics row of the best epoch
+    test_metrics: dict[str, float]
+
+
+class _Layer:
+    """One stacked Linear: weight (in, G, out) for a shared first-layer input, else (G, in, out)."""
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], shared_input: bool) -> None:
+        w = torch.stack([wt.t() for wt in weights])  # (G, in, out)
+        self.shared_input = shared_input
+        self.weight = nn.Parameter(w.transpose(0, 1).contiguous() if shared_input else w)
+        self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))  # (G, 1, out)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared_input and x.dim() == 2:  # (B, in) @ (in, G*out): one wide GEMM
+            i, g, o = self.weight.shape
+            h = (x @ self.weight.reshape(i, g * o)).view(x.shape[0], g, o).transpose(0, 1)
+            return h + self.bias
+        w = self.weight.transpose(0, 1) if self.shared_input else self.weight
+        return torch.baddbmm(self.bias, x if x.dim() == 3 else x.expand(w.shape[0], -1, -1), w)
+
+
+def _hp(values: list[float], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+class StackedTrainer:
+    """Trains G compatible trials together on one Prepared dataset."""
+
+    def __init__(self, trials: list[JobSpec], data: Prepared) -> None:
+        self.trials = trials
+        self.data = data
+        base = trials[0]
+        self.G = len(trials)
+        self.device = resolve_device(base.training.device)
+        self.task = data.task
+        dev = self.device
+        self.X = torch.as_tensor(data.X_train, device=dev).reshape(len(data.X_train), -1)
+        self.y = torch.as_tensor(data.y_train, device=dev)
+        self.Xv = torch.as_tensor(data.X_val, device=dev).reshape(len(data.X_val), -1)
+        self.yv = torch.as_tensor(data.y_val, device=dev)
+        self.Xt = torch.as_tensor(data.X_test, device=dev).reshape(len(data.X_test), -1)
+        self.yt = torch.as_tensor(data.y_test, device=dev)
+        self.seeds = [t.training.seed for t in trials]
+        self.shared_batches = len(set(self.seeds)) == 1
+
+        # Each trial's initial weights exactly as a solo run draws them.
+        shape = DataShape(
+            data.shape.task, data.shape.n_features, data.shape.n_outputs, None, data.shape.n_samples
+        )
+        per_trial: list[list[nn.Linear]] = []
+        for t in trials:
+            torch.manual_seed(t.training.seed)
+            plan = plan_model(t, shape)
+            model = build(plan)
+            per_trial.append([m for m in model if isinstance(m, nn.Linear)])
+        self.acts = [
+            ACTIVATIONS[str(layer.args["fn"])]() for layer in plan_model(base, shape) if layer.kind == "act"
+        ]
+        n_layers = len(per_trial[0])
+        self.layers = [
+            _Layer(
+                [per_trial[g][i].weight.detach() for g in range(self.G)],
+                [per_trial[g][i].bias.detach() for g in range(self.G)],
+                shared_input=(i == 0 and self.shared_batches),
+            )
+            for i in range(n_layers)
+        ]
+        for layer in self.layers:
+            layer.weight.data = layer.weight.data.to(dev)
+            layer.bias.data = layer.bias.data.to(dev)
+        self.params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
+        self.axis = {id(layer.weight): 1 if layer.shared_input else 0 for layer in self.layers}
+        self.axis.update({id(layer.bias): 0 for layer in self.layers})
+        scope_all = base.regularization.apply_to == "all"
+        self.in_scope = [
+            p for layer in self.layers for p in ((layer.weight, layer.bias) if scope_all else (layer.weight,))
+        ]
+
+        r = [t.regularization for t in trials]
+        o = [t.optimizer for t in trials]
+        self.opt_name = base.optimizer.name
+        self.l1 = _hp([x.l1 for x in r], dev)
+        self.l2 = _hp([x.l2 for x in r], dev)
+        self.smooth = _hp([x.label_smoothing for x in r], dev)
+        self.base_lr = _hp([x.lr for x in o], dev)
+        self.lr = self.base_lr.clone()
+        self.wd = _hp([x.weight_decay for x in o], dev)
+        self.dropout = _hp([t.model.dropout if isinstance(t.model, MLPSpec) else 0.0 for t in trials], dev)
+        self.keep = (1 - self.dropout).view(self.G, 1, 1)
+        self.has_dropout = bool((self.dropout > 0).any())
+        self.proximal = base.regularization.l1_mode == "proximal"
+        self.max_norm = base.regularization.max_norm
+        self.active = torch.ones(self.G, device=dev)  # 0 once a trial stopped early
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+        self.t = 0  # optimizer steps taken
+
+    # --- shapes ---------------------------------------------------------------------------
+
+    def _b(self, v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """v (G,) shaped to broadcast along p's trial axis."""
+        shape = [1] * p.dim()
+        shape[self.axis[id(p)]] = self.G
+        return v.view(shape)
+
+    def _per_trial_sum(self, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Sum t (shaped like p) over everything but the trial axis: (G,)."""
+        axis = self.axis[id(p)]
+        return t.sum([d for d in range(t.dim()) if d != axis])
+
+    # --- model ----------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = self.acts[i](h)
+                if train and self.has_dropout:
+                    h = h * (torch.rand_like(h) < self.keep) / self.keep  # inverted dropout, p per trial
+        return h  # (G, B, out)
+
+    def losses(self, out: torch.Tensor, y: torch.Tensor, smoothing: bool) -> torch.Tensor:
+        """Per-trial mean loss (G,), label smoothing per trial as CrossEntropyLoss defines it."""
+        if self.task == "regression":
+            return (out.squeeze(-1) - y).square().mean(-1)
+        logp = torch.log_softmax(out, -1)
+        yy = y.expand(self.G, -1) if y.dim() == 1 else y
+        nll = -logp.gather(-1, yy.unsqueeze(-1)).squeeze(-1).mean(-1)
+        if not smoothing:
+            return nll
+        return (1 - self.smooth) * nll + self.smooth * (-logp.mean(-1)).mean(-1)
+
+    # --- one step -------------------------------------------------------------------------
+
+    def penalty(self) -> torch.Tensor:
+        """λ₁Σ|w| + λ₂Σw² per trial (G,)."""
+        total = torch.zeros(self.G, device=self.device)
+        for p in self.in_scope:
+            w = p.detach()
+            total = (
+                total
+                + self.l1 * self._per_trial_sum(w.abs(), p)
+                + self.l2 * self._per_trial_sum(w.square(), p)
+            )
+        return total
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimization step of every trial; (data loss, penalty) per trial, on the device."""
+        for p in self.params:
+            p.grad = None
+        loss = self.losses(self.forward(xb, True), yb, True)
+        loss.sum().backward()  # trials are independent: each gets its own gradient
+        pen = self.penalty()
+        self._update()
+        return loss.detach(), pen
+
+    @torch.no_grad()
+    def _update(self) -> None:
+        self.t += 1
+        decoupled = self.opt_name == "adamw"
+        scope = {id(p) for p in self.in_scope}
+        for i, p in enumerate(self.params):
+            g = p.grad
+            assert g is not None
+            lr = self._b(self.lr * self.active, p)
+            if id(p) in scope:
+                # L2 as 2λ₂w in the gradient; coupled weight decay the same way; L1 subgradient
+                coupled = 2 * self.l2 + (0 if decoupled else self.wd)
+                g = g + self._b(coupled, p) * p
+                if not self.proximal:
+                    g = g + self._b(self.l1, p) * torch.sign(p)
+                if decoupled:
+                    p.mul_(1 - lr * self._b(self.wd, p))
+            st = self.state.setdefault(i, {})
+            o = self.trials[0].optimizer
+            if self.opt_name == "sgd":
+                if o.momentum > 0:
+                    if "buf" not in st:
+                        st["buf"] = g.clone()
+                    else:
+                        st["buf"].mul_(o.momentum).add_(g)
+                    g = g + o.momentum * st["buf"] if o.nesterov else st["buf"]
+                p.sub_(lr * g)
+            elif self.opt_name in ("adam", "adamw"):
+                b1, b2 = o.betas
+                if "m" not in st:
+                    st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+                st["m"].lerp_(g, 1 - b1)
+                st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                # bias corrections in double, as torch computes them, so a trial matches its solo run
+                bc1, bc2_sqrt = 1 - b1**self.t, math.sqrt(1 - b2**self.t)
+                denom = (st["v"].sqrt() / bc2_sqrt).add_(o.eps)
+                p.sub_((lr / bc1) * (st["m"] / denom))
+            else:  # rmsprop, alpha 0.99 as torch's default
+                if "v" not in st:
+                    st["v"] = torch.zeros_like(p)
+                st["v"].mul_(0.99).addcmul_(g, g, value=0.01)
+                avg = st["v"].sqrt().add_(o.eps)
+                if o.momentum > 0:
+                    st.setdefault("buf", torch.zeros_like(p)).mul_(o.momentum).addcdiv_(g, avg)
+                    p.sub_(lr * st["buf"])
+                else:
+                    p.sub_(lr * g / avg)
+            if id(p) in scope and self.proximal:
+                thr = lr * self._b(self.l1, p)
+                p.copy_(torch.sign(p) * torch.clamp(p.abs() - thr, min=0))
+        if self.max_norm:
+            for layer in self.layers:
+                w = layer.weight  # each unit's incoming weights: the `in` axis of (.., in, .., out)
+                in_axis = 0 if layer.shared_input else 1
+                norms = w.norm(dim=in_axis, keepdim=True)
+                w.mul_(torch.clamp(self.max_norm / (norms + 1e-7), max=1.0))
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        st = self.data.standardization
+        loss = torch.zeros(self.G, device=self.device, dtype=torch.float64)
+        hit = torch.zeros(self.G, device=self.device, dtype=torch.float64)
+        abs_err = torch.zeros(self.G, device=self.device, dtype=torch.float64)
+        for i in range(0, len(X), 4096):
+            xb, yb = X[i : i + 4096], y[i : i + 4096]
+            out = self.forward(xb, False)
+            loss += self.losses(out, yb, False).double() * len(xb)
+            if self.task == "classification":
+                hit += (out.argmax(-1) == yb).double().sum(-1)
+            else:
+                abs_err += (out.squeeze(-1) - yb).abs().double().sum(-1)
+        n = max(len(X), 1)
+        if self.task == "classification":
+            return {"loss": loss / n, "accuracy": hit / n}
+        mse = loss / n * st.target_std**2
+        var = float(y.double().var(unbiased=False)) * st.target_std**2 if len(y) else 0.0
+        r2 = 1 - mse / var if var > 0 else torch.zeros_like(mse)
+        return {"loss": loss / n, "mse": mse, "mae": abs_err / n * st.target_std, "r2": r2}
+
+    # --- the run --------------------------------------------------------------------------
+
+    def _lr_factor(self, epoch: int) -> float:
+        """The scheduler's multiplier for `epoch` (1-based), the same for every trial."""
+        s = self.trials[0].optimizer.scheduler
+        if isinstance(s, StepScheduler):
+            return s.gamma ** ((epoch - 1) // s.step_size)
+        if isinstance(s, CosineScheduler):
+            t_max = s.t_max or self.trials[0].training.epochs
+            return 0.5 * (1 + math.cos(math.pi * min(epoch - 1, t_max) / t_max))
+        return 1.0
+
+    def fit(
+        self,
+        on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> list[TrialResult]:
+        base = self.trials[0].training
+        dev, G = self.device, self.G
+        n, bs = len(self.X), min(base.batch_size, len(self.X))
+        steps = math.ceil(n / bs)
+        gens = []
+        for s in sorted(set(self.seeds)):
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(s)
+            gens.append((s, gen))
+        gen_of = dict(gens)
+        gap_idx = {
+            s: torch.randperm(n, generator=torch.Generator().manual_seed(s))[:GAP_SAMPLES].to(dev)
+            for s in gen_of
+        }
+        has_val = len(self.Xv) > 0
+        es = [t.training.early_stopping for t in self.trials]
+        monitor = [e.monitor if e else ("val_loss" if has_val else "train_eval_loss") for e in es]
+        mode = [e.mode if e else "min" for e in es]
+        best: list[float | None] = [None] * G
+        best_epoch: list[int | None] = [None] * G
+        best_row: list[dict[str, Any]] = [{} for _ in range(G)]
+        bad = [0] * G
+        done = [False] * G
+        completed = [0] * G
+        best_params = [p.detach().clone() for p in self.params]
+
+        for epoch in range(1, base.epochs + 1):
+            t0 = time.perf_counter()
+            f = self._lr_factor(epoch)
+            s = self.trials[0].optimizer.scheduler
+            if isinstance(s, CosineScheduler):
+                self.lr.copy_(s.eta_min + (self.base_lr - s.eta_min) * f)
+            else:
+                self.lr.copy_(self.base_lr * f)
+            perms = {s2: torch.randperm(n, generator=g, device=dev) for s2, g in gens}
+            loss_sum = torch.zeros(G, device=dev, dtype=torch.float64)
+            pen_sum = torch.zeros(G, device=dev, dtype=torch.float64)
+            for step in range(steps):
+                if self.shared_batches:
+                    idx = perms[self.seeds[0]][step * bs : (step + 1) * bs]
+                    xb, yb = self.X[idx], self.y[idx]
+                else:
+                    idx = torch.stack([perms[s2][step * bs : (step + 1) * bs] for s2 in self.seeds])
+                    xb, yb = self.X[idx], self.y[idx]
+                loss, pen = self.step(xb, yb)
+                w = float(idx.shape[-1])
+                loss_sum += loss.double() * w
+                pen_sum += pen.double() * w
+                if (step + 1) % CHECK_EVERY == 0 and should_stop():
+                    return self._results(best_epoch, completed, done, best_row, best_params, cancelled=True)
+            seconds = time.perf_counter() - t0
+            data_loss = (loss_sum / n).tolist()
+            pens = (pen_sum / n).tolist()
+            val = {k: v.tolist() for k, v in self.evaluate(self.Xv, self.yv).items()} if has_val else {}
+            gap: list[float] = []
+            for g, s2 in enumerate(self.seeds):
+                ev = self.evaluate(self.X[gap_idx[s2]], self.y[gap_idx[s2]])
+                gap.append(float(ev["loss"][g]))
+            norms = torch.zeros(G, device=dev)
+            zeros = torch.zeros(G, device=dev)
+            count = 0
+            for p in self.in_scope:
+                norms += self._per_trial_sum(p.detach().square(), p)
+                zeros += self._per_trial_sum((p.detach() == 0).float(), p)
+                count += p.numel() // G
+            norms_l, zeros_l = norms.sqrt().tolist(), (zeros / max(count, 1)).tolist()
+            for g in range(G):
+                if done[g]:
+                    continue
+                row: dict[str, Any] = {
+                    "epoch": epoch,
+                    "train_loss": data_loss[g] + pens[g],
+                    "data_loss": data_loss[g],
+                    "penalty": pens[g],
+                    "train_eval_loss": gap[g],
+                    "val_loss": val["loss"][g] if has_val else None,
+                }
+                for k, v in val.items():
+                    if k != "loss":
+                        row[f"val_{k}"] = v[g]
+                row["generalization_gap"] = row["val_loss"] - gap[g] if has_val else None
+                row["weight_l2_norm"], row["weight_sparsity"] = norms_l[g], zeros_l[g]
+                row["lr"] = float(self.lr[g])
+                row["seconds"] = seconds
+                row["samples_per_second"] = n * G / seconds
+                completed[g] = epoch
+                if on_epoch:
+                    on_epoch(g, row)
+                value = row[monitor[g]]
+                delta = es[g].min_delta if es[g] else 0.0
+                better = (
+                    value is not None
+                    and math.isfinite(value)
+                    and (
+                        best[g] is None
+                        or (value < best[g] - delta if mode[g] == "min" else value > best[g] + delta)
+                    )
+                )
+                if better:
+                    best[g], best_epoch[g], best_row[g], bad[g] = value, epoch, row, 0
+                    with torch.no_grad():
+                        for bp, p in zip(best_params, self.params, strict=True):
+                            m = self._b((torch.arange(G, device=dev) == g).float(), p).bool()
+                            bp.copy_(torch.where(m, p, bp))
+                else:
+                    bad[g] += 1
+                if not math.isfinite(row["train_loss"]) or (es[g] and bad[g] >= es[g].patience):
+                    done[g] = True
+                    self.active[g] = 0.0
+            if all(done):
+                break
+        return self._results(best_epoch, completed, done, best_row, best_params, cancelled=False)
+
+    def _results(
+        self,
+        best_epoch: list[int | None],
+        completed: list[int],
+        done: list[bool],
+        best_row: list[dict[str, Any]],
+        best_params: list[torch.Tensor],
+        cancelled: bool,
+    ) -> list[TrialResult]:
+        restore = torch.tensor(
+            [bool(t.training.early_stopping and t.training.early_stopping.restore_best) for t in self.trials],
+            device=self.device,
+        )
+        with torch.no_grad():
+            for bp, p in zip(best_params, self.params, strict=True):
+                p.copy_(torch.where(self._b(restore.float(), p).bool(), bp, p))
+        test = {k: v.tolist() for k, v in self.evaluate(self.Xt, self.yt).items()} if len(self.Xt) else {}
+        return [
+            TrialResult(
+                best_epoch=best_epoch[g],
+                epochs_completed=completed[g],
+                stopped_early=done[g] and not cancelled and completed[g] < self.trials[g].training.epochs,
+                best_metrics=best_row[g],
+                test_metrics={f"test_{k}": v[g] for k, v in test.items()},
+            )
+            for g in range(self.G)
+        ]
