@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from sklearn import datasets as skdatasets
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from service.architecture import DataShape
 from service.datafile import DataError, ParsedDataset, load_canonical
@@ -161,20 +161,59 @@ def prepare(spec: JobSpec, datasets_dir: Path | None = None) -> Prepared:
     return split_and_standardize(spec, load_dataset(spec, datasets_dir))
 
 
-def split_and_standardize(spec: JobSpec, data: ParsedDataset) -> Prepared:
+def _arrays(spec: JobSpec, data: ParsedDataset) -> tuple[np.ndarray, np.ndarray]:
     X, y = data.X, data.y
     images = wants_images(spec)
     if images and X.ndim != 4:
         raise DataError("the model needs image data (N, C, H, W); this dataset is tabular")
     if not images:
         X = X.reshape(len(X), -1)
-    classification = data.task == "classification"
-    if classification and len(np.unique(y)) < 2:
+    if data.task == "classification" and len(np.unique(y)) < 2:
         raise DataError("the target has a single class: nothing to learn")
+    return X, y
 
+
+def split_and_standardize(spec: JobSpec, data: ParsedDataset) -> Prepared:
+    X, y = _arrays(spec, data)
     s = spec.split
+    strat = y if data.task == "classification" else None
+    train_idx, val_idx, test_idx = _split(np.arange(len(X)), strat, s.validation, s.test, s.seed)
+    return _assemble(data, X, y, train_idx, val_idx, test_idx)
+
+
+def cv_folds(spec: JobSpec, data: ParsedDataset, k: int) -> list[Prepared]:
+    """k folds of the data left after the test split (stratified for classification); fold i
+    validates on its k-th and trains on the rest, standardized on its own train part."""
+    X, y = _arrays(spec, data)
+    s = spec.split
+    classification = data.task == "classification"
     idx = np.arange(len(X))
-    train_idx, val_idx, test_idx = _split(idx, y if classification else None, s.validation, s.test, s.seed)
+    rest, test_idx = (
+        _take(idx, y if classification else None, s.test, s.seed) if s.test > 0 else (idx, idx[:0])
+    )
+    if len(rest) < 2 * k:
+        raise DataError(f"too few samples ({len(rest)}) for {k}-fold cross validation")
+    splitter: Any = (
+        StratifiedKFold(k, shuffle=True, random_state=s.seed)
+        if classification
+        else KFold(k, shuffle=True, random_state=s.seed)
+    )
+    try:
+        pairs = list(splitter.split(rest, y[rest] if classification else None))
+    except ValueError:  # a class rarer than k: plain folds
+        pairs = list(KFold(k, shuffle=True, random_state=s.seed).split(rest))
+    return [_assemble(data, X, y, np.sort(rest[tr]), np.sort(rest[va]), test_idx) for tr, va in pairs]
+
+
+def _assemble(
+    data: ParsedDataset,
+    X: np.ndarray,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+) -> Prepared:
+    classification = data.task == "classification"
     if len(train_idx) < 2:
         raise DataError(f"too few samples ({len(X)}) for the split: the train split would be empty")
     if classification and len(np.unique(y[train_idx])) < 2:

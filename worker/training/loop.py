@@ -126,7 +126,10 @@ def fit(
     *,
     time_limit_s: float | None = None,
     sidecar_extra: dict[str, Any] | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
 ) -> FitResult:
+    """Train spec on data; checkpoints under work_dir (None: none). init_weights warm-starts the
+    model (a regularization path step) instead of the seed's initialization."""
     cb = callbacks or Callbacks()
     t_start = time.monotonic()
     tr, reg = spec.training, spec.regularization
@@ -148,6 +151,8 @@ def fit(
     torch.manual_seed(tr.seed)
     plan = plan_model(spec, data.shape)
     model = build(plan).to(device)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
     in_scope, out_of_scope = split_parameters(model, reg.apply_to)
     penalty = Penalty(in_scope, reg.l1, reg.l2, reg.l1_mode, l2_in_optimizer=folds_l2(spec))
     optimizer = create_optimizer(spec, in_scope, out_of_scope, device)
