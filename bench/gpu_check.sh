@@ -22,7 +22,7 @@ python3 -m bench.engine --device cuda --batch 64,512 --json "$OUT/engine_gpu.jso
 
 if [ -f bench/sweep.py ]; then
   echo "== vectorized sweep on CUDA"
-  python3 -m bench.sweep --device cuda --json "$OUT/sweep_gpu.json"
+  python3 -m bench.sweep --device cuda --trials 16,64 --batch 64,512 --json "$OUT/sweep_gpu.json"
 fi
 
 echo "== engine suite on CUDA"

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(
         15.0, gt=0, description="How often each worker looks for running jobs whose lease expired."
     )
+    resend_after_s: float = Field(
+        1800.0,
+        gt=0,
+        description="A job queued this long without a worker taking it gets its message sent "
+        "again, in case the broker lost it (a duplicate is harmless: the store decides).",
+    )
     queue_prefix: str = Field(
         "",
         pattern=r"^[A-Za-z0-9_-]*$",

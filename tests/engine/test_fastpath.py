@@ -148,3 +148,34 @@ def test_cuda_bf16_trains(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _spec(training={"device": "cuda", "precision": "bf16", "epochs": 10})
     _, out = _run(spec, True, monkeypatch)
     assert out.test_metrics["test_accuracy"] > 0.9
+
+
+@needs_cuda
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_cuda_stacked_graph_equals_eager(optimizer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.training.stacked import StackedTrainer
+
+    opt = {"name": optimizer, "lr": 0.05 if optimizer == "sgd" else 0.003}
+    if optimizer != "sgd":
+        opt["momentum"] = 0.0
+    specs = [
+        _spec(optimizer=opt, regularization={"l1": l1, "l2": l2}, training={"device": "cuda"})
+        for l1, l2 in [(0.0, 0.0), (1e-4, 0.0), (0.0, 1e-3), (1e-4, 1e-2)]
+    ]
+    data = prepare(specs[0])
+    runs = []
+    for graphs in ("0", "1"):
+        monkeypatch.setenv("REGTRAIN_CUDA_GRAPHS", graphs)
+        rows: dict[int, list[dict[str, Any]]] = {}
+        trainer = StackedTrainer(specs, data)
+        assert trainer.use_graph == (graphs == "1")
+        trainer.fit(lambda g, r, rows=rows: rows.setdefault(g, []).append(r))
+        runs.append((rows, trainer))
+    (eager_rows, eager), (graph_rows, graph) = runs
+    assert graph.graph is not None  # the step really was captured
+    for g in range(len(specs)):
+        for a, b in zip(eager_rows[g], graph_rows[g], strict=True):
+            for key in ("train_loss", "penalty", "val_loss"):
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (optimizer, g, key, a["epoch"])
+    for a, b in zip(eager.params, graph.params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)

@@ -16,6 +16,7 @@ run in distribution, not bit for bit; a cosine schedule uses the closed form.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -28,8 +29,9 @@ from torch import nn
 from service.architecture import DataShape, plan_model
 from service.spec import CosineScheduler, JobSpec, MLPSpec, StepScheduler
 from worker.training.data import Prepared
-from worker.training.loop import CHECK_EVERY, GAP_SAMPLES, resolve_device
+from worker.training.loop import CHECK_EVERY, GAP_SAMPLES, resolve_device, use_cuda_graph
 from worker.training.models import ACTIVATIONS, build
+from worker.training.step import WARMUP_STEPS
 
 
 @dataclass
@@ -40,6 +42,9 @@ class TrialResult:
     best_metrics: dict[str, Any]  # the metrics row of the best epoch
     last_metrics: dict[str, Any]  # the metrics row of the last epoch trained
     test_metrics: dict[str, float]
+
+
+log = logging.getLogger(__name__)
 
 
 class _Layer:
@@ -138,7 +143,19 @@ class StackedTrainer:
         self.max_norm = base.regularization.max_norm
         self.active = torch.ones(self.G, device=dev)  # 0 once a trial stopped early
         self.state: dict[int, dict[str, torch.Tensor]] = {}
-        self.t = 0  # optimizer steps taken
+        # the optimizer's step count lives on the device (double, as torch computes bias
+        # corrections), so that a captured step can count too
+        self.t = torch.zeros((), device=dev, dtype=torch.float64)
+        self.loss_sum = torch.zeros(self.G, device=dev, dtype=torch.float64)
+        self.penalty_sum = torch.zeros(self.G, device=dev, dtype=torch.float64)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.use_graph = use_cuda_graph(dev) and self.shared_batches
+        self.bs = min(base.training.batch_size, len(self.X))
+        self.warm = 0
+        if self.use_graph:
+            self.sx = torch.zeros((self.bs, width), device=dev)
+            self.sy = torch.zeros(self.bs, device=dev, dtype=self.y.dtype)
+            self.side = torch.cuda.Stream(dev)
 
     # --- shapes ---------------------------------------------------------------------------
 
@@ -190,19 +207,63 @@ class StackedTrainer:
                 total += self.l1 * torch.linalg.vector_norm(w, 1, dim=dims)
         return total
 
-    def step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimization step of every trial; (data loss, penalty) per trial, on the device."""
-        for p in self.params:
-            p.grad = None
+    def _body(self, xb: torch.Tensor, yb: torch.Tensor, weight: float) -> None:
+        """One optimization step of every trial; losses and penalties accumulate on the device."""
         loss = self.losses(self.forward(xb, True), yb, True)
         loss.sum().backward()  # trials are independent: each gets its own gradient
-        pen = self.penalty()
+        with torch.no_grad():
+            self.penalty_sum.add_(self.penalty().double(), alpha=weight)
+            self.loss_sum.add_(loss.detach().double(), alpha=weight)
         self._update()
-        return loss.detach(), pen
+
+    def eager(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        for p in self.params:
+            p.grad = None
+        self._body(xb, yb, float(xb.shape[-2]))
+
+    def step(self, idx: torch.Tensor) -> None:
+        """Train every trial on its rows idx ((B,) shared by all trials, or (G, B))."""
+        if not self.use_graph:
+            self.eager(self.X[idx], self.y[idx])
+            return
+        if self.graph is None and (len(idx) != self.bs or self.warm < WARMUP_STEPS):
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                self.eager(self.X[idx], self.y[idx])
+            torch.cuda.current_stream().wait_stream(self.side)
+            self.warm += 1
+            return
+        if len(idx) != self.bs:
+            self.eager(self.X[idx], self.y[idx])
+            return
+        if self.graph is None:
+            self._capture()
+            if self.graph is None:
+                self.eager(self.X[idx], self.y[idx])
+                return
+        torch.index_select(self.X, 0, idx, out=self.sx)
+        torch.index_select(self.y, 0, idx, out=self.sy)
+        self.graph.replay()
+
+    def _capture(self) -> None:
+        torch.cuda.synchronize(self.device)
+        for p in self.params:
+            p.grad = None
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self.side):
+                self._body(self.sx, self.sy, float(self.bs))
+        except Exception as e:  # stay eager
+            log.warning("CUDA graph capture of the stacked step failed (%s); training eagerly", e)
+            self.use_graph = False
+            for p in self.params:
+                p.grad = None
+            return
+        self.graph = graph
 
     @torch.no_grad()
     def _update(self) -> None:
-        self.t += 1
+        self.t.add_(1)
         decoupled = self.opt_name == "adamw"
         scope = {id(p) for p in self.in_scope}
         for i, p in enumerate(self.params):
@@ -236,7 +297,7 @@ class StackedTrainer:
                 st["m"].lerp_(g, 1 - b1)
                 st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
                 # bias corrections in double, as torch computes them, so a trial matches its solo run
-                bc1, bc2_sqrt = 1 - b1**self.t, math.sqrt(1 - b2**self.t)
+                bc1, bc2_sqrt = 1 - b1**self.t, (1 - b2**self.t).sqrt()
                 denom = (st["v"].sqrt() / bc2_sqrt).add_(o.eps)
                 p.sub_((lr / bc1) * (st["m"] / denom))
             else:  # rmsprop, alpha 0.99 as torch's default
@@ -302,7 +363,7 @@ class StackedTrainer:
     ) -> list[TrialResult]:
         base = self.trials[0].training
         dev, G = self.device, self.G
-        n, bs = len(self.X), min(base.batch_size, len(self.X))
+        n, bs = len(self.X), self.bs
         steps = math.ceil(n / bs)
         gens = []
         for s in sorted(set(self.seeds)):
@@ -336,24 +397,18 @@ class StackedTrainer:
             else:
                 self.lr.copy_(self.base_lr * f)
             perms = {s2: torch.randperm(n, generator=g, device=dev) for s2, g in gens}
-            loss_sum = torch.zeros(G, device=dev, dtype=torch.float64)
-            pen_sum = torch.zeros(G, device=dev, dtype=torch.float64)
+            self.loss_sum.zero_()
+            self.penalty_sum.zero_()
             for step in range(steps):
                 if self.shared_batches:
-                    idx = perms[self.seeds[0]][step * bs : (step + 1) * bs]
-                    xb, yb = self.X[idx], self.y[idx]
+                    self.step(perms[self.seeds[0]][step * bs : (step + 1) * bs])
                 else:
-                    idx = torch.stack([perms[s2][step * bs : (step + 1) * bs] for s2 in self.seeds])
-                    xb, yb = self.X[idx], self.y[idx]
-                loss, pen = self.step(xb, yb)
-                w = float(idx.shape[-1])
-                loss_sum += loss.double() * w
-                pen_sum += pen.double() * w
+                    self.step(torch.stack([perms[s2][step * bs : (step + 1) * bs] for s2 in self.seeds]))
                 if (step + 1) % CHECK_EVERY == 0 and should_stop():
                     return self._results(best_epoch, completed, done, best_row, best_params, cancelled=True)
             seconds = time.perf_counter() - t0
-            data_loss = (loss_sum / n).tolist()
-            pens = (pen_sum / n).tolist()
+            data_loss = (self.loss_sum / n).tolist()
+            pens = (self.penalty_sum / n).tolist()
             val = {k: v.tolist() for k, v in self.evaluate(self.Xv, self.yv).items()} if has_val else {}
             gap: list[float] = []
             for g, s2 in enumerate(self.seeds):

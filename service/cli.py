@@ -1,0 +1,210 @@
+"""The `regtrain` command line: the one place that sees both the API and the worker.
+
+The worker's modules are imported inside the commands that need them (`worker`, `up`, `train`),
+so `regtrain api` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from service.auth import parse_api_keys
+from service.settings import Settings, get_settings
+
+QUEUE_KINDS = ("cpu", "gpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regtrain", description="Train regularized PyTorch models over HTTP."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def serving(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument(
+            "--insecure",
+            action="store_true",
+            help="listen beyond loopback without REGTRAIN_API_KEYS (anyone who can reach the "
+            "port can train and read every job)",
+        )
+
+    up = sub.add_parser("up", help="the API and one worker on this machine (embedded default)")
+    serving(up)
+    api = sub.add_parser("api", help="the HTTP API alone (one process of a fleet)")
+    serving(api)
+    worker = sub.add_parser("worker", help="one Celery worker process (one per GPU)")
+    worker.add_argument(
+        "--gpu", type=int, metavar="N", help="train on GPU N only (sets CUDA_VISIBLE_DEVICES)"
+    )
+    worker.add_argument(
+        "--queues",
+        type=_queue_list,
+        help="comma-separated queues to take jobs from: cpu, gpu (default: gpu with --gpu, else cpu)",
+    )
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    train = sub.add_parser("train", help="run one job in-process, with no service")
+    train.add_argument("spec", metavar="SPEC.json")
+    train.add_argument("--out", required=True, metavar="DIR")
+    sub.add_parser("settings", help="print every REGTRAIN_* setting as a Markdown table")
+    return parser
+
+
+def _queue_list(raw: str) -> list[str]:
+    kinds = [k.strip() for k in raw.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in QUEUE_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"queues are {', '.join(QUEUE_KINDS)}; got {raw!r}")
+    return kinds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        from worker.train_cli import main as train_main
+
+        return train_main(args.spec, args.out)
+    if args.command == "settings":
+        print(settings_table())
+        return 0
+    try:
+        settings = get_settings()
+        parse_api_keys(settings.api_keys)
+    except (ValidationError, ValueError) as e:
+        print(f"regtrain: bad REGTRAIN_* setting: {e}", file=sys.stderr)
+        return 2
+    if args.command == "worker":
+        return run_worker(settings, gpu=args.gpu, kinds=args.queues, loglevel=args.loglevel)
+    refusal = _refuse_open_port(args.host, settings, args.insecure)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    if args.command == "api":
+        return run_api(settings, args.host, args.port)
+    return run_up(settings, args.host, args.port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_open_port(host: str, settings: Settings, insecure: bool) -> str | None:
+    if _is_loopback(host) or settings.api_keys or insecure:
+        return None
+    return (
+        f"refusing to listen on {host} without API keys: set REGTRAIN_API_KEYS="
+        '"tenant:key,..." (clients then send Authorization: Bearer <key>), '
+        "or pass --insecure to serve everyone who can reach the port"
+    )
+
+
+def run_api(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings)  # migrates the store before the port opens
+    # uvicorn re-raises the Ctrl-C it handled, once it has stopped.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+    return 0
+
+
+def run_worker(settings: Settings, *, gpu: int | None, kinds: list[str] | None, loglevel: str) -> int:
+    if gpu is not None:
+        # Before anything imports torch: this process then sees GPU N alone, as cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    from service.broker import queue_name
+    from worker.celery_app import app
+
+    kinds = kinds or (["gpu"] if gpu is not None else ["cpu"])
+    queues = ",".join(queue_name(settings, k) for k in kinds)  # type: ignore[arg-type]
+    label = f"gpu{gpu}" if gpu is not None else "cpu"
+    app.worker_main(
+        [
+            "worker",
+            # solo: the task runs in this very process, so CUDA is never initialised in a parent
+            # that then forks, and one process trains one job at a time (one per GPU).
+            "--pool=solo",
+            "--concurrency=1",
+            f"--queues={queues}",
+            f"--hostname=regtrain-{label}-{os.getpid()}@%h",
+            # No mingle, gossip or event heartbeats: cancel and liveness go through the store.
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            f"--loglevel={loglevel.upper()}",
+        ]
+    )
+    return 0
+
+
+def run_up(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"regtrain: API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs)", flush=True)
+    print(f"regtrain: data in {settings.data_dir}; Ctrl-C stops the API and the worker", flush=True)
+    # Its own session: Ctrl-C reaches this process only, which then stops the worker with one
+    # SIGTERM (a warm shutdown that re-queues a running job) instead of a double signal.
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,gpu"],
+        start_new_session=True,
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+
+    def watch_worker() -> None:
+        worker.wait()
+        if not server.should_exit:
+            print(f"regtrain: the worker exited ({worker.returncode}); stopping", file=sys.stderr)
+            server.should_exit = True
+
+    threading.Thread(target=watch_worker, daemon=True).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it has stopped
+        pass
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    print("regtrain: stopped", flush=True)
+    return 0
+
+
+def settings_table() -> str:
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "(unset)" if default is None else f"`{default}`" if default != "" else "(empty)"
+        if name == "data_dir":
+            shown = "`~/.regtrain`"
+        rows.append(f"| `REGTRAIN_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

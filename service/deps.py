@@ -1,0 +1,34 @@
+"""Annotated dependencies, so routes read `store: StoreDep` and stay short."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from service.auth import tenant_for
+from service.broker import Broker
+from service.settings import Settings
+from service.store import Repository
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _store(request: Request) -> Repository:
+    return request.app.state.store
+
+
+def _broker(request: Request) -> Broker:
+    return request.app.state.broker
+
+
+def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    return tenant_for(authorization, request.app.state.api_keys)
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+StoreDep = Annotated[Repository, Depends(_store)]
+BrokerDep = Annotated[Broker, Depends(_broker)]
+TenantDep = Annotated[str, Depends(_tenant)]

@@ -1,0 +1,141 @@
+"""Jobs as the API sees them: check a spec against its data, submit it, render the document."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.architecture import (
+    DataShape,
+    SpecError,
+    check_feasible,
+    estimate_memory_bytes,
+    known_shape,
+    parameter_count,
+)
+from service.broker import Broker, queue_for_device
+from service.errors import Conflict, Invalid, Unavailable
+from service.settings import Settings
+from service.spec import JobSpec, UploadedDataset
+from service.store import Repository
+from service.store.repository import Row
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    spec: JobSpec  # with time_limit_s capped at the server's limit
+    shape: DataShape
+    parameters: int
+    memory_bytes_per_batch: int
+    queue: str
+
+
+def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings) -> CheckedSpec:
+    """Refuse (422, naming the field) a spec that cannot run on its data or is too large."""
+    shape = known_shape(spec)
+    if shape is None:
+        assert isinstance(spec.dataset, UploadedDataset)
+        row = store.get_dataset(spec.dataset.id, tenant)
+        if row is None:
+            raise Invalid(("body", "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
+        shape = dataset_shape(row)
+    try:
+        layers = check_feasible(spec, shape, settings.max_parameters)
+    except SpecError as e:
+        raise Invalid(("body", *e.loc), e.message) from None
+    limit = spec.training.time_limit_s
+    if limit is not None and limit > settings.max_time_limit_s:
+        training = spec.training.model_copy(update={"time_limit_s": settings.max_time_limit_s})
+        spec = spec.model_copy(update={"training": training})
+    return CheckedSpec(
+        spec=spec,
+        shape=shape,
+        parameters=parameter_count(layers),
+        memory_bytes_per_batch=estimate_memory_bytes(layers, spec.training.batch_size),
+        queue=queue_for_device(settings, spec.training.device),
+    )
+
+
+def dataset_shape(row: Row) -> DataShape:
+    task = row["task"]
+    image = tuple(row["image_shape"]) if row["image_shape"] else None
+    n_out = int(row["n_classes"]) if task == "classification" else 1
+    return DataShape(task, int(row["n_features"]), n_out, image, int(row["n_samples"]))  # type: ignore[arg-type]
+
+
+def submit(
+    checked: CheckedSpec,
+    store: Repository,
+    broker: Broker,
+    tenant: str,
+    idempotency_key: str | None,
+) -> tuple[Row, bool]:
+    """Store the job, then ring the broker. Returns (job row, created); a retried POST with the
+    same Idempotency-Key and the same spec returns the first job, with another spec a 409."""
+    spec = checked.spec.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    if idempotency_key is not None:
+        existing = store.job_by_idempotency_key(tenant, idempotency_key)
+        if existing is not None:
+            return _same_request(existing, digest), False
+    try:
+        job = store.create_job(
+            tenant=tenant,
+            spec=spec,
+            queue=checked.queue,
+            idempotency_key=idempotency_key,
+            request_sha256=digest if idempotency_key else None,
+        )
+    except sa.exc.IntegrityError:
+        # A concurrent retry with the same key won the insert.
+        existing = store.job_by_idempotency_key(tenant, idempotency_key or "")
+        if existing is None:
+            raise
+        return _same_request(existing, digest), False
+    try:
+        broker.enqueue(job["id"], checked.queue)
+    except Exception as e:
+        store.fail_queued(job["id"], {"type": "broker_unavailable", "message": str(e)[:500]})
+        raise Unavailable(f"the broker is unreachable; job {job['id']} was not queued") from e
+    return job, True
+
+
+def _same_request(existing: Row, digest: str) -> Row:
+    if existing["request_sha256"] != digest:
+        raise Conflict("this Idempotency-Key was used with a different job spec")
+    return existing
+
+
+def document(job: Row, history: list[Row]) -> dict[str, Any]:
+    """The job as API.md spells it."""
+    epochs = int(job["spec"].get("training", {}).get("epochs", 1))
+    epoch = int(job["progress_epoch"] or 0)
+    fraction = 1.0 if job["status"] == "succeeded" else min(epoch / epochs, 1.0)
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "status": job["status"],
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+        "attempts": job["attempts"],
+        "cancel_requested": bool(job["cancel_requested"]),
+        "history": [
+            {k: h[k] for k in ("status", "at", "attempt", "worker", "resumed_from_epoch", "message")}
+            for h in history
+        ],
+        "progress": {"epoch": epoch, "epochs": epochs, "fraction": round(fraction, 4)},
+        "latest_metrics": job["latest_metrics"],
+        "result": job["result"],
+        "error": job["error"],
+        "spec": job["spec"],
+    }
+
+
+def documents(store: Repository, rows: list[Row]) -> list[dict[str, Any]]:
+    histories = store.histories([r["id"] for r in rows])
+    return [document(r, histories[r["id"]]) for r in rows]

@@ -1,0 +1,98 @@
+"""/v1/datasets: upload a CSV or NPZ, list uploads and the built-in datasets."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.architecture import BUILTIN_SHAPES
+from service.datafile import DataError, parse_upload, save_canonical
+from service.deps import SettingsDep, StoreDep, TenantDep
+from service.errors import BadRequest, NotFound, PayloadTooLarge
+from service.schemas import Dataset, DatasetList
+from service.store.repository import Row, new_id
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+
+
+@router.post("/datasets", status_code=201, response_model=Dataset)
+def upload_dataset(
+    file: Annotated[UploadFile, File(description="CSV with a header row, or NPZ with X and y.")],
+    store: StoreDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    target: Annotated[
+        str | None, Form(max_length=300, description="CSV column to predict (default: the last).")
+    ] = None,
+    task: Annotated[
+        Literal["classification", "regression"] | None,
+        Form(description="Default: inferred (few distinct integer targets: classification)."),
+    ] = None,
+) -> dict[str, Any]:
+    raw = file.file.read(settings.max_upload_bytes + 1)
+    if len(raw) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"the upload exceeds {settings.max_upload_bytes} bytes")
+    display_name = PurePath(file.filename or "upload").name[:300] or "upload"
+    try:
+        data = parse_upload(
+            display_name,
+            raw,
+            target,
+            task,
+            max_rows=settings.max_dataset_rows,
+            max_columns=settings.max_dataset_columns,
+        )
+    except DataError as e:
+        raise BadRequest(f"{display_name}: {e}") from None
+    dataset_id = new_id("ds-")
+    # The file name is the server's id; the user's file name is only shown back.
+    path = settings.datasets_dir / f"{dataset_id}.npz"
+    save_canonical(data, path)
+    row = store.create_dataset(
+        dataset_id=dataset_id,
+        tenant=tenant,
+        name=display_name,
+        task=data.task,
+        n_samples=data.n_samples,
+        n_features=data.n_features,
+        n_classes=data.n_classes,
+        image_shape=list(data.image_shape) if data.image_shape else None,
+        sha256=data.sha256(),
+        size_bytes=path.stat().st_size,
+    )
+    return _uploaded(row)
+
+
+@router.get("/datasets", response_model=DatasetList)
+def list_datasets(store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """Uploads (newest first), then the built-in datasets."""
+    builtin = [
+        {
+            "id": None,
+            "name": name,
+            "task": shape.task,
+            "n_samples": shape.n_samples,
+            "n_features": shape.n_features,
+            "n_classes": shape.n_outputs if shape.task == "classification" else None,
+            "image_shape": list(shape.image_shape) if shape.image_shape else None,
+            "sha256": None,
+            "builtin": True,
+        }
+        for name, shape in BUILTIN_SHAPES.items()
+    ]
+    return {"datasets": [_uploaded(r) for r in store.list_datasets(tenant)] + builtin}
+
+
+@router.get("/datasets/{dataset_id}", response_model=Dataset)
+def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    row = store.get_dataset(dataset_id, tenant)
+    if row is None:
+        raise NotFound(f"no dataset {dataset_id!r}")
+    return _uploaded(row)
+
+
+def _uploaded(row: Row) -> dict[str, Any]:
+    keys = ("id", "name", "task", "n_samples", "n_features", "n_classes", "image_shape", "sha256")
+    return {**{k: row[k] for k in keys}, "builtin": False, "created_at": row["created_at"]}

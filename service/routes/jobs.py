@@ -1,0 +1,161 @@
+"""/v1/jobs: submit, dry-run, read, list, cancel, metrics and checkpoints."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi.responses import FileResponse
+
+from service import jobs
+from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
+from service.errors import Conflict, Invalid, NotFound
+from service.schemas import CheckpointList, Job, JobList, JobStatus, Metrics, Validation
+from service.spec import JobSpec
+from service.store.repository import Row
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+_EXAMPLE = JobSpec.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+SpecBody = Annotated[
+    JobSpec,
+    Body(
+        openapi_examples={
+            "digits-l2-dropout": {"summary": "An MLP on digits with L2 and dropout", "value": _EXAMPLE},
+            "minimal": {
+                "summary": "Only the required fields",
+                "value": {"dataset": {"name": "iris"}, "model": {"type": "mlp"}},
+            },
+        }
+    ),
+]
+
+
+def _job_or_404(store: StoreDep, tenant: str, job_id: str) -> Row:
+    job = store.get_job(job_id, tenant)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+@router.post("/jobs", status_code=202, response_model=Job)
+def create_job(
+    spec: SpecBody,
+    response: Response,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Queue a training job. Only `dataset` and `model` are required."""
+    checked = jobs.check_spec(spec, store, tenant, settings)
+    job, _ = jobs.submit(checked, store, broker, tenant, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return jobs.documents(store, [job])[0]
+
+
+@router.post("/jobs:validate", response_model=Validation)
+def validate_job(
+    spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """Dry run: the filled spec, its parameter count and memory estimate; nothing is queued."""
+    checked = jobs.check_spec(spec, store, tenant, settings)
+    return {
+        "spec": checked.spec.model_dump(mode="json"),
+        "parameters": checked.parameters,
+        "memory_bytes_per_batch": checked.memory_bytes_per_batch,
+        "task": checked.shape.task,
+        "n_features": checked.shape.n_features,
+        "n_outputs": checked.shape.n_outputs,
+        "queue": checked.queue,
+    }
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(
+    store: StoreDep,
+    tenant: TenantDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> dict[str, Any]:
+    """Newest first; follow `next_cursor` for older jobs."""
+    rows = store.list_jobs(tenant, status=status, limit=limit + 1, before_seq=_decode(cursor))
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = _encode(page[-1]["seq"]) if more else None
+    return {"jobs": jobs.documents(store, page), "next_cursor": next_cursor}
+
+
+def _encode(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw[:1] == "s" and raw[1:].isdigit():
+            return int(raw[1:])
+    except (binascii.Error, UnicodeDecodeError):
+        pass
+    raise Invalid(("query", "cursor"), "not a cursor this server handed out")
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    return jobs.documents(store, [_job_or_404(store, tenant, job_id)])[0]
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)
+def cancel_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """A queued job is cancelled at once; a running one stops within a heartbeat, keeping its
+    last checkpoint (and `final`). A finished job → 409."""
+    outcome = store.cancel(job_id, tenant)
+    if outcome == "missing":
+        raise NotFound(f"no job {job_id!r}")
+    job = _job_or_404(store, tenant, job_id)
+    if outcome == "finished":
+        raise Conflict(f"job {job_id} is already {job['status']}")
+    return jobs.documents(store, [job])[0]
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=Metrics)
+def job_metrics(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    _job_or_404(store, tenant, job_id)
+    return {"epochs": store.metrics(job_id)}
+
+
+@router.get("/jobs/{job_id}/checkpoints", response_model=CheckpointList)
+def job_checkpoints(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    _job_or_404(store, tenant, job_id)
+    return {"checkpoints": store.checkpoints(job_id)}
+
+
+@router.get(
+    "/jobs/{job_id}/checkpoints/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors"}},
+)
+def download_checkpoint(
+    job_id: str, name: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep
+) -> FileResponse:
+    """The weights as a safetensors file."""
+    _job_or_404(store, tenant, job_id)
+    row = store.checkpoint(job_id, name)
+    if row is None:
+        raise NotFound(f"job {job_id} has no checkpoint {name!r}")
+    # The path comes from the store (written by the worker), never from the request; it must
+    # still lie inside the job's own directory.
+    job_dir = (settings.jobs_dir / job_id).resolve()
+    path = (job_dir / row["path"]).resolve()
+    if not path.is_relative_to(job_dir) or not path.is_file():
+        raise NotFound(f"the file of checkpoint {name!r} is gone")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"{job_id}-{row['name']}.safetensors"
+    )
+
+

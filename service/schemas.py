@@ -1,0 +1,109 @@
+"""What the API answers (read schemas). What it accepts is service.spec.JobSpec."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class HistoryEntry(BaseModel):
+    status: JobStatus
+    at: datetime
+    attempt: int | None = None
+    worker: str | None = None
+    resumed_from_epoch: int | None = Field(
+        None, description="On a running entry: the epoch checkpoint this attempt resumed from."
+    )
+    message: str | None = None
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="Epochs completed.")
+    epochs: int = Field(description="Epochs asked for (early stopping may end sooner).")
+    fraction: float
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(
+        description="diverged, out_of_memory, time_limit, bad_data, worker_lost, internal, ..."
+    )
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    cancel_requested: bool
+    history: list[HistoryEntry]
+    progress: Progress
+    latest_metrics: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: JobError | None
+    spec: dict[str, Any] = Field(description="The JobSpec with every default filled in.")
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")
+
+
+class Metrics(BaseModel):
+    epochs: list[dict[str, Any]] = Field(description="One row per epoch, in order.")
+
+
+class Checkpoint(BaseModel):
+    name: str = Field(description='"epoch-K", "best" or "final".')
+    epoch: int
+    size_bytes: int
+    sha256: str
+    metrics: dict[str, Any] | None
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[Checkpoint]
+
+
+class Validation(BaseModel):
+    spec: dict[str, Any] = Field(description="The JobSpec with every default filled in.")
+    parameters: int = Field(description="Trainable parameters of the model on this dataset.")
+    memory_bytes_per_batch: int = Field(
+        description="Rough float32 footprint of one training step (weights, gradients, "
+        "optimizer state, activations)."
+    )
+    task: Literal["classification", "regression"]
+    n_features: int
+    n_outputs: int
+    queue: str = Field(description="The queue the job would go to.")
+
+
+class Dataset(BaseModel):
+    id: str | None = Field(description='Pass as {"dataset": {"id": ...}}; null for a built-in.')
+    name: str
+    task: Literal["classification", "regression"]
+    n_samples: int | None
+    n_features: int
+    n_classes: int | None
+    image_shape: list[int] | None = None
+    sha256: str | None
+    builtin: bool = False
+    created_at: datetime | None = None
+
+
+class DatasetList(BaseModel):
+    datasets: list[Dataset]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

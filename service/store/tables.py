@@ -1,0 +1,126 @@
+"""The schema, as SQLAlchemy Core tables. Migrations in `migrations/versions` build exactly this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# JSONB on PostgreSQL (indexable, compact), TEXT-backed JSON on SQLite.
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stored as naive UTC on every backend, returned timezone-aware.
+
+    SQLite has no time zones; storing naive UTC everywhere keeps comparisons (lease expiry) the
+    same on both backends.
+    """
+
+    impl = sa.DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    # seq orders jobs (newest first) and makes the pagination cursor; id is the public name.
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(200)),
+    sa.Column("spec", Json, nullable=False),
+    sa.Column("queue", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("progress_epoch", sa.Integer),
+    sa.Column("latest_metrics", Json),
+    sa.Column("result", Json),
+    sa.Column("error", Json),
+    # Added by migration 0002: a retried POST with the same key returns the same job.
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("request_sha256", sa.String(64)),
+    # Added by migration 0003: when the job's message was last sent (see Repository.reap).
+    sa.Column("enqueued_at", UTCDateTime),
+    sa.Index("ix_jobs_tenant_status_seq", "tenant", "status", "seq"),
+    sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    sa.Index("uq_jobs_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+)
+
+job_history = sa.Table(
+    "job_history",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("worker", sa.String(200)),
+    sa.Column("resumed_from_epoch", sa.Integer),
+    sa.Column("message", sa.Text),
+)
+
+job_metrics = sa.Table(
+    "job_metrics",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("row", Json, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    # Relative to the job's work dir, so a data dir mounted elsewhere on another host still works.
+    sa.Column("path", sa.String(500), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("metrics", Json),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(100), nullable=False, index=True),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("task", sa.String(20), nullable=False),
+    sa.Column("n_samples", sa.Integer, nullable=False),
+    sa.Column("n_features", sa.Integer, nullable=False),
+    sa.Column("n_classes", sa.Integer),
+    sa.Column("image_shape", Json),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

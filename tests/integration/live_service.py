@@ -1,0 +1,130 @@
+"""A live regtrain: API and worker processes on a free loopback port, and a client to drive them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    """A running API + worker pair, and the HTTP client to drive it."""
+
+    def __init__(
+        self, backend: str, env: dict[str, str], logs: Path, worker_args: list[str] | None = None
+    ) -> None:
+        self.backend = backend
+        self.worker_args = worker_args or ["--queues", "cpu,gpu"]
+        self.env = env
+        self.logs = logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.api = self._spawn("api", ["api", "--port", str(self.port)])
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.start_worker()
+        self._wait_ready()
+
+    def _spawn(self, label: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 (closed with the process)
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        label = f"worker{len(self.workers)}"
+        proc = self._spawn(label, ["worker", *self.worker_args, "--loglevel", "info"])
+        self.workers.append(proc)
+        return proc
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"the API exited ({self.api.returncode}):\n{self.log('api')}")
+            try:
+                if self.http.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the API never got ready:\n{self.log('api')}")
+
+    def log(self, label: str) -> str:
+        path = self.logs / f"{label}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post("/v1/jobs", json=spec)
+        assert r.status_code == 202, r.text
+        return r.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, job_id: str, until: set[str] | None = None, timeout: float = 90,
+             min_epoch: int = 0) -> dict[str, Any]:  # fmt: skip
+        """Poll the job until its status is in `until` (default: finished) and it has at least
+        `min_epoch` epochs done."""
+        until = until or FINISHED
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in until and job["progress"]["epoch"] >= min_epoch:
+                return job
+            if job["status"] in FINISHED and job["status"] not in until:
+                pytest.fail(f"job ended {job['status']}: {job['error']}\n{self.log('worker0')}")
+            if time.monotonic() > deadline:
+                logs = "\n".join(self.log(f"worker{i}") for i in range(len(self.workers)))
+                pytest.fail(f"job {job_id} still {job['status']} after {timeout} s\n{logs}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.http.close()
+        for proc in [*self.workers, self.api]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.workers, self.api]:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def base_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGTRAIN_")}
+    env.update(
+        REGTRAIN_DATA_DIR=str(data_dir),
+        # Short leases so that the lost-worker test sees the reaper act within seconds.
+        REGTRAIN_LEASE_SECONDS="4",
+        REGTRAIN_HEARTBEAT_SECONDS="0.3",
+        REGTRAIN_REAPER_INTERVAL_S="1",
+        REGTRAIN_MAX_ATTEMPTS="3",
+        # Two cores are shared with the test process and with other suites.
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env

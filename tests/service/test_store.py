@@ -1,0 +1,191 @@
+"""The store's races and its migrations, on SQLite and on a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+
+from service.store import Repository, open_store
+from service.store import migrate as migrations
+from service.store.engine import make_engine
+from service.store.tables import metadata
+
+SPEC = {"name": "s", "dataset": {"name": "digits"}, "training": {"epochs": 3}}
+
+
+def _revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = request.getfixturevalue("pg_url")
+    yield url
+    engine = make_engine(url)  # a clean schema for the next test on this database
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Repository]:
+    repo = open_store(store_url)
+    yield repo
+    repo.engine.dispose()
+
+
+def test_only_one_of_many_workers_claims_a_job(store: Repository) -> None:
+    job = store.create_job(tenant="t", spec=SPEC, queue="cpu")
+    wins: list[str] = []
+
+    def claim(owner: str) -> None:
+        if store.claim(job["id"], owner, 30, 3) is not None:
+            wins.append(owner)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    row = store.get_job(job["id"])
+    assert row and row["status"] == "running" and row["lease_owner"] == wins[0] and row["attempts"] == 1
+
+
+def test_lease_expiry_reaper_and_worker_lost(store: Repository) -> None:
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="gpu")["id"]
+    for attempt in (1, 2):
+        claim = store.claim(job_id, f"w{attempt}", 0.2, 2)
+        assert claim and claim.attempt == attempt
+        assert store.record_epoch(job_id, f"w{attempt}", {"epoch": attempt, "train_loss": 1.0})
+        assert store.reap(2, 3600) == []  # lease still live
+        time.sleep(0.3)
+        if attempt == 1:
+            assert store.reap(2, 3600) == [(job_id, "gpu")]
+            assert store.get_job(job_id)["status"] == "queued"  # type: ignore[index]
+            # The old owner's late writes and final state are refused.
+            assert store.heartbeat(job_id, "w1", 5) is None
+            assert not store.record_epoch(job_id, "w1", {"epoch": 9})
+            assert not store.finish(job_id, "w1", "succeeded", result={})
+    assert store.reap(2, 3600) == []  # out of attempts: failed, not re-queued
+    job = store.get_job(job_id)
+    assert job and job["status"] == "failed" and job["error"]["type"] == "worker_lost"
+    statuses = [h["status"] for h in store.histories([job_id])[job_id]]
+    assert statuses == ["queued", "running", "queued", "running", "failed"]
+
+
+def test_an_expired_lease_can_be_claimed_directly(store: Repository) -> None:
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(job_id, "w1", 0.1, 3)
+    assert store.claim(job_id, "w2", 5, 3) is None
+    time.sleep(0.2)
+    claim = store.claim(job_id, "w2", 5, 3)
+    assert claim and claim.attempt == 2
+
+
+def test_resume_point_drops_metrics_rows_past_the_last_epoch_checkpoint(store: Repository) -> None:
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(job_id, "w1", 0.1, 3)
+    for epoch in (1, 2, 3):
+        store.record_epoch(job_id, "w1", {"epoch": epoch, "train_loss": 1.0 / epoch})
+    ckpt = {"path": "checkpoints/x.safetensors", "size_bytes": 1, "sha256": "0" * 64, "metrics": {}}
+    store.record_checkpoint(job_id, "w1", name="epoch-2", epoch=2, **ckpt)
+    store.record_checkpoint(job_id, "w1", name="best", epoch=3, **ckpt)
+    time.sleep(0.2)
+    claim = store.claim(job_id, "w2", 5, 3)
+    assert claim and claim.resumed_from_epoch == 2
+    assert [r["epoch"] for r in store.metrics(job_id)] == [1, 2]
+    assert store.histories([job_id])[job_id][-1]["resumed_from_epoch"] == 2
+
+
+def test_cancel_flag_and_final_state_written_once(store: Repository) -> None:
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(job_id, "w1", 30, 3)
+    assert store.heartbeat(job_id, "w1", 30) is False
+    assert store.cancel(job_id, "other-tenant") == "missing"
+    assert store.cancel(job_id, "t") == "requested"
+    assert store.heartbeat(job_id, "w1", 30) is True
+    assert store.finish(job_id, "w1", "cancelled", result={"epochs_completed": 1})
+    assert not store.finish(job_id, "w1", "succeeded", result={})
+    assert store.cancel(job_id, "t") == "finished"
+    queued = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.cancel(queued) == "cancelled"
+    assert store.claim(queued, "w1", 30, 3) is None  # a cancelled job never starts
+
+
+def test_first_migration_upgrades_to_head_keeping_every_job(store_url: str) -> None:
+    engine = make_engine(store_url)
+    migrations.upgrade(engine, "0001")
+    assert _revision(engine) == "0001"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (id, tenant, name, spec, queue, status, created_at, attempts,"
+                " cancel_requested, progress_epoch, result)"
+                " VALUES ('old-job', 'default', 'kept', :spec, 'cpu', 'succeeded',"
+                " '2025-01-02 03:04:05', 1, false, 3, :result)"
+            ),
+            {"spec": json.dumps(SPEC), "result": json.dumps({"best_epoch": 3})},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_history (job_id, status, at) VALUES ('old-job', 'queued',"
+                " '2025-01-02 03:04:05')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_metrics (job_id, epoch, row, at) VALUES ('old-job', 1, :row,"
+                " '2025-01-02 03:04:06')"
+            ),
+            {"row": json.dumps({"epoch": 1, "train_loss": 0.5})},
+        )
+    engine.dispose()
+    store = open_store(store_url)  # what the API and the workers do at start
+    assert _revision(store.engine) == "0003"
+    job = store.get_job("old-job", "default")
+    assert job and job["name"] == "kept" and job["spec"] == SPEC and job["result"] == {"best_epoch": 3}
+    assert job["created_at"].isoformat() == "2025-01-02T03:04:05+00:00"
+    assert store.metrics("old-job") == [{"epoch": 1, "train_loss": 0.5}]
+    assert [h["status"] for h in store.histories(["old-job"])["old-job"]] == ["queued"]
+    # The new revision's feature works on the upgraded database.
+    new = store.create_job(tenant="default", spec=SPEC, queue="cpu", idempotency_key="k", request_sha256="h")
+    assert store.job_by_idempotency_key("default", "k")["id"] == new["id"]  # type: ignore[index]
+    store.engine.dispose()
+
+
+def test_migrations_build_the_schema_of_tables_py(store: Repository) -> None:
+    inspector = sa.inspect(store.engine)
+    for table in metadata.sorted_tables:
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        assert columns == {c.name for c in table.columns}, table.name
+
+
+def test_reaper_resends_the_message_of_a_long_queued_job(store: Repository) -> None:
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.reap(3, 3600) == []
+    time.sleep(0.3)
+    assert store.reap(3, 0.2) == [(job_id, "cpu")]
+    assert store.reap(3, 0.2) == []  # sent again just now: one reaper pass sends it once
+    assert store.get_job(job_id)["status"] == "queued"  # type: ignore[index]
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    # WAL: the worker writes metrics while the API reads, neither waiting on the other.
+    store = open_store(f"sqlite:///{tmp_path / 'wal.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.engine.dispose()

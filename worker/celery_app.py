@@ -1,0 +1,44 @@
+"""The worker's Celery app: the same configuration the API sends with (service.broker), plus
+the tasks and the hooks that start the store and the reaper in the worker process.
+
+Start it with `regtrain worker` (one process per GPU, solo pool): see service/cli.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from service.broker import make_celery
+from service.settings import get_settings
+
+log = logging.getLogger("regtrain.worker")
+
+app = make_celery(get_settings())
+app.conf.include = ["worker.tasks"]
+
+
+@signals.worker_init.connect
+def _open_store(**_: Any) -> None:
+    # Migrations run before the first message is taken (a lock keeps several starters safe).
+    from worker.runtime import runtime
+
+    runtime().store  # noqa: B018 (opens the store, migrating it)
+
+
+@signals.worker_ready.connect
+def _start_reaper(**_: Any) -> None:
+    from worker.runtime import runtime
+
+    runtime().start_reaper(app)
+
+
+@signals.worker_shutting_down.connect
+def _shutting_down(**_: Any) -> None:
+    # A warm shutdown (SIGTERM, Ctrl-C) stops the running job at its next step; the task then
+    # gives it back to the queue, and another worker resumes it from its last checkpoint.
+    from worker.runtime import runtime
+
+    runtime().shutdown.set()

@@ -1,0 +1,77 @@
+"""The lease of a running job: a heartbeat thread that renews it and reads the cancel flag."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Literal
+
+from service.store import Repository
+
+log = logging.getLogger("regtrain.worker")
+
+StopReason = Literal["cancel", "lost", "shutdown"]
+
+
+class Lease:
+    """Renews the job's lease every heartbeat_seconds while training runs.
+
+    The engine polls `should_stop` every few steps; it only reads an Event, so the training
+    loop never waits on the database.
+    """
+
+    def __init__(
+        self,
+        store: Repository,
+        job_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        heartbeat_seconds: float,
+        shutdown: threading.Event,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.shutdown = shutdown
+        self.reason: StopReason | None = None
+        self._stop = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._closed.set()
+        self._thread.join(timeout=self.heartbeat_seconds + 30)
+
+    def should_stop(self) -> bool:
+        if self.shutdown.is_set() and self.reason is None:
+            self.reason = "shutdown"
+        return self._stop.is_set() or self.shutdown.is_set()
+
+    def beat(self) -> None:
+        """One renewal; also the last word on a cancel request that raced the end of training."""
+        state = self.store.heartbeat(self.job_id, self.owner, self.lease_seconds)
+        if state is None:
+            self.reason = "lost"
+            self._stop.set()
+        elif state:
+            self.reason = "cancel"
+            self._stop.set()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.heartbeat_seconds):
+            try:
+                self.beat()
+            except Exception:
+                # A database hiccup: keep training and try again; if it lasts past the lease,
+                # the reaper hands the job on and our writes are refused.
+                log.exception("heartbeat of job %s failed", self.job_id)
+            if self.reason == "lost":
+                log.warning("job %s: lease lost to another worker; stopping", self.job_id)
+                return
