@@ -140,6 +140,7 @@ class StackedTrainer:
         self.any_l1 = bool((self.l1 > 0).any())
         self.any_l2 = bool((self.l2 > 0).any())
         self.any_wd = bool((self.wd > 0).any())
+        self.any_smoothing = bool((self.smooth > 0).any())
         self.max_norm = base.regularization.max_norm
         self.active = torch.ones(self.G, device=dev)  # 0 once a trial stopped early
         self.state: dict[int, dict[str, torch.Tensor]] = {}
@@ -189,7 +190,7 @@ class StackedTrainer:
         logp = torch.log_softmax(out, -1)
         yy = y.expand(self.G, -1) if y.dim() == 1 else y
         nll = -logp.gather(-1, yy.unsqueeze(-1)).squeeze(-1).mean(-1)
-        if not smoothing:
+        if not smoothing or not self.any_smoothing:
             return nll
         return (1 - self.smooth) * nll + self.smooth * (-logp.mean(-1)).mean(-1)
 
@@ -264,12 +265,13 @@ class StackedTrainer:
     @torch.no_grad()
     def _update(self) -> None:
         self.t.add_(1)
+        lr_active = self.lr * self.active  # 0 for trials that stopped early
         decoupled = self.opt_name == "adamw"
         scope = {id(p) for p in self.in_scope}
         for i, p in enumerate(self.params):
             g = p.grad
             assert g is not None
-            lr = self._b(self.lr * self.active, p)
+            lr = self._b(lr_active, p)
             if id(p) in scope:
                 # L2 as 2λ₂w in the gradient; coupled weight decay the same way; L1 subgradient.
                 # In place (addcmul_): on CPU each pass over the stacked weights costs as much
@@ -410,10 +412,9 @@ class StackedTrainer:
             data_loss = (self.loss_sum / n).tolist()
             pens = (self.penalty_sum / n).tolist()
             val = {k: v.tolist() for k, v in self.evaluate(self.Xv, self.yv).items()} if has_val else {}
-            gap: list[float] = []
-            for g, s2 in enumerate(self.seeds):
-                ev = self.evaluate(self.X[gap_idx[s2]], self.y[gap_idx[s2]])
-                gap.append(float(ev["loss"][g]))
+            # one evaluation per distinct seed (its own train subset), not one per trial
+            gap_loss = {s2: self.evaluate(self.X[i], self.y[i])["loss"].tolist() for s2, i in gap_idx.items()}
+            gap = [gap_loss[s2][g] for g, s2 in enumerate(self.seeds)]
             norms = torch.zeros(G, device=dev)
             zeros = torch.zeros(G, device=dev)
             count = 0
