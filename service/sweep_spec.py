@@ -168,7 +168,7 @@ def expand(sweep: SweepSpec, shape: DataShape | None, max_parameters: int) -> li
             err = e.errors()[0]
             where = ".".join(map(str, err["loc"]))
             raise SweepError(
-                (kind, next(iter(params))), f"trial {i} ({params}): {where}: {err['msg']}"
+                (kind, _failed_param(params, err["loc"])), f"trial {i} ({params}): {where}: {err['msg']}"
             ) from None
         if shape is not None:
             try:
@@ -184,6 +184,16 @@ def expand(sweep: SweepSpec, shape: DataShape | None, max_parameters: int) -> li
                 f"{sweep.objective.metric!r} is not reported; choose one of {', '.join(known)}",
             )
     return trials
+
+
+def _failed_param(params: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """The swept field a validation error is about: its path's parts appear in order in the
+    error's location (which may hold union tags too, e.g. model.mlp.dropout)."""
+    for path in params:
+        it = iter(map(str, loc))
+        if all(part in it for part in path.split(".")):
+            return path
+    return next(iter(params))
 
 
 def _deep_copy(doc: Any) -> Any:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from typing import Any
 
 import pytest
 from engine_helpers import BASE, make_spec, merge
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from service.architecture import BUILTIN_SHAPES
@@ -48,6 +51,26 @@ def test_grid_is_the_cartesian_product_in_order() -> None:
         assert t.spec.model.hidden == [16]
         assert t.spec.optimizer.momentum == 0.9
         assert t.spec.training.epochs == BASE["training"]["epochs"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["regularization.l1", "regularization.l2", "optimizer.lr", "model.dropout"]),
+        st.lists(st.sampled_from([0.001, 0.01, 0.1, 0.2]), min_size=1, max_size=4),
+        min_size=1,
+    )
+)
+def test_any_grid_expands_to_its_product(grid: dict[str, list[float]]) -> None:
+    trials = trials_of(grid=grid)
+    assert [t.params for t in trials] == [
+        dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())
+    ]
+    for t in trials:
+        dumped = t.spec.model_dump()
+        for path, value in t.params.items():
+            section, field = path.split(".")
+            assert dumped[section][field] == value
 
 
 def test_grid_leaves_the_base_spec_alone() -> None:
@@ -123,12 +146,8 @@ def test_random_is_reproducible_by_seed() -> None:
         ),
         pytest.param({}, "exactly one of grid, random or path", id="no-search"),
         pytest.param({"random": {}}, "random", id="empty-random"),
-        pytest.param(
-            {"grid": {"regularization.l2": [0.1]}, "cv_folds": 1}, "cv_folds", id="one-fold"
-        ),
-        pytest.param(
-            {"grid": {"regularization.l2": [0.1]}, "cv_folds": 11}, "cv_folds", id="eleven-folds"
-        ),
+        pytest.param({"grid": {"regularization.l2": [0.1]}, "cv_folds": 1}, "cv_folds", id="one-fold"),
+        pytest.param({"grid": {"regularization.l2": [0.1]}, "cv_folds": 11}, "cv_folds", id="eleven-folds"),
         pytest.param(
             {"grid": {"regularization.l2": [0.1]}, "base": {"split": {"validation": 0.0}}},
             "validation",
@@ -193,24 +212,31 @@ def test_unknown_field_path_in_random_and_path_searches() -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "values", "field"),
+    ("path", "values"),
     [
-        ("model.dropout", [0.0, 1.5], "dropout"),
-        ("optimizer.lr", [0.1, -1], "lr"),
-        ("regularization.l2", [-0.5], "l2"),
-        ("training.epochs", [0], "epochs"),
+        ("model.dropout", [0.0, 1.5]),
+        ("optimizer.lr", [0.1, -1]),
+        ("regularization.l2", [-0.5]),
+        ("training.epochs", [0]),
     ],
 )
-def test_a_value_that_fails_jobspec_validation_names_the_field(
-    path: str, values: list[Any], field: str
-) -> None:
+def test_a_value_that_fails_jobspec_validation_names_the_field(path: str, values: list[Any]) -> None:
+    section, field = path.split(".")
     with pytest.raises(SweepError) as e:
         trials_of(grid={path: values})
     assert e.value.loc == ("grid", path)
     bad = len(values) - 1
     assert f"trial {bad}" in e.value.message
-    # the message names the JobSpec field that refused the value
-    assert field in e.value.message.split(":")[1]
+    # after the trial's params, the message names the JobSpec field that refused the value
+    assert re.search(rf"\): {section}\.([a-z]+\.)?{field}: ", e.value.message), e.value.message
+
+
+def test_the_refused_field_is_named_when_another_field_comes_first() -> None:
+    # the loc is the grid field whose value failed, not the first field of the grid
+    with pytest.raises(SweepError) as e:
+        trials_of(grid={"regularization.l2": [0.0, 1e-3], "model.dropout": [0.0, 1.5]})
+    assert "trial 1" in e.value.message and "dropout" in e.value.message
+    assert e.value.loc == ("grid", "model.dropout")
 
 
 def test_more_than_max_trials_combinations_is_refused() -> None:

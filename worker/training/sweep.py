@@ -229,22 +229,30 @@ def _run_path(
     cb: SweepCallbacks,
     outcomes: dict[int, TrialOutcome],
 ) -> None:
-    """Walk λ from the first value to the last, each step starting from the previous weights."""
+    """Walk λ from the first value to the last, each step starting from the previous weights.
+    A step that fails (diverges) fails alone; the walk goes on from the last good weights."""
     rows: dict[int, list[dict[str, Any]]] = {t.index: [] for t in trials}
     best_epochs: dict[int, list[int | None]] = {t.index: [] for t in trials}
+    failed: dict[int, dict[str, Any]] = {}
     for data in folds(trials[0].spec):
         weights: dict[str, torch.Tensor] | None = None
         for t in trials:
             if cb.should_stop():
                 raise _Cancelled
+            if t.index in failed:
+                continue
             seen: list[dict[str, Any]] = []
-            out = fit(
-                t.spec,
-                data,
-                None,
-                Callbacks(on_epoch=seen.append, should_stop=cb.should_stop),
-                init_weights=weights,
-            )
+            try:
+                out = fit(
+                    t.spec,
+                    data,
+                    None,
+                    Callbacks(on_epoch=seen.append, should_stop=cb.should_stop),
+                    init_weights=weights,
+                )
+            except TrainingError as e:
+                failed[t.index] = e.to_dict()
+                continue
             if out.status == "cancelled":
                 raise _Cancelled
             weights = {k: v.detach().clone() for k, v in out.model.state_dict().items()}
@@ -252,5 +260,8 @@ def _run_path(
             rows[t.index].append(_kept_row(t.spec, by_epoch.get(out.best_epoch or -1, {}), seen[-1]))
             best_epochs[t.index].append(out.best_epoch)
     for t in trials:
-        outcomes[t.index] = _summarize(sweep, t, rows[t.index], best_epochs[t.index], False)
+        if t.index in failed:
+            outcomes[t.index] = TrialOutcome(t.index, t.params, "failed", error=failed[t.index])
+        else:
+            outcomes[t.index] = _summarize(sweep, t, rows[t.index], best_epochs[t.index], False)
         cb.on_trial(outcomes[t.index])
