@@ -15,6 +15,7 @@ from celery import Celery
 from service.settings import Settings
 
 RUN_JOB_TASK = "regtrain.run_job"
+RUN_SWEEP_TASK = "regtrain.run_sweep"
 QueueKind = Literal["cpu", "gpu"]
 
 
@@ -51,7 +52,8 @@ def make_celery(settings: Settings) -> Celery:
             "data_folder_in": str(root / "queue"),
             "data_folder_out": str(root / "queue"),
             "control_folder": str(root / "control"),
-            "polling_interval": 0.5,
+            # how often the worker looks for a new message file: dispatch latency is about half this
+            "polling_interval": 0.05,
         }
     app.conf.update(
         broker_url=broker_url,
@@ -99,6 +101,9 @@ class Broker:
 
     def enqueue(self, job_id: str, queue: str) -> None:
         self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+
+    def enqueue_sweep(self, sweep_id: str, queue: str) -> None:
+        self.app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
 
     def ping(self) -> None:
         with self.app.connection_for_write() as conn:

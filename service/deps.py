@@ -1,4 +1,7 @@
-"""Annotated dependencies, so routes read `store: StoreDep` and stay short."""
+"""Annotated dependencies, so routes read `store: StoreDep` and stay short.
+
+Each is `async` because none blocks: FastAPI runs a sync dependency in its thread pool, a hop
+that cost more than the whole GET /v1/jobs/{id} handler."""
 
 from __future__ import annotations
 
@@ -12,19 +15,19 @@ from service.settings import Settings
 from service.store import Repository
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _store(request: Request) -> Repository:
+async def _store(request: Request) -> Repository:
     return request.app.state.store
 
 
-def _broker(request: Request) -> Broker:
+async def _broker(request: Request) -> Broker:
     return request.app.state.broker
 
 
-def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+async def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     return tenant_for(authorization, request.app.state.api_keys)
 
 
