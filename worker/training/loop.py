@@ -24,6 +24,7 @@ from service.spec import JobSpec
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
+from worker.training.hostdata import HostBatches, keep_on_host
 from worker.training.models import build
 from worker.training.optim import create_optimizer, create_scheduler, folds_l2
 from worker.training.regularization import (
@@ -89,11 +90,14 @@ def evaluate(
     """Loss and task metrics in eval mode (no dropout, running batch-norm statistics).
     Regression errors are reported in the target's own units, the loss in standardized units."""
     model.eval()
-    loss = torch.zeros((), device=X.device, dtype=torch.float64)
-    correct = torch.zeros((), device=X.device, dtype=torch.float64)
-    abs_err = torch.zeros((), device=X.device, dtype=torch.float64)
+    device = next(model.parameters()).device
+    loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    abs_err = torch.zeros((), device=device, dtype=torch.float64)
     for i in range(0, len(X), EVAL_CHUNK):
-        xb, yb = X[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
+        # a no-op for data on the device; a chunk at a time for data kept on the host
+        xb = X[i : i + EVAL_CHUNK].to(device, non_blocking=True)
+        yb = y[i : i + EVAL_CHUNK].to(device, non_blocking=True)
         with autocast:
             out = model(xb)
         out = out.float()
@@ -157,7 +161,10 @@ def fit(
     penalty = Penalty(in_scope, reg.l1, reg.l2, reg.l1_mode, l2_in_optimizer=folds_l2(spec))
     optimizer = create_optimizer(spec, in_scope, out_of_scope, device)
     scheduler = create_scheduler(spec, optimizer)
-    shuffle = torch.Generator(device=device)
+    arrays = (data.X_train, data.y_train, data.X_val, data.y_val, data.X_test, data.y_test)
+    on_host = keep_on_host(sum(a.nbytes for a in arrays), device)
+    data_device = torch.device("cpu") if on_host else device
+    shuffle = torch.Generator(device=data_device)  # the permutation lives where the data does
     shuffle.manual_seed(tr.seed)
     es = tr.early_stopping
     tracker = EarlyStopping(
@@ -169,15 +176,15 @@ def fit(
         criterion = nn.MSELoss()
 
     def tensors(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.as_tensor(X, device=device), torch.as_tensor(y, device=device)
+        return torch.as_tensor(X, device=data_device), torch.as_tensor(y, device=data_device)
 
     X, y = tensors(data.X_train, data.y_train)
     Xv, yv = tensors(data.X_val, data.y_val)
     Xt, yt = tensors(data.X_test, data.y_test)
     n, bs = len(X), min(tr.batch_size, len(X))
     steps = math.ceil(n / bs)
-    gap_idx = torch.randperm(n, generator=torch.Generator().manual_seed(tr.seed))[:GAP_SAMPLES].to(device)
-    Xg, yg = X[gap_idx], y[gap_idx]
+    gap_idx = torch.randperm(n, generator=torch.Generator().manual_seed(tr.seed))[:GAP_SAMPLES]
+    Xg, yg = X[gap_idx.to(data_device)].to(device), y[gap_idx.to(data_device)].to(device)
 
     folder = work_dir / "checkpoints" if work_dir else None
     sidecar_base = {
@@ -258,6 +265,7 @@ def fit(
         sample_shape=tuple(X.shape[1:]),
         target_dtype=y.dtype,
         use_graph=use_cuda_graph(device),
+        host_batches=HostBatches(X, y, bs, device) if on_host else None,
     )
     status: Literal["succeeded", "cancelled"] = "succeeded"
     completed = start_epoch - 1  # the last epoch trained to its end
@@ -270,7 +278,7 @@ def fit(
             lr = stepper.lr
             model.train()
             stepper.reset()
-            perm = torch.randperm(n, generator=shuffle, device=device)
+            perm = torch.randperm(n, generator=shuffle, device=data_device)
             last_check = time.monotonic()
             for step in range(steps):
                 stepper.step(X, y, perm[step * bs : (step + 1) * bs])

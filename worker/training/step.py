@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from worker.training.hostdata import HostBatches
 from worker.training.regularization import Penalty, apply_max_norm
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,14 @@ class Stepper:
         sample_shape: tuple[int, ...],
         target_dtype: torch.dtype,
         use_graph: bool,
+        host_batches: HostBatches | None = None,
     ) -> None:
         self.model, self.criterion, self.optimizer, self.penalty = model, criterion, optimizer, penalty
         self.regression = regression
         self.grad_clip_norm, self.max_norm = grad_clip_norm, max_norm
         self.device = device
         self.bs = batch_size
+        self.host_batches = host_batches  # data kept on the host: batches come through pinned buffers
         # autocast's weight cache must be off under graph capture
         self.bf16 = bf16
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -113,22 +116,32 @@ class Stepper:
             self.eager(xb, yb)
         torch.cuda.current_stream().wait_stream(self.side)
 
+    def _batch(
+        self, X: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.host_batches.get(idx) if self.host_batches else (X[idx], y[idx])
+
     def step(self, X: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
         """Train on X[idx], y[idx]."""
         if not self.use_graph:
-            self.eager(X[idx], y[idx])
+            self.eager(*self._batch(X, y, idx))
             return
         if len(idx) != self.bs or self.warm < WARMUP_STEPS:
-            self._eager_on_side_stream(X[idx], y[idx])
+            self._eager_on_side_stream(*self._batch(X, y, idx))
             self.warm += 1
             return
         if self.graph is None or self.graph_lr != self.lr:
             self._capture()
             if self.graph is None:
-                self._eager_on_side_stream(X[idx], y[idx])
+                self._eager_on_side_stream(*self._batch(X, y, idx))
                 return
-        torch.index_select(X, 0, idx, out=self.sx)
-        torch.index_select(y, 0, idx, out=self.sy)
+        if self.host_batches:
+            xb, yb = self.host_batches.get(idx)
+            self.sx.copy_(xb)
+            self.sy.copy_(yb)
+        else:
+            torch.index_select(X, 0, idx, out=self.sx)
+            torch.index_select(y, 0, idx, out=self.sy)
         self.graph.replay()
 
     def _capture(self) -> None:

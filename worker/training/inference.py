@@ -1,0 +1,80 @@
+"""A trained checkpoint as a predictor: raw inputs in, class labels or raw-unit values out.
+
+The checkpoint's JSON sidecar says everything needed: the spec (to build the model), the input
+shape, the task, the class labels, and the standardization fitted on the job's train split,
+which is applied to the inputs here exactly as training applied it to the data.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.architecture import DataShape
+from service.spec import JobSpec
+from worker.training.checkpoints import read_weights
+from worker.training.data import Standardization
+from worker.training.models import create_model
+
+CHUNK = 4096
+
+
+class InputError(ValueError):
+    """Inputs that do not fit the model (shape, type, non-finite numbers)."""
+
+
+def data_shape(sidecar: dict[str, Any]) -> DataShape:
+    """The shape of the data a checkpoint's model was trained on, from its sidecar."""
+    input_shape = tuple(int(v) for v in sidecar["input_shape"])
+    task = sidecar["task"]
+    n_out = len(sidecar["classes"]) if task == "classification" else 1
+    image = input_shape if len(input_shape) == 3 else None
+    return DataShape(task, math.prod(input_shape), n_out, image)  # type: ignore[arg-type]
+
+
+def load_model(weights: Path, sidecar: dict[str, Any]) -> torch.nn.Module:
+    """The spec's model with the checkpoint's weights, in eval mode (no dropout; batch norm's
+    running statistics)."""
+    model = create_model(JobSpec.model_validate(sidecar["spec"]), data_shape(sidecar))
+    model.load_state_dict(read_weights(weights))
+    return model.eval()
+
+
+class Predictor:
+    def __init__(self, weights: Path, sidecar: dict[str, Any]) -> None:
+        self.model = load_model(weights, sidecar)
+        self.task: str = sidecar["task"]
+        self.classes: list[str] = list(sidecar.get("classes") or [])
+        self.input_shape = tuple(int(v) for v in sidecar["input_shape"])
+        self.standardization = Standardization.from_dict(sidecar["standardization"])
+
+    def _inputs(self, inputs: Any) -> np.ndarray:
+        try:
+            X = np.asarray(inputs)
+        except ValueError:
+            raise InputError("inputs: rows of different lengths") from None
+        if X.dtype.kind not in "iuf":
+            raise InputError("inputs: every value must be a number")
+        n_features = math.prod(self.input_shape)
+        if X.ndim < 2 or math.prod(X.shape[1:]) != n_features:
+            raise InputError(
+                f"inputs: each row must hold {n_features} features "
+                f"(shape {list(self.input_shape)}); got shape {list(X.shape[1:])}"
+            )
+        X = X.astype(np.float32).reshape(len(X), *self.input_shape)
+        if not np.isfinite(X).all():
+            raise InputError("inputs: NaN or infinite values")
+        return self.standardization.apply(X)
+
+    @torch.no_grad()
+    def predict(self, inputs: Any) -> list[Any]:
+        X = torch.from_numpy(self._inputs(inputs))
+        out = torch.cat([self.model(X[i : i + CHUNK]) for i in range(0, len(X), CHUNK)]).float()
+        if self.task == "classification":
+            return [self.classes[i] for i in out.argmax(1).tolist()]
+        st = self.standardization
+        return (out.squeeze(-1) * st.target_std + st.target_mean).tolist()
