@@ -271,116 +271,107 @@ def fit(
     completed = start_epoch - 1  # the last epoch trained to its end
     # a job that had stopped early before its worker was lost has nothing left to train
     stopped_early = es is not None and tracker.should_stop
-    epoch = start_epoch - 1 if not stopped_early else tr.epochs
-    try:
-        for epoch in range(start_epoch, tr.epochs + 1 if not stopped_early else start_epoch):
-            t0 = time.perf_counter()
-            lr = stepper.lr
-            model.train()
-            stepper.reset()
-            perm = torch.randperm(n, generator=shuffle, device=data_device)
-            last_check = time.monotonic()
-            for step in range(steps):
-                stepper.step(X, y, perm[step * bs : (step + 1) * bs])
-                # Read the device back only every CHECK_EVERY steps (and CHECK_SECONDS): each
-                # read waits for the GPU to drain its queue.
-                if step == steps - 1 or (
-                    (step + 1) % CHECK_EVERY == 0 and time.monotonic() - last_check >= CHECK_SECONDS
-                ):
-                    last_check = time.monotonic()
-                    bad = int(stepper.nonfinite)
-                    if bad:
-                        first = step + 1 - bad + 1
-                        raise TrainingError(
-                            "diverged",
-                            f"the loss became NaN or infinite at epoch {epoch}, step {first}: lower the "
-                            "learning rate, clip gradients or check the data",
-                            epoch=epoch,
-                            step=first,
-                        )
-                    if stop_requested():
-                        status = "cancelled"
-                        break
-                    if over_time():
-                        finish_interrupted(epoch - 1, during=epoch)
-                        raise TrainingError(
-                            "time_limit",
-                            f"the time limit of {time_limit_s:g} s ran out during epoch {epoch}",
-                            epoch=epoch,
-                        )
-            if status == "cancelled":
-                break
-            loss_sum, pen_sum = stepper.loss_sum, stepper.penalty_sum
-            train_seconds = time.perf_counter() - t0
+    last_epoch = completed if stopped_early else tr.epochs
+    epoch = completed
+    for epoch in range(start_epoch, last_epoch + 1):
+        t0 = time.perf_counter()
+        lr = stepper.lr
+        model.train()
+        stepper.reset()
+        perm = torch.randperm(n, generator=shuffle, device=data_device)
+        last_check = time.monotonic()
+        for step in range(steps):
+            stepper.step(X, y, perm[step * bs : (step + 1) * bs])
+            # Read the device back only every CHECK_EVERY steps (and CHECK_SECONDS): each
+            # read waits for the GPU to drain its queue.
+            if step == steps - 1 or (
+                (step + 1) % CHECK_EVERY == 0 and time.monotonic() - last_check >= CHECK_SECONDS
+            ):
+                last_check = time.monotonic()
+                bad = int(stepper.nonfinite)
+                if bad:
+                    first = step + 1 - bad + 1
+                    raise TrainingError(
+                        "diverged",
+                        f"the loss became NaN or infinite at epoch {epoch}, step {first}: lower the "
+                        "learning rate, clip gradients or check the data",
+                        epoch=epoch,
+                        step=first,
+                    )
+                if stop_requested():
+                    status = "cancelled"
+                    break
+                if over_time():
+                    finish_interrupted(epoch - 1, during=epoch)
+                    raise TrainingError(
+                        "time_limit",
+                        f"the time limit of {time_limit_s:g} s ran out during epoch {epoch}",
+                        epoch=epoch,
+                    )
+        if status == "cancelled":
+            break
+        loss_sum, pen_sum = stepper.loss_sum, stepper.penalty_sum
+        train_seconds = time.perf_counter() - t0
 
-            data_loss = float(loss_sum) / n
-            pen = float(pen_sum) / n
-            gap_eval = evaluate(model, Xg, yg, task, data.standardization.target_std, autocast)
-            row: dict[str, Any] = {
-                "epoch": epoch,
-                "train_loss": data_loss + pen,
-                "data_loss": data_loss,
-                "penalty": pen,
-                "train_eval_loss": gap_eval["loss"],
+        data_loss = float(loss_sum) / n
+        pen = float(pen_sum) / n
+        gap_eval = evaluate(model, Xg, yg, task, data.standardization.target_std, autocast)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": data_loss + pen,
+            "data_loss": data_loss,
+            "penalty": pen,
+            "train_eval_loss": gap_eval["loss"],
+        }
+        if has_val:
+            ev = evaluate(model, Xv, yv, task, data.standardization.target_std, autocast)
+            row["val_loss"] = ev["loss"]
+            row.update({f"val_{k2}": v for k2, v in ev.items() if k2 != "loss"})
+            row["generalization_gap"] = ev["loss"] - gap_eval["loss"]
+        else:
+            row["val_loss"] = None
+            row["generalization_gap"] = None
+        row["weight_l2_norm"], row["weight_sparsity"] = weight_stats(in_scope)
+        row["lr"] = lr
+        row["seconds"] = time.perf_counter() - t0
+        row["samples_per_second"] = n / train_seconds if train_seconds > 0 else None
+        last_row = row
+        cb.on_epoch(row)
+
+        if tracker.update(row[monitor], epoch):
+            best_state = {k2: v.detach().clone() for k2, v in model.state_dict().items()}
+            save("best", epoch, row, best_state)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(row["val_loss"] if has_val else row["train_eval_loss"])
+        elif scheduler is not None:
+            scheduler.step()
+        stopped_early = es is not None and tracker.should_stop
+        completed = epoch
+
+        if folder is not None and tr.checkpoint_every and epoch % tr.checkpoint_every == 0:
+            name = f"epoch-{epoch}"
+            save(name, epoch, row)
+            loop_state = {
+                "tracker": tracker.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "last_row": row,
             }
-            if has_val:
-                ev = evaluate(model, Xv, yv, task, data.standardization.target_std, autocast)
-                row["val_loss"] = ev["loss"]
-                row.update({f"val_{k2}": v for k2, v in ev.items() if k2 != "loss"})
-                row["generalization_gap"] = ev["loss"] - gap_eval["loss"]
-            else:
-                row["val_loss"] = None
-                row["generalization_gap"] = None
-            row["weight_l2_norm"], row["weight_sparsity"] = weight_stats(in_scope)
-            row["lr"] = lr
-            row["seconds"] = time.perf_counter() - t0
-            row["samples_per_second"] = n / train_seconds if train_seconds > 0 else None
-            last_row = row
-            cb.on_epoch(row)
-
-            if tracker.update(row[monitor], epoch):
-                best_state = {k2: v.detach().clone() for k2, v in model.state_dict().items()}
-                save("best", epoch, row, best_state)
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(row["val_loss"] if has_val else row["train_eval_loss"])
-            elif scheduler is not None:
-                scheduler.step()
-            stopped_early = es is not None and tracker.should_stop
-            completed = epoch
-
-            if folder is not None and tr.checkpoint_every and epoch % tr.checkpoint_every == 0:
-                name = f"epoch-{epoch}"
-                save(name, epoch, row)
-                loop_state = {
-                    "tracker": tracker.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler else None,
-                    "last_row": row,
-                }
-                ckpt.write_resume_state(folder, name, optimizer, rng_state(), loop_state)
-                for old in ckpt.epoch_checkpoints(folder)[:-KEEP_EPOCH_CHECKPOINTS]:
-                    ckpt.remove_checkpoint(folder, f"epoch-{old}")
-                    cb.on_checkpoint_removed(f"epoch-{old}")
-            if stopped_early:
-                break
-            if stop_requested():
-                status = "cancelled"
-                break
-            if over_time() and epoch < tr.epochs:
-                finish_interrupted(epoch)
-                raise TrainingError(
-                    "time_limit",
-                    f"the time limit of {time_limit_s:g} s ran out after epoch {epoch}",
-                    epoch=epoch,
-                )
-    except torch.cuda.OutOfMemoryError:
-        model.to("cpu")
-        del X, y, Xv, yv, Xt, yt, optimizer
-        torch.cuda.empty_cache()
-        raise TrainingError(
-            "out_of_memory",
-            f"the GPU ran out of memory at batch size {bs}: lower training.batch_size or the model's size",
-        ) from None
-
+            ckpt.write_resume_state(folder, name, optimizer, rng_state(), loop_state)
+            for old in ckpt.epoch_checkpoints(folder)[:-KEEP_EPOCH_CHECKPOINTS]:
+                ckpt.remove_checkpoint(folder, f"epoch-{old}")
+                cb.on_checkpoint_removed(f"epoch-{old}")
+        if stopped_early:
+            break
+        if stop_requested():
+            status = "cancelled"
+            break
+        if over_time() and epoch < tr.epochs:
+            finish_interrupted(epoch)
+            raise TrainingError(
+                "time_limit",
+                f"the time limit of {time_limit_s:g} s ran out after epoch {epoch}",
+                epoch=epoch,
+            )
     if status == "succeeded" and es is not None and es.restore_best and best_state is not None:
         model.load_state_dict(best_state)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,22 @@ def run_job(
         raise TrainingError("bad_data", str(e)) from None
     limit = min(filter(None, (time_limit_s, spec.training.time_limit_s)), default=None)
     device = resolve_device(spec.training.device)
-    out = fit(spec, data, work_dir, callbacks, time_limit_s=limit)
+    try:
+        out = fit(spec, data, work_dir, callbacks, time_limit_s=limit)
+    except torch.cuda.OutOfMemoryError:
+        oom = True  # handled below, once this frame no longer holds the traceback
+    else:
+        oom = False
+    if oom:
+        # Every tensor of the failed run was local to fit(): collect them and hand the cached
+        # blocks back, so that this worker takes its next job with a clean device.
+        gc.collect()
+        torch.cuda.empty_cache()
+        raise TrainingError(
+            "out_of_memory",
+            f"the GPU ran out of memory (batch size {spec.training.batch_size}): lower "
+            "training.batch_size or the model's size",
+        )
     result = {
         "best_epoch": out.best_epoch,
         "metrics": out.test_metrics,
