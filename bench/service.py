@@ -63,6 +63,7 @@ def _pct(values: list[float], q: float) -> float:
 def dispatch(svc: Live, n: int) -> dict[str, float]:
     latencies = []
     with httpx.Client(base_url=svc.url, timeout=30) as http:
+        _wait(http, http.post("/v1/jobs", json=TINY).json()["id"])  # the worker is up and warm
         for _ in range(n):
             job = http.post("/v1/jobs", json=TINY).json()
             done = _wait(http, job["id"], poll=0.01)
