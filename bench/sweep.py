@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--batch", default="64", help="comma-separated batch sizes")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    print(f"{'device':6} {'trials':>6} {'batch':>5} {'one by one s':>12} {'stacked s':>9} {'trial-samples/s':>15} {'speedup':>8}")
+    print(
+        f"{'device':6} {'trials':>6} {'batch':>5} {'one by one s':>12} {'stacked s':>9} {'trial-samples/s':>15} {'speedup':>8}"
+    )
     results = []
     for batch in (int(b) for b in args.batch.split(",")):
         for n in (int(t) for t in args.trials.split(",")):

@@ -62,6 +62,14 @@ def make_celery(settings: Settings) -> Celery:
         # together); a request never waits more than a few seconds on a dead broker.
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
+        # A worker outlives a broker outage of any length (a Redis restart) by reconnecting
+        # forever instead of exiting after Celery's default 100 tries.
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # A job that is training when the broker connection drops trains on: the store, not
+        # the broker, owns it (its lease and its metrics go to the database). Its message,
+        # unacked, may come back later; the claim then finds the job finished and drops it.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # The API answers quickly (or 503) when the broker is down instead of hanging.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         # Ack after the task returns (acks_late) together with prefetch 1: a worker busy

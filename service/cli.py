@@ -18,10 +18,14 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from service import cli_client
 from service.auth import parse_api_keys
 from service.settings import Settings, get_settings
 
 QUEUE_KINDS = ("cpu", "gpu")
+# A job's event stream lasts as long as the job: on shutdown, requests in flight get this long,
+# then open streams are cut (clients resume elsewhere with Last-Event-ID).
+GRACEFUL_SHUTDOWN_S = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("spec", metavar="SPEC.json")
     train.add_argument("--out", required=True, metavar="DIR")
     sub.add_parser("settings", help="print every REGTRAIN_* setting as a Markdown table")
+    cli_client.add_commands(sub)
     return parser
 
 
@@ -71,6 +76,8 @@ def _queue_list(raw: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in cli_client.COMMANDS:
+        return cli_client.run(args)
     if args.command == "train":
         from worker.train_cli import main as train_main
 
@@ -122,7 +129,14 @@ def run_api(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)  # migrates the store before the port opens
     # uvicorn re-raises the Ctrl-C it handled, once it has stopped.
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=True,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
     return 0
 
 
@@ -170,7 +184,10 @@ def run_up(settings: Settings, host: str, port: int) -> int:
         [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,gpu"],
         start_new_session=True,
     )
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
+    )
+    server = uvicorn.Server(config)
 
     def watch_worker() -> None:
         worker.wait()

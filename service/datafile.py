@@ -67,7 +67,16 @@ def parse_csv(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError("the CSV is not UTF-8 text") from e
-    reader = csv.reader(io.StringIO(text))
+    try:
+        return _parse_csv_text(text, target, task, max_rows=max_rows, max_columns=max_columns)
+    except csv.Error as e:  # a stray carriage return, a field over csv's size limit, ...
+        raise DataError(f"not a readable CSV: {e}") from None
+
+
+def _parse_csv_text(
+    text: str, target: str | None, task: Task | None, *, max_rows: int, max_columns: int
+) -> ParsedDataset:
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except StopIteration:

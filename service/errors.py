@@ -35,6 +35,16 @@ class PayloadTooLarge(ApiError):
     status_code = 413
 
 
+class TooManyRequests(ApiError):
+    """429: the tenant is at its cap; Retry-After says when to try again (seconds)."""
+
+    status_code = 429
+
+    def __init__(self, detail: Any, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}  # type: ignore[misc]
+
+
 class Unavailable(ApiError):
     status_code = 503
 

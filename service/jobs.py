@@ -18,11 +18,15 @@ from service.architecture import (
     parameter_count,
 )
 from service.broker import Broker, queue_for_device
-from service.errors import Conflict, Invalid, Unavailable
+from service.errors import Conflict, Invalid, TooManyRequests, Unavailable
 from service.settings import Settings
 from service.spec import JobSpec, UploadedDataset
 from service.store import Repository
 from service.store.repository import Row
+
+# What a 429 tells a client to wait: long enough for small jobs to finish, short enough that a
+# polling client does not sit idle behind a queue that has drained.
+RETRY_AFTER_S = 10
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,13 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
         layers = check_feasible(spec, shape, settings.max_parameters)
     except SpecError as e:
         raise Invalid(("body", *e.loc), e.message) from None
+    work = spec.training.epochs * (shape.n_samples or 0)
+    if work > settings.max_epoch_samples:
+        raise Invalid(
+            ("body", "training", "epochs"),
+            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
+            f"limit of {settings.max_epoch_samples:,} sample passes per job",
+        )
     limit = spec.training.time_limit_s
     if limit is not None and limit > settings.max_time_limit_s:
         training = spec.training.model_copy(update={"time_limit_s": settings.max_time_limit_s})
@@ -73,15 +84,27 @@ def submit(
     broker: Broker,
     tenant: str,
     idempotency_key: str | None,
+    *,
+    max_active: int | None = None,
 ) -> tuple[Row, bool]:
     """Store the job, then ring the broker. Returns (job row, created); a retried POST with the
-    same Idempotency-Key and the same spec returns the first job, with another spec a 409."""
+    same Idempotency-Key and the same spec returns the first job, with another spec a 409.
+    A tenant with `max_active` jobs queued or running gets a 429 (a retried POST of a job it
+    already has does not: that job is counted already)."""
     spec = checked.spec.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     if idempotency_key is not None:
         existing = store.job_by_idempotency_key(tenant, idempotency_key)
         if existing is not None:
             return _same_request(existing, digest), False
+    if max_active is not None and store.active_jobs(tenant) >= max_active:
+        # Counted, then inserted: concurrent submits may pass the cap by a few; it bounds a
+        # tenant's share of the queue, not an exact quota.
+        raise TooManyRequests(
+            f"this tenant has {max_active} jobs queued or running, the most allowed; "
+            "retry once some have finished",
+            retry_after_s=RETRY_AFTER_S,
+        )
     try:
         job = store.create_job(
             tenant=tenant,

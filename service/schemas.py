@@ -107,3 +107,51 @@ class DatasetList(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class SweepTrial(BaseModel):
+    index: int
+    params: dict[str, Any] = Field(description="The field paths this trial sets, and their values.")
+    status: JobStatus
+    metrics: dict[str, float | None] | None = Field(
+        description="Fold means of the metrics row of the weights the trial keeps, plus the "
+        "objective's standard deviation over folds (`<metric>_std`)."
+    )
+    score: float | None = Field(description="The objective metric's mean over the folds.")
+    fold_scores: list[float] | None
+    vectorized: bool = Field(description="Trained as part of a stacked model with other trials.")
+    error: JobError | None
+    finished_at: datetime | None = None
+
+
+class SweepBest(BaseModel):
+    index: int
+    params: dict[str, Any]
+    metrics: dict[str, float | None] | None = Field(description="The trial's cross-validation metrics.")
+    score: float | None
+    job_id: str | None = Field(
+        description="The job retraining this trial on train + validation data and testing it; "
+        "its test metrics appear on that job."
+    )
+
+
+class Sweep(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    cancel_requested: bool
+    trials: list[SweepTrial]
+    leaderboard: list[int] = Field(description="Indices of the scored trials, best first.")
+    best: SweepBest | None
+    objective: dict[str, Any]
+    spec: dict[str, Any] = Field(description="The SweepSpec with every default filled in.")
+    error: JobError | None
+
+
+class SweepList(BaseModel):
+    sweeps: list[Sweep]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")

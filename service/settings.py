@@ -43,6 +43,23 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Largest dataset upload.")
     max_dataset_rows: int = Field(1_000_000, ge=1, description="Most rows in an uploaded dataset.")
     max_dataset_columns: int = Field(10_000, ge=1, description="Most feature columns in an upload.")
+    max_request_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="Largest request body other than a dataset upload (a JobSpec is a few kB); "
+        "a larger one answers 413.",
+    )
+    max_epoch_samples: int = Field(
+        1_000_000_000,
+        ge=1,
+        description="Cap on training.epochs × the dataset's samples (the work one job may ask "
+        "for); a spec over it answers 422 naming training.epochs.",
+    )
+    max_active_jobs: int = Field(
+        100,
+        ge=1,
+        description="Most queued + running jobs per tenant; one more answers 429 with Retry-After.",
+    )
     heartbeat_seconds: float = Field(
         2.0,
         gt=0,
@@ -68,6 +85,16 @@ class Settings(BaseSettings):
         "cpu",
         description='The queue of jobs whose training.device is "auto" (cuda jobs go to `gpu`, cpu '
         "jobs to `cpu`). Set it to gpu on a fleet whose GPU workers should take them.",
+    )
+    webhook_secret: str | None = Field(
+        None,
+        description="Signs every webhook (a job's `notify`): X-Regtrain-Signature: "
+        "sha256=<hex HMAC-SHA256 of the body with this key>.",
+    )
+    webhook_private_targets: bool | None = Field(
+        None,
+        description="May webhooks go to loopback, private or link-local addresses? Unset: only "
+        "where no REGTRAIN_API_KEYS are set (a single user); with keys, only if true.",
     )
 
     @property

@@ -302,6 +302,21 @@ class TrainingSpec(Strict):
     time_limit_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
 
 
+class NotifySpec(Strict):
+    """A webhook: regtrain POSTs `{"event", "job"}` (the job as GET /v1/jobs/{id} shows it) to
+    `url` when the job changes status, signed with X-Regtrain-Signature where the server has a
+    REGTRAIN_WEBHOOK_SECRET."""
+
+    url: str = Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(?:[/?#]\S*)?$")
+    events: list[Literal["status", "done"]] = Field(
+        default_factory=lambda: ["done"],
+        min_length=1,
+        max_length=2,
+        description="done: once, when the job has finished (succeeded, failed or cancelled); "
+        "status: at every change of status (queued, running, and the final one).",
+    )
+
+
 class JobSpec(Strict):
     """A training job. Only `dataset` and `model` are required."""
 
@@ -328,6 +343,7 @@ class JobSpec(Strict):
     regularization: RegularizationSpec = Field(default_factory=RegularizationSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    notify: NotifySpec | None = Field(None, description="A webhook called when the job changes status.")
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

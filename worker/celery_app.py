@@ -17,7 +17,7 @@ from service.settings import get_settings
 log = logging.getLogger("regtrain.worker")
 
 app = make_celery(get_settings())
-app.conf.include = ["worker.tasks"]
+app.conf.include = ["worker.tasks", "worker.sweep_task"]
 
 
 @signals.worker_init.connect

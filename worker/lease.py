@@ -56,13 +56,17 @@ class Lease:
 
     def beat(self) -> None:
         """One renewal; also the last word on a cancel request that raced the end of training."""
-        state = self.store.heartbeat(self.job_id, self.owner, self.lease_seconds)
+        state = self.renew()
         if state is None:
             self.reason = "lost"
             self._stop.set()
         elif state:
             self.reason = "cancel"
             self._stop.set()
+
+    def renew(self) -> bool | None:
+        """Extend the lease in the store: True = cancel requested, None = lease lost."""
+        return self.store.heartbeat(self.job_id, self.owner, self.lease_seconds)
 
     def _run(self) -> None:
         while not self._closed.wait(self.heartbeat_seconds):
@@ -75,3 +79,10 @@ class Lease:
             if self.reason == "lost":
                 log.warning("job %s: lease lost to another worker; stopping", self.job_id)
                 return
+
+
+class SweepLease(Lease):
+    """The same lease on a sweep (`job_id` holds the sweep's id)."""
+
+    def renew(self) -> bool | None:
+        return self.store.sweep_heartbeat(self.job_id, self.owner, self.lease_seconds)

@@ -11,9 +11,11 @@ from functools import cached_property, lru_cache
 
 from celery import Celery
 
-from service.broker import RUN_JOB_TASK
+from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK
+from service.doorbell import Doorbell
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
+from service.webhooks import Webhooks
 
 log = logging.getLogger("regtrain.worker")
 
@@ -28,7 +30,10 @@ class Runtime:
 
     @cached_property
     def store(self) -> Repository:
-        return open_store(self.settings.store_url)
+        store = open_store(self.settings.store_url)
+        # After each change to a job: wake its event streams (a fleet), send its webhooks.
+        store.listeners += [Doorbell(self.settings).ring, Webhooks(self.settings, store)]
+        return store
 
     def start_reaper(self, app: Celery) -> None:
         if self._reaper is None:
@@ -46,6 +51,10 @@ class Runtime:
                 for job_id, queue in reap:
                     log.warning("job %s: (re)sending its message on %s", job_id, queue)
                     app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+                reap = self.store.reap_sweeps(self.settings.max_attempts, self.settings.resend_after_s)
+                for sweep_id, queue in reap:
+                    log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
+                    app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
             except Exception:
                 log.exception("reaper pass failed; trying again next interval")
 

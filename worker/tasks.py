@@ -13,6 +13,7 @@ import math
 import sys
 from typing import Any
 
+import sqlalchemy as sa
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
@@ -23,6 +24,14 @@ from worker.lease import Lease
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("regtrain.worker")
+
+# Failures of what the job runs on rather than of the job: the only ones retried, besides a lost
+# worker (a connection refused or dropped, a pool exhausted).
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+)
 
 
 @app.task(name=RUN_JOB_TASK)
@@ -91,10 +100,20 @@ def execute(job_id: str, rt: Runtime) -> None:
                 max_parameters=settings.max_parameters,
             )
     except TrainingError as e:
+        # The job's own fault (diverged, out_of_memory, time_limit, bad_data): final, never
+        # retried, since another attempt would fail the same way.
         log.warning("job %s failed: %s: %s", job_id, e.type, e.message)
         store.finish(job_id, owner, "failed", error=_finite(e.to_dict()))
         return
+    except INFRASTRUCTURE_ERRORS:
+        # Not the job's fault (the store went away mid-training): write nothing and stop
+        # renewing the lease. The reaper puts the job back on the queue once the lease lapses,
+        # and it resumes from its last checkpoint; after max_attempts it fails worker_lost.
+        log.exception("job %s: infrastructure error; leaving it to the reaper to retry", job_id)
+        return
     except Exception as e:
+        # A bug, not a user's error: fail the job `internal` (retrying would only repeat it),
+        # and this process lives on to take the next job.
         log.exception("job %s: unexpected error", job_id)
         error = {"type": "internal", "message": f"{type(e).__name__}: {e}"[:2000]}
         store.finish(job_id, owner, "failed", error=error)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
@@ -52,7 +51,9 @@ def create_job(
 ) -> dict[str, Any]:
     """Queue a training job. Only `dataset` and `model` are required."""
     checked = jobs.check_spec(spec, store, tenant, settings)
-    job, _ = jobs.submit(checked, store, broker, tenant, idempotency_key)
+    job, _ = jobs.submit(
+        checked, store, broker, tenant, idempotency_key, max_active=settings.max_active_jobs
+    )
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return jobs.documents(store, [job])[0]
 
@@ -97,10 +98,13 @@ def _decode(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw[:1] == "s" and raw[1:].isdigit():
-            return int(raw[1:])
-    except (binascii.Error, UnicodeDecodeError):
+        # A non-ASCII cursor makes b64decode raise ValueError, not binascii.Error (found by
+        # schemathesis); digits are ASCII and few, so the number fits the database's integer.
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        digits = raw[1:]
+        if raw[:1] == "s" and digits.isascii() and digits.isdigit() and len(digits) <= 18:
+            return int(digits)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors too
         pass
     raise Invalid(("query", "cursor"), "not a cursor this server handed out")
 

@@ -7,8 +7,10 @@ train the same job, and a reaper running on every worker is safe.
 
 from __future__ import annotations
 
+import functools
+import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,9 +20,18 @@ import sqlalchemy as sa
 
 from service.store import migrate
 from service.store.engine import WRITE, make_engine
-from service.store.tables import checkpoints, datasets, job_history, job_metrics, jobs
+from service.store.tables import (
+    checkpoints,
+    datasets,
+    job_history,
+    job_metrics,
+    jobs,
+    sweep_trials,
+    sweeps,
+)
 
 FINISHED = ("succeeded", "failed", "cancelled")
+log = logging.getLogger("regtrain.store")
 Row = dict[str, Any]
 CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
 
@@ -34,6 +45,27 @@ def new_id(prefix: str = "") -> str:
     return prefix + uuid.uuid4().hex
 
 
+Listener = Callable[[str, str, Any], None]  # (job id, method name, what the method returned)
+
+
+def _rings(method: Callable[..., Any]) -> Callable[..., Any]:
+    """After the method's transaction has committed, tell the store's listeners (the event
+    streams' doorbell, webhooks) that job `job_id` may have changed. A failing listener is
+    logged, never raised: the change itself is done."""
+
+    @functools.wraps(method)
+    def wrapper(self: Repository, job_id: str, *args: Any, **kwargs: Any) -> Any:
+        out = method(self, job_id, *args, **kwargs)
+        for listener in self.listeners:
+            try:
+                listener(job_id, method.__name__, out)
+            except Exception:
+                log.exception("store listener failed after %s(%s)", method.__name__, job_id)
+        return out
+
+    return wrapper
+
+
 @dataclass(frozen=True)
 class Claim:
     """A job a worker now owns: its spec and this attempt's number."""
@@ -44,9 +76,21 @@ class Claim:
     resumed_from_epoch: int | None
 
 
+@dataclass(frozen=True)
+class SweepClaim:
+    """A sweep a worker now owns; `finished` are the trials an earlier attempt completed."""
+
+    sweep_id: str
+    tenant: str
+    spec: dict[str, Any]
+    attempt: int
+    finished: frozenset[int]
+
+
 class Repository:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.listeners: list[Listener] = []  # called after each change to a job; see _rings
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -114,6 +158,14 @@ class Repository:
             row = conn.execute(query).mappings().first()
         return dict(row) if row else None
 
+    def active_jobs(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or running (what its cap counts)."""
+        query = sa.select(sa.func.count()).where(
+            jobs.c.tenant == tenant, jobs.c.status.in_(("queued", "running"))
+        )
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def list_jobs(
         self, tenant: str, *, status: str | None, limit: int, before_seq: int | None
     ) -> list[Row]:
@@ -141,6 +193,7 @@ class Repository:
                 out[r["job_id"]].append(dict(r))
         return out
 
+    @_rings
     def cancel(self, job_id: str, tenant: str | None = None) -> CancelOutcome:
         """A queued job is cancelled at once (it will never start); a running one is flagged
         and its worker stops it at the next heartbeat."""
@@ -169,6 +222,7 @@ class Repository:
             exists = conn.execute(sa.select(jobs.c.id).where(owned)).first()
             return "finished" if exists else "missing"
 
+    @_rings
     def fail_queued(self, job_id: str, error: dict[str, Any]) -> None:
         """A job that could not be put on the queue (broker down) fails instead of waiting forever."""
         at = now()
@@ -208,8 +262,57 @@ class Repository:
             row = conn.execute(query).mappings().first()
         return dict(row) if row else None
 
+    def job_changes(
+        self, job_id: str, *, history_after: int, epoch_after: int, checkpoint_after: datetime | None
+    ) -> tuple[list[Row], list[Row], list[Row]]:
+        """What a job's event stream has not sent yet: history rows past a seq, metrics rows past
+        an epoch, checkpoint records written after a time (a re-saved `best` counts again)."""
+        hist = (
+            job_history.select()
+            .where(job_history.c.job_id == job_id, job_history.c.seq > history_after)
+            .order_by(job_history.c.seq)
+        )
+        rows = (
+            job_metrics.select()
+            .where(job_metrics.c.job_id == job_id, job_metrics.c.epoch > epoch_after)
+            .order_by(job_metrics.c.epoch)
+        )
+        ckpts = checkpoints.select().where(checkpoints.c.job_id == job_id)
+        if checkpoint_after is not None:
+            ckpts = ckpts.where(checkpoints.c.at > checkpoint_after)
+        with self._read() as conn:
+            return tuple(  # type: ignore[return-value]
+                [dict(r) for r in conn.execute(q).mappings()]
+                for q in (hist, rows, ckpts.order_by(checkpoints.c.at))
+            )
+
+    def job_status_counts(self) -> dict[tuple[str, str], int]:
+        """{(status, queue): number of jobs}, over every tenant (for /metrics)."""
+        query = sa.select(jobs.c.status, jobs.c.queue, sa.func.count()).group_by(
+            jobs.c.status, jobs.c.queue
+        )
+        with self._read() as conn:
+            return {(s, q): int(n) for s, q, n in conn.execute(query)}
+
+    def job_durations(self) -> list[tuple[str, float]]:
+        """(status, seconds from start to finish) of every finished job that started."""
+        query = sa.select(jobs.c.status, jobs.c.started_at, jobs.c.finished_at).where(
+            jobs.c.status.in_(FINISHED), jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None)
+        )
+        with self._read() as conn:
+            return [(s, (f - b).total_seconds()) for s, b, f in conn.execute(query)]
+
+    def epochs_recorded(self, since: datetime | None = None) -> int:
+        """Metrics rows (trained epochs) in the store, or those written after `since`."""
+        query = sa.select(sa.func.count()).select_from(job_metrics)
+        if since is not None:
+            query = query.where(job_metrics.c.at > since)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     # --- jobs: the worker side -------------------------------------------------------------
 
+    @_rings
     def claim(self, job_id: str, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
         """Take a queued job, or a running one whose worker went silent, in one conditional
         UPDATE; None if another worker has it, or it is finished or cancelled."""
@@ -247,6 +350,17 @@ class Repository:
                     job_metrics.c.job_id == job_id, job_metrics.c.epoch > (resumed or 0)
                 )
             )
+            # Progress goes back with them: the job document never shows an epoch it lost.
+            kept = conn.execute(
+                sa.select(job_metrics.c.row).where(
+                    job_metrics.c.job_id == job_id, job_metrics.c.epoch == (resumed or 0)
+                )
+            ).scalar()
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(progress_epoch=resumed or 0, latest_metrics=kept)
+            )
             conn.execute(
                 job_history.insert().values(
                     job_id=job_id,
@@ -281,6 +395,7 @@ class Repository:
             is not None
         )
 
+    @_rings
     def record_epoch(self, job_id: str, owner: str, row: dict[str, Any]) -> bool:
         epoch = int(row["epoch"])
         with self._write() as conn:
@@ -297,6 +412,7 @@ class Repository:
             )
         return True
 
+    @_rings
     def record_checkpoint(
         self,
         job_id: str,
@@ -351,6 +467,7 @@ class Repository:
                 .values(resumed_from_epoch=epoch)
             )
 
+    @_rings
     def finish(
         self,
         job_id: str,
@@ -385,6 +502,7 @@ class Repository:
             )
         return True
 
+    @_rings
     def release(self, job_id: str, owner: str) -> str | None:
         """Give a job back to the queue (its worker is shutting down); its queue, or None."""
         at = now()
@@ -446,6 +564,294 @@ class Repository:
         requeued = [(job_id, queue) for status, job_id, queue in transitions if status == "queued"]
         return requeued + [(r.id, r.queue) for r in stale]
 
+    # --- sweeps: the API side -------------------------------------------------------------
+
+    def create_sweep(
+        self,
+        *,
+        tenant: str,
+        spec: dict[str, Any],
+        queue: str,
+        trials: list[dict[str, Any]],
+        idempotency_key: str | None = None,
+        request_sha256: str | None = None,
+    ) -> Row:
+        """Insert a queued sweep and one queued row per trial (`trials[i]` = trial i's params);
+        raises sa.exc.IntegrityError if the idempotency key is taken."""
+        sweep_id = new_id()
+        at = now()
+        with self._write() as conn:
+            conn.execute(
+                sweeps.insert().values(
+                    id=sweep_id,
+                    tenant=tenant,
+                    name=spec.get("name"),
+                    spec=spec,
+                    queue=queue,
+                    status="queued",
+                    created_at=at,
+                    enqueued_at=at,
+                    attempts=0,
+                    cancel_requested=False,
+                    idempotency_key=idempotency_key,
+                    request_sha256=request_sha256,
+                )
+            )
+            conn.execute(
+                sweep_trials.insert(),
+                [
+                    {"sweep_id": sweep_id, "trial_index": i, "params": p, "status": "queued", "vectorized": False}
+                    for i, p in enumerate(trials)
+                ],
+            )
+        sweep = self.get_sweep(sweep_id)
+        assert sweep is not None
+        return sweep
+
+    def get_sweep(self, sweep_id: str, tenant: str | None = None) -> Row | None:
+        query = sweeps.select().where(sweeps.c.id == sweep_id)
+        if tenant is not None:
+            query = query.where(sweeps.c.tenant == tenant)
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def sweep_by_idempotency_key(self, tenant: str, key: str) -> Row | None:
+        query = sweeps.select().where(sweeps.c.tenant == tenant, sweeps.c.idempotency_key == key)
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def list_sweeps(
+        self, tenant: str, *, status: str | None, limit: int, before_seq: int | None
+    ) -> list[Row]:
+        """Newest first; `before_seq` is the cursor, as for jobs."""
+        query = sweeps.select().where(sweeps.c.tenant == tenant)
+        if status is not None:
+            query = query.where(sweeps.c.status == status)
+        if before_seq is not None:
+            query = query.where(sweeps.c.seq < before_seq)
+        query = query.order_by(sweeps.c.seq.desc()).limit(limit)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def trials(self, sweep_ids: list[str]) -> dict[str, list[Row]]:
+        """Each sweep's trial rows, in index order."""
+        out: dict[str, list[Row]] = {sweep_id: [] for sweep_id in sweep_ids}
+        if not sweep_ids:
+            return out
+        query = (
+            sweep_trials.select()
+            .where(sweep_trials.c.sweep_id.in_(sweep_ids))
+            .order_by(sweep_trials.c.sweep_id, sweep_trials.c.trial_index)
+        )
+        with self._read() as conn:
+            for r in conn.execute(query).mappings():
+                out[r["sweep_id"]].append(dict(r))
+        return out
+
+    def cancel_sweep(self, sweep_id: str, tenant: str | None = None) -> CancelOutcome:
+        """As `cancel` for jobs: a queued sweep ends at once, a running one is flagged."""
+        at = now()
+        owned = sweeps.c.id == sweep_id
+        if tenant is not None:
+            owned = owned & (sweeps.c.tenant == tenant)
+        with self._write() as conn:
+            done = conn.execute(
+                sweeps.update()
+                .where(owned, sweeps.c.status == "queued")
+                .values(status="cancelled", finished_at=at, cancel_requested=True)
+                .returning(sweeps.c.id)
+            ).first()
+            if done:
+                _settle_trials(conn, [sweep_id], "cancelled", at)
+                return "cancelled"
+            flagged = conn.execute(
+                sweeps.update()
+                .where(owned, sweeps.c.status == "running")
+                .values(cancel_requested=True)
+                .returning(sweeps.c.id)
+            ).first()
+            if flagged:
+                return "requested"
+            exists = conn.execute(sa.select(sweeps.c.id).where(owned)).first()
+            return "finished" if exists else "missing"
+
+    def fail_queued_sweep(self, sweep_id: str, error: dict[str, Any]) -> None:
+        """A sweep that could not be put on the queue (broker down) fails instead of waiting."""
+        at = now()
+        with self._write() as conn:
+            done = conn.execute(
+                sweeps.update()
+                .where(sweeps.c.id == sweep_id, sweeps.c.status == "queued")
+                .values(status="failed", finished_at=at, error=error)
+                .returning(sweeps.c.id)
+            ).first()
+            if done:
+                _settle_trials(conn, [sweep_id], "cancelled", at)
+
+    # --- sweeps: the worker side -----------------------------------------------------------
+
+    def claim_sweep(
+        self, sweep_id: str, owner: str, lease_seconds: float, max_attempts: int
+    ) -> SweepClaim | None:
+        """Take a queued sweep, or a running one whose worker went silent, in one conditional
+        UPDATE (as `claim` does for jobs); its unfinished trials are then running."""
+        at = now()
+        claimable = (sweeps.c.status == "queued") | (
+            (sweeps.c.status == "running")
+            & (sweeps.c.lease_expires_at < at)
+            & (sweeps.c.attempts < max_attempts)
+            & sa.not_(sweeps.c.cancel_requested)
+        )
+        with self._write() as conn:
+            row = conn.execute(
+                sweeps.update()
+                .where(sweeps.c.id == sweep_id, claimable)
+                .values(
+                    status="running",
+                    attempts=sweeps.c.attempts + 1,
+                    lease_owner=owner,
+                    lease_expires_at=at + timedelta(seconds=lease_seconds),
+                    started_at=sa.func.coalesce(sweeps.c.started_at, at),
+                )
+                .returning(sweeps.c.tenant, sweeps.c.spec, sweeps.c.attempts)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                sweep_trials.update()
+                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.not_in(FINISHED))
+                .values(status="running")
+            )
+            finished = conn.execute(
+                sa.select(sweep_trials.c.trial_index).where(
+                    sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.in_(FINISHED)
+                )
+            ).scalars()
+            return SweepClaim(sweep_id, row.tenant, row.spec, row.attempts, frozenset(finished))
+
+    def sweep_heartbeat(self, sweep_id: str, owner: str, lease_seconds: float) -> bool | None:
+        """As `heartbeat`: True = cancel requested, False = carry on, None = lease lost."""
+        with self._write() as conn:
+            row = conn.execute(
+                sweeps.update()
+                .where(sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running")
+                .values(lease_expires_at=now() + timedelta(seconds=lease_seconds))
+                .returning(sweeps.c.cancel_requested)
+            ).first()
+        return None if row is None else bool(row.cancel_requested)
+
+    def record_trial(self, sweep_id: str, owner: str, index: int, **fields: Any) -> bool:
+        """Write one finished trial (status, metrics, score, fold_scores, best_epoch,
+        vectorized, error), only while `owner` holds the sweep's lease."""
+        with self._write() as conn:
+            owns = conn.execute(
+                sa.select(sweeps.c.id).where(
+                    sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running"
+                )
+            ).first()
+            if owns is None:
+                return False
+            conn.execute(
+                sweep_trials.update()
+                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
+                .values(finished_at=now(), **fields)
+            )
+        return True
+
+    def finish_sweep(
+        self,
+        sweep_id: str,
+        owner: str,
+        status: Literal["succeeded", "failed", "cancelled"],
+        *,
+        best_index: int | None = None,
+        best_job_id: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """Write the final state once (lease owner only); unfinished trials end cancelled."""
+        at = now()
+        with self._write() as conn:
+            done = conn.execute(
+                sweeps.update()
+                .where(sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running")
+                .values(
+                    status=status,
+                    finished_at=at,
+                    best_index=best_index,
+                    best_job_id=best_job_id,
+                    error=error,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(sweeps.c.id)
+            ).first()
+            if done is None:
+                return False
+            _settle_trials(conn, [sweep_id], "cancelled", at)
+        return True
+
+    def release_sweep(self, sweep_id: str, owner: str) -> str | None:
+        """Give a sweep back to the queue (its worker is shutting down); its queue, or None."""
+        at = now()
+        with self._write() as conn:
+            row = conn.execute(
+                sweeps.update()
+                .where(sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running")
+                .values(status="queued", lease_owner=None, lease_expires_at=None, enqueued_at=at)
+                .returning(sweeps.c.queue)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                sweep_trials.update()
+                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status == "running")
+                .values(status="queued")
+            )
+        return str(row.queue)
+
+    def reap_sweeps(self, max_attempts: int, resend_after_s: float) -> list[tuple[str, str]]:
+        """`reap` for sweeps: (sweep id, queue) of every sweep to send a message for."""
+        at = now()
+        expired = (sweeps.c.status == "running") & (sweeps.c.lease_expires_at < at)
+        lost = {"type": "worker_lost", "message": f"the worker stopped answering, {max_attempts} times"}
+        resend: list[tuple[str, str]] = []
+        with self._write() as conn:
+            for status, cond, values in (
+                ("cancelled", sweeps.c.cancel_requested, {"finished_at": at}),
+                ("failed", sweeps.c.attempts >= max_attempts, {"finished_at": at, "error": lost}),
+                ("queued", sa.true(), {"enqueued_at": at}),
+            ):
+                rows = conn.execute(
+                    sweeps.update()
+                    .where(expired, cond)
+                    .values(status=status, lease_owner=None, lease_expires_at=None, **values)
+                    .returning(sweeps.c.id, sweeps.c.queue)
+                ).all()
+                ids = [r.id for r in rows]
+                if status == "queued":
+                    resend += [(r.id, r.queue) for r in rows]
+                    if ids:
+                        conn.execute(
+                            sweep_trials.update()
+                            .where(sweep_trials.c.sweep_id.in_(ids), sweep_trials.c.status == "running")
+                            .values(status="queued")
+                        )
+                else:
+                    _settle_trials(conn, ids, "cancelled", at)
+            stale = conn.execute(
+                sweeps.update()
+                .where(
+                    sweeps.c.status == "queued",
+                    sa.func.coalesce(sweeps.c.enqueued_at, sweeps.c.created_at)
+                    < at - timedelta(seconds=resend_after_s),
+                )
+                .values(enqueued_at=at)
+                .returning(sweeps.c.id, sweeps.c.queue)
+            ).all()
+        return resend + [(r.id, r.queue) for r in stale]
+
     # --- datasets --------------------------------------------------------------------------
 
     def create_dataset(self, *, dataset_id: str, tenant: str, **fields: Any) -> Row:
@@ -469,6 +875,16 @@ class Repository:
         query = datasets.select().where(datasets.c.tenant == tenant).order_by(datasets.c.seq.desc())
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _settle_trials(conn: sa.Connection, sweep_ids: list[str], status: str, at: datetime) -> None:
+    """A sweep that ended leaves no trial queued or running."""
+    if sweep_ids:
+        conn.execute(
+            sweep_trials.update()
+            .where(sweep_trials.c.sweep_id.in_(sweep_ids), sweep_trials.c.status.not_in(FINISHED))
+            .values(status=status, finished_at=at)
+        )
 
 
 def open_store(url: str, *, migrate_schema: bool = True) -> Repository:

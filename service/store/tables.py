@@ -124,3 +124,50 @@ datasets = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Added by migration 0004: a sweep is leased, reaped and cancelled like a job.
+sweeps = sa.Table(
+    "sweeps",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(200)),
+    sa.Column("spec", Json, nullable=False),
+    sa.Column("queue", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("enqueued_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("error", Json),
+    sa.Column("best_index", sa.Integer),
+    sa.Column("best_job_id", sa.String(64)),
+    # A retried POST with the same Idempotency-Key returns the same sweep (as for jobs).
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("request_sha256", sa.String(64)),
+    sa.Index("ix_sweeps_tenant_status_seq", "tenant", "status", "seq"),
+    sa.Index("ix_sweeps_status_lease", "status", "lease_expires_at"),
+    sa.Index("uq_sweeps_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+)
+
+sweep_trials = sa.Table(
+    "sweep_trials",
+    metadata,
+    sa.Column("sweep_id", sa.String(64), sa.ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("trial_index", sa.Integer, primary_key=True),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("metrics", Json),
+    sa.Column("score", sa.Float),
+    sa.Column("fold_scores", Json),
+    # Mean over folds; the retrain of the best trial runs this many epochs when it early-stopped.
+    sa.Column("best_epoch", sa.Float),
+    sa.Column("vectorized", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("error", Json),
+    sa.Column("finished_at", UTCDateTime),
+)

@@ -1,0 +1,203 @@
+"""Load test: N concurrent clients submit small jobs and poll them, against a live API with two
+workers (started here, on the embedded default or with --fleet on Redis + PostgreSQL).
+
+Each client submits a job (with an Idempotency-Key, so a retry after a dropped connection can
+never make a second job), polls it until it finishes, and starts the next, until --jobs have
+been submitted or --seconds have passed; then whatever is still running gets up to --drain
+seconds to finish. A 429 is honoured (the client waits Retry-After). Printed at the end:
+
+- submitted: jobs accepted (202); finished: those that reached a final state (succeeded or not);
+- lost: accepted jobs the service does not know, or that vanished from the listing (must be 0);
+- duplicated: jobs nobody submitted (a POST that made two) plus finished jobs whose metrics hold
+  an epoch twice or miss one (must be 0);
+- error responses: every response >= 400 other than a 429, by status; and the 429s apart;
+- p50/p99 latency of submit (POST /v1/jobs) and of status (GET /v1/jobs/{id}), in ms.
+
+Usage: python -m bench.load [--clients 64] [--jobs 256] [--seconds 120] [--fleet] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from bench.live import live
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+SMALL_JOB = {
+    "name": "load",
+    "dataset": {"name": "iris"},
+    "model": {"type": "mlp", "hidden": [8]},
+    "training": {"epochs": 2, "batch_size": 32, "device": "cpu", "checkpoint_every": 0},
+}
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.accepted: dict[str, str] = {}  # job id -> idempotency key
+        self.final: dict[str, dict[str, Any]] = {}
+        self.errors: Counter[int] = Counter()
+        self.transport_errors = 0
+        self.throttled = 0
+        self.submit_ms: list[float] = []
+        self.status_ms: list[float] = []
+        self.budget_left = 0
+
+
+async def _request(http: httpx.AsyncClient, tally: Tally, kind: str, method: str, url: str,
+                   **kw: Any) -> httpx.Response | None:  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        r = await http.request(method, url, **kw)
+    except httpx.TransportError:
+        tally.transport_errors += 1
+        return None
+    (tally.submit_ms if kind == "submit" else tally.status_ms).append((time.perf_counter() - t0) * 1e3)
+    if r.status_code == 429:
+        tally.throttled += 1
+    elif r.status_code >= 400:
+        tally.errors[r.status_code] += 1
+    return r
+
+
+async def client(http: httpx.AsyncClient, tally: Tally, stop_submitting: float, stop_polling: float,
+                 poll_s: float) -> None:  # fmt: skip
+    while time.monotonic() < stop_submitting and tally.budget_left > 0:
+        tally.budget_left -= 1
+        key = uuid.uuid4().hex
+        job_id = None
+        while job_id is None and time.monotonic() < stop_submitting:
+            r = await _request(http, tally, "submit", "POST", "/v1/jobs", json=SMALL_JOB,
+                               headers={"Idempotency-Key": key})  # fmt: skip
+            if r is not None and r.status_code == 202:
+                job_id = r.json()["id"]
+            elif r is not None and r.status_code == 429:
+                await asyncio.sleep(min(float(r.headers.get("Retry-After", "1")), 5.0))
+            elif r is None:  # a dropped connection: the same key makes the retry safe
+                await asyncio.sleep(0.2)
+            else:
+                break  # an error response: counted; give up on this job
+        if job_id is None:
+            continue
+        tally.accepted[job_id] = key
+        while time.monotonic() < stop_polling:
+            r = await _request(http, tally, "status", "GET", f"/v1/jobs/{job_id}")
+            if r is not None and r.status_code == 200 and r.json()["status"] in FINISHED:
+                tally.final[job_id] = r.json()
+                break
+            await asyncio.sleep(poll_s)
+
+
+async def audit(http: httpx.AsyncClient, tally: Tally) -> dict[str, int]:
+    """Compare what the clients were told with what the service holds."""
+    listed: set[str] = set()
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/v1/jobs", params=params)).json()
+        listed |= {j["id"] for j in page["jobs"]}
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    lost = 0
+    for job_id in tally.accepted:
+        if job_id not in listed or (await http.get(f"/v1/jobs/{job_id}")).status_code != 200:
+            lost += 1
+    duplicated = len(listed - set(tally.accepted))
+    bad_metrics = 0
+    for job_id, job in tally.final.items():
+        if job["status"] != "succeeded":
+            continue
+        rows = (await http.get(f"/v1/jobs/{job_id}/metrics")).json()["epochs"]
+        if [r["epoch"] for r in rows] != list(range(1, job["spec"]["training"]["epochs"] + 1)):
+            bad_metrics += 1
+    return {"lost": lost, "duplicated": duplicated + bad_metrics, "listed": len(listed)}
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run(
+    url: str, clients: int, jobs: int, seconds: float, drain: float, poll_s: float
+) -> dict[str, Any]:
+    tally = Tally()
+    tally.budget_left = jobs
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        t0 = time.monotonic()
+        stop_submitting = t0 + seconds
+        await asyncio.gather(
+            *(client(http, tally, stop_submitting, stop_submitting + drain, poll_s) for _ in range(clients))
+        )
+        elapsed = time.monotonic() - t0
+        checked = await audit(http, tally)
+    statuses = Counter(j["status"] for j in tally.final.values())
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "submitted": len(tally.accepted),
+        "finished": len(tally.final),
+        "succeeded": statuses.get("succeeded", 0),
+        "failed": statuses.get("failed", 0),
+        "unfinished": len(tally.accepted) - len(tally.final),
+        "lost": checked["lost"],
+        "duplicated": checked["duplicated"],
+        "error_responses": sum(tally.errors.values()),
+        "errors_by_status": {str(k): v for k, v in sorted(tally.errors.items())},
+        "throttled_429": tally.throttled,
+        "transport_errors": tally.transport_errors,
+        "jobs_per_second": round(len(tally.final) / elapsed, 2) if elapsed else 0.0,
+        "submit_ms": {
+            "p50": round(_pct(tally.submit_ms, 0.5), 1),
+            "p99": round(_pct(tally.submit_ms, 0.99), 1),
+            "n": len(tally.submit_ms),
+        },
+        "status_ms": {
+            "p50": round(_pct(tally.status_ms, 0.5), 1),
+            "p99": round(_pct(tally.status_ms, 0.99), 1),
+            "n": len(tally.status_ms),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
+    p.add_argument("--jobs", type=int, default=256, help="most jobs to submit in all (default 256)")
+    p.add_argument("--seconds", type=float, default=120, help="stop submitting after this long")
+    p.add_argument("--drain", type=float, default=60, help="then wait this long for running jobs")
+    p.add_argument("--poll", type=float, default=0.25, help="seconds between status polls")
+    p.add_argument("--fleet", action="store_true", help="Redis + PostgreSQL instead of the embedded default")
+    p.add_argument("--url", help="an API already running (with its own workers) instead of starting one")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args(argv)
+    if args.url:
+        out = asyncio.run(run(args.url, args.clients, args.jobs, args.seconds, args.drain, args.poll))
+    else:
+        # Two workers, as in the issue; one torch thread each (the host's cores are shared).
+        env = {"OMP_NUM_THREADS": "1", "REGTRAIN_MAX_ACTIVE_JOBS": str(max(100, args.clients * 2))}
+        with live(args.fleet, workers=2, extra_env=env) as svc:
+            out = asyncio.run(run(svc.url, args.clients, args.jobs, args.seconds, args.drain, args.poll))
+    out["backend"] = "fleet (Redis + PostgreSQL)" if args.fleet else "embedded (SQLite + filesystem broker)"
+    width = max(map(len, out))
+    for k, v in out.items():
+        print(f"{k:<{width}}  {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""/v1/sweeps: submit, read, list and cancel searches for the best λ (or dropout, or lr)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response
+
+from service import sweeps
+from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
+from service.errors import Conflict, NotFound
+from service.routes.jobs import _decode, _encode
+from service.schemas import JobStatus, Sweep, SweepList
+from service.store.repository import Row
+from service.sweep_spec import SweepSpec
+
+router = APIRouter(prefix="/v1", tags=["sweeps"])
+
+SweepBody = Annotated[
+    SweepSpec,
+    Body(
+        openapi_examples={
+            "l2-grid-cv": {
+                "summary": "A grid over L2 with 5-fold cross validation",
+                "value": {
+                    "name": "digits-l2",
+                    "base": {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [64]}},
+                    "grid": {"regularization.l2": [0, 0.0001, 0.001, 0.01]},
+                    "objective": {"metric": "val_accuracy", "mode": "max"},
+                    "cv_folds": 5,
+                },
+            },
+            "random": {
+                "summary": "A random search over L2 and dropout",
+                "value": {
+                    "base": {"dataset": {"name": "iris"}, "model": {"type": "mlp"}},
+                    "random": {
+                        "regularization.l2": {"log_uniform": [1e-6, 0.1]},
+                        "model.dropout": {"uniform": [0, 0.5]},
+                    },
+                    "trials": 32,
+                },
+            },
+        }
+    ),
+]
+
+
+def _sweep_or_404(store: StoreDep, tenant: str, sweep_id: str) -> Row:
+    sweep = store.get_sweep(sweep_id, tenant)
+    if sweep is None:
+        raise NotFound(f"no sweep {sweep_id!r}")
+    return sweep
+
+
+@router.post("/sweeps", status_code=202, response_model=Sweep)
+def create_sweep(
+    sweep: SweepBody,
+    response: Response,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Queue a sweep: give exactly one of `grid`, `random` (with `trials`) or `path`. Every
+    trial's spec is validated first; the best trial is retrained on train + validation data and
+    tested, as a job of its own (`best.job_id`). An `Idempotency-Key` header makes a retried
+    POST return the same sweep."""
+    trials = sweeps.check_sweep(sweep, store, tenant, settings)
+    row = sweeps.submit(sweep, trials, store, broker, tenant, settings, idempotency_key)
+    response.headers["Location"] = f"/v1/sweeps/{row['id']}"
+    return sweeps.documents(store, [row])[0]
+
+
+@router.get("/sweeps", response_model=SweepList)
+def list_sweeps(
+    store: StoreDep,
+    tenant: TenantDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> dict[str, Any]:
+    """Newest first; follow `next_cursor` for older sweeps."""
+    rows = store.list_sweeps(tenant, status=status, limit=limit + 1, before_seq=_decode(cursor))
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = _encode(page[-1]["seq"]) if more else None
+    return {"sweeps": sweeps.documents(store, page), "next_cursor": next_cursor}
+
+
+@router.get("/sweeps/{sweep_id}", response_model=Sweep)
+def get_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    return sweeps.documents(store, [_sweep_or_404(store, tenant, sweep_id)])[0]
+
+
+@router.post("/sweeps/{sweep_id}/cancel", status_code=202, response_model=Sweep)
+def cancel_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """A queued sweep is cancelled at once; a running one stops within a heartbeat, keeping
+    the trials it finished (every other trial ends cancelled). A finished sweep → 409."""
+    outcome = store.cancel_sweep(sweep_id, tenant)
+    if outcome == "missing":
+        raise NotFound(f"no sweep {sweep_id!r}")
+    sweep = _sweep_or_404(store, tenant, sweep_id)
+    if outcome == "finished":
+        raise Conflict(f"sweep {sweep_id} is already {sweep['status']}")
+    return sweeps.documents(store, [sweep])[0]

@@ -1,0 +1,151 @@
+"""Sweeps as the API sees them: check a SweepSpec against its data, submit it, render the
+document. The worker (worker/sweep_task.py) runs it and retrains the best trial as a job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.architecture import DataShape, known_shape
+from service.broker import Broker, queue_for_device
+from service.errors import Conflict, Invalid, Unavailable
+from service.jobs import dataset_shape
+from service.settings import Settings
+from service.spec import JobSpec, UploadedDataset
+from service.stacking import vectorize_refusal
+from service.store import Repository
+from service.store.repository import Row
+from service.sweep_spec import SweepError, SweepSpec, Trial, expand
+
+
+def data_shape(spec: JobSpec, store: Repository, tenant: str) -> DataShape:
+    """The shape of the base spec's data: built in, synthetic, or one of the tenant's uploads."""
+    shape = known_shape(spec)
+    if shape is not None:
+        return shape
+    assert isinstance(spec.dataset, UploadedDataset)
+    row = store.get_dataset(spec.dataset.id, tenant)
+    if row is None:
+        raise Invalid(("body", "base", "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
+    return dataset_shape(row)
+
+
+def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Settings) -> list[Trial]:
+    """Every trial's validated JobSpec; 422 naming the field of a sweep that cannot run."""
+    shape = data_shape(sweep.base, store, tenant)
+    try:
+        trials = expand(sweep, shape, settings.max_parameters)
+    except SweepError as e:
+        raise Invalid(("body", *e.loc), e.message) from None
+    if sweep.vectorize is True:
+        reason = vectorize_refusal([t.spec for t in trials])
+        if reason is not None:
+            raise Invalid(("body", "vectorize"), f"vectorize is true but {reason}")
+    return trials
+
+
+def submit(
+    sweep: SweepSpec,
+    trials: list[Trial],
+    store: Repository,
+    broker: Broker,
+    tenant: str,
+    settings: Settings,
+    idempotency_key: str | None = None,
+) -> Row:
+    """Store the sweep and its trials, then ring the broker (on the base spec's device queue).
+    A retried POST with the same Idempotency-Key and the same sweep returns the first sweep,
+    with another sweep a 409 (as jobs.submit)."""
+    spec = sweep.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    if idempotency_key is not None:
+        existing = store.sweep_by_idempotency_key(tenant, idempotency_key)
+        if existing is not None:
+            return _same_request(existing, digest)
+    queue = queue_for_device(settings, sweep.base.training.device)
+    try:
+        row = store.create_sweep(
+            tenant=tenant,
+            spec=spec,
+            queue=queue,
+            trials=[t.params for t in trials],
+            idempotency_key=idempotency_key,
+            request_sha256=digest if idempotency_key else None,
+        )
+    except sa.exc.IntegrityError:
+        # A concurrent retry with the same key won the insert.
+        existing = store.sweep_by_idempotency_key(tenant, idempotency_key or "")
+        if existing is None:
+            raise
+        return _same_request(existing, digest)
+    try:
+        broker.enqueue_sweep(row["id"], queue)
+    except Exception as e:
+        store.fail_queued_sweep(row["id"], {"type": "broker_unavailable", "message": str(e)[:500]})
+        raise Unavailable(f"the broker is unreachable; sweep {row['id']} was not queued") from e
+    return row
+
+
+def _same_request(existing: Row, digest: str) -> Row:
+    if existing["request_sha256"] != digest:
+        raise Conflict("this Idempotency-Key was used with a different sweep")
+    return existing
+
+
+def leaderboard(spec: dict[str, Any], trials: list[Row]) -> list[int]:
+    """Indices of the scored trials, best first (ties: the lower index, as the engine breaks them)."""
+    sign = -1.0 if spec.get("objective", {}).get("mode") == "max" else 1.0
+    scored = [t for t in trials if t["status"] == "succeeded" and t["score"] is not None]
+    return [t["trial_index"] for t in sorted(scored, key=lambda t: (sign * t["score"], t["trial_index"]))]
+
+
+def document(sweep: Row, trials: list[Row]) -> dict[str, Any]:
+    """The sweep as API.md spells it."""
+    by_index = {t["trial_index"]: t for t in trials}
+    best_row = by_index.get(sweep["best_index"]) if sweep["best_index"] is not None else None
+    best = None
+    if best_row is not None:
+        best = {
+            "index": best_row["trial_index"],
+            "params": best_row["params"],
+            "metrics": best_row["metrics"],
+            "score": best_row["score"],
+            "job_id": sweep["best_job_id"],
+        }
+    return {
+        "id": sweep["id"],
+        "name": sweep["name"],
+        "status": sweep["status"],
+        "created_at": sweep["created_at"],
+        "started_at": sweep["started_at"],
+        "finished_at": sweep["finished_at"],
+        "attempts": sweep["attempts"],
+        "cancel_requested": bool(sweep["cancel_requested"]),
+        "trials": [
+            {
+                "index": t["trial_index"],
+                "params": t["params"],
+                "status": t["status"],
+                "metrics": t["metrics"],
+                "score": t["score"],
+                "fold_scores": t["fold_scores"],
+                "vectorized": bool(t["vectorized"]),
+                "error": t["error"],
+                "finished_at": t["finished_at"],
+            }
+            for t in trials
+        ],
+        "leaderboard": leaderboard(sweep["spec"], trials),
+        "best": best,
+        "objective": sweep["spec"].get("objective"),
+        "spec": sweep["spec"],
+        "error": sweep["error"],
+    }
+
+
+def documents(store: Repository, rows: list[Row]) -> list[dict[str, Any]]:
+    trials = store.trials([r["id"] for r in rows])
+    return [document(r, trials[r["id"]]) for r in rows]

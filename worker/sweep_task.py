@@ -1,0 +1,162 @@
+"""The sweep's Celery task: claim the sweep (conditional UPDATE + lease) → run its trials with
+the engine, writing each trial's row as it finishes → queue the best trial's retrain as an
+ordinary job (the same path as POST /v1/jobs) → write the final state once.
+
+A second attempt (the first worker died, or shut down) runs only the trials the first one did
+not finish; a regularization path runs again from its first step, since each step starts from
+the weights of the one before.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+from celery.exceptions import Reject
+from pydantic import ValidationError
+
+from service import jobs
+from service.broker import RUN_SWEEP_TASK, Broker
+from service.errors import ApiError
+from service.store.repository import SweepClaim
+from service.sweep_spec import SweepError, SweepSpec, Trial, best_job_spec, expand
+from service.sweeps import leaderboard
+from worker.celery_app import app
+from worker.lease import SweepLease
+from worker.runtime import Runtime, runtime
+from worker.tasks import _finite, _release_accelerator_memory
+
+log = logging.getLogger("regtrain.worker")
+
+
+@cache
+def _broker(rt: Runtime) -> Broker:
+    """Sends the retrain job's message, as the API would."""
+    return Broker(rt.settings)
+
+
+@app.task(name=RUN_SWEEP_TASK)
+def run_sweep_task(sweep_id: str) -> None:
+    execute_sweep(sweep_id, runtime())
+
+
+def execute_sweep(sweep_id: str, rt: Runtime) -> None:
+    # Torch only in a process that trains (see worker.tasks.execute).
+    from worker.training.errors import TrainingError
+    from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
+
+    settings, store, owner = rt.settings, rt.store, rt.name
+    if rt.shutdown.is_set():
+        raise Reject("worker shutting down", requeue=True)
+    claim = store.claim_sweep(sweep_id, owner, settings.lease_seconds, settings.max_attempts)
+    if claim is None:
+        log.info("sweep %s is not claimable (taken, finished or cancelled); message dropped", sweep_id)
+        return
+    log.info("sweep %s: attempt %d on %s", sweep_id, claim.attempt, owner)
+    try:
+        sweep = SweepSpec.model_validate(claim.spec)
+        trials = expand(sweep, None, settings.max_parameters)
+    except (ValidationError, SweepError) as e:
+        store.finish_sweep(sweep_id, owner, "failed", error={"type": "bad_spec", "message": str(e)[:2000]})
+        return
+    todo = trials if sweep.path is not None else [t for t in trials if t.index not in claim.finished]
+
+    def on_trial(t: TrialOutcome) -> None:
+        store.record_trial(
+            sweep_id,
+            owner,
+            t.index,
+            status=t.status,
+            metrics=_finite(t.metrics),
+            score=_finite(t.score),
+            fold_scores=_finite(t.fold_scores),
+            best_epoch=_finite(t.best_epoch),
+            vectorized=t.vectorized,
+            error=_finite(t.error),
+        )
+
+    lease = SweepLease(
+        store,
+        sweep_id,
+        owner,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        shutdown=rt.shutdown,
+    )
+    try:
+        with lease:
+            status = "succeeded"
+            if todo:
+                callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
+                status = run_sweep(
+                    sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks
+                ).status
+    except TrainingError as e:
+        log.warning("sweep %s failed: %s: %s", sweep_id, e.type, e.message)
+        store.finish_sweep(sweep_id, owner, "failed", error=_finite(e.to_dict()))
+        return
+    except Exception as e:
+        log.exception("sweep %s: unexpected error", sweep_id)
+        error = {"type": "internal", "message": f"{type(e).__name__}: {e}"[:2000]}
+        store.finish_sweep(sweep_id, owner, "failed", error=error)
+        return
+    finally:
+        _release_accelerator_memory()
+
+    rows = store.trials([sweep_id])[sweep_id]
+    ranked = leaderboard(claim.spec, rows)
+    best = ranked[0] if ranked else None
+    if status == "cancelled":
+        _stopped(sweep_id, owner, lease, rt, best)
+        return
+    if best is None:
+        error = {"type": "no_trial_succeeded", "message": "every trial failed; see each trial's error"}
+        store.finish_sweep(sweep_id, owner, "failed", error=error)
+        return
+    best_epoch = next(r["best_epoch"] for r in rows if r["trial_index"] == best)
+    job_id, error = _retrain(claim, sweep, trials[best], best_epoch, rt)
+    store.finish_sweep(
+        sweep_id, owner, "failed" if error else "succeeded", best_index=best, best_job_id=job_id, error=error
+    )
+
+
+def _stopped(sweep_id: str, owner: str, lease: SweepLease, rt: Runtime, best: int | None) -> None:
+    """The engine stopped early: a cancel, a lost lease or a worker shutting down."""
+    store = rt.store
+    try:
+        lease.beat()  # a cancel that arrived during a shutdown still counts as a cancel
+    except Exception:
+        log.exception("sweep %s: last heartbeat failed", sweep_id)
+    if lease.reason == "lost":
+        log.warning("sweep %s: stopped after losing its lease; another worker owns it", sweep_id)
+    elif lease.reason == "shutdown":
+        queue = store.release_sweep(sweep_id, owner)
+        if queue is not None:
+            app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+            log.info("sweep %s: worker shutting down; re-queued on %s", sweep_id, queue)
+    else:
+        store.finish_sweep(sweep_id, owner, "cancelled", best_index=best)
+
+
+def _retrain(
+    claim: SweepClaim, sweep: SweepSpec, trial: Trial, best_epoch: float | None, rt: Runtime
+) -> tuple[str | None, dict[str, Any] | None]:
+    """Queue the best trial, retrained on train + validation data, as a job of the sweep's
+    tenant: (job id, None), or (None, error) when the job could not be created. The
+    idempotency key makes a second attempt of this sweep find the job instead of adding one."""
+    store, settings = rt.store, rt.settings
+    key = f"sweep-{claim.sweep_id}-best"
+    broker = _broker(rt)
+    try:
+        spec = best_job_spec(sweep, trial, best_epoch)
+        checked = jobs.check_spec(spec, store, claim.tenant, settings)
+        job, _ = jobs.submit(checked, store, broker, claim.tenant, key)
+        return str(job["id"]), None
+    except (ApiError, ValidationError) as e:
+        existing = store.job_by_idempotency_key(claim.tenant, key)
+        if existing is not None:  # created, then refused by the broker: the job says why
+            return str(existing["id"]), None
+        detail = e.detail if isinstance(e, ApiError) else str(e)
+        log.warning("sweep %s: the retrain of trial %d was refused: %s", claim.sweep_id, trial.index, detail)
+        return None, {"type": "retrain_refused", "message": str(detail)[:2000]}
