@@ -19,17 +19,8 @@ import sys
 import time
 from typing import Any
 
-N, D, K, H = 60_000, 784, 10, 128
-L1, L2, LR = 1e-5, 1e-4, 0.01
-
-
-def _data() -> tuple[Any, Any]:
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(N, D, generator=g)
-    y = (X @ torch.randn(D, K, generator=g)).argmax(1)
-    return X, y
+from bench import workload
+from bench.workload import L1, L2, LR, D, H, K, N
 
 
 def _sync(device: str) -> None:
@@ -45,7 +36,7 @@ def run_hand(device: str, batch: int) -> float:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    X, y = _data()
+    X, y = workload.tensors()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Dropout(0.5), nn.Linear(H, K)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
@@ -75,40 +66,10 @@ def run_hand(device: str, batch: int) -> float:
 
 def run_engine(device: str, batch: int) -> float:
     """Two epochs through worker.training.loop.fit; the second epoch's wall time."""
-    import numpy as np
-
-    from service.architecture import DataShape
-    from service.spec import JobSpec
-    from worker.training.data import Prepared, Standardization
     from worker.training.loop import Callbacks, fit
 
-    X, y = _data()
-    empty = np.zeros((0, D), np.float32)
-    data = Prepared(
-        shape=DataShape("classification", D, K),
-        input_shape=(D,),
-        X_train=X.numpy(),
-        y_train=y.numpy(),
-        X_val=empty,
-        y_val=np.zeros(0, np.int64),
-        X_test=empty,
-        y_test=np.zeros(0, np.int64),
-        standardization=Standardization(np.zeros(D, np.float32), np.ones(D, np.float32)),
-        sha256="bench",
-        classes=[str(i) for i in range(K)],
-    )
-    spec = JobSpec.model_validate(
-        {
-            "dataset": {"name": "synthetic", "n_samples": N, "n_features": D, "n_classes": K},
-            "split": {"validation": 0.0, "test": 0.0},
-            "model": {"type": "mlp", "hidden": [H], "dropout": 0.5},
-            "regularization": {"l1": L1, "l2": L2},
-            "optimizer": {"name": "sgd", "lr": LR},
-            "training": {"epochs": 2, "batch_size": batch, "device": device, "checkpoint_every": 0},
-        }
-    )
     rows: list[dict[str, Any]] = []
-    fit(spec, data, None, Callbacks(on_epoch=rows.append))
+    fit(workload.spec(batch, device, 2), workload.prepared(), None, Callbacks(on_epoch=rows.append))
     return float(rows[-1]["seconds"])
 
 

@@ -17,48 +17,12 @@ from typing import Any
 
 import numpy as np
 
-
-def _data(device: str) -> Any:
-    import torch
-
-    from service.architecture import DataShape
-    from worker.training.data import Prepared, Standardization
-
-    n, d, k = 60_000, 784, 10
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(n, d, generator=g)
-    y = (X @ torch.randn(d, k, generator=g)).argmax(1)
-    empty = np.zeros((0, d), np.float32)
-    return Prepared(
-        shape=DataShape("classification", d, k),
-        input_shape=(d,),
-        X_train=X.numpy(),
-        y_train=y.numpy(),
-        X_val=empty,
-        y_val=np.zeros(0, np.int64),
-        X_test=empty,
-        y_test=np.zeros(0, np.int64),
-        standardization=Standardization(np.zeros(d, np.float32), np.ones(d, np.float32)),
-        sha256="bench",
-        classes=[str(i) for i in range(k)],
-    )
+from bench import workload
 
 
 def _specs(n_trials: int, batch: int, device: str, epochs: int) -> list[Any]:
-    from service.spec import JobSpec
-
     return [
-        JobSpec.model_validate(
-            {
-                "dataset": {"name": "synthetic", "n_samples": 60_000, "n_features": 784, "n_classes": 10},
-                "split": {"validation": 0.0, "test": 0.0},
-                "model": {"type": "mlp", "hidden": [128], "dropout": 0.5},
-                "regularization": {"l2": float(l2)},
-                "optimizer": {"name": "sgd", "lr": 0.01},
-                "training": {"epochs": epochs, "batch_size": batch, "device": device, "checkpoint_every": 0},
-            }
-        )
-        for l2 in np.logspace(-5, -1, n_trials)
+        workload.spec(batch, device, epochs, l1=0.0, l2=float(l2)) for l2 in np.logspace(-5, -1, n_trials)
     ]
 
 
@@ -73,7 +37,7 @@ def run(device: str, n_trials: int, batch: int) -> dict[str, Any]:
     from worker.training.loop import fit
     from worker.training.stacked import StackedTrainer
 
-    data = _data(device)
+    data = workload.prepared()
     specs = _specs(n_trials, batch, device, 1)
     fit(specs[0], data, None)  # warm-up: allocator, kernels, CUDA graph pools
     _sync(device)

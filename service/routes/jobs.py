@@ -51,17 +51,13 @@ def create_job(
 ) -> dict[str, Any]:
     """Queue a training job. Only `dataset` and `model` are required."""
     checked = jobs.check_spec(spec, store, tenant, settings)
-    job, _ = jobs.submit(
-        checked, store, broker, tenant, idempotency_key, max_active=settings.max_active_jobs
-    )
+    job, _ = jobs.submit(checked, store, broker, tenant, idempotency_key, max_active=settings.max_active_jobs)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return jobs.documents(store, [job])[0]
 
 
 @router.post("/jobs:validate", response_model=Validation)
-def validate_job(
-    spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep
-) -> dict[str, Any]:
+def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> dict[str, Any]:
     """Dry run: the filled spec, its parameter count and memory estimate; nothing is queued."""
     checked = jobs.check_spec(spec, store, tenant, settings)
     return {
@@ -111,7 +107,10 @@ def _decode(cursor: str | None) -> int | None:
 
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
-    return jobs.documents(store, [_job_or_404(store, tenant, job_id)])[0]
+    found = store.job_with_history(job_id, tenant)
+    if found is None:
+        raise NotFound(f"no job {job_id!r}")
+    return jobs.document(*found)
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)
@@ -161,5 +160,3 @@ def download_checkpoint(
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job_id}-{row['name']}.safetensors"
     )
-
-
