@@ -12,6 +12,7 @@ from typing import Literal
 
 from celery import Celery
 
+from service import file_broker
 from service.settings import Settings
 
 RUN_JOB_TASK = "regtrain.run_job"
@@ -45,13 +46,14 @@ def make_celery(settings: Settings) -> Celery:
     else:
         # No server to install: messages are files in the data dir (one machine only).
         root = settings.data_dir / "broker"
-        for sub in ("queue", "control"):
+        for sub in ("queue", "control", "staging"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        broker_url = "filesystem://localhost/"
+        broker_url = f"{file_broker.SCHEME}://localhost/"
         transport_options = {
             "data_folder_in": str(root / "queue"),
             "data_folder_out": str(root / "queue"),
             "control_folder": str(root / "control"),
+            "staging_folder": str(root / "staging"),
             # how often the worker looks for a new message file: dispatch latency is about half this
             "polling_interval": 0.05,
         }
