@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from service.settings import Settings, get_settings
 QUEUE_KINDS = ("cpu", "gpu")
 # A job's event stream lasts as long as the job: on shutdown, requests in flight get this long,
 # then open streams are cut (clients resume elsewhere with Last-Event-ID).
+WORKER_RESTARTS = 3  # quick deaths in a row before `regtrain up` gives up
 GRACEFUL_SHUTDOWN_S = 5
 
 
@@ -180,27 +182,44 @@ def run_up(settings: Settings, host: str, port: int) -> int:
     print(f"regtrain: data in {settings.data_dir}; Ctrl-C stops the API and the worker", flush=True)
     # Its own session: Ctrl-C reaches this process only, which then stops the worker with one
     # SIGTERM (a warm shutdown that re-queues a running job) instead of a double signal.
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,gpu"],
-        start_new_session=True,
-    )
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,gpu"],
+            start_new_session=True,
+        )
+
+    workers = [start_worker()]
     config = uvicorn.Config(
         app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
     )
     server = uvicorn.Server(config)
 
-    def watch_worker() -> None:
-        worker.wait()
-        if not server.should_exit:
-            print(f"regtrain: the worker exited ({worker.returncode}); stopping", file=sys.stderr)
-            server.should_exit = True
+    def supervise_worker() -> None:
+        # A worker that dies is started again (its job, if any, resumes once its lease lapses);
+        # one that keeps dying within seconds stops the service rather than loop for ever.
+        quick_deaths = 0
+        while True:
+            started = time.monotonic()
+            workers[-1].wait()
+            if server.should_exit:
+                return
+            quick_deaths = quick_deaths + 1 if time.monotonic() - started < 30 else 0
+            code = workers[-1].returncode
+            if quick_deaths >= WORKER_RESTARTS:
+                print(f"regtrain: the worker keeps exiting ({code}); stopping", file=sys.stderr)
+                server.should_exit = True
+                return
+            print(f"regtrain: the worker exited ({code}); starting another", file=sys.stderr)
+            time.sleep(1)
+            workers.append(start_worker())
 
-    threading.Thread(target=watch_worker, daemon=True).start()
+    threading.Thread(target=supervise_worker, daemon=True).start()
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it has stopped
         pass
     finally:
+        worker = workers[-1]
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
