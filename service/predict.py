@@ -1,8 +1,8 @@
 """Predictions from a job's checkpoint, served by the API process.
 
 The one part of the API that runs a model: torch and the engine are imported on the first
-predict request only (inside `_load`), so starting the API, and every other route, stays free
-of torch. Loaded models are kept in a small LRU cache keyed by the checkpoint's sha256, so a
+predict or export request only, so starting the API, and every other route, stays free of
+torch. Loaded models are kept in a small LRU cache keyed by the checkpoint's sha256, so a
 checkpoint written again (a new `best`) is loaded afresh.
 """
 
@@ -68,6 +68,23 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
     if not path.is_file():
         raise NotFound(f"checkpoint {weights.stem!r} has no sidecar")
     return json.loads(path.read_text())
+
+
+_export_lock = threading.Lock()
+EXPORT_SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+def exported_file(settings: Settings, job_id: str, row: Row, fmt: str) -> Path:
+    """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
+    kept beside the job's checkpoints (named by the server: checkpoint name + weights hash)."""
+    weights = checkpoint_file(settings, job_id, row)
+    out = weights.parent.parent / "exports" / f"{row['name']}-{row['sha256'][:16]}{EXPORT_SUFFIX[fmt]}"
+    with _export_lock:
+        if not out.is_file():
+            from worker.training.export import export
+
+            export(weights, read_sidecar(weights), fmt, out)  # type: ignore[arg-type]
+    return out
 
 
 def _load(weights: Path) -> Any:

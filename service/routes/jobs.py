@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse
@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from service import jobs
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.errors import Conflict, Invalid, NotFound
+from service.predict import EXPORT_SUFFIX, checkpoint_file, exported_file
 from service.schemas import CheckpointList, Job, JobList, JobStatus, Metrics, Validation
 from service.spec import JobSpec
 from service.store.repository import Row
@@ -141,22 +142,37 @@ def job_checkpoints(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str
 @router.get(
     "/jobs/{job_id}/checkpoints/{name}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors"}},
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "safetensors weights, or a TorchScript / ONNX model taking raw inputs",
+        }
+    },
 )
 def download_checkpoint(
-    job_id: str, name: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep
+    job_id: str,
+    name: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    format: Annotated[
+        Literal["safetensors", "torchscript", "onnx"],
+        Query(
+            description="safetensors: the state dict (load it into the model the spec builds); "
+            "torchscript or onnx: the whole model, standardizing raw inputs itself "
+            "(classification returns logits; class labels are in the sidecar)."
+        ),
+    ] = "safetensors",
 ) -> FileResponse:
-    """The weights as a safetensors file."""
+    """The checkpoint's weights (default), or the model exported as TorchScript or ONNX."""
     _job_or_404(store, tenant, job_id)
     row = store.checkpoint(job_id, name)
     if row is None:
         raise NotFound(f"job {job_id} has no checkpoint {name!r}")
-    # The path comes from the store (written by the worker), never from the request; it must
-    # still lie inside the job's own directory.
-    job_dir = (settings.jobs_dir / job_id).resolve()
-    path = (job_dir / row["path"]).resolve()
-    if not path.is_relative_to(job_dir) or not path.is_file():
-        raise NotFound(f"the file of checkpoint {name!r} is gone")
+    if format == "safetensors":
+        path, suffix = checkpoint_file(settings, job_id, row), ".safetensors"
+    else:
+        path, suffix = exported_file(settings, job_id, row, format), EXPORT_SUFFIX[format]
     return FileResponse(
-        path, media_type="application/octet-stream", filename=f"{job_id}-{row['name']}.safetensors"
+        path, media_type="application/octet-stream", filename=f"{job_id}-{row['name']}{suffix}"
     )

@@ -67,6 +67,21 @@ def test_a_digits_job_trains_to_succeeded(service: Service) -> None:
         assert all(isinstance(t, torch.Tensor) for t in state.values())
         model.load_state_dict(state, strict=True)
 
+    # The same checkpoint as whole models that take raw inputs: TorchScript and ONNX.
+    raw = torch.rand(5, 64) * 16  # digits' pixels lie in [0, 16]
+    r = service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best", params={"format": "torchscript"})
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('.pt"')
+    scripted = torch.jit.load(io.BytesIO(r.content))
+    labels = service.http.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": raw.tolist()}).json()
+    assert [str(i) for i in scripted(raw).argmax(1).tolist()] == labels["predictions"]
+    r = service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best", params={"format": "onnx"})
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith(".onnx\"")
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(r.content))
+    r = service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best", params={"format": "pickle"})
+    assert r.status_code == 422
+
 
 def test_list_paginates_newest_first(service: Service) -> None:
     ids = [service.submit({**TINY, "training": {"epochs": 1}})["id"] for _ in range(3)]
