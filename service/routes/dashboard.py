@@ -1,6 +1,8 @@
-"""A small dashboard: the jobs list at `/` and a job's loss curves at `/jobs/{id}`.
+"""A small dashboard: the jobs and sweeps lists at `/`, a job's loss curves at `/jobs/{id}`,
+several jobs' curves overlaid at `/compare?ids=a,b`, and a sweep's objective against λ at
+`/sweeps/{id}`.
 
-Static files only (service/static: the page, its script and uPlot, MIT); the page reads the
+Static files only (service/static: one page, its script and uPlot, MIT); the page reads the
 same /v1 API as any client, with the API key the user types in when the server has keys."""
 
 from __future__ import annotations
@@ -19,5 +21,7 @@ static = StaticFiles(directory=STATIC)
 
 @router.get("/")
 @router.get("/jobs/{job_id}")
+@router.get("/compare")
+@router.get("/sweeps/{sweep_id}")
 def dashboard() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")

@@ -1,5 +1,6 @@
-// regtrain's dashboard: the jobs list at /, and a job's loss curves at /jobs/{id}, drawn with
-// uPlot from GET /v1/jobs/{id}/metrics. Plain DOM, no build step; refreshes while jobs run.
+// regtrain's dashboard: the jobs and sweeps lists at /, a job's loss curves at /jobs/{id}, several
+// jobs' curves overlaid at /compare?ids=a,b, and a sweep's score against λ at /sweeps/{id}, drawn
+// with uPlot from the /v1 API. Plain DOM, no build step; refreshes while jobs and sweeps run.
 "use strict";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -32,15 +33,45 @@ function headline(job) {
   return k ? `${k} ${fmt(m[k])}` : job.error ? `${job.error.type}` : "";
 }
 
+const picked = new Set(); // job ids ticked for /compare, in the order they were ticked
+
+function updatePicked() {
+  $("compare").disabled = picked.size < 2;
+  $("picked").textContent = picked.size ? `${picked.size} ticked` : "tick two or more jobs to compare their curves";
+}
+$("compare").onclick = () => { location.href = `/compare?ids=${[...picked].join(",")}`; };
+
+const done = (sw) => sw.trials.filter((t) => FINISHED.has(t.status)).length;
+const num = (v) => (typeof v === "number" ? String(+v.toPrecision(4)) : String(v));
+const paramText = (params) => Object.entries(params || {}).map(([k, v]) => `${k.split(".").pop()}=${num(v)}`).join(", ");
+// what sets a job apart in a comparison: its regularization, dropout and weight decay
+function regText(spec) {
+  const r = spec.regularization || {}, m = spec.model || {}, o = spec.optimizer || {};
+  const parts = [["l1", r.l1], ["l2", r.l2], ["dropout", m.dropout], ["weight_decay", o.weight_decay], ["max_norm", r.max_norm]]
+    .filter(([, v]) => typeof v === "number" && v !== 0).map(([k, v]) => `${k}=${num(v)}`);
+  return parts.length ? parts.join(", ") : "unregularized";
+}
+
 async function showList() {
-  const { jobs } = await api("/v1/jobs?limit=50");
+  $("home").hidden = false;
+  updatePicked();
+  const [{ jobs }, { sweeps }] = await Promise.all([api("/v1/jobs?limit=50"), api("/v1/sweeps?limit=20")]);
   const table = el("table");
   const head = table.insertRow();
-  for (const h of ["name", "status", "epoch", "created", "result", "id"]) head.appendChild(el("th", h));
+  for (const h of ["", "name", "status", "epoch", "created", "result", "id"]) head.appendChild(el("th", h));
   for (const job of jobs) {
     const row = table.insertRow();
     row.className = "job";
     row.onclick = () => { location.href = `/jobs/${job.id}`; };
+    const check = el("input");
+    check.type = "checkbox";
+    check.checked = picked.has(job.id);
+    check.title = "compare";
+    check.onchange = () => { check.checked ? picked.add(job.id) : picked.delete(job.id); updatePicked(); };
+    const cell = el("td");
+    cell.onclick = (e) => e.stopPropagation();
+    cell.appendChild(check);
+    row.appendChild(cell);
     row.appendChild(el("td", job.name || "—"));
     row.appendChild(el("td", job.status, job.status));
     row.appendChild(el("td", `${job.progress.epoch}/${job.progress.epochs}`));
@@ -49,10 +80,29 @@ async function showList() {
     row.appendChild(el("td", job.id.slice(0, 12), "muted"));
   }
   $("list").replaceChildren(jobs.length ? table : el("p", "No jobs yet: POST one to /v1/jobs.", "muted"));
+
+  const st = el("table");
+  const sh = st.insertRow();
+  for (const h of ["name", "status", "trials", "objective", "best", "created", "id"]) sh.appendChild(el("th", h));
+  for (const sw of sweeps) {
+    const row = st.insertRow();
+    row.className = "sweep";
+    row.onclick = () => { location.href = `/sweeps/${sw.id}`; };
+    const obj = sw.objective || {};
+    row.appendChild(el("td", sw.name || "—"));
+    row.appendChild(el("td", sw.status, sw.status));
+    row.appendChild(el("td", `${done(sw)}/${sw.trials.length}`));
+    row.appendChild(el("td", `${obj.metric} (${obj.mode})`));
+    row.appendChild(el("td", sw.best ? `${fmt(sw.best.score)} at ${paramText(sw.best.params)}` : ""));
+    row.appendChild(el("td", new Date(sw.created_at).toLocaleString()));
+    row.appendChild(el("td", sw.id.slice(0, 12), "muted"));
+  }
+  $("sweeps").replaceChildren(sweeps.length ? st : el("p", "No sweeps yet: POST one to /v1/sweeps.", "muted"));
   setTimeout(() => showList().catch(fail), 3000);
 }
 
-const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700"];
+const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#bf3989", "#57606a", "#7d4e00"];
+const color = (i) => COLORS[i % COLORS.length];
 const charts = {};
 
 function draw(name, title, rows, keys) {
@@ -86,7 +136,221 @@ async function showJob(id) {
   if (!FINISHED.has(job.status)) setTimeout(() => showJob(id).catch(fail), 2000);
 }
 
+// /compare?ids=a,b,c: the chosen jobs' curves overlaid, one colour per job.
+function overlay(name, title, xs, series, metric) {
+  const rows = series.map((s) => new Map(s.rows.map((r) => [r.epoch, r[metric]])));
+  if (!rows.some((m) => [...m.values()].some((v) => v !== null && v !== undefined))) return;
+  const data = [xs, ...rows.map((m) => xs.map((x) => m.get(x) ?? null))];
+  if (charts[name] && charts[name].series.length === series.length + 1) { charts[name].setData(data); return; }
+  if (charts[name]) charts[name].destroy();
+  let box = $(`chart-${name}`);
+  if (!box) { box = el("div"); box.id = `chart-${name}`; $("compare-charts").appendChild(box); }
+  charts[name] = new uPlot({
+    title, width: Math.max(300, Math.min(515, (Math.min(window.innerWidth, 1100) - 70) / 2)), height: 220,
+    scales: { x: { time: false } },
+    axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, { size: 56 }],
+    series: [{ label: "epoch" }, ...series.map((s, i) => ({ label: s.label, stroke: color(i), width: 2, spanGaps: true }))],
+  }, data, box);
+}
+
+async function showCompare(ids) {
+  $("comparison").hidden = false;
+  $("where").textContent = `· compare ${ids.length} jobs`;
+  if (!ids.length) throw new Error("no jobs to compare: tick some on the jobs list, or open /compare?ids=ID1,ID2");
+  const got = await Promise.allSettled(ids.map((id) => Promise.all([api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/metrics`)])));
+  const jobs = [], problems = [];
+  got.forEach((g, i) => (g.status === "fulfilled" ? jobs.push({ job: g.value[0], rows: g.value[1].epochs })
+    : problems.push(`${ids[i]}: ${g.reason.message || g.reason}`)));
+  if (problems.length) $("error").textContent = problems.join(" · ");
+  const names = jobs.map((j) => j.job.name || j.job.id.slice(0, 12));
+  jobs.forEach((j, i) => { j.label = names.filter((n) => n === names[i]).length > 1 ? `${names[i]} (${j.job.id.slice(0, 6)})` : names[i]; });
+  $("jobs").replaceChildren(...jobs.flatMap((j, i) => {
+    const a = el("a", j.label);
+    a.href = `/jobs/${j.job.id}`;
+    const sw = el("span", null, "swatch");
+    sw.style.background = color(i);
+    return [sw, a, el("span", ` ${regText(j.job.spec || {})} · ${j.job.status} · epoch ${j.job.progress.epoch}/${j.job.progress.epochs} · ${headline(j.job)}`, "muted"), el("br")];
+  }));
+  const xs = [...new Set(jobs.flatMap((j) => j.rows.map((r) => r.epoch)))].sort((a, b) => a - b);
+  const all = jobs.flatMap((j) => j.rows);
+  const metric = ["val_accuracy", "val_r2", "val_mse", "val_mae"].find((k) => all.some((r) => r[k] !== null && r[k] !== undefined));
+  overlay("val_loss", "validation loss", xs, jobs, "val_loss");
+  overlay("train_loss", "training loss", xs, jobs, "train_loss");
+  if (metric) overlay("metric", metric, xs, jobs, metric);
+  overlay("gap", "generalization_gap (val − train loss)", xs, jobs, "generalization_gap");
+  $("compare-charts").dataset.series = String(jobs.length);
+  if (jobs.some((j) => !FINISHED.has(j.job.status))) setTimeout(() => showCompare(ids).catch(fail), 2000);
+}
+
+// /sweeps/{id}: each trial's objective (its mean over folds) against the first numeric swept
+// parameter on a log axis, with the spread of the fold scores as bars; and the trials table.
+const std = (xs) => {
+  if (!xs || xs.length < 2) return null;
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
+};
+const tick = (v) => (v === 0 ? "0" : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? String(+v.toPrecision(3)) : v.toExponential(0).replace("e+", "e"));
+
+function sweepChart(sw) {
+  const metric = (sw.objective || {}).metric || "score";
+  const trials = sw.trials;
+  const keys = trials.length ? Object.keys(trials[0].params || {}) : [];
+  const xKey = keys.find((k) => trials.every((t) => typeof t.params[k] === "number"));
+  const raw = (t) => (xKey ? t.params[xKey] : t.index);
+  const positives = xKey ? trials.map(raw).filter((v) => v > 0) : [];
+  const log = positives.length > 0 && trials.every((t) => raw(t) >= 0);
+  const minPos = Math.min(...positives), maxX = Math.max(...positives);
+  const hasZero = log && trials.some((t) => raw(t) === 0);
+  const zeroAt = minPos / 10;
+  const xOf = (t) => (hasZero && raw(t) === 0 ? zeroAt : raw(t));
+  // One series per combination of the other swept params (a grid over λ × dropout draws a
+  // curve per dropout); one series for all when they vary freely (random search).
+  const others = keys.filter((k) => k !== xKey);
+  const tag = (t) => others.map((k) => `${k.split(".").pop()}=${num(t.params[k])}`).join(", ");
+  let tags = [...new Set(trials.map(tag))];
+  if (tags.length > COLORS.length) tags = [""];
+  const groupOf = (t) => (tags.length === 1 ? 0 : tags.indexOf(tag(t)));
+  const scored = trials.filter((t) => typeof t.score === "number");
+  const xs = [...new Set(scored.map(xOf))].sort((a, b) => a - b);
+  const groups = tags.map(() => ({ y: xs.map(() => null), lo: xs.map(() => null), hi: xs.map(() => null), sd: xs.map(() => null) }));
+  for (const t of scored) {
+    const g = groups[groupOf(t)], i = xs.indexOf(xOf(t));
+    const folds = (t.fold_scores || []).filter((v) => typeof v === "number");
+    g.y[i] = t.score;
+    if (folds.length) { g.lo[i] = Math.min(...folds); g.hi[i] = Math.max(...folds); }
+    g.sd[i] = (t.metrics && t.metrics[`${metric}_std`]) ?? std(folds);
+  }
+  const best = sw.best && scored.find((t) => t.index === sw.best.index);
+  const ys = groups.flatMap((g) => [...g.y, ...g.lo, ...g.hi]).filter((v) => v !== null);
+  const lo = Math.min(...ys), hi = Math.max(...ys), pad = (hi - lo) * 0.1 || Math.abs(hi) * 0.05 || 0.01;
+  const px = uPlot.pxRatio || 1;
+  const bars = (u) => {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+    ctx.clip();
+    groups.forEach((g, gi) => {
+      if (!u.series[gi + 1].show) return;
+      ctx.strokeStyle = color(gi);
+      ctx.lineWidth = 2 * px;
+      ctx.beginPath();
+      const dodge = (gi - (groups.length - 1) / 2) * 6 * px; // bars of trials at the same λ side by side
+      xs.forEach((x, i) => {
+        if (g.lo[i] === null) return;
+        const cx = u.valToPos(x, "x", true) + dodge, y0 = u.valToPos(g.lo[i], "y", true), y1 = u.valToPos(g.hi[i], "y", true);
+        ctx.moveTo(cx, y0); ctx.lineTo(cx, y1);
+        ctx.moveTo(cx - 5 * px, y0); ctx.lineTo(cx + 5 * px, y0);
+        ctx.moveTo(cx - 5 * px, y1); ctx.lineTo(cx + 5 * px, y1);
+      });
+      ctx.stroke();
+    });
+    if (best) {
+      ctx.strokeStyle = "#222";
+      ctx.lineWidth = 2 * px;
+      ctx.beginPath();
+      ctx.arc(u.valToPos(xOf(best), "x", true), u.valToPos(best.score, "y", true), 9 * px, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+    ctx.restore();
+  };
+  const xLabel = (v) => (v === null || v === undefined ? "—" : hasZero && v === zeroAt ? "0" : tick(v));
+  const xAxis = { label: xKey ? `${xKey}${log ? " (log scale)" : ""}` : "trial", values: (u, splits) => splits.map(xLabel) };
+  if (log) {
+    xAxis.splits = (u, ai, min, max) => {
+      const out = hasZero ? [zeroAt] : [];
+      for (let e = Math.floor(Math.log10(min)); e <= Math.ceil(Math.log10(max)); e++) {
+        const v = Number(`1e${e}`);
+        if (v >= min && v <= max && (!hasZero || v > zeroAt * 2)) out.push(v);
+      }
+      return out;
+    };
+  }
+  const opts = {
+    width: Math.min(1060, window.innerWidth - 40), height: 340,
+    scales: {
+      x: log ? { time: false, distr: 3, log: 10, range: () => [(hasZero ? zeroAt : minPos) / 2.5, maxX * 2.5] } : { time: false },
+      y: { range: () => [lo - pad, hi + pad] },
+    },
+    axes: [xAxis, { label: `${metric} (mean over folds)`, size: 60 }],
+    series: [
+      { label: xKey || "trial", value: (u, v) => xLabel(v) },
+      ...tags.map((t, i) => ({
+        label: t || metric, stroke: color(i), width: 1.5, spanGaps: true,
+        points: { show: true, size: 9, fill: color(i), stroke: color(i) },
+      })),
+    ],
+    hooks: { draw: [bars] },
+  };
+  const box = $("sweep-chart");
+  if (charts.sweep) charts.sweep.destroy();
+  box.replaceChildren();
+  if (!xs.length) { box.appendChild(el("p", "No trial has a score yet.", "muted")); box.dataset.points = "0"; return { xKey, metric }; }
+  charts.sweep = new uPlot(opts, [xs, ...groups.map((g) => g.y)], box);
+  box.dataset.points = String(scored.length);
+  const folds = (sw.spec && sw.spec.cv_folds) || Math.max(...scored.map((t) => (t.fold_scores || []).length));
+  $("sweep-note").textContent = `Each point is a trial's mean ${metric} over its ${folds} fold${folds === 1 ? "" : "s"}; `
+    + "the bars span its fold scores (lowest to highest), set a little apart where trials share a value; the circle marks the best trial."
+    + (hasZero ? ` A log axis has no 0: ${xKey} = 0 is drawn at ${tick(zeroAt)} (a tenth of the smallest positive value) and labelled 0.` : "")
+    + (!log && xKey ? ` ${xKey} has values ≤ 0 only or negative ones, so its axis is linear.` : "");
+  return { xKey, metric };
+}
+
+async function showSweep(id) {
+  $("sweep").hidden = false;
+  const sw = await api(`/v1/sweeps/${id}`);
+  $("where").textContent = `· sweep ${sw.name || sw.id}`;
+  const obj = sw.objective || {};
+  const summary = [el("span", sw.status, sw.status),
+    el("span", ` · ${done(sw)}/${sw.trials.length} trials · objective ${obj.metric} (${obj.mode})`)];
+  if (sw.best) {
+    summary.push(el("span", ` · best ${fmt(sw.best.score)} at ${paramText(sw.best.params)}`));
+    if (sw.best.job_id) {
+      const a = el("a", `its retrained job ${sw.best.job_id.slice(0, 12)}`);
+      a.href = `/jobs/${sw.best.job_id}`;
+      a.id = "best-job";
+      summary.push(el("span", " · "), a);
+    }
+  }
+  if (sw.error) summary.push(el("span", ` · ${sw.error.type}: ${sw.error.message}`, "failed"));
+  $("sweep-summary").replaceChildren(...summary);
+  $("sweep-spec").textContent = JSON.stringify(sw.spec, null, 2);
+  const { metric } = sweepChart(sw);
+
+  const keys = sw.trials.length ? Object.keys(sw.trials[0].params || {}) : [];
+  const table = el("table");
+  const head = table.insertRow();
+  for (const h of ["#", ...keys, "status", `${metric} (mean)`, "std", "fold scores", ""]) head.appendChild(el("th", h));
+  for (const t of sw.trials) {
+    const row = table.insertRow();
+    const isBest = sw.best && t.index === sw.best.index;
+    if (isBest) row.className = "best";
+    row.appendChild(el("td", t.index));
+    for (const k of keys) row.appendChild(el("td", num(t.params[k])));
+    row.appendChild(el("td", t.status, t.status));
+    row.appendChild(el("td", fmt(t.score)));
+    const folds = (t.fold_scores || []).filter((v) => typeof v === "number");
+    row.appendChild(el("td", fmt((t.metrics && t.metrics[`${metric}_std`]) ?? std(folds))));
+    row.appendChild(el("td", folds.map(fmt).join(", "), "muted"));
+    const last = el("td", isBest ? "★ best" : t.error ? `${t.error.type}` : "");
+    if (isBest && sw.best.job_id) {
+      const a = el("a", "retrained job");
+      a.href = `/jobs/${sw.best.job_id}`;
+      last.append(" · ", a);
+    }
+    row.appendChild(last);
+  }
+  $("trials").replaceChildren(sw.trials.length ? table : el("p", "No trials.", "muted"));
+  if (!FINISHED.has(sw.status)) setTimeout(() => showSweep(id).catch(fail), 3000);
+}
+
 function fail(e) { $("error").textContent = String(e.message || e); }
 
-const match = location.pathname.match(/^\/jobs\/([A-Za-z0-9_-]+)\/?$/);
-(match ? showJob(match[1]) : showList()).catch(fail);
+const path = location.pathname;
+const jobMatch = path.match(/^\/jobs\/([A-Za-z0-9_-]+)\/?$/);
+const sweepMatch = path.match(/^\/sweeps\/([A-Za-z0-9_-]+)\/?$/);
+const ids = [...new Set((new URLSearchParams(location.search).get("ids") || "").split(",").map((s) => s.trim()).filter(Boolean))];
+(jobMatch ? showJob(jobMatch[1])
+  : sweepMatch ? showSweep(sweepMatch[1])
+    : /^\/compare\/?$/.test(path) ? showCompare(ids)
+      : showList()).catch(fail);

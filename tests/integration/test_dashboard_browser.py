@@ -1,39 +1,127 @@
 """The dashboard in a real browser: headless Chromium (Debian's, installed by .ci/run) loads
-/jobs/{id} of a live server and draws the job's loss and validation curves."""
+pages of a live server and draws them: a job's loss and validation curves (/jobs/{id}), two
+jobs' curves overlaid (/compare?ids=a,b), and a sweep's score against λ (/sweeps/{id})."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from live_service import Service
+from live_service import FINISHED, Service
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BLUE, RED = (0x09, 0x69, 0xDA), (0xCF, 0x22, 0x2E)  # the first two series colours of dashboard.js
+SMALL = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [16]}, "training": {"epochs": 3}}
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
+)
 
 
 def _near(pixel: tuple[int, ...], colour: tuple[int, int, int]) -> bool:
     return all(abs(a - b) < 40 for a, b in zip(pixel[:3], colour, strict=True))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-def test_the_job_page_draws_its_curves(service: Service, tmp_path: Path) -> None:
-    if service.backend != "embedded":
-        pytest.skip("one backend is enough for the page")
-    spec = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [32]}, "training": {"epochs": 6}}
-    job = service.wait(service.submit(spec)["id"])
-    shot = tmp_path / "job.png"
-    subprocess.run(
+def _browse(url: str, tmp_path: Path, shot: Path | None = None) -> str:
+    """Load `url` in headless Chromium, give its scripts 8 s of virtual time, and return the DOM
+    they left (and save a 1280x900 screenshot at `shot`)."""
+    assert CHROMIUM is not None
+    out = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1280,900",
-         "--virtual-time-budget=8000", f"--screenshot={shot}", f"{service.url}/jobs/{job['id']}"],
-        check=True, capture_output=True, timeout=120,
+         "--virtual-time-budget=8000", *([f"--screenshot={shot}"] if shot else ["--dump-dom"]), url],
+        check=True, capture_output=True, timeout=120, text=True,
     )  # fmt: skip
-    pixels = list(Image.open(shot).convert("RGB").getdata())
+    return out.stdout
+
+
+def _count(shot: Path, colour: tuple[int, int, int]) -> int:
+    rgb = Image.open(shot).convert("RGB").tobytes()
+    return sum(_near(rgb[i : i + 3], colour) for i in range(0, len(rgb), 3))
+
+
+def _embedded_only(service: Service) -> None:
+    if service.backend != "embedded":
+        pytest.skip("one backend is enough for the page")
+
+
+@needs_chromium
+def test_the_job_page_draws_its_curves(service: Service, tmp_path: Path) -> None:
+    _embedded_only(service)
+    spec = {
+        "dataset": {"name": "digits"},
+        "model": {"type": "mlp", "hidden": [32]},
+        "training": {"epochs": 6},
+    }
+    job = service.wait(service.submit(spec)["id"])
+    shot = tmp_path / "job.png"
+    _browse(f"{service.url}/jobs/{job['id']}", tmp_path, shot)
     # train_loss (blue) and val_loss (red) are drawn as lines: hundreds of pixels each
-    assert sum(_near(p, BLUE) for p in pixels) > 300
-    assert sum(_near(p, RED) for p in pixels) > 300
+    assert _count(shot, BLUE) > 300
+    assert _count(shot, RED) > 300
+
+
+@needs_chromium
+def test_the_compare_page_overlays_two_jobs(service: Service, tmp_path: Path) -> None:
+    _embedded_only(service)
+    ids = [
+        service.submit({**SMALL, "name": "cmp-dropout", "model": {**SMALL["model"], "dropout": 0.5}})["id"],
+        service.submit({**SMALL, "name": "cmp-none"})["id"],
+    ]
+    for job_id in ids:
+        service.wait(job_id)
+    url = f"{service.url}/compare?ids={','.join(ids)}"
+    shot = tmp_path / "compare.png"
+    _browse(url, tmp_path, shot)
+    # one colour per job, in the order of ids: each draws a line on four charts
+    assert _count(shot, BLUE) > 300
+    assert _count(shot, RED) > 300
+    dom = _browse(url, tmp_path)
+    assert 'data-series="2"' in dom and "cmp-dropout" in dom and "cmp-none" in dom
+    assert "dropout=0.5" in dom and "unregularized" in dom  # what sets each job apart
+    assert dom.count('class="uplot') == 4  # val_loss, train_loss, val_accuracy, generalization gap
+
+
+def _wait_sweep(service: Service, sweep_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        sweep = service.http.get(f"/v1/sweeps/{sweep_id}").json()
+        if sweep["status"] in FINISHED:
+            return sweep
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"sweep {sweep_id} still {sweep['status']} after {timeout} s\n{service.log('worker0')}"
+            )
+        time.sleep(0.3)
+
+
+@needs_chromium
+def test_the_sweep_page_plots_score_against_lambda(service: Service, tmp_path: Path) -> None:
+    _embedded_only(service)
+    body = {
+        "name": "browser-l2",
+        "base": {**SMALL, "training": {"epochs": 2}},
+        "grid": {"regularization.l2": [0, 0.001, 0.1]},
+        "objective": {"metric": "val_accuracy", "mode": "max"},
+        "cv_folds": 2,
+    }
+    r = service.http.post("/v1/sweeps", json=body)
+    assert r.status_code == 202, r.text
+    sweep = _wait_sweep(service, r.json()["id"])
+    assert sweep["status"] == "succeeded", sweep["error"]
+    url = f"{service.url}/sweeps/{sweep['id']}"
+    shot = tmp_path / "sweep.png"
+    _browse(url, tmp_path, shot)
+    # three trials drawn as blue points (λ = 0 a tenth left of 0.001), joined by a line, with
+    # bars over their fold scores
+    assert _count(shot, BLUE) > 150
+    dom = _browse(url, tmp_path)
+    assert 'data-points="3"' in dom
+    assert 'class="best"' in dom and f'href="/jobs/{sweep["best"]["job_id"]}"' in dom
+    assert "drawn at 1e-4" in dom and "labelled 0" in dom
