@@ -8,6 +8,7 @@ fields are refused, so a misspelt option never silently falls back to its defaul
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -51,6 +52,15 @@ class SyntheticDataset(Strict):
     n_classes: int = Field(2, ge=2, le=MAX_CLASSES, description="Ignored for regression.")
     noise: float = Field(0.1, ge=0, le=100, description="Label noise (regression: target noise).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _enough_features(self) -> SyntheticDataset:
+        # make_classification puts each class on a vertex of a hypercube of the informative
+        # features: C classes need at least ceil(log2 C) of them.
+        need = math.ceil(math.log2(self.n_classes))
+        if self.task == "classification" and self.n_features < need:
+            raise ValueError(f"{self.n_classes} classes need n_features ≥ {need}")
+        return self
 
 
 class UploadedDataset(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from engine_helpers import make_spec
+from pydantic import ValidationError
 
 from service.datafile import DataError, ParsedDataset
 from worker.training.data import Standardization, prepare, split_and_standardize
@@ -80,6 +81,7 @@ def test_tabular_data_for_a_cnn_is_refused() -> None:
 
 
 def test_synthetic_needs_enough_features_for_its_classes() -> None:
-    spec = make_spec(dataset={"name": "synthetic", "n_features": 2, "n_classes": 8})
-    with pytest.raises(DataError, match="n_features"):
-        prepare(spec)
+    # refused with the spec, before any job is queued, naming the field
+    with pytest.raises(ValidationError, match="n_features"):
+        make_spec(dataset={"name": "synthetic", "n_features": 2, "n_classes": 8})
+    make_spec(dataset={"name": "synthetic", "n_features": 3, "n_classes": 8})
