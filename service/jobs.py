@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
+from service import idempotency
 from service.architecture import (
     DataShape,
     SpecError,
@@ -18,7 +16,7 @@ from service.architecture import (
     parameter_count,
 )
 from service.broker import Broker, queue_for_device
-from service.errors import Conflict, Invalid, TooManyRequests, Unavailable
+from service.errors import Invalid, TooManyRequests, Unavailable
 from service.settings import Settings
 from service.spec import JobSpec, UploadedDataset
 from service.store import Repository
@@ -92,11 +90,11 @@ def submit(
     A tenant with `max_active` jobs queued or running gets a 429 (a retried POST of a job it
     already has does not: that job is counted already)."""
     spec = checked.spec.model_dump(mode="json")
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-    if idempotency_key is not None:
-        existing = store.job_by_idempotency_key(tenant, idempotency_key)
-        if existing is not None:
-            return _same_request(existing, digest), False
+    find = functools.partial(store.job_by_idempotency_key, tenant)
+    once = idempotency.Once(find, idempotency_key, spec, "job spec")
+    existing = once.previous()
+    if existing is not None:
+        return existing, False
     if max_active is not None and store.active_jobs(tenant) >= max_active:
         # Counted, then inserted: concurrent submits may pass the cap by a few; it bounds a
         # tenant's share of the queue, not an exact quota.
@@ -105,32 +103,23 @@ def submit(
             "retry once some have finished",
             retry_after_s=RETRY_AFTER_S,
         )
-    try:
-        job = store.create_job(
+    job, created = once.create(
+        lambda: store.create_job(
             tenant=tenant,
             spec=spec,
             queue=checked.queue,
             idempotency_key=idempotency_key,
-            request_sha256=digest if idempotency_key else None,
+            request_sha256=once.request_sha256,
         )
-    except sa.exc.IntegrityError:
-        # A concurrent retry with the same key won the insert.
-        existing = store.job_by_idempotency_key(tenant, idempotency_key or "")
-        if existing is None:
-            raise
-        return _same_request(existing, digest), False
+    )
+    if not created:
+        return job, False
     try:
         broker.enqueue(job["id"], checked.queue)
     except Exception as e:
         store.fail_queued(job["id"], {"type": "broker_unavailable", "message": str(e)[:500]})
         raise Unavailable(f"the broker is unreachable; job {job['id']} was not queued") from e
     return job, True
-
-
-def _same_request(existing: Row, digest: str) -> Row:
-    if existing["request_sha256"] != digest:
-        raise Conflict("this Idempotency-Key was used with a different job spec")
-    return existing
 
 
 def document(job: Row, history: list[Row]) -> dict[str, Any]:
