@@ -38,13 +38,7 @@ class CheckedSpec:
 
 def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings) -> CheckedSpec:
     """Refuse (422, naming the field) a spec that cannot run on its data or is too large."""
-    shape = known_shape(spec)
-    if shape is None:
-        assert isinstance(spec.dataset, UploadedDataset)
-        row = store.get_dataset(spec.dataset.id, tenant)
-        if row is None:
-            raise Invalid(("body", "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
-        shape = dataset_shape(row)
+    shape = data_shape(spec, store, tenant)
     try:
         layers = check_feasible(spec, shape, settings.max_parameters)
     except SpecError as e:
@@ -67,6 +61,19 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
         memory_bytes_per_batch=estimate_memory_bytes(layers, spec.training.batch_size),
         queue=queue_for_device(settings, spec.training.device),
     )
+
+
+def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ...] = ("body",)) -> DataShape:
+    """The shape of the spec's data: built in, synthetic, or one of the tenant's uploads; a 422
+    at `loc` (where the spec sits in the request) when the tenant has no such upload."""
+    shape = known_shape(spec)
+    if shape is not None:
+        return shape
+    assert isinstance(spec.dataset, UploadedDataset)
+    row = store.get_dataset(spec.dataset.id, tenant)
+    if row is None:
+        raise Invalid((*loc, "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
+    return dataset_shape(row)
 
 
 def dataset_shape(row: Row) -> DataShape:

@@ -7,33 +7,19 @@ import functools
 from typing import Any
 
 from service import idempotency
-from service.architecture import DataShape, known_shape
 from service.broker import Broker, queue_for_device
 from service.errors import Invalid, Unavailable
-from service.jobs import dataset_shape
+from service.jobs import data_shape
 from service.settings import Settings
-from service.spec import JobSpec, UploadedDataset
 from service.stacking import vectorize_refusal
 from service.store import Repository
 from service.store.repository import Row
 from service.sweep_spec import SweepError, SweepSpec, Trial, expand
 
 
-def data_shape(spec: JobSpec, store: Repository, tenant: str) -> DataShape:
-    """The shape of the base spec's data: built in, synthetic, or one of the tenant's uploads."""
-    shape = known_shape(spec)
-    if shape is not None:
-        return shape
-    assert isinstance(spec.dataset, UploadedDataset)
-    row = store.get_dataset(spec.dataset.id, tenant)
-    if row is None:
-        raise Invalid(("body", "base", "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
-    return dataset_shape(row)
-
-
 def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Settings) -> list[Trial]:
     """Every trial's validated JobSpec; 422 naming the field of a sweep that cannot run."""
-    shape = data_shape(sweep.base, store, tenant)
+    shape = data_shape(sweep.base, store, tenant, ("body", "base"))
     try:
         trials = expand(sweep, shape, settings.max_parameters)
     except SweepError as e:
