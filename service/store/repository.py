@@ -602,10 +602,8 @@ class Repository:
         """Write the final state once (lease owner only); unfinished trials end cancelled."""
         at = now()
         with self._write() as conn:
-            attempt = leased.finish(
-                conn, sweeps, sweep_id, owner, status, at, best_index=best_index, best_job_id=best_job_id, error=error
-            )
-            if attempt is None:
+            values = {"best_index": best_index, "best_job_id": best_job_id, "error": error}
+            if leased.finish(conn, sweeps, sweep_id, owner, status, at, **values) is None:
                 return False
             _settle_trials(conn, [sweep_id], "cancelled", at)
         return True
