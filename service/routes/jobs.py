@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Response
 from fastapi.responses import FileResponse
 
 from service import jobs
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.errors import NotFound
 from service.routes import lookup, pages
-from service.schemas import CheckpointList, Job, JobList, JobStatus, Metrics, Validation
+from service.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.spec import JobSpec
 from service.store.repository import Row
 
@@ -69,17 +70,9 @@ def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(
-    store: StoreDep,
-    tenant: TenantDep,
-    status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
-) -> dict[str, Any]:
+def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> dict[str, Any]:
     """Newest first; follow `next_cursor` for older jobs."""
-    page, next_cursor = pages.page(
-        lambda n, before: store.list_jobs(tenant, status=status, limit=n, before_seq=before), limit, cursor
-    )
+    page, next_cursor = query.fetch(functools.partial(store.list_jobs, tenant))
     return {"jobs": jobs.documents(store, page), "next_cursor": next_cursor}
 
 

@@ -8,20 +8,44 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query
 
 from service.errors import Invalid
+from service.schemas import JobStatus
 from service.store.repository import Row
 
-# (how many rows, the cursor's seq or None for the first page) → rows, newest first
-Fetch = Callable[[int, int | None], list[Row]]
+# The store's list method for one tenant: list_jobs or list_sweeps, its tenant given.
+Fetch = Callable[..., list[Row]]
 
 
-def page(fetch: Fetch, limit: int, cursor: str | None) -> tuple[list[Row], str | None]:
-    """Up to `limit` rows after `cursor`, and the cursor of the next page (None on the last).
-    One row more than the page is fetched, to know whether another page follows."""
-    rows = fetch(limit + 1, decode(cursor))
-    rows, more = rows[:limit], len(rows) > limit
-    return rows, encode(rows[-1]["seq"]) if more else None
+@dataclass(frozen=True)
+class PageQuery:
+    """What a list route is asked: ?status=&limit=&cursor=."""
+
+    status: JobStatus | None
+    limit: int
+    cursor: str | None
+
+    def fetch(self, fetch: Fetch) -> tuple[list[Row], str | None]:
+        """Up to `limit` rows after the cursor, and the cursor of the next page (None on the
+        last). One row more than the page is fetched, to know whether another page follows."""
+        rows = fetch(status=self.status, limit=self.limit + 1, before_seq=decode(self.cursor))
+        page, more = rows[: self.limit], len(rows) > self.limit
+        return page, encode(page[-1]["seq"]) if more else None
+
+
+def _page_query(
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> PageQuery:
+    return PageQuery(status, limit, cursor)
+
+
+PageDep = Annotated[PageQuery, Depends(_page_query)]
 
 
 def encode(seq: int) -> str:

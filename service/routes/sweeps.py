@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Response
 
 from service import sweeps
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.routes import lookup, pages
-from service.schemas import JobStatus, Sweep, SweepList
+from service.schemas import Sweep, SweepList
 from service.sweep_spec import SweepSpec
 
 router = APIRouter(prefix="/v1", tags=["sweeps"])
@@ -65,17 +66,9 @@ def create_sweep(
 
 
 @router.get("/sweeps", response_model=SweepList)
-def list_sweeps(
-    store: StoreDep,
-    tenant: TenantDep,
-    status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
-) -> dict[str, Any]:
+def list_sweeps(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> dict[str, Any]:
     """Newest first; follow `next_cursor` for older sweeps."""
-    page, next_cursor = pages.page(
-        lambda n, before: store.list_sweeps(tenant, status=status, limit=n, before_seq=before), limit, cursor
-    )
+    page, next_cursor = query.fetch(functools.partial(store.list_sweeps, tenant))
     return {"sweeps": sweeps.documents(store, page), "next_cursor": next_cursor}
 
 
