@@ -1,4 +1,4 @@
-"""Every query regtrain makes, in one place.
+"""Every query regtrain makes, in one place (with `leased`, the part jobs and sweeps share).
 
 State changes that race (claim, cancel, finish, reap) are single conditional UPDATEs: the WHERE
 clause states what must still be true, and the rows it returns say who won. Two workers never
@@ -417,7 +417,9 @@ class Repository:
             if attempt is None:
                 return False
             conn.execute(
-                job_history.insert().values(job_id=job_id, status=status, at=at, attempt=attempt, worker=owner)
+                job_history.insert().values(
+                    job_id=job_id, status=status, at=at, attempt=attempt, worker=owner
+                )
             )
         return True
 
