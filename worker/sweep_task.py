@@ -21,10 +21,10 @@ from service.errors import ApiError
 from service.store.repository import SweepClaim
 from service.sweep_spec import SweepError, SweepSpec, Trial, best_job_spec, expand
 from service.sweeps import leaderboard
-from worker import leased
+from worker import leased_task
 from worker.celery_app import app
 from worker.lease import SweepLease
-from worker.leased import finite
+from worker.leased_task import finite
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("regtrain.worker")
@@ -46,14 +46,14 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
 
     settings, store, owner = rt.settings, rt.store, rt.name
-    claim = leased.claim(rt, "sweep", sweep_id, store.claim_sweep)
+    claim = leased_task.claim(rt, "sweep", sweep_id, store.claim_sweep)
     if claim is None:
         return
     try:
         sweep = SweepSpec.model_validate(claim.spec)
         trials = expand(sweep, None, settings.max_parameters)
     except (ValidationError, SweepError) as e:
-        store.finish_sweep(sweep_id, owner, "failed", error=leased.bad_spec(e))
+        store.finish_sweep(sweep_id, owner, "failed", error=leased_task.bad_spec(e))
         return
     todo = trials if sweep.path is not None else [t for t in trials if t.index not in claim.finished]
 
@@ -71,7 +71,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             error=finite(t.error),
         )
 
-    lease = leased.hold(rt, SweepLease, sweep_id)
+    lease = leased_task.hold(rt, SweepLease, sweep_id)
 
     def run() -> str:
         if not todo:
@@ -79,7 +79,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
         return run_sweep(sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks).status
 
-    status = leased.run_engine(
+    status = leased_task.run_engine(
         "sweep",
         sweep_id,
         lease,
@@ -94,7 +94,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     ranked = leaderboard(claim.spec, rows)
     best = ranked[0] if ranked else None
     if status == "cancelled":
-        leased.stopped(
+        leased_task.stopped(
             rt,
             "sweep",
             sweep_id,

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from service.broker import RUN_JOB_TASK
 from service.spec import JobSpec
-from worker import leased
+from worker import leased_task
 from worker.celery_app import app
 from worker.lease import Lease
-from worker.leased import finite
+from worker.leased_task import finite
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("regtrain.worker")
@@ -35,13 +35,13 @@ def execute(job_id: str, rt: Runtime) -> None:
     from worker.training.runner import CheckpointRecord, run_job
 
     settings, store, owner = rt.settings, rt.store, rt.name
-    claim = leased.claim(rt, "job", job_id, store.claim)
+    claim = leased_task.claim(rt, "job", job_id, store.claim)
     if claim is None:
         return
     try:
         spec = JobSpec.model_validate(claim.spec)
     except ValidationError as e:
-        store.finish(job_id, owner, "failed", error=leased.bad_spec(e))
+        store.finish(job_id, owner, "failed", error=leased_task.bad_spec(e))
         return
     work_dir = settings.jobs_dir / job_id
 
@@ -57,7 +57,7 @@ def execute(job_id: str, rt: Runtime) -> None:
             metrics=finite(rec.metrics),
         )
 
-    lease = leased.hold(rt, Lease, job_id)
+    lease = leased_task.hold(rt, Lease, job_id)
     callbacks = EngineCallbacks(
         on_epoch=lambda row: store.record_epoch(job_id, owner, finite(row)),
         on_checkpoint=on_checkpoint,
@@ -65,7 +65,7 @@ def execute(job_id: str, rt: Runtime) -> None:
         should_stop=lease.should_stop,
     )
     limit = min(spec.training.time_limit_s or math.inf, settings.max_time_limit_s)
-    outcome = leased.run_engine(
+    outcome = leased_task.run_engine(
         "job",
         job_id,
         lease,
@@ -89,7 +89,7 @@ def execute(job_id: str, rt: Runtime) -> None:
     if outcome.status == "succeeded":
         store.finish(job_id, owner, "succeeded", result=result)
         return
-    leased.stopped(
+    leased_task.stopped(
         rt,
         "job",
         job_id,
