@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
+from service import idempotency
 from service.architecture import (
     DataShape,
     SpecError,
@@ -18,7 +16,7 @@ from service.architecture import (
     parameter_count,
 )
 from service.broker import Broker, queue_for_device
-from service.errors import Conflict, Invalid, TooManyRequests, Unavailable
+from service.errors import Invalid, TooManyRequests, Unavailable
 from service.settings import Settings
 from service.spec import JobSpec, UploadedDataset
 from service.store import Repository
@@ -40,13 +38,7 @@ class CheckedSpec:
 
 def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings) -> CheckedSpec:
     """Refuse (422, naming the field) a spec that cannot run on its data or is too large."""
-    shape = known_shape(spec)
-    if shape is None:
-        assert isinstance(spec.dataset, UploadedDataset)
-        row = store.get_dataset(spec.dataset.id, tenant)
-        if row is None:
-            raise Invalid(("body", "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
-        shape = dataset_shape(row)
+    shape = data_shape(spec, store, tenant)
     try:
         layers = check_feasible(spec, shape, settings.max_parameters)
     except SpecError as e:
@@ -71,6 +63,19 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
     )
 
 
+def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ...] = ("body",)) -> DataShape:
+    """The shape of the spec's data: built in, synthetic, or one of the tenant's uploads; a 422
+    at `loc` (where the spec sits in the request) when the tenant has no such upload."""
+    shape = known_shape(spec)
+    if shape is not None:
+        return shape
+    assert isinstance(spec.dataset, UploadedDataset)
+    row = store.get_dataset(spec.dataset.id, tenant)
+    if row is None:
+        raise Invalid((*loc, "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
+    return dataset_shape(row)
+
+
 def dataset_shape(row: Row) -> DataShape:
     task = row["task"]
     image = tuple(row["image_shape"]) if row["image_shape"] else None
@@ -92,11 +97,11 @@ def submit(
     A tenant with `max_active` jobs queued or running gets a 429 (a retried POST of a job it
     already has does not: that job is counted already)."""
     spec = checked.spec.model_dump(mode="json")
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-    if idempotency_key is not None:
-        existing = store.job_by_idempotency_key(tenant, idempotency_key)
-        if existing is not None:
-            return _same_request(existing, digest), False
+    find = functools.partial(store.job_by_idempotency_key, tenant)
+    once = idempotency.Once(find, idempotency_key, spec, "job spec")
+    existing = once.previous()
+    if existing is not None:
+        return existing, False
     if max_active is not None and store.active_jobs(tenant) >= max_active:
         # Counted, then inserted: concurrent submits may pass the cap by a few; it bounds a
         # tenant's share of the queue, not an exact quota.
@@ -105,32 +110,23 @@ def submit(
             "retry once some have finished",
             retry_after_s=RETRY_AFTER_S,
         )
-    try:
-        job = store.create_job(
+    job, created = once.create(
+        lambda: store.create_job(
             tenant=tenant,
             spec=spec,
             queue=checked.queue,
             idempotency_key=idempotency_key,
-            request_sha256=digest if idempotency_key else None,
+            request_sha256=once.request_sha256,
         )
-    except sa.exc.IntegrityError:
-        # A concurrent retry with the same key won the insert.
-        existing = store.job_by_idempotency_key(tenant, idempotency_key or "")
-        if existing is None:
-            raise
-        return _same_request(existing, digest), False
+    )
+    if not created:
+        return job, False
     try:
         broker.enqueue(job["id"], checked.queue)
     except Exception as e:
         store.fail_queued(job["id"], {"type": "broker_unavailable", "message": str(e)[:500]})
         raise Unavailable(f"the broker is unreachable; job {job['id']} was not queued") from e
     return job, True
-
-
-def _same_request(existing: Row, digest: str) -> Row:
-    if existing["request_sha256"] != digest:
-        raise Conflict("this Idempotency-Key was used with a different job spec")
-    return existing
 
 
 def document(job: Row, history: list[Row]) -> dict[str, Any]:

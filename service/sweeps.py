@@ -3,39 +3,23 @@ document. The worker (worker/sweep_task.py) runs it and retrains the best trial 
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 from typing import Any
 
-import sqlalchemy as sa
-
-from service.architecture import DataShape, known_shape
+from service import idempotency
 from service.broker import Broker, queue_for_device
-from service.errors import Conflict, Invalid, Unavailable
-from service.jobs import dataset_shape
+from service.errors import Invalid, Unavailable
+from service.jobs import data_shape
 from service.settings import Settings
-from service.spec import JobSpec, UploadedDataset
 from service.stacking import vectorize_refusal
 from service.store import Repository
 from service.store.repository import Row
 from service.sweep_spec import SweepError, SweepSpec, Trial, expand
 
 
-def data_shape(spec: JobSpec, store: Repository, tenant: str) -> DataShape:
-    """The shape of the base spec's data: built in, synthetic, or one of the tenant's uploads."""
-    shape = known_shape(spec)
-    if shape is not None:
-        return shape
-    assert isinstance(spec.dataset, UploadedDataset)
-    row = store.get_dataset(spec.dataset.id, tenant)
-    if row is None:
-        raise Invalid(("body", "base", "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
-    return dataset_shape(row)
-
-
 def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Settings) -> list[Trial]:
     """Every trial's validated JobSpec; 422 naming the field of a sweep that cannot run."""
-    shape = data_shape(sweep.base, store, tenant)
+    shape = data_shape(sweep.base, store, tenant, ("body", "base"))
     try:
         trials = expand(sweep, shape, settings.max_parameters)
     except SweepError as e:
@@ -60,39 +44,30 @@ def submit(
     A retried POST with the same Idempotency-Key and the same sweep returns the first sweep,
     with another sweep a 409 (as jobs.submit)."""
     spec = sweep.model_dump(mode="json")
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-    if idempotency_key is not None:
-        existing = store.sweep_by_idempotency_key(tenant, idempotency_key)
-        if existing is not None:
-            return _same_request(existing, digest)
+    find = functools.partial(store.sweep_by_idempotency_key, tenant)
+    once = idempotency.Once(find, idempotency_key, spec, "sweep")
+    existing = once.previous()
+    if existing is not None:
+        return existing
     queue = queue_for_device(settings, sweep.base.training.device)
-    try:
-        row = store.create_sweep(
+    row, created = once.create(
+        lambda: store.create_sweep(
             tenant=tenant,
             spec=spec,
             queue=queue,
             trials=[t.params for t in trials],
             idempotency_key=idempotency_key,
-            request_sha256=digest if idempotency_key else None,
+            request_sha256=once.request_sha256,
         )
-    except sa.exc.IntegrityError:
-        # A concurrent retry with the same key won the insert.
-        existing = store.sweep_by_idempotency_key(tenant, idempotency_key or "")
-        if existing is None:
-            raise
-        return _same_request(existing, digest)
+    )
+    if not created:
+        return row
     try:
         broker.enqueue_sweep(row["id"], queue)
     except Exception as e:
         store.fail_queued_sweep(row["id"], {"type": "broker_unavailable", "message": str(e)[:500]})
         raise Unavailable(f"the broker is unreachable; sweep {row['id']} was not queued") from e
     return row
-
-
-def _same_request(existing: Row, digest: str) -> Row:
-    if existing["request_sha256"] != digest:
-        raise Conflict("this Idempotency-Key was used with a different sweep")
-    return existing
 
 
 def leaderboard(spec: dict[str, Any], trials: list[Row]) -> list[int]:

@@ -13,7 +13,6 @@ import logging
 from functools import cache
 from typing import Any
 
-from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from service import jobs
@@ -22,10 +21,11 @@ from service.errors import ApiError
 from service.store.repository import SweepClaim
 from service.sweep_spec import SweepError, SweepSpec, Trial, best_job_spec, expand
 from service.sweeps import leaderboard
+from worker import leased_task
 from worker.celery_app import app
 from worker.lease import SweepLease
+from worker.leased_task import finite
 from worker.runtime import Runtime, runtime
-from worker.tasks import _finite, _release_accelerator_memory
 
 log = logging.getLogger("regtrain.worker")
 
@@ -43,22 +43,17 @@ def run_sweep_task(sweep_id: str) -> None:
 
 def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     # Torch only in a process that trains (see worker.tasks.execute).
-    from worker.training.errors import TrainingError
     from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
 
     settings, store, owner = rt.settings, rt.store, rt.name
-    if rt.shutdown.is_set():
-        raise Reject("worker shutting down", requeue=True)
-    claim = store.claim_sweep(sweep_id, owner, settings.lease_seconds, settings.max_attempts)
+    claim = leased_task.claim(rt, "sweep", sweep_id, store.claim_sweep)
     if claim is None:
-        log.info("sweep %s is not claimable (taken, finished or cancelled); message dropped", sweep_id)
         return
-    log.info("sweep %s: attempt %d on %s", sweep_id, claim.attempt, owner)
     try:
         sweep = SweepSpec.model_validate(claim.spec)
         trials = expand(sweep, None, settings.max_parameters)
     except (ValidationError, SweepError) as e:
-        store.finish_sweep(sweep_id, owner, "failed", error={"type": "bad_spec", "message": str(e)[:2000]})
+        store.finish_sweep(sweep_id, owner, "failed", error=leased_task.bad_spec(e))
         return
     todo = trials if sweep.path is not None else [t for t in trials if t.index not in claim.finished]
 
@@ -68,47 +63,46 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             owner,
             t.index,
             status=t.status,
-            metrics=_finite(t.metrics),
-            score=_finite(t.score),
-            fold_scores=_finite(t.fold_scores),
-            best_epoch=_finite(t.best_epoch),
+            metrics=finite(t.metrics),
+            score=finite(t.score),
+            fold_scores=finite(t.fold_scores),
+            best_epoch=finite(t.best_epoch),
             vectorized=t.vectorized,
-            error=_finite(t.error),
+            error=finite(t.error),
         )
 
-    lease = SweepLease(
-        store,
+    lease = leased_task.hold(rt, SweepLease, sweep_id)
+
+    def run() -> str:
+        if not todo:
+            return "succeeded"
+        callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
+        return run_sweep(sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks).status
+
+    status = leased_task.run_engine(
+        "sweep",
         sweep_id,
-        owner,
-        lease_seconds=settings.lease_seconds,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        shutdown=rt.shutdown,
+        lease,
+        run,
+        lambda error: store.finish_sweep(sweep_id, owner, "failed", error=error),
+        retry_infrastructure=False,
     )
-    try:
-        with lease:
-            status = "succeeded"
-            if todo:
-                callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
-                status = run_sweep(
-                    sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks
-                ).status
-    except TrainingError as e:
-        log.warning("sweep %s failed: %s: %s", sweep_id, e.type, e.message)
-        store.finish_sweep(sweep_id, owner, "failed", error=_finite(e.to_dict()))
+    if status is None:
         return
-    except Exception as e:
-        log.exception("sweep %s: unexpected error", sweep_id)
-        error = {"type": "internal", "message": f"{type(e).__name__}: {e}"[:2000]}
-        store.finish_sweep(sweep_id, owner, "failed", error=error)
-        return
-    finally:
-        _release_accelerator_memory()
 
     rows = store.trials([sweep_id])[sweep_id]
     ranked = leaderboard(claim.spec, rows)
     best = ranked[0] if ranked else None
     if status == "cancelled":
-        _stopped(sweep_id, owner, lease, rt, best)
+        leased_task.stopped(
+            rt,
+            "sweep",
+            sweep_id,
+            lease,
+            task=RUN_SWEEP_TASK,
+            release=store.release_sweep,
+            cancel=lambda: store.finish_sweep(sweep_id, owner, "cancelled", best_index=best),
+        )
         return
     if best is None:
         error = {"type": "no_trial_succeeded", "message": "every trial failed; see each trial's error"}
@@ -119,24 +113,6 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     store.finish_sweep(
         sweep_id, owner, "failed" if error else "succeeded", best_index=best, best_job_id=job_id, error=error
     )
-
-
-def _stopped(sweep_id: str, owner: str, lease: SweepLease, rt: Runtime, best: int | None) -> None:
-    """The engine stopped early: a cancel, a lost lease or a worker shutting down."""
-    store = rt.store
-    try:
-        lease.beat()  # a cancel that arrived during a shutdown still counts as a cancel
-    except Exception:
-        log.exception("sweep %s: last heartbeat failed", sweep_id)
-    if lease.reason == "lost":
-        log.warning("sweep %s: stopped after losing its lease; another worker owns it", sweep_id)
-    elif lease.reason == "shutdown":
-        queue = store.release_sweep(sweep_id, owner)
-        if queue is not None:
-            app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
-            log.info("sweep %s: worker shutting down; re-queued on %s", sweep_id, queue)
-    else:
-        store.finish_sweep(sweep_id, owner, "cancelled", best_index=best)
 
 
 def _retrain(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
@@ -10,9 +10,10 @@ from fastapi.responses import FileResponse
 
 from service import jobs
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import NotFound
 from service.predict import EXPORT_SUFFIX, checkpoint_file, exported_file
-from service.schemas import CheckpointList, Job, JobList, JobStatus, Metrics, Validation
+from service.routes import lookup, pages
+from service.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.spec import JobSpec
 from service.store.repository import Row
 
@@ -34,10 +35,7 @@ SpecBody = Annotated[
 
 
 def _job_or_404(store: StoreDep, tenant: str, job_id: str) -> Row:
-    job = store.get_job(job_id, tenant)
-    if job is None:
-        raise NotFound(f"no job {job_id!r}")
-    return job
+    return lookup.found("job", job_id, store.get_job(job_id, tenant))
 
 
 @router.post("/jobs", status_code=202, response_model=Job)
@@ -73,45 +71,16 @@ def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(
-    store: StoreDep,
-    tenant: TenantDep,
-    status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
-) -> dict[str, Any]:
+def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> dict[str, Any]:
     """Newest first; follow `next_cursor` for older jobs."""
-    rows = store.list_jobs(tenant, status=status, limit=limit + 1, before_seq=_decode(cursor))
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = _encode(page[-1]["seq"]) if more else None
+    page, next_cursor = query.fetch(functools.partial(store.list_jobs, tenant))
     return {"jobs": jobs.documents(store, page), "next_cursor": next_cursor}
-
-
-def _encode(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        # A non-ASCII cursor makes b64decode raise ValueError, not binascii.Error (found by
-        # schemathesis); digits are ASCII and few, so the number fits the database's integer.
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        digits = raw[1:]
-        if raw[:1] == "s" and digits.isascii() and digits.isdigit() and len(digits) <= 18:
-            return int(digits)
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors too
-        pass
-    raise Invalid(("query", "cursor"), "not a cursor this server handed out")
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
-    found = store.job_with_history(job_id, tenant)
-    if found is None:
-        raise NotFound(f"no job {job_id!r}")
-    return jobs.document(*found)
+    job, history = lookup.found("job", job_id, store.job_with_history(job_id, tenant))
+    return jobs.document(job, history)
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)
@@ -119,11 +88,7 @@ def cancel_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any
     """A queued job is cancelled at once; a running one stops within a heartbeat, keeping its
     last checkpoint (and `final`). A finished job → 409."""
     outcome = store.cancel(job_id, tenant)
-    if outcome == "missing":
-        raise NotFound(f"no job {job_id!r}")
-    job = _job_or_404(store, tenant, job_id)
-    if outcome == "finished":
-        raise Conflict(f"job {job_id} is already {job['status']}")
+    job = lookup.cancelled("job", job_id, outcome, lambda: store.get_job(job_id, tenant))
     return jobs.documents(store, [job])[0]
 
 

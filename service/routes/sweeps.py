@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Response
 
 from service import sweeps
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
-from service.errors import Conflict, NotFound
-from service.routes.jobs import _decode, _encode
-from service.schemas import JobStatus, Sweep, SweepList
-from service.store.repository import Row
+from service.routes import lookup, pages
+from service.schemas import Sweep, SweepList
 from service.sweep_spec import SweepSpec
 
 router = APIRouter(prefix="/v1", tags=["sweeps"])
@@ -46,13 +45,6 @@ SweepBody = Annotated[
 ]
 
 
-def _sweep_or_404(store: StoreDep, tenant: str, sweep_id: str) -> Row:
-    sweep = store.get_sweep(sweep_id, tenant)
-    if sweep is None:
-        raise NotFound(f"no sweep {sweep_id!r}")
-    return sweep
-
-
 @router.post("/sweeps", status_code=202, response_model=Sweep)
 def create_sweep(
     sweep: SweepBody,
@@ -74,23 +66,16 @@ def create_sweep(
 
 
 @router.get("/sweeps", response_model=SweepList)
-def list_sweeps(
-    store: StoreDep,
-    tenant: TenantDep,
-    status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
-) -> dict[str, Any]:
+def list_sweeps(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> dict[str, Any]:
     """Newest first; follow `next_cursor` for older sweeps."""
-    rows = store.list_sweeps(tenant, status=status, limit=limit + 1, before_seq=_decode(cursor))
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = _encode(page[-1]["seq"]) if more else None
+    page, next_cursor = query.fetch(functools.partial(store.list_sweeps, tenant))
     return {"sweeps": sweeps.documents(store, page), "next_cursor": next_cursor}
 
 
 @router.get("/sweeps/{sweep_id}", response_model=Sweep)
 def get_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
-    return sweeps.documents(store, [_sweep_or_404(store, tenant, sweep_id)])[0]
+    sweep = lookup.found("sweep", sweep_id, store.get_sweep(sweep_id, tenant))
+    return sweeps.documents(store, [sweep])[0]
 
 
 @router.post("/sweeps/{sweep_id}/cancel", status_code=202, response_model=Sweep)
@@ -98,9 +83,5 @@ def cancel_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep) -> dict[str,
     """A queued sweep is cancelled at once; a running one stops within a heartbeat, keeping
     the trials it finished (every other trial ends cancelled). A finished sweep → 409."""
     outcome = store.cancel_sweep(sweep_id, tenant)
-    if outcome == "missing":
-        raise NotFound(f"no sweep {sweep_id!r}")
-    sweep = _sweep_or_404(store, tenant, sweep_id)
-    if outcome == "finished":
-        raise Conflict(f"sweep {sweep_id} is already {sweep['status']}")
+    sweep = lookup.cancelled("sweep", sweep_id, outcome, lambda: store.get_sweep(sweep_id, tenant))
     return sweeps.documents(store, [sweep])[0]

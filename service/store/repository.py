@@ -1,4 +1,4 @@
-"""Every query regtrain makes, in one place.
+"""Every query regtrain makes, in one place (with `leased`, the part jobs and sweeps share).
 
 State changes that race (claim, cancel, finish, reap) are single conditional UPDATEs: the WHERE
 clause states what must still be true, and the rows it returns say who won. Two workers never
@@ -13,13 +13,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from service.store import migrate
+from service.store import leased, migrate
 from service.store.engine import WRITE, make_engine
+from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
     checkpoints,
     datasets,
@@ -30,10 +31,7 @@ from service.store.tables import (
     sweeps,
 )
 
-FINISHED = ("succeeded", "failed", "cancelled")
 log = logging.getLogger("regtrain.store")
-Row = dict[str, Any]
-CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
 
 
 def now() -> datetime:
@@ -104,6 +102,15 @@ class Repository:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    def _first(self, query: sa.Select[Any]) -> Row | None:
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def _all(self, query: sa.Select[Any]) -> list[Row]:
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     def ping(self) -> None:
         with self._read() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -122,42 +129,29 @@ class Repository:
         """Insert a queued job; raises sa.exc.IntegrityError if the idempotency key is taken."""
         job_id = new_id()
         at = now()
+        values = leased.queued_values(
+            row_id=job_id,
+            tenant=tenant,
+            spec=spec,
+            queue=queue,
+            at=at,
+            idempotency_key=idempotency_key,
+            request_sha256=request_sha256,
+        )
         with self._write() as conn:
-            conn.execute(
-                jobs.insert().values(
-                    id=job_id,
-                    tenant=tenant,
-                    name=spec.get("name"),
-                    spec=spec,
-                    queue=queue,
-                    status="queued",
-                    created_at=at,
-                    attempts=0,
-                    cancel_requested=False,
-                    idempotency_key=idempotency_key,
-                    request_sha256=request_sha256,
-                    enqueued_at=at,
-                )
-            )
+            conn.execute(jobs.insert().values(**values))
             conn.execute(job_history.insert().values(job_id=job_id, status="queued", at=at))
         job = self.get_job(job_id)
         assert job is not None
         return job
 
     def get_job(self, job_id: str, tenant: str | None = None) -> Row | None:
-        query = jobs.select().where(jobs.c.id == job_id)
-        if tenant is not None:
-            query = query.where(jobs.c.tenant == tenant)
-        with self._read() as conn:
-            row = conn.execute(query).mappings().first()
-        return dict(row) if row else None
+        return self._first(leased.by_id(jobs, job_id, tenant))
 
     def job_with_history(self, job_id: str, tenant: str | None = None) -> tuple[Row, list[Row]] | None:
         """A job and its transitions in one connection and snapshot: GET /v1/jobs/{id}, the
         API's hottest read, costs one pool checkout instead of two."""
-        query = jobs.select().where(jobs.c.id == job_id)
-        if tenant is not None:
-            query = query.where(jobs.c.tenant == tenant)
+        query = leased.by_id(jobs, job_id, tenant)
         history = job_history.select().where(job_history.c.job_id == job_id).order_by(job_history.c.seq)
         with self._read() as conn:
             row = conn.execute(query).mappings().first()
@@ -166,10 +160,7 @@ class Repository:
             return dict(row), [dict(h) for h in conn.execute(history).mappings()]
 
     def job_by_idempotency_key(self, tenant: str, key: str) -> Row | None:
-        query = jobs.select().where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key)
-        with self._read() as conn:
-            row = conn.execute(query).mappings().first()
-        return dict(row) if row else None
+        return self._first(leased.by_idempotency_key(jobs, tenant, key))
 
     def active_jobs(self, tenant: str) -> int:
         """How many of the tenant's jobs are queued or running (what its cap counts)."""
@@ -181,14 +172,7 @@ class Repository:
 
     def list_jobs(self, tenant: str, *, status: str | None, limit: int, before_seq: int | None) -> list[Row]:
         """Newest first; `before_seq` is the cursor (the seq of the last job of the last page)."""
-        query = jobs.select().where(jobs.c.tenant == tenant)
-        if status is not None:
-            query = query.where(jobs.c.status == status)
-        if before_seq is not None:
-            query = query.where(jobs.c.seq < before_seq)
-        query = query.order_by(jobs.c.seq.desc()).limit(limit)
-        with self._read() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+        return self._all(leased.page(jobs, tenant, status=status, limit=limit, before_seq=before_seq))
 
     def histories(self, job_ids: list[str]) -> dict[str, list[Row]]:
         out: dict[str, list[Row]] = {job_id: [] for job_id in job_ids}
@@ -205,42 +189,18 @@ class Repository:
         """A queued job is cancelled at once (it will never start); a running one is flagged
         and its worker stops it at the next heartbeat."""
         at = now()
-        owned = jobs.c.id == job_id
-        if tenant is not None:
-            owned = owned & (jobs.c.tenant == tenant)
         with self._write() as conn:
-            done = conn.execute(
-                jobs.update()
-                .where(owned, jobs.c.status == "queued")
-                .values(status="cancelled", finished_at=at, cancel_requested=True)
-                .returning(jobs.c.id)
-            ).first()
-            if done:
+            outcome = leased.cancel(conn, jobs, job_id, tenant, at)
+            if outcome == "cancelled":
                 conn.execute(job_history.insert().values(job_id=job_id, status="cancelled", at=at))
-                return "cancelled"
-            flagged = conn.execute(
-                jobs.update()
-                .where(owned, jobs.c.status == "running")
-                .values(cancel_requested=True)
-                .returning(jobs.c.id)
-            ).first()
-            if flagged:
-                return "requested"
-            exists = conn.execute(sa.select(jobs.c.id).where(owned)).first()
-            return "finished" if exists else "missing"
+        return outcome
 
     @_rings
     def fail_queued(self, job_id: str, error: dict[str, Any]) -> None:
         """A job that could not be put on the queue (broker down) fails instead of waiting forever."""
         at = now()
         with self._write() as conn:
-            done = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status == "queued")
-                .values(status="failed", finished_at=at, error=error)
-                .returning(jobs.c.id)
-            ).first()
-            if done:
+            if leased.fail_queued(conn, jobs, job_id, error, at):
                 conn.execute(job_history.insert().values(job_id=job_id, status="failed", at=at))
 
     def metrics(self, job_id: str) -> list[Row]:
@@ -318,25 +278,17 @@ class Repository:
         """Take a queued job, or a running one whose worker went silent, in one conditional
         UPDATE; None if another worker has it, or it is finished or cancelled."""
         at = now()
-        claimable = (jobs.c.status == "queued") | (
-            (jobs.c.status == "running")
-            & (jobs.c.lease_expires_at < at)
-            & (jobs.c.attempts < max_attempts)
-            & sa.not_(jobs.c.cancel_requested)
-        )
         with self._write() as conn:
-            row = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, claimable)
-                .values(
-                    status="running",
-                    attempts=jobs.c.attempts + 1,
-                    lease_owner=owner,
-                    lease_expires_at=at + timedelta(seconds=lease_seconds),
-                    started_at=sa.func.coalesce(jobs.c.started_at, at),
-                )
-                .returning(jobs.c.spec, jobs.c.attempts)
-            ).first()
+            row = leased.claim(
+                conn,
+                jobs,
+                job_id,
+                owner,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+                at=at,
+                returning=(jobs.c.spec, jobs.c.attempts),
+            )
             if row is None:
                 return None
             # The engine resumes from the newest epoch checkpoint; metrics rows past it will be
@@ -378,29 +330,13 @@ class Repository:
         """Renew the lease. True: cancel requested; False: carry on; None: the lease is lost
         (the reaper gave the job to another worker), so stop without writing anything."""
         with self._write() as conn:
-            row = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running")
-                .values(lease_expires_at=now() + timedelta(seconds=lease_seconds))
-                .returning(jobs.c.cancel_requested)
-            ).first()
-        return None if row is None else bool(row.cancel_requested)
-
-    def _owns(self, conn: sa.Connection, job_id: str, owner: str) -> bool:
-        return (
-            conn.execute(
-                sa.select(jobs.c.id).where(
-                    jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running"
-                )
-            ).first()
-            is not None
-        )
+            return leased.heartbeat(conn, jobs, job_id, owner, lease_seconds, now())
 
     @_rings
     def record_epoch(self, job_id: str, owner: str, row: dict[str, Any]) -> bool:
         epoch = int(row["epoch"])
         with self._write() as conn:
-            if not self._owns(conn, job_id, owner):
+            if not leased.owns(conn, jobs, job_id, owner):
                 return False
             conn.execute(
                 job_metrics.delete().where(job_metrics.c.job_id == job_id, job_metrics.c.epoch == epoch)
@@ -425,7 +361,7 @@ class Repository:
         metrics: dict[str, Any],
     ) -> bool:
         with self._write() as conn:
-            if not self._owns(conn, job_id, owner):
+            if not leased.owns(conn, jobs, job_id, owner):
                 return False
             conn.execute(
                 checkpoints.delete().where(checkpoints.c.job_id == job_id, checkpoints.c.name == name)
@@ -446,7 +382,7 @@ class Repository:
 
     def remove_checkpoint(self, job_id: str, owner: str, name: str) -> None:
         with self._write() as conn:
-            if self._owns(conn, job_id, owner):
+            if leased.owns(conn, jobs, job_id, owner):
                 conn.execute(
                     checkpoints.delete().where(checkpoints.c.job_id == job_id, checkpoints.c.name == name)
                 )
@@ -477,24 +413,12 @@ class Repository:
         """Write the final state, once: only the lease owner of a running job can."""
         at = now()
         with self._write() as conn:
-            done = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running")
-                .values(
-                    status=status,
-                    finished_at=at,
-                    result=result,
-                    error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(jobs.c.attempts)
-            ).first()
-            if done is None:
+            attempt = leased.finish(conn, jobs, job_id, owner, status, at, result=result, error=error)
+            if attempt is None:
                 return False
             conn.execute(
                 job_history.insert().values(
-                    job_id=job_id, status=status, at=at, attempt=done.attempts, worker=owner
+                    job_id=job_id, status=status, at=at, attempt=attempt, worker=owner
                 )
             )
         return True
@@ -504,20 +428,15 @@ class Repository:
         """Give a job back to the queue (its worker is shutting down); its queue, or None."""
         at = now()
         with self._write() as conn:
-            row = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == "running")
-                .values(status="queued", lease_owner=None, lease_expires_at=None, enqueued_at=at)
-                .returning(jobs.c.queue)
-            ).first()
-            if row is None:
+            queue = leased.release(conn, jobs, job_id, owner, at)
+            if queue is None:
                 return None
             conn.execute(
                 job_history.insert().values(
                     job_id=job_id, status="queued", at=at, worker=owner, message="worker shut down"
                 )
             )
-        return str(row.queue)
+        return queue
 
     def reap(self, max_attempts: int, resend_after_s: float) -> list[tuple[str, str]]:
         """Deal with running jobs whose lease expired (their worker died): cancel the ones
@@ -526,38 +445,14 @@ class Repository:
         have been lost (a broker restart, an API killed between insert and send), and a
         duplicate is harmless. Returns (job id, queue) of every job to send a message for."""
         at = now()
-        expired = (jobs.c.status == "running") & (jobs.c.lease_expires_at < at)
-        lost = {"type": "worker_lost", "message": f"the worker stopped answering, {max_attempts} times"}
         with self._write() as conn:
-            transitions: list[tuple[str, str, str]] = []
-            for status, cond, values in (
-                ("cancelled", jobs.c.cancel_requested, {"finished_at": at}),
-                ("failed", jobs.c.attempts >= max_attempts, {"finished_at": at, "error": lost}),
-                ("queued", sa.true(), {"enqueued_at": at}),
-            ):
-                rows = conn.execute(
-                    jobs.update()
-                    .where(expired, cond)
-                    .values(status=status, lease_owner=None, lease_expires_at=None, **values)
-                    .returning(jobs.c.id, jobs.c.queue)
-                ).all()
-                transitions += [(status, r.id, r.queue) for r in rows]
+            transitions = leased.expire(conn, jobs, max_attempts, at)
             for status, job_id, _ in transitions:
                 conn.execute(
                     job_history.insert().values(job_id=job_id, status=status, at=at, message="lease expired")
                 )
-            stale = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.status == "queued",
-                    sa.func.coalesce(jobs.c.enqueued_at, jobs.c.created_at)
-                    < at - timedelta(seconds=resend_after_s),
-                )
-                .values(enqueued_at=at)
-                .returning(jobs.c.id, jobs.c.queue)
-            ).all()
-        requeued = [(job_id, queue) for status, job_id, queue in transitions if status == "queued"]
-        return requeued + [(r.id, r.queue) for r in stale]
+            stale = leased.resend_stale(conn, jobs, resend_after_s, at)
+        return _requeued(transitions) + stale
 
     # --- sweeps: the API side -------------------------------------------------------------
 
@@ -575,23 +470,17 @@ class Repository:
         raises sa.exc.IntegrityError if the idempotency key is taken."""
         sweep_id = new_id()
         at = now()
+        values = leased.queued_values(
+            row_id=sweep_id,
+            tenant=tenant,
+            spec=spec,
+            queue=queue,
+            at=at,
+            idempotency_key=idempotency_key,
+            request_sha256=request_sha256,
+        )
         with self._write() as conn:
-            conn.execute(
-                sweeps.insert().values(
-                    id=sweep_id,
-                    tenant=tenant,
-                    name=spec.get("name"),
-                    spec=spec,
-                    queue=queue,
-                    status="queued",
-                    created_at=at,
-                    enqueued_at=at,
-                    attempts=0,
-                    cancel_requested=False,
-                    idempotency_key=idempotency_key,
-                    request_sha256=request_sha256,
-                )
-            )
+            conn.execute(sweeps.insert().values(**values))
             conn.execute(
                 sweep_trials.insert(),
                 [
@@ -610,31 +499,16 @@ class Repository:
         return sweep
 
     def get_sweep(self, sweep_id: str, tenant: str | None = None) -> Row | None:
-        query = sweeps.select().where(sweeps.c.id == sweep_id)
-        if tenant is not None:
-            query = query.where(sweeps.c.tenant == tenant)
-        with self._read() as conn:
-            row = conn.execute(query).mappings().first()
-        return dict(row) if row else None
+        return self._first(leased.by_id(sweeps, sweep_id, tenant))
 
     def sweep_by_idempotency_key(self, tenant: str, key: str) -> Row | None:
-        query = sweeps.select().where(sweeps.c.tenant == tenant, sweeps.c.idempotency_key == key)
-        with self._read() as conn:
-            row = conn.execute(query).mappings().first()
-        return dict(row) if row else None
+        return self._first(leased.by_idempotency_key(sweeps, tenant, key))
 
     def list_sweeps(
         self, tenant: str, *, status: str | None, limit: int, before_seq: int | None
     ) -> list[Row]:
         """Newest first; `before_seq` is the cursor, as for jobs."""
-        query = sweeps.select().where(sweeps.c.tenant == tenant)
-        if status is not None:
-            query = query.where(sweeps.c.status == status)
-        if before_seq is not None:
-            query = query.where(sweeps.c.seq < before_seq)
-        query = query.order_by(sweeps.c.seq.desc()).limit(limit)
-        with self._read() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+        return self._all(leased.page(sweeps, tenant, status=status, limit=limit, before_seq=before_seq))
 
     def trials(self, sweep_ids: list[str]) -> dict[str, list[Row]]:
         """Each sweep's trial rows, in index order."""
@@ -654,41 +528,17 @@ class Repository:
     def cancel_sweep(self, sweep_id: str, tenant: str | None = None) -> CancelOutcome:
         """As `cancel` for jobs: a queued sweep ends at once, a running one is flagged."""
         at = now()
-        owned = sweeps.c.id == sweep_id
-        if tenant is not None:
-            owned = owned & (sweeps.c.tenant == tenant)
         with self._write() as conn:
-            done = conn.execute(
-                sweeps.update()
-                .where(owned, sweeps.c.status == "queued")
-                .values(status="cancelled", finished_at=at, cancel_requested=True)
-                .returning(sweeps.c.id)
-            ).first()
-            if done:
+            outcome = leased.cancel(conn, sweeps, sweep_id, tenant, at)
+            if outcome == "cancelled":
                 _settle_trials(conn, [sweep_id], "cancelled", at)
-                return "cancelled"
-            flagged = conn.execute(
-                sweeps.update()
-                .where(owned, sweeps.c.status == "running")
-                .values(cancel_requested=True)
-                .returning(sweeps.c.id)
-            ).first()
-            if flagged:
-                return "requested"
-            exists = conn.execute(sa.select(sweeps.c.id).where(owned)).first()
-            return "finished" if exists else "missing"
+        return outcome
 
     def fail_queued_sweep(self, sweep_id: str, error: dict[str, Any]) -> None:
         """A sweep that could not be put on the queue (broker down) fails instead of waiting."""
         at = now()
         with self._write() as conn:
-            done = conn.execute(
-                sweeps.update()
-                .where(sweeps.c.id == sweep_id, sweeps.c.status == "queued")
-                .values(status="failed", finished_at=at, error=error)
-                .returning(sweeps.c.id)
-            ).first()
-            if done:
+            if leased.fail_queued(conn, sweeps, sweep_id, error, at):
                 _settle_trials(conn, [sweep_id], "cancelled", at)
 
     # --- sweeps: the worker side -----------------------------------------------------------
@@ -698,26 +548,17 @@ class Repository:
     ) -> SweepClaim | None:
         """Take a queued sweep, or a running one whose worker went silent, in one conditional
         UPDATE (as `claim` does for jobs); its unfinished trials are then running."""
-        at = now()
-        claimable = (sweeps.c.status == "queued") | (
-            (sweeps.c.status == "running")
-            & (sweeps.c.lease_expires_at < at)
-            & (sweeps.c.attempts < max_attempts)
-            & sa.not_(sweeps.c.cancel_requested)
-        )
         with self._write() as conn:
-            row = conn.execute(
-                sweeps.update()
-                .where(sweeps.c.id == sweep_id, claimable)
-                .values(
-                    status="running",
-                    attempts=sweeps.c.attempts + 1,
-                    lease_owner=owner,
-                    lease_expires_at=at + timedelta(seconds=lease_seconds),
-                    started_at=sa.func.coalesce(sweeps.c.started_at, at),
-                )
-                .returning(sweeps.c.tenant, sweeps.c.spec, sweeps.c.attempts)
-            ).first()
+            row = leased.claim(
+                conn,
+                sweeps,
+                sweep_id,
+                owner,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+                at=now(),
+                returning=(sweeps.c.tenant, sweeps.c.spec, sweeps.c.attempts),
+            )
             if row is None:
                 return None
             conn.execute(
@@ -735,24 +576,13 @@ class Repository:
     def sweep_heartbeat(self, sweep_id: str, owner: str, lease_seconds: float) -> bool | None:
         """As `heartbeat`: True = cancel requested, False = carry on, None = lease lost."""
         with self._write() as conn:
-            row = conn.execute(
-                sweeps.update()
-                .where(sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running")
-                .values(lease_expires_at=now() + timedelta(seconds=lease_seconds))
-                .returning(sweeps.c.cancel_requested)
-            ).first()
-        return None if row is None else bool(row.cancel_requested)
+            return leased.heartbeat(conn, sweeps, sweep_id, owner, lease_seconds, now())
 
     def record_trial(self, sweep_id: str, owner: str, index: int, **fields: Any) -> bool:
         """Write one finished trial (status, metrics, score, fold_scores, best_epoch,
         vectorized, error), only while `owner` holds the sweep's lease."""
         with self._write() as conn:
-            owns = conn.execute(
-                sa.select(sweeps.c.id).where(
-                    sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running"
-                )
-            ).first()
-            if owns is None:
+            if not leased.owns(conn, sweeps, sweep_id, owner):
                 return False
             conn.execute(
                 sweep_trials.update()
@@ -774,84 +604,31 @@ class Repository:
         """Write the final state once (lease owner only); unfinished trials end cancelled."""
         at = now()
         with self._write() as conn:
-            done = conn.execute(
-                sweeps.update()
-                .where(sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running")
-                .values(
-                    status=status,
-                    finished_at=at,
-                    best_index=best_index,
-                    best_job_id=best_job_id,
-                    error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(sweeps.c.id)
-            ).first()
-            if done is None:
+            values = {"best_index": best_index, "best_job_id": best_job_id, "error": error}
+            if leased.finish(conn, sweeps, sweep_id, owner, status, at, **values) is None:
                 return False
             _settle_trials(conn, [sweep_id], "cancelled", at)
         return True
 
     def release_sweep(self, sweep_id: str, owner: str) -> str | None:
         """Give a sweep back to the queue (its worker is shutting down); its queue, or None."""
-        at = now()
         with self._write() as conn:
-            row = conn.execute(
-                sweeps.update()
-                .where(sweeps.c.id == sweep_id, sweeps.c.lease_owner == owner, sweeps.c.status == "running")
-                .values(status="queued", lease_owner=None, lease_expires_at=None, enqueued_at=at)
-                .returning(sweeps.c.queue)
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                sweep_trials.update()
-                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status == "running")
-                .values(status="queued")
-            )
-        return str(row.queue)
+            queue = leased.release(conn, sweeps, sweep_id, owner, now())
+            if queue is not None:
+                _requeue_trials(conn, [sweep_id])
+        return queue
 
     def reap_sweeps(self, max_attempts: int, resend_after_s: float) -> list[tuple[str, str]]:
         """`reap` for sweeps: (sweep id, queue) of every sweep to send a message for."""
         at = now()
-        expired = (sweeps.c.status == "running") & (sweeps.c.lease_expires_at < at)
-        lost = {"type": "worker_lost", "message": f"the worker stopped answering, {max_attempts} times"}
-        resend: list[tuple[str, str]] = []
         with self._write() as conn:
-            for status, cond, values in (
-                ("cancelled", sweeps.c.cancel_requested, {"finished_at": at}),
-                ("failed", sweeps.c.attempts >= max_attempts, {"finished_at": at, "error": lost}),
-                ("queued", sa.true(), {"enqueued_at": at}),
-            ):
-                rows = conn.execute(
-                    sweeps.update()
-                    .where(expired, cond)
-                    .values(status=status, lease_owner=None, lease_expires_at=None, **values)
-                    .returning(sweeps.c.id, sweeps.c.queue)
-                ).all()
-                ids = [r.id for r in rows]
-                if status == "queued":
-                    resend += [(r.id, r.queue) for r in rows]
-                    if ids:
-                        conn.execute(
-                            sweep_trials.update()
-                            .where(sweep_trials.c.sweep_id.in_(ids), sweep_trials.c.status == "running")
-                            .values(status="queued")
-                        )
-                else:
-                    _settle_trials(conn, ids, "cancelled", at)
-            stale = conn.execute(
-                sweeps.update()
-                .where(
-                    sweeps.c.status == "queued",
-                    sa.func.coalesce(sweeps.c.enqueued_at, sweeps.c.created_at)
-                    < at - timedelta(seconds=resend_after_s),
-                )
-                .values(enqueued_at=at)
-                .returning(sweeps.c.id, sweeps.c.queue)
-            ).all()
-        return resend + [(r.id, r.queue) for r in stale]
+            transitions = leased.expire(conn, sweeps, max_attempts, at)
+            requeued = _requeued(transitions)
+            _requeue_trials(conn, [sweep_id for sweep_id, _ in requeued])
+            ended = [sweep_id for status, sweep_id, _ in transitions if status != "queued"]
+            _settle_trials(conn, ended, "cancelled", at)
+            stale = leased.resend_stale(conn, sweeps, resend_after_s, at)
+        return requeued + stale
 
     # --- datasets --------------------------------------------------------------------------
 
@@ -874,6 +651,21 @@ class Repository:
         query = datasets.select().where(datasets.c.tenant == tenant).order_by(datasets.c.seq.desc())
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _requeued(transitions: list[leased.Transition]) -> list[tuple[str, str]]:
+    """(id, queue) of the rows the reaper put back on the queue: each needs a message."""
+    return [(row_id, queue) for status, row_id, queue in transitions if status == "queued"]
+
+
+def _requeue_trials(conn: sa.Connection, sweep_ids: list[str]) -> None:
+    """A sweep back on the queue: the trials its worker was running wait for the next one."""
+    if sweep_ids:
+        conn.execute(
+            sweep_trials.update()
+            .where(sweep_trials.c.sweep_id.in_(sweep_ids), sweep_trials.c.status == "running")
+            .values(status="queued")
+        )
 
 
 def _settle_trials(conn: sa.Connection, sweep_ids: list[str], status: str, at: datetime) -> None:

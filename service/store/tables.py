@@ -40,36 +40,62 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value is not None else None
 
 
+# Jobs and sweeps are both leased rows (store/leased.py runs their lifecycle), so they share
+# these column blocks. Each call makes new Column objects: a Column belongs to one table. The
+# blocks keep each table's column order, which the migrations fixed.
+
+
+def _identity() -> list[sa.Column[Any]]:
+    return [
+        # seq orders rows (newest first) and makes the pagination cursor; id is the public name.
+        sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+        sa.Column("id", sa.String(64), nullable=False, unique=True),
+        sa.Column("tenant", sa.String(100), nullable=False),
+        sa.Column("name", sa.String(200)),
+        sa.Column("spec", Json, nullable=False),
+        sa.Column("queue", sa.String(100), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("started_at", UTCDateTime),
+        sa.Column("finished_at", UTCDateTime),
+    ]
+
+
+def _lease() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("lease_owner", sa.String(200)),
+        sa.Column("lease_expires_at", UTCDateTime),
+        sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    ]
+
+
+def _idempotency() -> list[sa.Column[Any]]:
+    # A retried POST with the same Idempotency-Key returns the same row.
+    return [sa.Column("idempotency_key", sa.String(200)), sa.Column("request_sha256", sa.String(64))]
+
+
+def _indexes(table: str) -> list[sa.Index]:
+    return [
+        sa.Index(f"ix_{table}_tenant_status_seq", "tenant", "status", "seq"),
+        sa.Index(f"ix_{table}_status_lease", "status", "lease_expires_at"),
+        sa.Index(f"uq_{table}_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+    ]
+
+
 jobs = sa.Table(
     "jobs",
     metadata,
-    # seq orders jobs (newest first) and makes the pagination cursor; id is the public name.
-    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("id", sa.String(64), nullable=False, unique=True),
-    sa.Column("tenant", sa.String(100), nullable=False),
-    sa.Column("name", sa.String(200)),
-    sa.Column("spec", Json, nullable=False),
-    sa.Column("queue", sa.String(100), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("started_at", UTCDateTime),
-    sa.Column("finished_at", UTCDateTime),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("lease_owner", sa.String(200)),
-    sa.Column("lease_expires_at", UTCDateTime),
-    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    *_identity(),
+    *_lease(),
     sa.Column("progress_epoch", sa.Integer),
     sa.Column("latest_metrics", Json),
     sa.Column("result", Json),
     sa.Column("error", Json),
-    # Added by migration 0002: a retried POST with the same key returns the same job.
-    sa.Column("idempotency_key", sa.String(200)),
-    sa.Column("request_sha256", sa.String(64)),
+    *_idempotency(),  # added by migration 0002
     # Added by migration 0003: when the job's message was last sent (see Repository.reap).
     sa.Column("enqueued_at", UTCDateTime),
-    sa.Index("ix_jobs_tenant_status_seq", "tenant", "status", "seq"),
-    sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
-    sa.Index("uq_jobs_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+    *_indexes("jobs"),
 )
 
 job_history = sa.Table(
@@ -129,30 +155,14 @@ datasets = sa.Table(
 sweeps = sa.Table(
     "sweeps",
     metadata,
-    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("id", sa.String(64), nullable=False, unique=True),
-    sa.Column("tenant", sa.String(100), nullable=False),
-    sa.Column("name", sa.String(200)),
-    sa.Column("spec", Json, nullable=False),
-    sa.Column("queue", sa.String(100), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("started_at", UTCDateTime),
-    sa.Column("finished_at", UTCDateTime),
+    *_identity(),
     sa.Column("enqueued_at", UTCDateTime),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("lease_owner", sa.String(200)),
-    sa.Column("lease_expires_at", UTCDateTime),
-    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    *_lease(),
     sa.Column("error", Json),
     sa.Column("best_index", sa.Integer),
     sa.Column("best_job_id", sa.String(64)),
-    # A retried POST with the same Idempotency-Key returns the same sweep (as for jobs).
-    sa.Column("idempotency_key", sa.String(200)),
-    sa.Column("request_sha256", sa.String(64)),
-    sa.Index("ix_sweeps_tenant_status_seq", "tenant", "status", "seq"),
-    sa.Index("ix_sweeps_status_lease", "status", "lease_expires_at"),
-    sa.Index("uq_sweeps_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+    *_idempotency(),
+    *_indexes("sweeps"),
 )
 
 sweep_trials = sa.Table(
