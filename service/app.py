@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import math
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import validation_errors
 from service.auth import parse_api_keys
 from service.broker import Broker
 from service.doorbell import Doorbell, Listener
@@ -24,6 +23,7 @@ from service.routes import dashboard, datasets, events, health, jobs, metrics, p
 from service.settings import Settings, get_settings
 from service.store import open_store
 from service.telemetry import RequestTimer, make_registry
+from service.text_guard import TextGuard
 from service.webhooks import Webhooks
 
 log = logging.getLogger("regtrain.api")
@@ -88,17 +88,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
-
-
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats (not JSON) become their string spelling."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 ERRORS = {
@@ -167,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes each bad input back, and a NaN or infinity (which
         # Python's JSON parser accepts) then fails to render: a 500 instead of the 422.
-        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+        return JSONResponse({"detail": validation_errors.render(exc.errors(), exc.body)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -179,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static, name="static")
+    # Inside BodyLimit, which bounds the JSON bodies it reads whole.
+    app.add_middleware(TextGuard)
     # Multipart overhead on top of the file itself.
     app.add_middleware(
         BodyLimit,

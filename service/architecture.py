@@ -217,6 +217,43 @@ def estimate_memory_bytes(layers: list[LayerPlan], batch_size: int) -> int:
     return 4 * (4 * params + 2 * batch_size * acts)
 
 
+# Bytes per value of the data a worker holds: float32 features once as loaded and once
+# standardized, plus the float64 arrays scikit-learn generates synthetic data in.
+DATA_BYTES_PER_VALUE = 16
+
+
+def estimate_worker_bytes(shape: DataShape, layers: list[LayerPlan], batch_size: int) -> dict[str, int]:
+    """What a worker would allocate for this job, by part (data, model + optimizer, one batch's
+    activations): the API refuses a spec whose total passes the worker memory limit before it
+    is queued, instead of letting a worker die of it."""
+    samples = shape.n_samples or 0
+    params = parameter_count(layers)
+    acts = sum(layer.activations for layer in layers)
+    return {
+        "data": DATA_BYTES_PER_VALUE * samples * (shape.n_features + 1),
+        "model": 4 * 4 * params,  # weights, gradients, two optimizer slots (float32)
+        "batch": 4 * 2 * batch_size * (acts + shape.n_features),
+    }
+
+
+def check_memory(shape: DataShape, layers: list[LayerPlan], batch_size: int, limit: int) -> None:
+    """SpecError naming the field that drives the estimate when it passes `limit` bytes."""
+    parts = estimate_worker_bytes(shape, layers, batch_size)
+    total = sum(parts.values())
+    if total <= limit:
+        return
+    biggest = max(parts, key=lambda k: parts[k])
+    loc: tuple[str, ...] = {"data": ("dataset",), "model": ("model",), "batch": ("training", "batch_size")}[
+        biggest
+    ]
+    shown = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in parts.items())
+    raise SpecError(
+        loc,
+        f"this job needs about {total / 2**30:.1f} GiB of worker memory ({shown}), more than the "
+        f"limit of {limit / 2**30:.1f} GiB (REGTRAIN_MAX_WORKER_MEMORY_BYTES)",
+    )
+
+
 def metric_names(task: Task, has_validation: bool) -> list[str]:
     """The names in a job's per-epoch metrics row that early stopping may monitor."""
     names = ["train_loss", "data_loss", "penalty", "train_eval_loss"]

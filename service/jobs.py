@@ -11,6 +11,7 @@ from service.architecture import (
     DataShape,
     SpecError,
     check_feasible,
+    check_memory,
     estimate_memory_bytes,
     known_shape,
     parameter_count,
@@ -41,6 +42,7 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
     shape = data_shape(spec, store, tenant)
     try:
         layers = check_feasible(spec, shape, settings.max_parameters)
+        check_memory(shape, layers, spec.training.batch_size, settings.max_worker_memory_bytes)
     except SpecError as e:
         raise Invalid(("body", *e.loc), e.message) from None
     work = spec.training.epochs * (shape.n_samples or 0)

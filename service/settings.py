@@ -49,6 +49,19 @@ class Settings(BaseSettings):
         description="Largest request body other than a dataset upload (a JobSpec is a few kB); "
         "a larger one answers 413.",
     )
+    max_worker_memory_bytes: int = Field(
+        8 * 2**30,
+        ge=1,
+        description="Cap on the worker memory a job may need, estimated before it is queued (its "
+        "data, model and optimizer state, and one batch's activations); a spec over it answers "
+        "422 naming the field that drives the estimate (dataset, model or training.batch_size).",
+    )
+    max_sweep_trainings: int = Field(
+        2560,
+        ge=1,
+        description="Cap on a sweep's trainings (trials × folds), counted from the grid's lengths "
+        "before any trial is built; a sweep over it answers 422 naming the search.",
+    )
     max_epoch_samples: int = Field(
         1_000_000_000,
         ge=1,

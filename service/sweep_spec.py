@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from service.architecture import DataShape, SpecError, check_feasible, metric_names
+from service.architecture import DataShape, SpecError, check_feasible, check_memory, metric_names
 from service.spec import JobSpec, Strict
 
 MAX_TRIALS = 256
@@ -133,14 +133,29 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = value
 
 
+def trial_count(sweep: SweepSpec) -> int:
+    """How many trials the sweep makes, from the grid's lengths alone: a grid of 10 keys × 60
+    values is refused in microseconds instead of being built (60^10 dicts) to be counted."""
+    if sweep.grid is not None:
+        return math.prod(len(v) for v in sweep.grid.values())
+    if sweep.random is not None:
+        return sweep.trials
+    assert sweep.path is not None
+    return sum(len(v) for v in sweep.path.values())
+
+
+def trainings(sweep: SweepSpec) -> int:
+    """The trainings the sweep costs: every trial once per fold (the retrained best aside)."""
+    return trial_count(sweep) * max(sweep.cv_folds, 1)
+
+
 def _param_sets(sweep: SweepSpec) -> tuple[str, list[dict[str, Any]]]:
     if sweep.grid is not None:
+        n = trial_count(sweep)
+        if n > MAX_TRIALS:
+            raise SweepError(("grid",), f"{n:,} combinations exceed the maximum of {MAX_TRIALS} trials")
         keys = list(sweep.grid)
-        combos = list(itertools.product(*(sweep.grid[k] for k in keys)))
-        if len(combos) > MAX_TRIALS:
-            raise SweepError(
-                ("grid",), f"{len(combos)} combinations exceed the maximum of {MAX_TRIALS} trials"
-            )
+        combos = itertools.product(*(sweep.grid[k] for k in keys))
         return "grid", [dict(zip(keys, c, strict=True)) for c in combos]
     if sweep.random is not None:
         rng = np.random.default_rng(sweep.seed)
@@ -150,7 +165,13 @@ def _param_sets(sweep: SweepSpec) -> tuple[str, list[dict[str, Any]]]:
     return "path", [{key: v} for v in values]
 
 
-def expand(sweep: SweepSpec, shape: DataShape | None, max_parameters: int) -> list[Trial]:
+def expand(
+    sweep: SweepSpec,
+    shape: DataShape | None,
+    max_parameters: int,
+    *,
+    max_memory_bytes: int | None = None,
+) -> list[Trial]:
     """Every trial's validated JobSpec; SweepError naming the field path and value that fails."""
     kind, sets = _param_sets(sweep)
     base = sweep.base.model_dump(mode="json")
@@ -172,7 +193,9 @@ def expand(sweep: SweepSpec, shape: DataShape | None, max_parameters: int) -> li
             ) from None
         if shape is not None:
             try:
-                check_feasible(spec, shape, max_parameters)
+                layers = check_feasible(spec, shape, max_parameters)
+                if max_memory_bytes is not None:
+                    check_memory(shape, layers, spec.training.batch_size, max_memory_bytes)
             except SpecError as e:
                 raise SweepError((kind, *e.loc), f"trial {i} ({params}): {e.message}") from None
         trials.append(Trial(i, params, spec))

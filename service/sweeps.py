@@ -14,14 +14,24 @@ from service.settings import Settings
 from service.stacking import vectorize_refusal
 from service.store import Repository
 from service.store.repository import Row
-from service.sweep_spec import SweepError, SweepSpec, Trial, expand
+from service.sweep_spec import SweepError, SweepSpec, Trial, expand, trainings, trial_count
 
 
 def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Settings) -> list[Trial]:
     """Every trial's validated JobSpec; 422 naming the field of a sweep that cannot run."""
+    n = trainings(sweep)
+    if n > settings.max_sweep_trainings:
+        search = next(k for k in ("grid", "random", "path") if getattr(sweep, k) is not None)
+        raise Invalid(
+            ("body", search),
+            f"{trial_count(sweep):,} trials × {max(sweep.cv_folds, 1)} folds = {n:,} trainings exceed "
+            f"the limit of {settings.max_sweep_trainings:,} (REGTRAIN_MAX_SWEEP_TRAININGS)",
+        )
     shape = data_shape(sweep.base, store, tenant, ("body", "base"))
     try:
-        trials = expand(sweep, shape, settings.max_parameters)
+        trials = expand(
+            sweep, shape, settings.max_parameters, max_memory_bytes=settings.max_worker_memory_bytes
+        )
     except SweepError as e:
         raise Invalid(("body", *e.loc), e.message) from None
     if sweep.vectorize is True:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
+_POSITION = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})\.([0-9]{1,19})")
+_MAX_INT = 2**31 - 1  # the store's integer columns
+_MAX_US = 10**17  # microseconds since 1970: about the year 5100, well inside datetime's range
+
+
 @dataclass
 class Position:
     """How far a client has read: the last history seq, epoch and checkpoint time sent."""
@@ -49,11 +55,15 @@ class Position:
 
     @classmethod
     def parse(cls, raw: str | None) -> Position:
-        """An id this server handed out; anything else starts from the beginning."""
-        parts = (raw or "").strip().split(".")
-        if len(parts) == 3 and all(p.isdigit() for p in parts):
-            return cls(*(int(p) for p in parts))
-        return cls()
+        """An id this server handed out; anything else (any bytes, digits that are not ASCII,
+        numbers past what the store's columns and a datetime hold) starts from the beginning."""
+        m = _POSITION.fullmatch((raw or "").strip())
+        if m is None:
+            return cls()
+        history, epoch, checkpoint_us = (int(g) for g in m.groups())
+        if history > _MAX_INT or epoch > _MAX_INT or checkpoint_us > _MAX_US:
+            return cls()
+        return cls(history, epoch, checkpoint_us)
 
     def __str__(self) -> str:
         return f"{self.history}.{self.epoch}.{self.checkpoint_us}"
@@ -78,7 +88,7 @@ async def job_events(
     request: Request,
     store: StoreDep,
     tenant: TenantDep,
-    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """`status` (a history entry), `epoch` (that epoch's metrics row), `checkpoint` (a checkpoint
     record) and, once the job has finished, `done` (the job); then the stream ends. Send
