@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -28,6 +31,7 @@ QUEUE_KINDS = ("cpu", "gpu")
 # then open streams are cut (clients resume elsewhere with Last-Event-ID).
 WORKER_RESTARTS = 3  # quick deaths in a row before `regtrain up` gives up
 GRACEFUL_SHUTDOWN_S = 5
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +81,15 @@ def _queue_list(raw: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C anywhere else: quiet, with the shell's status for it
+        return 130
+    except Terminated:
+        return 143
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in cli_client.COMMANDS:
         return cli_client.run(args)
@@ -123,22 +136,62 @@ def _refuse_open_port(host: str, settings: Settings, insecure: bool) -> str | No
     )
 
 
-def run_api(settings: Settings, host: str, port: int) -> int:
+class Terminated(Exception):
+    """SIGTERM (systemd, a supervisor, kill), raised like Ctrl-C's KeyboardInterrupt so that the
+    same `finally` stops what this process started."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def listen(host: str, port: int) -> socket.socket | None:
+    """The API's listening socket, bound before anything starts (the store, a worker), so a port
+    in use is one line and exit 1 instead of a worker started for an API that never serves."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        print(f"regtrain: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        print(f"regtrain: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return None
+    return sock
+
+
+def _server(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=True,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    return uvicorn.Server(config)
+
+
+def run_api(settings: Settings, host: str, port: int) -> int:
     from service.app import create_app
 
-    app = create_app(settings)  # migrates the store before the port opens
-    # uvicorn re-raises the Ctrl-C it handled, once it has stopped.
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="info",
-            proxy_headers=True,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        )
+    sock = listen(host, port)
+    if sock is None:
+        return 1
+    app = create_app(settings)  # migrates the store before the port serves
+    # uvicorn re-raises the signal it handled once it has stopped: Ctrl-C as KeyboardInterrupt,
+    # SIGTERM as Terminated (our handler, which uvicorn restores first).
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    with contextlib.suppress(KeyboardInterrupt, Terminated):
+        _server(app, host, port).run(sockets=[sock])
     return 0
 
 
@@ -171,28 +224,44 @@ def run_worker(settings: Settings, *, gpu: int | None, kinds: list[str] | None, 
     return 0
 
 
-def run_up(settings: Settings, host: str, port: int) -> int:
-    import uvicorn
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A worker's preexec_fn: SIGTERM it (a warm shutdown that re-queues its job) when `up`
+    dies, even by SIGKILL, which no `finally` of ours would see (Linux' PR_SET_PDEATHSIG)."""
 
+    def preexec() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # `up` died before the line above took effect
+            os._exit(1)
+
+    return preexec
+
+
+def run_up(settings: Settings, host: str, port: int) -> int:
     from service.app import create_app
 
+    sock = listen(host, port)
+    if sock is None:
+        return 1
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     print(f"regtrain: API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs)", flush=True)
     print(f"regtrain: data in {settings.data_dir}; Ctrl-C stops the API and the worker", flush=True)
+    parent = os.getpid()
+
     # Its own session: Ctrl-C reaches this process only, which then stops the worker with one
     # SIGTERM (a warm shutdown that re-queues a running job) instead of a double signal.
     def start_worker() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,gpu"],
             start_new_session=True,
+            preexec_fn=_die_with_parent(parent),
         )
 
     workers = [start_worker()]
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
-    )
-    server = uvicorn.Server(config)
+    server = _server(app, host, port)
 
     def supervise_worker() -> None:
         # A worker that dies is started again (its job, if any, resumes once its lease lapses);
@@ -215,20 +284,29 @@ def run_up(settings: Settings, host: str, port: int) -> int:
 
     threading.Thread(target=supervise_worker, daemon=True).start()
     try:
-        server.run()
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it has stopped
+        server.run(sockets=[sock])
+    except (KeyboardInterrupt, Terminated):  # re-raised by uvicorn once it has stopped
         pass
     finally:
-        worker = workers[-1]
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        server.should_exit = True
+        _stop(workers[-1])
     print("regtrain: stopped", flush=True)
     return 0
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    """A warm shutdown (the running job goes back to the queue), a kill if it hangs."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    while True:
+        try:
+            worker.wait(timeout=60)
+            return
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        except (KeyboardInterrupt, Terminated):
+            continue  # a second Ctrl-C or SIGTERM while it stops: keep waiting, then kill
 
 
 def settings_table() -> str:
