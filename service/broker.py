@@ -103,6 +103,13 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def queue_depth(app: Celery, queue: str) -> int:
+    """How many messages wait on `queue` (the Redis list's length, the queue folder's files)."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        return int(conn.default_channel.queue_declare(queue=queue).message_count)
+
+
 class Broker:
     """What the API needs of the broker: put a job id on a queue, and say it is reachable."""
 

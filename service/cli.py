@@ -201,6 +201,9 @@ def run_worker(settings: Settings, *, gpu: int | None, kinds: list[str] | None, 
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     from service.broker import queue_name
     from worker.celery_app import app
+    from worker.runtime import open_store_or_exit
+
+    open_store_or_exit()  # before Celery starts: a store that fails is one line and exit 1
 
     kinds = kinds or (["gpu"] if gpu is not None else ["cpu"])
     queues = ",".join(queue_name(settings, k) for k in kinds)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from service.errors import Invalid, TooManyRequests, Unavailable
 from service.settings import Settings
 from service.spec import JobSpec, UploadedDataset
 from service.store import Repository
+from service.store.leased import UNSENT
 from service.store.repository import Row
 
 # What a 429 tells a client to wait: long enough for small jobs to finish, short enough that a
@@ -103,12 +105,16 @@ def submit(
     once = idempotency.Once(find, idempotency_key, spec, "job spec")
     existing = once.previous()
     if existing is not None:
+        # A retry after a 503 (the broker was down): the job never reached the queue; now it may.
+        if store.requeue_unsent(existing["id"]):
+            send(broker.enqueue, store.fail_queued, existing["id"], checked.queue)
+            return store.get_job(existing["id"]) or existing, True
         return existing, False
-    if max_active is not None and store.active_jobs(tenant) >= max_active:
+    if max_active is not None and active_work(store, tenant) >= max_active:
         # Counted, then inserted: concurrent submits may pass the cap by a few; it bounds a
         # tenant's share of the queue, not an exact quota.
         raise TooManyRequests(
-            f"this tenant has {max_active} jobs queued or running, the most allowed; "
+            f"this tenant has {max_active} jobs and sweeps queued or running, the most allowed; "
             "retry once some have finished",
             retry_after_s=RETRY_AFTER_S,
         )
@@ -123,12 +129,31 @@ def submit(
     )
     if not created:
         return job, False
-    try:
-        broker.enqueue(job["id"], checked.queue)
-    except Exception as e:
-        store.fail_queued(job["id"], {"type": "broker_unavailable", "message": str(e)[:500]})
-        raise Unavailable(f"the broker is unreachable; job {job['id']} was not queued") from e
+    send(broker.enqueue, store.fail_queued, job["id"], checked.queue)
     return job, True
+
+
+def active_work(store: Repository, tenant: str) -> int:
+    """What REGTRAIN_MAX_ACTIVE_JOBS counts: the tenant's queued or running jobs and sweeps
+    (a sweep counts once; its trainings are bounded by REGTRAIN_MAX_SWEEP_TRAININGS)."""
+    return store.active_jobs(tenant) + store.active_sweeps(tenant)
+
+
+def send(
+    enqueue: Callable[[str, str], None],
+    fail: Callable[[str, dict[str, Any]], None],
+    row_id: str,
+    queue: str,
+) -> None:
+    """Ring the broker for a stored row; when it cannot be reached, fail the row (so it never
+    runs behind the back of a client told 503; a retry under its Idempotency-Key revives it)."""
+    try:
+        enqueue(row_id, queue)
+    except Exception as e:
+        fail(row_id, {"type": UNSENT, "message": str(e)[:500]})
+        raise Unavailable(
+            f"the broker is unreachable; {row_id} was not queued (retry with the same Idempotency-Key)"
+        ) from e
 
 
 def document(job: Row, history: list[Row]) -> dict[str, Any]:

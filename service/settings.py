@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         description="A job queued this long without a worker taking it gets its message sent "
         "again, in case the broker lost it (a duplicate is harmless: the store decides).",
     )
+    lost_message_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A job queued this long while its queue in the broker holds fewer messages than "
+        "the store has such jobs (the broker lost some: a restart, a failed send) is sent again at "
+        "the next reaper pass, without waiting for resend_after_s.",
+    )
     queue_prefix: str = Field(
         "",
         pattern=r"^[A-Za-z0-9_-]*$",

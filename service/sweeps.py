@@ -6,10 +6,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from service import idempotency
+from service import idempotency, jobs
 from service.broker import Broker, queue_for_device
-from service.errors import Invalid, Unavailable
-from service.jobs import data_shape
+from service.errors import Invalid, TooManyRequests
 from service.settings import Settings
 from service.stacking import vectorize_refusal
 from service.store import Repository
@@ -27,7 +26,7 @@ def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Sett
             f"{trial_count(sweep):,} trials × {max(sweep.cv_folds, 1)} folds = {n:,} trainings exceed "
             f"the limit of {settings.max_sweep_trainings:,} (REGTRAIN_MAX_SWEEP_TRAININGS)",
         )
-    shape = data_shape(sweep.base, store, tenant, ("body", "base"))
+    shape = jobs.data_shape(sweep.base, store, tenant, ("body", "base"))
     try:
         trials = expand(
             sweep, shape, settings.max_parameters, max_memory_bytes=settings.max_worker_memory_bytes
@@ -56,10 +55,19 @@ def submit(
     spec = sweep.model_dump(mode="json")
     find = functools.partial(store.sweep_by_idempotency_key, tenant)
     once = idempotency.Once(find, idempotency_key, spec, "sweep")
+    queue = queue_for_device(settings, sweep.base.training.device)
     existing = once.previous()
     if existing is not None:
+        if store.requeue_unsent_sweep(existing["id"]):  # a retry after a 503
+            jobs.send(broker.enqueue_sweep, store.fail_queued_sweep, existing["id"], queue)
+            return store.get_sweep(existing["id"]) or existing
         return existing
-    queue = queue_for_device(settings, sweep.base.training.device)
+    if jobs.active_work(store, tenant) >= settings.max_active_jobs:
+        raise TooManyRequests(
+            f"this tenant has {settings.max_active_jobs} jobs and sweeps queued or running, the most "
+            "allowed; retry once some have finished",
+            retry_after_s=jobs.RETRY_AFTER_S,
+        )
     row, created = once.create(
         lambda: store.create_sweep(
             tenant=tenant,
@@ -72,11 +80,7 @@ def submit(
     )
     if not created:
         return row
-    try:
-        broker.enqueue_sweep(row["id"], queue)
-    except Exception as e:
-        store.fail_queued_sweep(row["id"], {"type": "broker_unavailable", "message": str(e)[:500]})
-        raise Unavailable(f"the broker is unreachable; sweep {row['id']} was not queued") from e
+    jobs.send(broker.enqueue_sweep, store.fail_queued_sweep, row["id"], queue)
     return row
 
 

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # A NUL, or a UTF-16 surrogate (never valid on its own in Unicode text).
@@ -83,7 +84,11 @@ class TextGuard:
         chunks = []
         more = True
         while more:
-            message = await receive()
+            try:
+                message = await receive()
+            except HTTPException as e:  # BodyLimit's 413 for a chunked body past the limit
+                await JSONResponse({"detail": e.detail}, status_code=e.status_code)(scope, receive, send)
+                return
             if message["type"] != "http.request":  # the client left
                 return
             chunks.append(message.get("body", b""))

@@ -22,10 +22,12 @@ app.conf.include = ["worker.tasks", "worker.sweep_task"]
 
 @signals.worker_init.connect
 def _open_store(**_: Any) -> None:
-    # Migrations run before the first message is taken (a lock keeps several starters safe).
-    from worker.runtime import runtime
+    # Migrations run before the first message is taken (a lock keeps several starters safe). A
+    # worker that cannot open its store exits before it takes any message (Celery would only
+    # log the error and go on to ack messages it cannot run).
+    from worker.runtime import open_store_or_exit
 
-    runtime().store  # noqa: B018 (opens the store, migrating it)
+    open_store_or_exit()
 
 
 @signals.worker_ready.connect

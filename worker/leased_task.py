@@ -32,6 +32,10 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# How long a worker waits before returning a message it could not claim (the store was down).
+STORE_RETRY_S = 5.0
+
+
 class Claimed(Protocol):
     @property
     def attempt(self) -> int: ...
@@ -46,7 +50,15 @@ def claim(rt: Runtime, kind: str, row_id: str, take: Callable[[str, str, float, 
     if rt.shutdown.is_set():
         # A message taken while this worker shuts down goes back to the broker untouched.
         raise Reject("worker shutting down", requeue=True)
-    claimed = take(row_id, rt.name, rt.settings.lease_seconds, rt.settings.max_attempts)
+    try:
+        claimed = take(row_id, rt.name, rt.settings.lease_seconds, rt.settings.max_attempts)
+    except INFRASTRUCTURE_ERRORS:
+        # The store is unreachable: the message goes back to the broker for a worker (this one,
+        # once the store answers) instead of being acked for a job nobody ran. The pause keeps
+        # a worker whose store is down from spinning on the same message.
+        log.exception("%s %s: the store is unreachable; message returned to the queue", kind, row_id)
+        rt.shutdown.wait(STORE_RETRY_S)
+        raise Reject("store unreachable", requeue=True) from None
     if claimed is None:
         log.info("%s %s is not claimable (taken, finished or cancelled); message dropped", kind, row_id)
         return None

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from functools import cached_property, lru_cache
 
+import sqlalchemy as sa
 from celery import Celery
 
-from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK
+from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
 from service.doorbell import Doorbell
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
@@ -47,18 +49,57 @@ class Runtime:
         # exactly one of them, so no leader election is needed.
         while not self.shutdown.wait(self.settings.reaper_interval_s):
             try:
-                reap = self.store.reap(self.settings.max_attempts, self.settings.resend_after_s)
-                for job_id, queue in reap:
-                    log.warning("job %s: (re)sending its message on %s", job_id, queue)
-                    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
-                reap = self.store.reap_sweeps(self.settings.max_attempts, self.settings.resend_after_s)
-                for sweep_id, queue in reap:
-                    log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
-                    app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+                self.reap_once(app)
             except Exception:
                 log.exception("reaper pass failed; trying again next interval")
+
+    def reap_once(self, app: Celery) -> None:
+        s = self.settings
+        for job_id, queue in self.store.reap(s.max_attempts, s.resend_after_s):
+            log.warning("job %s: (re)sending its message on %s", job_id, queue)
+            app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        for sweep_id, queue in self.store.reap_sweeps(s.max_attempts, s.resend_after_s):
+            log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
+            app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+        self._resend_lost(app)
+
+    def _resend_lost(self, app: Celery) -> None:
+        """Messages the broker lost (a Redis restart, a send that failed after the store had
+        committed `queued`), found without waiting for resend_after_s: a queue that holds fewer
+        messages than the store has rows waiting on it for lost_message_after_s has lost some,
+        so each of those rows is sent again (a duplicate is harmless: the store decides)."""
+        for queue, waiting in self.store.waiting(self.settings.lost_message_after_s).items():
+            depth = queue_depth(app, queue)
+            if depth >= waiting:
+                continue
+            job_ids, sweep_ids = self.store.resend_waiting(queue, self.settings.lost_message_after_s)
+            log.warning(
+                "queue %s holds %d messages for %d waiting rows: resending %d jobs, %d sweeps",
+                queue,
+                depth,
+                waiting,
+                len(job_ids),
+                len(sweep_ids),
+            )
+            for job_id in job_ids:
+                app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+            for sweep_id in sweep_ids:
+                app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
 
 
 @lru_cache
 def runtime() -> Runtime:
     return Runtime(get_settings())
+
+
+def open_store_or_exit() -> Repository:
+    """The worker's store, opened (and migrated); or a one-line reason on stderr and exit 1."""
+    rt = runtime()
+    try:
+        return rt.store
+    except Exception as e:
+        url = sa.make_url(rt.settings.store_url).render_as_string(hide_password=True)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"regtrain worker: cannot open the store at {url}: {reason}", file=sys.stderr, flush=True)
+        # os._exit: called from Celery's worker_init, where SystemExit would be logged and swallowed.
+        os._exit(1)

@@ -120,6 +120,26 @@ def fail_queued(
     return done is not None
 
 
+UNSENT = "broker_unavailable"  # the error of a row whose message could not be sent
+
+
+def requeue_unsent(conn: sa.Connection, table: sa.Table, row_id: str, at: datetime) -> bool:
+    """A row failed UNSENT (it never reached the queue, so it never ran) goes back to queued:
+    a client's retry under the same Idempotency-Key, once the broker answers, queues it."""
+    row = conn.execute(
+        sa.select(table.c.status, table.c.attempts, table.c.error).where(table.c.id == row_id)
+    ).first()
+    if row is None or row.status != "failed" or row.attempts or (row.error or {}).get("type") != UNSENT:
+        return False
+    done = conn.execute(
+        table.update()
+        .where(table.c.id == row_id, table.c.status == "failed", table.c.attempts == 0)
+        .values(status="queued", finished_at=None, error=None, enqueued_at=at)
+        .returning(table.c.id)
+    ).first()
+    return done is not None
+
+
 # --- the worker side -------------------------------------------------------------------------
 
 
@@ -225,20 +245,32 @@ def expire(conn: sa.Connection, table: sa.Table, max_attempts: int, at: datetime
     return transitions
 
 
-def resend_stale(
-    conn: sa.Connection, table: sa.Table, resend_after_s: float, at: datetime
-) -> list[tuple[str, str]]:
-    """Queued rows whose message is older than resend_after_s: it may have been lost (a broker
-    restart, an API killed between insert and send), and a duplicate is harmless. Their (id,
-    queue), each marked as sent now."""
+def _waiting(table: sa.Table, older_than_s: float, at: datetime) -> sa.ColumnElement[bool]:
+    """Queued rows whose last message went out more than older_than_s ago."""
+    sent = sa.func.coalesce(table.c.enqueued_at, table.c.created_at)
+    return (table.c.status == "queued") & (sent < at - timedelta(seconds=older_than_s))
+
+
+def waiting_counts(conn: sa.Connection, table: sa.Table, older_than_s: float, at: datetime) -> dict[str, int]:
+    """Queue → how many queued rows have waited on it longer than older_than_s."""
     rows = conn.execute(
-        table.update()
-        .where(
-            table.c.status == "queued",
-            sa.func.coalesce(table.c.enqueued_at, table.c.created_at)
-            < at - timedelta(seconds=resend_after_s),
-        )
-        .values(enqueued_at=at)
-        .returning(table.c.id, table.c.queue)
+        sa.select(table.c.queue, sa.func.count())
+        .where(_waiting(table, older_than_s, at))
+        .group_by(table.c.queue)
+    ).all()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def resend_stale(
+    conn: sa.Connection, table: sa.Table, resend_after_s: float, at: datetime, queue: str | None = None
+) -> list[tuple[str, str]]:
+    """Queued rows (on `queue`, or any) whose message is older than resend_after_s: it may have
+    been lost (a broker restart, an API killed between insert and send), and a duplicate is
+    harmless. Their (id, queue), each marked as sent now."""
+    cond = _waiting(table, resend_after_s, at)
+    if queue is not None:
+        cond = cond & (table.c.queue == queue)
+    rows = conn.execute(
+        table.update().where(cond).values(enqueued_at=at).returning(table.c.id, table.c.queue)
     ).all()
     return [(r.id, r.queue) for r in rows]

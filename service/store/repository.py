@@ -170,6 +170,14 @@ class Repository:
         with self._read() as conn:
             return int(conn.execute(query).scalar() or 0)
 
+    def active_sweeps(self, tenant: str) -> int:
+        """How many of the tenant's sweeps are queued or running."""
+        query = sa.select(sa.func.count()).where(
+            sweeps.c.tenant == tenant, sweeps.c.status.in_(("queued", "running"))
+        )
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def list_jobs(self, tenant: str, *, status: str | None, limit: int, before_seq: int | None) -> list[Row]:
         """Newest first; `before_seq` is the cursor (the seq of the last job of the last page)."""
         return self._all(leased.page(jobs, tenant, status=status, limit=limit, before_seq=before_seq))
@@ -202,6 +210,18 @@ class Repository:
         with self._write() as conn:
             if leased.fail_queued(conn, jobs, job_id, error, at):
                 conn.execute(job_history.insert().values(job_id=job_id, status="failed", at=at))
+
+    @_rings
+    def requeue_unsent(self, job_id: str) -> bool:
+        """A job failed broker_unavailable back to queued (see leased.requeue_unsent)."""
+        at = now()
+        with self._write() as conn:
+            done = leased.requeue_unsent(conn, jobs, job_id, at)
+            if done:
+                conn.execute(
+                    job_history.insert().values(job_id=job_id, status="queued", at=at, message="sent again")
+                )
+        return done
 
     def metrics(self, job_id: str) -> list[Row]:
         query = (
@@ -454,6 +474,24 @@ class Repository:
             stale = leased.resend_stale(conn, jobs, resend_after_s, at)
         return _requeued(transitions) + stale
 
+    def waiting(self, older_than_s: float) -> dict[str, int]:
+        """Queue → queued jobs and sweeps whose message went out more than older_than_s ago
+        (the reaper compares it with what the broker holds, to find lost messages)."""
+        at = now()
+        with self._read() as conn:
+            counts = leased.waiting_counts(conn, jobs, older_than_s, at)
+            for queue, n in leased.waiting_counts(conn, sweeps, older_than_s, at).items():
+                counts[queue] = counts.get(queue, 0) + n
+        return counts
+
+    def resend_waiting(self, queue: str, older_than_s: float) -> tuple[list[str], list[str]]:
+        """The ids of the jobs and of the sweeps of `waiting` on `queue`, marked as sent now."""
+        at = now()
+        with self._write() as conn:
+            job_ids = [i for i, _ in leased.resend_stale(conn, jobs, older_than_s, at, queue)]
+            sweep_ids = [i for i, _ in leased.resend_stale(conn, sweeps, older_than_s, at, queue)]
+        return job_ids, sweep_ids
+
     # --- sweeps: the API side -------------------------------------------------------------
 
     def create_sweep(
@@ -524,6 +562,18 @@ class Repository:
             for r in conn.execute(query).mappings():
                 out[r["sweep_id"]].append(dict(r))
         return out
+
+    def requeue_unsent_sweep(self, sweep_id: str) -> bool:
+        """`requeue_unsent` for sweeps (its trials are still queued: they never ran)."""
+        with self._write() as conn:
+            done = leased.requeue_unsent(conn, sweeps, sweep_id, now())
+            if done:  # fail_queued_sweep cancelled every trial; none of them had started
+                conn.execute(
+                    sweep_trials.update()
+                    .where(sweep_trials.c.sweep_id == sweep_id)
+                    .values(status="queued", finished_at=None)
+                )
+        return done
 
     def cancel_sweep(self, sweep_id: str, tenant: str | None = None) -> CancelOutcome:
         """As `cancel` for jobs: a queued sweep ends at once, a running one is flagged."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -92,8 +93,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, R
         REGTRAIN_HEARTBEAT_SECONDS="0.3",
         REGTRAIN_REAPER_INTERVAL_S="0.5",
         REGTRAIN_MAX_ATTEMPTS="2",
-        # A queued job's message lost with Redis is sent again after this long.
-        REGTRAIN_RESEND_AFTER_S="3",
+        # A queued job whose message Redis lost is sent again once it has waited this long on a
+        # queue that holds fewer messages than the store has such jobs; the blind resend
+        # (REGTRAIN_RESEND_AFTER_S, 30 min) stays at its default, so the tests prove the former.
+        REGTRAIN_LOST_MESSAGE_AFTER_S="3",
     )
     svc = None
     try:
@@ -153,6 +156,54 @@ def test_redis_restarted_mid_job_loses_nothing(fleet: tuple[Service, RedisServer
         job = svc.wait(job_id, timeout=90)
         assert job["status"] == "succeeded", job["error"]
         assert _epochs(svc, job_id) == list(range(1, SHORT["training"]["epochs"] + 1))
+
+
+def test_a_submit_retried_after_a_503_queues_its_job(fleet: tuple[Service, RedisServer]) -> None:
+    svc, redis_server = fleet
+    key = {"Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
+    redis_server.kill()
+    try:
+        r = svc.http.post("/v1/jobs", json=SHORT, headers=key)
+        assert r.status_code == 503, r.text
+    finally:
+        redis_server.start()
+    deadline = time.monotonic() + 30
+    while True:  # the API's connection pool finds the new Redis
+        r = svc.http.post("/v1/jobs", json=SHORT, headers=key)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "queued"
+    job = svc.wait(r.json()["id"], timeout=90)
+    assert job["status"] == "succeeded", job["error"]
+    assert [h["status"] for h in job["history"]] == ["queued", "failed", "queued", "running", "succeeded"]
+    again = svc.http.post("/v1/jobs", json=SHORT, headers=key)  # a third try: the same job, finished
+    assert again.status_code == 202 and again.json()["id"] == job["id"]
+    assert again.json()["status"] == "succeeded"
+
+
+def test_a_worker_that_cannot_open_its_store_exits_before_taking_a_message(
+    fleet: tuple[Service, RedisServer],
+) -> None:
+    svc, _ = fleet
+    env = {**svc.env, "REGTRAIN_DATABASE_URL": f"postgresql+psycopg://postgres:pw@127.0.0.1:{free_port()}/nope"}
+    bad = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        job_id = svc.submit(SHORT)["id"]
+        _, err = bad.communicate(timeout=60)
+    finally:
+        if bad.poll() is None:
+            bad.kill()
+            bad.wait()
+    assert bad.returncode != 0
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot open the store" in lines[0] and ":pw@" not in lines[0], err
+    job = svc.wait(job_id, timeout=90)  # a good worker trains it
+    _trained_once(svc, job)
 
 
 def test_api_restarted_loses_nothing(fleet: tuple[Service, RedisServer]) -> None:

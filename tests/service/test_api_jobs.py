@@ -62,7 +62,8 @@ def test_422_names_the_field_path(client: TestClient) -> None:
     r = client.post("/v1/jobs", json=bad)
     assert r.status_code == 422
     locs = [e["loc"] for e in r.json()["detail"]]
-    assert ["body", "model", "mlp", "dropout"] in locs
+    # As the request wrote it: no union tag (pydantic's loc is body.model.mlp.dropout).
+    assert ["body", "model", "dropout"] in locs
     r = client.post("/v1/jobs", json={"model": {"type": "mlp"}})
     assert ["body", "dataset"] in [e["loc"] for e in r.json()["detail"]]
     r = client.post("/v1/jobs", json={**SPEC, "training": {"epochs": "3"}})  # strict: no strings
