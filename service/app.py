@@ -24,7 +24,7 @@ from service.settings import Settings, get_settings
 from service.store import open_store
 from service.telemetry import RequestTimer, make_registry
 from service.text_guard import TextGuard
-from service.webhooks import Webhooks
+from service.webhooks import Webhooks, WebhookSender
 
 log = logging.getLogger("regtrain.api")
 
@@ -144,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictors = Predictors()
     # After each change to a job: ring its event streams' Redis doorbell (a fleet; without it
     # they read the store on a timer), and send its webhooks.
-    app.state.store.listeners += [Doorbell(settings).ring, Webhooks(settings, app.state.store)]
+    sender = WebhookSender(settings, app.state.store)  # started on first use
+    app.state.store.listeners += [Doorbell(settings).ring, Webhooks(app.state.store, sender)]
     app.state.listener = Listener(settings)
     settings.datasets_dir.mkdir(parents=True, exist_ok=True)
 

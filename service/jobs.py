@@ -125,6 +125,7 @@ def submit(
             queue=checked.queue,
             idempotency_key=idempotency_key,
             request_sha256=once.request_sha256,
+            notify_secret=checked.spec.notify.secret if checked.spec.notify else None,
         )
     )
     if not created:

@@ -106,16 +106,30 @@ class Settings(BaseSettings):
         description='The queue of jobs whose training.device is "auto" (cuda jobs go to `gpu`, cpu '
         "jobs to `cpu`). Set it to gpu on a fleet whose GPU workers should take them.",
     )
+    webhook_secrets: str | None = Field(
+        None,
+        description='"tenant-a:whsec_…,tenant-b:whsec_…": the Standard Webhooks secret that signs '
+        "each tenant's webhooks (a job's notify.secret takes its place); no tenant learns another's.",
+    )
     webhook_secret: str | None = Field(
         None,
-        description="Signs every webhook (a job's `notify`): X-Regtrain-Signature: "
-        "sha256=<hex HMAC-SHA256 of the body with this key>.",
+        description="The secret of tenant `default` (a server without REGTRAIN_API_KEYS), kept for "
+        "older installs; with keys, give each tenant its own in REGTRAIN_WEBHOOK_SECRETS.",
     )
     webhook_private_targets: bool | None = Field(
         None,
         description="May webhooks go to loopback, private or link-local addresses? Unset: only "
         "where no REGTRAIN_API_KEYS are set (a single user); with keys, only if true.",
     )
+
+    def tenant_webhook_secrets(self) -> dict[str, str]:
+        """Tenant → its webhook secret, from webhook_secrets (and webhook_secret for `default`)."""
+        out = {"default": self.webhook_secret} if self.webhook_secret else {}
+        for entry in (self.webhook_secrets or "").split(","):
+            tenant, sep, secret = entry.strip().partition(":")
+            if sep and tenant.strip() and secret.strip():
+                out[tenant.strip()] = secret.strip()
+        return out
 
     @property
     def datasets_dir(self) -> Path:

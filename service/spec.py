@@ -314,8 +314,8 @@ class TrainingSpec(Strict):
 
 class NotifySpec(Strict):
     """A webhook: regtrain POSTs `{"event", "job"}` (the job as GET /v1/jobs/{id} shows it) to
-    `url` when the job changes status, signed with X-Regtrain-Signature where the server has a
-    REGTRAIN_WEBHOOK_SECRET."""
+    `url` when the job changes status, signed by the Standard Webhooks scheme (webhook-id,
+    webhook-timestamp, webhook-signature) with `secret`, or else the tenant's secret."""
 
     url: str = Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(?:[/?#]\S*)?$")
     events: list[Literal["status", "done"]] = Field(
@@ -324,6 +324,15 @@ class NotifySpec(Strict):
         max_length=2,
         description="done: once, when the job has finished (succeeded, failed or cancelled); "
         "status: at every change of status (queued, running, and the final one).",
+    )
+    # exclude: write-only. The stored spec, and so every document served, leaves it out.
+    secret: str | None = Field(
+        None,
+        exclude=True,
+        pattern=r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$",
+        description="A Standard Webhooks secret (whsec_ + base64 of 24 to 64 random bytes) that "
+        "signs this job's deliveries; write-only, never shown. Default: the tenant's secret "
+        "(REGTRAIN_WEBHOOK_SECRETS).",
     )
 
 

@@ -17,7 +17,7 @@ from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
 from service.doorbell import Doorbell
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
-from service.webhooks import Webhooks
+from service.webhooks import Webhooks, WebhookSender
 
 log = logging.getLogger("regtrain.worker")
 
@@ -29,15 +29,21 @@ class Runtime:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.shutdown = threading.Event()
         self._reaper: threading.Thread | None = None
+        self.webhooks: WebhookSender  # set with the store
 
     @cached_property
     def store(self) -> Repository:
         store = open_store(self.settings.store_url)
+        self.webhooks = WebhookSender(self.settings, store)
         # After each change to a job: wake its event streams (a fleet), send its webhooks.
-        store.listeners += [Doorbell(self.settings).ring, Webhooks(self.settings, store)]
+        store.listeners += [Doorbell(self.settings).ring, Webhooks(store, self.webhooks)]
         return store
 
     def start_reaper(self, app: Celery) -> None:
+        # Every worker also sends the webhook deliveries that are due, its own and those a
+        # process that died left behind.
+        _ = self.store
+        self.webhooks.start()
         if self._reaper is None:
             self._reaper = threading.Thread(
                 target=self._reap_forever, args=(app,), name="regtrain-reaper", daemon=True

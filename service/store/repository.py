@@ -125,6 +125,7 @@ class Repository:
         queue: str,
         idempotency_key: str | None = None,
         request_sha256: str | None = None,
+        notify_secret: str | None = None,
     ) -> Row:
         """Insert a queued job; raises sa.exc.IntegrityError if the idempotency key is taken."""
         job_id = new_id()
@@ -139,7 +140,7 @@ class Repository:
             request_sha256=request_sha256,
         )
         with self._write() as conn:
-            conn.execute(jobs.insert().values(**values))
+            conn.execute(jobs.insert().values(**values, notify_secret=notify_secret))
             conn.execute(job_history.insert().values(job_id=job_id, status="queued", at=at))
         job = self.get_job(job_id)
         assert job is not None

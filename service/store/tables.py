@@ -96,6 +96,8 @@ jobs = sa.Table(
     # Added by migration 0003: when the job's message was last sent (see Repository.reap).
     sa.Column("enqueued_at", UTCDateTime),
     *_indexes("jobs"),
+    # Added by migration 0005: the job's own webhook secret (notify.secret), never served.
+    sa.Column("notify_secret", sa.String(200)),
 )
 
 job_history = sa.Table(
@@ -180,4 +182,27 @@ sweep_trials = sa.Table(
     sa.Column("vectorized", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("error", Json),
     sa.Column("finished_at", UTCDateTime),
+)
+
+# Added by migration 0005: webhook deliveries, leased like jobs so that a delivery outlives the
+# process that scheduled it (store/webhook_outbox.py).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),  # the webhook-id header
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(200)),  # the job's notify.secret; else the tenant's at send time
+    sa.Column("status", sa.String(20), nullable=False),  # pending, delivered, failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.webhooks import target_allowed
+from service.webhooks import resolve_target
 
 DIGITS_MLP = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [8]}, "training": {"epochs": 2}}
 
@@ -12,10 +12,10 @@ DIGITS_MLP = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": 
 def test_private_targets_are_refused_unless_allowed() -> None:
     for url in ("http://127.0.0.1:8000/hook", "http://localhost/x", "http://10.1.2.3/",
                 "http://169.254.169.254/latest/meta-data", "http://[::1]:80/", "http://192.168.0.9/"):  # fmt: skip
-        assert not target_allowed(url, allow_private=False), url
-        assert target_allowed(url, allow_private=True), url
-    assert target_allowed("https://93.184.216.34/hook", allow_private=False)
-    assert not target_allowed("http://no-such-host.invalid/", allow_private=False)
+        assert resolve_target(url, allow_private=False) is None, url
+        assert resolve_target(url, allow_private=True) is not None, url
+    assert resolve_target("https://93.184.216.34/hook", allow_private=False) == "93.184.216.34"
+    assert resolve_target("http://no-such-host.invalid/", allow_private=False) is None
 
 
 def test_notify_is_part_of_the_spec(client: TestClient) -> None:

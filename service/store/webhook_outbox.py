@@ -1,0 +1,106 @@
+"""Webhook deliveries as rows: written with the change they announce, sent by whichever process
+claims them (service/webhooks.py), so a delivery outlives the process that scheduled it.
+
+A delivery is leased like a job: a sender claims due rows with a conditional UPDATE (so two
+processes never send one at once) and holds them for the delivery's deadline; a sender that dies
+leaves rows whose lease lapses and which another process sends. A job's deliveries leave in the
+order of its changes: a row is due only once every earlier row of its job has ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from service.store.repository import new_id, now
+from service.store.tables import webhook_deliveries as deliveries
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    job_id: str
+    tenant: str
+    url: str
+    event: str
+    body: str
+    secret: str | None
+    attempts: int  # including the one just claimed
+
+
+class WebhookOutbox:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def add(self, *, job_id: str, tenant: str, url: str, event: str, body: str, secret: str | None) -> str:
+        at = now()
+        delivery_id = f"msg_{new_id()}"
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.insert().values(
+                    id=delivery_id,
+                    job_id=job_id,
+                    tenant=tenant,
+                    url=url,
+                    event=event,
+                    body=body,
+                    secret=secret,
+                    status="pending",
+                    attempts=0,
+                    next_at=at,
+                    created_at=at,
+                )
+            )
+        return delivery_id
+
+    def claim_due(self, limit: int, lease_s: float) -> list[Delivery]:
+        """Up to `limit` due deliveries, each now held for lease_s (and its attempt counted)."""
+        at = now()
+        earlier = deliveries.alias("earlier")
+        free = (deliveries.c.lease_until.is_(None)) | (deliveries.c.lease_until < at)
+        due = (deliveries.c.status == "pending") & (deliveries.c.next_at <= at) & free
+        first_of_its_job = ~sa.exists().where(
+            earlier.c.job_id == deliveries.c.job_id,
+            earlier.c.status == "pending",
+            earlier.c.seq < deliveries.c.seq,
+        )
+        pick = (
+            sa.select(deliveries.c.seq).where(due, first_of_its_job).order_by(deliveries.c.seq).limit(limit)
+        )
+        with self.engine.begin() as conn:
+            seqs = [r[0] for r in conn.execute(pick)]
+            if not seqs:
+                return []
+            # `due` again in the UPDATE: of two senders that picked the same row, the second
+            # finds it leased (PostgreSQL re-checks the condition on the locked row).
+            rows = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.seq.in_(seqs), due)
+                .values(lease_until=at + timedelta(seconds=lease_s), attempts=deliveries.c.attempts + 1)
+                .returning(*(deliveries.c[name] for name in Delivery.__dataclass_fields__))
+            ).all()
+        return [Delivery(*r) for r in rows]
+
+    def delivered(self, delivery_id: str) -> None:
+        self._end(delivery_id, "delivered", None)
+
+    def failed(self, delivery_id: str, error: str) -> None:
+        self._end(delivery_id, "failed", error)
+
+    def retry(self, delivery_id: str, at: datetime, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+                .values(next_at=at, lease_until=None, last_error=error[:2000])
+            )
+
+    def _end(self, delivery_id: str, status: str, error: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(status=status, finished_at=now(), lease_until=None, last_error=error and error[:2000])
+            )
