@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from celery import signals
+from celery.exceptions import Reject
 
 from service.broker import make_celery
 from service.settings import get_settings
@@ -18,6 +19,21 @@ log = logging.getLogger("regtrain.worker")
 
 app = make_celery(get_settings())
 app.conf.include = ["worker.tasks", "worker.sweep_task"]
+
+
+class _QuietReturns(logging.Filter):
+    """A message handed back to the broker (Reject with requeue: this worker is shutting down,
+    or its store is unreachable) is routine, not an error: one line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, Reject) and exc.requeue:
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("celery.app.trace").addFilter(_QuietReturns())
 
 
 @signals.worker_init.connect
