@@ -166,3 +166,66 @@ def test_body_limit_applies_to_requests_through_a_real_transport(tmp_path: Any) 
     import asyncio
 
     assert asyncio.run(run()) == 413
+
+
+SWEEP: dict[str, Any] = {"base": SPEC, "grid": {"regularization.l2": [0, 0.001]}, "cv_folds": 2}
+
+
+def test_sweeps_count_toward_the_tenants_cap(make_client: Any) -> None:
+    client = make_client(api_keys="alpha:key-a,beta:key-b", max_active_jobs=1)
+    assert client.post("/v1/sweeps", json=SWEEP, headers=A).status_code == 202
+    over = client.post("/v1/sweeps", json=SWEEP, headers=A)
+    assert over.status_code == 429 and int(over.headers["Retry-After"]) > 0, over.text
+    assert client.post("/v1/jobs", json=SPEC, headers=A).status_code == 429  # the sweep holds the place
+    assert client.post("/v1/sweeps", json=SWEEP, headers=B).status_code == 202  # per tenant
+
+
+def test_a_sweeps_trainings_are_bounded_by_the_grids_lengths(make_client: Any) -> None:
+    import time
+
+    client = make_client(max_sweep_trainings=100)
+    huge = {"base": SPEC, "grid": {f"regularization.l{k}": list(range(60)) for k in (1, 2)}}
+    huge["grid"] |= {f"model.hidden.{k}": list(range(60)) for k in range(8)}  # 60^10 combinations
+    started = time.perf_counter()
+    r = client.post("/v1/sweeps", json=huge)
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grid"], r.text
+    assert elapsed < 5  # counted, never built (building it would exhaust memory, not only time)
+    r = client.post("/v1/sweeps", json={**SWEEP, "grid": {"regularization.l2": list(range(20))}, "cv_folds": 10})
+    assert r.status_code == 422 and "200 trainings" in r.json()["detail"][0]["msg"], r.text
+
+
+def test_a_spec_whose_worker_memory_passes_the_limit_is_refused(make_client: Any) -> None:
+    client = make_client(max_worker_memory_bytes=2**30)
+    big_data = {**SPEC, "dataset": {"name": "synthetic", "n_samples": 1_000_000, "n_features": 10_000}}
+    r = client.post("/v1/jobs", json=big_data)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "dataset"], r.text
+    assert "GiB" in r.json()["detail"][0]["msg"]
+    big_batch = {**SPEC, "model": {"type": "mlp", "hidden": [65_536] * 4}, "training": {"batch_size": 65_536}}
+    r = client.post("/v1/jobs:validate", json=big_batch)
+    assert r.status_code == 422, r.text
+    assert client.post("/v1/jobs:validate", json=SPEC).status_code == 200
+
+
+def test_text_no_store_can_keep_is_refused_with_422(make_client: Any) -> None:
+    client = make_client()
+    for raw in ('{"name": "\\ud800", "dataset": {"name": "iris"}, "model": {"type": "mlp"}}',
+                '{"name": "a\\u0000b", "dataset": {"name": "iris"}, "model": {"type": "mlp"}}',
+                '{"dataset": {"name": "iris", "x\\udfff": 1}, "model": {"type": "mlp"}}'):  # fmt: skip
+        r = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"][0] == "body"
+    assert client.get("/v1/jobs/%00").status_code == 422
+    assert client.get("/v1/jobs?cursor=a%00b").status_code == 422
+    assert client.get("/v1/jobs").json()["jobs"] == []  # nothing was stored
+
+
+def test_a_422_names_fields_as_written_and_suggests_a_close_one(make_client: Any) -> None:
+    client = make_client()
+    r = client.post("/v1/jobs", json={**SPEC, "model": {"type": "mlp", "hiden": [4]}})
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body", "model", "hiden"] and "did you mean 'hidden'" in err["msg"]
+    r = client.post("/v1/jobs", json={**SPEC, "dataset": {"name": "iris", "seeed": 1}})
+    assert r.json()["detail"][0]["loc"] == ["body", "dataset", "seeed"]
+    r = client.post("/v1/jobs", json={**SPEC, "trainig": {}})
+    assert "did you mean 'training'" in r.json()["detail"][0]["msg"]
