@@ -78,11 +78,12 @@ def test_only_one_of_many_workers_claims_a_job(store: Repository) -> None:
 def test_lease_expiry_reaper_and_worker_lost(store: Repository) -> None:
     job_id = store.create_job(tenant="t", spec=SPEC, queue="gpu")["id"]
     for attempt in (1, 2):
-        claim = store.claim(job_id, f"w{attempt}", 0.2, 2)
+        # A 1 s lease: long enough that a loaded machine still reaps nothing while it is live.
+        claim = store.claim(job_id, f"w{attempt}", 1.0, 2)
         assert claim and claim.attempt == attempt
         assert store.record_epoch(job_id, f"w{attempt}", {"epoch": attempt, "train_loss": 1.0})
         assert store.reap(2, 3600) == []  # lease still live
-        time.sleep(0.3)
+        time.sleep(1.1)
         if attempt == 1:
             assert store.reap(2, 3600) == [(job_id, "gpu")]
             assert store.get_job(job_id)["status"] == "queued"  # type: ignore[index]
