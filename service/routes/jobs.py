@@ -13,6 +13,7 @@ from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.errors import NotFound
 from service.predict import EXPORT_SUFFIX, checkpoint_file, exported_file
 from service.routes import lookup, pages
+from service.routes.documents import json_document, read
 from service.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.spec import JobSpec
 from service.store.repository import Row
@@ -71,16 +72,17 @@ def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> dict[str, Any]:
+def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
     """Newest first; follow `next_cursor` for older jobs."""
     page, next_cursor = query.fetch(functools.partial(store.list_jobs, tenant))
-    return {"jobs": jobs.documents(store, page), "next_cursor": next_cursor}
+    return json_document({"jobs": jobs.documents(store, page), "next_cursor": next_cursor})
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
-    job, history = lookup.found("job", job_id, store.job_with_history(job_id, tenant))
-    return jobs.document(job, history)
+async def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
+    found = await read(store, store.job_with_history, job_id, tenant)
+    job, history = lookup.found("job", job_id, found)
+    return json_document(jobs.document(job, history))
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)

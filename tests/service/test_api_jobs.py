@@ -198,3 +198,14 @@ def test_health_and_readiness(client: TestClient, make_client: Any) -> None:
     down = make_client(broker_url="redis://127.0.0.1:1/0").get("/readyz")
     assert down.status_code == 503
     assert down.json()["checks"]["store"] == "ok" and down.json()["checks"]["broker"] != "ok"
+
+
+def test_job_documents_sent_without_the_response_model_still_match_it(client: TestClient) -> None:
+    from service.schemas import Job, JobList
+
+    job = _submit(client)
+    one = client.get(f"/v1/jobs/{job['id']}")
+    assert one.headers["content-type"] == "application/json"
+    assert Job.model_validate(one.json()).model_dump(mode="json") == one.json()
+    page = client.get("/v1/jobs").json()
+    assert JobList.model_validate(page).model_dump(mode="json") == page
