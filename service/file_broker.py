@@ -1,4 +1,5 @@
-"""The embedded broker: kombu's filesystem transport, with messages that appear whole.
+"""The embedded broker: kombu's filesystem transport, with messages that appear whole and are
+noticed at once.
 
 kombu writes a message file in place (create, then write), and a worker polling the folder can
 move and read it between the two: an empty payload, a JSONDecodeError, and the worker process
@@ -11,11 +12,18 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from queue import Empty
+from time import monotonic
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.json import dumps
 from kombu.utils.objects import cached_property
+
+try:  # Linux only; elsewhere the transport polls as kombu's does
+    from inotify_simple import INotify, flags
+except ImportError:  # pragma: no cover
+    INotify = None  # type: ignore[assignment,misc]
 
 SCHEME = "regtrain-files"
 
@@ -39,7 +47,43 @@ class Channel(filesystem.Channel):
 
 
 class Transport(filesystem.Transport):
+    """kombu's loop, except that where it sleeps polling_interval between looks at an empty
+    queue folder, this one waits on an inotify watch of the folder (Linux), so a message is
+    taken within a millisecond or two of its rename, and an idle worker looks only every
+    IDLE_LOOK_S (a missed event costs that much latency, never a message)."""
+
     Channel = Channel
+    IDLE_LOOK_S = 1.0
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        watch = self._watch()
+        if watch is None:
+            super().drain_events(connection, timeout=timeout)
+            return
+        started = monotonic()
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                left = self.IDLE_LOOK_S if timeout is None else timeout - (monotonic() - started)
+                if left <= 0:
+                    raise TimeoutError() from None
+                if watch.read(timeout=round(1000 * min(left, self.IDLE_LOOK_S))):
+                    continue  # something arrived (or moved): look at once
+
+    def _watch(self) -> INotify | None:
+        if "watch" not in self.__dict__:
+            self.__dict__["watch"] = None
+            folder = self.client.transport_options.get("data_folder_in")
+            if INotify is not None and folder:
+                try:
+                    watch = INotify()
+                    watch.add_watch(folder, flags.MOVED_TO | flags.CLOSE_WRITE)
+                    self.__dict__["watch"] = watch
+                except OSError:  # no inotify here (a limit, a file system without it): poll
+                    pass
+        return self.__dict__["watch"]
 
 
 TRANSPORT_ALIASES[SCHEME] = f"{__name__}:Transport"
