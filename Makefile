@@ -10,13 +10,16 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch==2.13.0 first, so the CPU wheel on this machine's disk is taken, never a CUDA build.
+# torch==2.13.0 first, so the CPU wheel on this machine's disk is taken, never a CUDA build;
+# then the client (clients/python), which regtrain depends on and which is not on PyPI.
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q ./clients/python
 	$(BIN)/pip install -q -e .
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ./clients/python
 	$(BIN)/pip install -q -e '.[dev]'
 
 up: install

@@ -1,4 +1,4 @@
-"""The `regtrain` commands that talk to a running server, through service.client.
+"""The `regtrain` commands that talk to a running server, through regtrain_client.
 
     regtrain submit SPEC.json [--follow]      regtrain metrics ID [--csv]
     regtrain status ID                        regtrain cancel ID
@@ -20,15 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import httpx
-
-from service.client import (
-    ApiError,
-    Client,
-    Job,
-    Sweep,
-    epoch_line,
-    format_detail,
-)
+from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_detail, sweep_progress_line
 
 # Connection errors are retried with backoff (0.5, 1, 2, 4 s) before a command gives up.
 RETRIES = 4
@@ -222,7 +214,8 @@ def sweep(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         else:
             print(sw.id, file=out)
         return 0
-    sw = sw.wait(progress=True)
+    # Plain lines, never a tqdm bar: the command's stderr is often a log file.
+    sw = sw.wait(progress=lambda s: print(sweep_progress_line(s), file=sys.stderr, flush=True))
     best = None
     if sw.best is not None and sw.best.job_id:
         # The best trial retrained on train + validation data: its test metrics are the answer.
