@@ -3,6 +3,9 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# where `make up` listens: make up PORT=8080 HOST=0.0.0.0 (beyond loopback needs REGTRAIN_API_KEYS)
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: install install-dev up test lint bench
 
@@ -23,7 +26,9 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 
 up: install
-	$(BIN)/regtrain up
+	@echo 'regtrain: the command is $(abspath $(BIN))/regtrain; for a bare `regtrain` in another shell:'
+	@echo '  export PATH="$(abspath $(BIN)):$$PATH"    (or: source $(VENV)/bin/activate)'
+	$(BIN)/regtrain up --host $(HOST) --port $(PORT)
 
 test: install-dev
 	$(BIN)/ruff check .

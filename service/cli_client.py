@@ -22,8 +22,11 @@ from typing import Any, TextIO
 import httpx
 from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_detail, sweep_progress_line
 
-# Connection errors are retried with backoff (0.5, 1, 2, 4 s) before a command gives up.
+# A failed connection is tried again (after 0.5, 1 s) for at most GIVE_UP_AFTER_S, so that an
+# unreachable server is reported within about 2 s; a connect attempt itself waits CONNECT_S.
 RETRIES = 4
+GIVE_UP_AFTER_S = 2.0
+CONNECT_S = 1.5
 COMMANDS = ("submit", "status", "jobs", "metrics", "cancel", "download", "sweep")
 
 
@@ -61,14 +64,20 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     handler: Callable[[Client, argparse.Namespace, TextIO], int] = HANDLERS[args.command]
     try:
-        with Client(args.url, retries=RETRIES) as client:
+        client = Client(args.url, retries=RETRIES, give_up_after_s=GIVE_UP_AFTER_S,
+                        timeout=httpx.Timeout(30, connect=CONNECT_S))  # fmt: skip
+        with client:
             return handler(client, args, out)
     except ApiError as e:
         print(f"regtrain: the server refused ({e.status_code}): {format_detail(e.detail)}", file=sys.stderr)
         return 1
     except httpx.TransportError as e:
-        print(f"regtrain: cannot reach the server: {e}", file=sys.stderr)
+        url = args.url or Client.default_url()
+        print(f"regtrain: cannot reach the server at {url}: {e or type(e).__name__} "
+              "(set --url or REGTRAIN_URL)", file=sys.stderr)  # fmt: skip
         return 1
+    except BrokenPipeError:
+        raise  # standard output closed early: service.cli_pipes ends quietly
     except (OSError, ValueError) as e:
         print(f"regtrain: {e}", file=sys.stderr)
         return 2

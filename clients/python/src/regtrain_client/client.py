@@ -45,13 +45,18 @@ class Client:
         give_up_after_s: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or os.environ.get("REGTRAIN_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (url or self.default_url()).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("REGTRAIN_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.transport = Transport(
             self.url, headers, timeout=timeout, retries=retries, backoff=backoff,
             max_backoff=max_backoff, give_up_after_s=give_up_after_s, transport=transport,
         )  # fmt: skip
+
+    @staticmethod
+    def default_url() -> str:
+        """$REGTRAIN_URL, else http://127.0.0.1:8000."""
+        return os.environ.get("REGTRAIN_URL") or DEFAULT_URL
 
     @property
     def http(self) -> httpx.Client:
