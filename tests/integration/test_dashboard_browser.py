@@ -1,44 +1,27 @@
-"""The dashboard in a real browser: headless Chromium (Debian's, installed by .ci/run) loads
-pages of a live server and draws them: a job's loss and validation curves (/jobs/{id}), two
+"""The dashboard in a real browser: headless Chromium (Debian's, installed by .ci/run), offline,
+loads pages of a live server and draws them: a job's loss and validation curves (/jobs/{id}), two
 jobs' curves overlaid (/compare?ids=a,b), and a sweep's score against λ (/sweeps/{id})."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import browse, needs_chromium
 from live_service import FINISHED, Service
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BLUE, RED = (0x09, 0x69, 0xDA), (0xCF, 0x22, 0x2E)  # the first two series colours of dashboard.js
 SMALL = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [16]}, "training": {"epochs": 3}}
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
-)
 
 
 def _near(pixel: tuple[int, ...], colour: tuple[int, int, int]) -> bool:
     return all(abs(a - b) < 40 for a, b in zip(pixel[:3], colour, strict=True))
 
 
-def _browse(url: str, tmp_path: Path, shot: Path | None = None) -> str:
-    """Load `url` in headless Chromium, give its scripts 8 s of virtual time, and return the DOM
-    they left (and save a 1280x900 screenshot at `shot`)."""
-    assert CHROMIUM is not None
-    out = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1280,900",
-         "--virtual-time-budget=8000", *([f"--screenshot={shot}"] if shot else ["--dump-dom"]), url],
-        check=True, capture_output=True, timeout=120, text=True,
-    )  # fmt: skip
-    return out.stdout
+_browse = browse  # (the name these tests have always used)
 
 
 def _count(shot: Path, colour: tuple[int, int, int]) -> int:
