@@ -22,8 +22,9 @@ from typing import Any, TextIO
 import httpx
 from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_detail, sweep_progress_line
 
-# A failed connection is tried again (after 0.5, 1 s) for at most GIVE_UP_AFTER_S, so that an
-# unreachable server is reported within about 2 s; a connect attempt itself waits CONNECT_S.
+# A server that has not answered yet is tried again (after 0.5, 1 s) for at most GIVE_UP_AFTER_S, so
+# that a wrong URL is reported within about 2 s (a connect attempt waits CONNECT_S); once it has
+# answered, a dropped connection (a restart while following a job) gets every retry.
 RETRIES = 4
 GIVE_UP_AFTER_S = 2.0
 CONNECT_S = 1.5

@@ -80,3 +80,36 @@ def test_an_unreachable_server_is_given_up_on_in_time() -> None:
     with client, pytest.raises(httpx.ConnectError):
         client.job("x")
     assert 0.5 < time.monotonic() - t0 < 2.0  # tried again (0.2 + 0.4 s), then gave up
+
+
+def test_a_server_that_answered_before_gets_every_retry() -> None:
+    """give_up_after_s is for a server never reached: one that answered once (and then went
+    away, as in a restart) is retried with the full backoff."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Once(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"epochs": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Once)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    client = Client(url, retries=3, backoff=0.2, give_up_after_s=0.3)
+    with client:
+        assert list(client.metrics("j")) == []
+        server.shutdown()
+        server.server_close()
+        t0 = time.monotonic()
+        with pytest.raises(httpx.TransportError):
+            client.metrics("j")
+        assert time.monotonic() - t0 > 1.0  # 0.2 + 0.4 + 0.8 s of backoff, past give_up_after_s

@@ -30,8 +30,8 @@ class Client:
 
     url defaults to $REGTRAIN_URL (else http://127.0.0.1:8000), api_key to $REGTRAIN_API_KEY.
     A request that fails to connect (or whose connection drops) is tried again up to `retries`
-    times, waiting backoff, 2·backoff, 4·backoff, ... (at most max_backoff) in between, and
-    with `give_up_after_s` never later than that after the first try."""
+    times, waiting backoff, 2·backoff, 4·backoff, ... (at most max_backoff) in between; with
+    `give_up_after_s`, a server that has never answered is given up on after that long."""
 
     def __init__(
         self,

@@ -19,7 +19,9 @@ RETRYABLE: tuple[type[Exception], ...] = (httpx.TransportError,)
 class Transport:
     """Requests to one server. A request whose connection fails (or drops) is sent again up to
     `retries` times, waiting backoff, 2·backoff, 4·backoff, ... (at most max_backoff) between
-    tries; with `give_up_after_s`, no try starts later than that many seconds after the first."""
+    tries; with `give_up_after_s`, a server that has not answered yet (a wrong URL, a server not
+    started) is given up on that many seconds after the first try, while one that has answered
+    before (restarting, say) gets every retry."""
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class Transport:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.give_up_after_s = give_up_after_s
+        self.reached = False  # has the server answered once?
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -48,7 +51,8 @@ class Transport:
         if attempt >= self.retries:
             return False
         pause = min(self.backoff * 2**attempt, self.max_backoff)
-        if self.give_up_after_s is not None and time.monotonic() + pause - started > self.give_up_after_s:
+        late = self.give_up_after_s is not None and time.monotonic() + pause - started > self.give_up_after_s
+        if late and not self.reached:
             return False
         time.sleep(pause)
         return True
@@ -66,6 +70,7 @@ class Transport:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self.retrying(lambda: self.http.request(method, path, **kwargs))
+        self.reached = True
         raise_for_detail(response)
         return response
 
@@ -77,6 +82,7 @@ class Transport:
         """One streamed request, not retried (the caller knows where to resume); an error
         answer is read and raised."""
         with self.http.stream(method, path, **kwargs) as response:
+            self.reached = True
             if response.status_code >= 400:
                 response.read()
                 raise_for_detail(response)
