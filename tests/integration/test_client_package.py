@@ -5,6 +5,7 @@ it submits a job to the live server and follows it; and its models read what the
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,11 @@ def test_a_fresh_venv_without_torch_submits_and_follows(service: Service, tmp_pa
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    # As the README says: pip install ./clients/python (httpx and pydantic come from the index).
-    install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              str(ROOT / "clients" / "python")],
+    # As the README says: pip install ./clients/python (httpx and pydantic come from the index),
+    # from a copy, so that pip's in-tree build leaves the checkout as it was.
+    source = shutil.copytree(ROOT / "clients" / "python", tmp_path / "client",
+                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))  # fmt: skip
+    install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert install.returncode == 0, install.stderr
     installed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], check=True,
