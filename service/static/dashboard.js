@@ -305,6 +305,10 @@ function sweepChart(sw) {
     }
     ctx.restore();
   };
+  const showBest = (u) => {
+    const i = best ? xs.indexOf(xOf(best)) : -1;
+    if ((u.cursor.idx === null || u.cursor.idx === undefined) && i >= 0) u.setLegend({ idx: i }, false);
+  };
   const xLabel = (v) => (v === null || v === undefined ? "—" : hasZero && v === zeroAt ? "0" : tick(v));
   const xAxis = { label: xKey ? `${xKey}${log ? " (log scale)" : ""}` : "trial", values: (u, splits) => splits.map(xLabel) };
   if (log) {
@@ -327,11 +331,12 @@ function sweepChart(sw) {
     series: [
       { label: xKey || "trial", value: (u, v) => xLabel(v) },
       ...tags.map((t, i) => ({
-        label: t || metric, stroke: color(i), width: 1.5, spanGaps: true,
+        label: t || metric, stroke: color(i), width: 1.5, spanGaps: true, value: (u, v) => (present(v) ? fmt(v) : "--"),
         points: { show: true, size: 9, fill: color(i), stroke: color(i) },
       })),
     ],
-    hooks: { draw: [bars] },
+    // off the chart, the legend shows the best trial (uPlot's reads "--" until hovered)
+    hooks: { draw: [bars], ready: [showBest], setLegend: [showBest] },
   };
   const box = $("sweep-chart");
   if (charts.sweep) charts.sweep.destroy();

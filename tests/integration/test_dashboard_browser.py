@@ -138,3 +138,5 @@ def test_the_sweep_page_plots_score_against_lambda(service: Service, tmp_path: P
     assert 'data-points="3"' in dom
     assert 'class="best"' in dom and f'href="/jobs/{sweep["best"]["job_id"]}"' in dom
     assert "drawn at 1e-4" in dom and "labelled 0" in dom
+    values = re.findall(r'<td class="u-value">([^<]*)</td>', dom)  # the best trial's, not "--"
+    assert "--" not in values and f"{sweep['best']['score']:.4f}" in values
