@@ -17,6 +17,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch>=2.4,<2.14"
 
+# The client first (regtrain depends on it; it is not on PyPI), then regtrain.
+COPY clients/python ./clients/python
+RUN pip install ./clients/python
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY worker ./worker

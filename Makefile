@@ -3,6 +3,9 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# where `make up` listens: make up PORT=8080 HOST=0.0.0.0 (beyond loopback needs REGTRAIN_API_KEYS)
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: install install-dev up test lint bench
 
@@ -10,17 +13,22 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch==2.13.0 first, so the CPU wheel on this machine's disk is taken, never a CUDA build.
+# torch==2.13.0 first, so the CPU wheel on this machine's disk is taken, never a CUDA build;
+# then the client (clients/python), which regtrain depends on and which is not on PyPI.
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q ./clients/python
 	$(BIN)/pip install -q -e .
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ./clients/python
 	$(BIN)/pip install -q -e '.[dev]'
 
 up: install
-	$(BIN)/regtrain up
+	@echo 'regtrain: the command is $(abspath $(BIN))/regtrain; for a bare `regtrain` in another shell:'
+	@echo '  export PATH="$(abspath $(BIN)):$$PATH"    (or: source $(VENV)/bin/activate)'
+	$(BIN)/regtrain up --host $(HOST) --port $(PORT)
 
 test: install-dev
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ from service.broker import Broker
 from service.doorbell import Doorbell, Listener
 from service.errors import ApiError
 from service.predict import Predictors
-from service.routes import dashboard, datasets, events, health, jobs, metrics, predict, sweeps
+from service.routes import dashboard, datasets, docs, events, health, jobs, metrics, predict, sweeps
 from service.settings import Settings, get_settings
 from service.store import open_store
 from service.telemetry import RequestTimer, make_registry
@@ -134,6 +134,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_version(),
         description=DESCRIPTION,
         responses={404: {"description": "Unknown id (or another tenant's)"}},
+        # /docs and /redoc come from service.routes.docs, with files that ship in service/static
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.api_keys = parse_api_keys(settings.api_keys)
@@ -168,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _document_errors(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
     app.mount("/static", dashboard.static, name="static")
     # Inside BodyLimit, which bounds the JSON bodies it reads whole.
     app.add_middleware(TextGuard)

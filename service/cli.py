@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from service import cli_client
 from service.auth import parse_api_keys
+from service.cli_pipes import quiet_when_piped
 from service.settings import Settings, get_settings
 
 QUEUE_KINDS = ("cpu", "gpu")
@@ -92,14 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in cli_client.COMMANDS:
-        return cli_client.run(args)
+        return quiet_when_piped(lambda: cli_client.run(args))
     if args.command == "train":
         from worker.train_cli import main as train_main
 
         return train_main(args.spec, args.out)
     if args.command == "settings":
-        print(settings_table())
-        return 0
+        return quiet_when_piped(print_settings)
     try:
         settings = get_settings()
         parse_api_keys(settings.api_keys)
@@ -310,6 +310,11 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
             worker.kill()
         except (KeyboardInterrupt, Terminated):
             continue  # a second Ctrl-C or SIGTERM while it stops: keep waiting, then kill
+
+
+def print_settings() -> int:
+    print(settings_table())
+    return 0
 
 
 def settings_table() -> str:

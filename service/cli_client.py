@@ -1,4 +1,4 @@
-"""The `regtrain` commands that talk to a running server, through service.client.
+"""The `regtrain` commands that talk to a running server, through regtrain_client.
 
     regtrain submit SPEC.json [--follow]      regtrain metrics ID [--csv]
     regtrain status ID                        regtrain cancel ID
@@ -20,18 +20,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import httpx
+from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_detail, sweep_progress_line
 
-from service.client import (
-    ApiError,
-    Client,
-    Job,
-    Sweep,
-    epoch_line,
-    format_detail,
-)
-
-# Connection errors are retried with backoff (0.5, 1, 2, 4 s) before a command gives up.
+# A server that has not answered yet is tried again (after 0.5, 1 s) for at most GIVE_UP_AFTER_S, so
+# that a wrong URL is reported within about 2 s (a connect attempt waits CONNECT_S); once it has
+# answered, a dropped connection (a restart while following a job) gets every retry.
 RETRIES = 4
+GIVE_UP_AFTER_S = 2.0
+CONNECT_S = 1.5
 COMMANDS = ("submit", "status", "jobs", "metrics", "cancel", "download", "sweep")
 
 
@@ -69,14 +65,20 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     handler: Callable[[Client, argparse.Namespace, TextIO], int] = HANDLERS[args.command]
     try:
-        with Client(args.url, retries=RETRIES) as client:
+        client = Client(args.url, retries=RETRIES, give_up_after_s=GIVE_UP_AFTER_S,
+                        timeout=httpx.Timeout(30, connect=CONNECT_S))  # fmt: skip
+        with client:
             return handler(client, args, out)
     except ApiError as e:
         print(f"regtrain: the server refused ({e.status_code}): {format_detail(e.detail)}", file=sys.stderr)
         return 1
     except httpx.TransportError as e:
-        print(f"regtrain: cannot reach the server: {e}", file=sys.stderr)
+        url = args.url or Client.default_url()
+        print(f"regtrain: cannot reach the server at {url}: {e or type(e).__name__} "
+              "(set --url or REGTRAIN_URL)", file=sys.stderr)  # fmt: skip
         return 1
+    except BrokenPipeError:
+        raise  # standard output closed early: service.cli_pipes ends quietly
     except (OSError, ValueError) as e:
         print(f"regtrain: {e}", file=sys.stderr)
         return 2
@@ -222,7 +224,8 @@ def sweep(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         else:
             print(sw.id, file=out)
         return 0
-    sw = sw.wait(progress=True)
+    # Plain lines, never a tqdm bar: the command's stderr is often a log file.
+    sw = sw.wait(progress=lambda s: print(sweep_progress_line(s), file=sys.stderr, flush=True))
     best = None
     if sw.best is not None and sw.best.job_id:
         # The best trial retrained on train + validation data: its test metrics are the answer.

@@ -104,21 +104,71 @@ async function showList() {
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#bf3989", "#57606a", "#7d4e00"];
 const color = (i) => COLORS[i % COLORS.length];
 const charts = {};
+const present = (v) => v !== null && v !== undefined;
 
-function draw(name, title, rows, keys) {
-  keys = keys.filter((k) => rows.some((r) => r[k] !== null && r[k] !== undefined));
-  if (!keys.length) return;
-  const data = [rows.map((r) => r.epoch), ...keys.map((k) => rows.map((r) => r[k] ?? null))];
-  if (charts[name] && charts[name].series.length === keys.length + 1) { charts[name].setData(data); return; }
-  const box = el("div");
-  $("charts").appendChild(box);
-  charts[name] = new uPlot({
-    title, width: Math.min(1060, window.innerWidth - 40), height: 280,
-    scales: { x: { time: false } },
-    axes: [{ label: "epoch" }, {}],
-    series: [{ label: "epoch" }, ...keys.map((k, i) => ({ label: k, stroke: COLORS[i % COLORS.length], width: 2 }))],
-  }, data, box);
+// Epochs are whole numbers: ticks only at integers (1, 2, 5, 10, ... apart), labelled as such;
+// the ticks drawn are kept on the chart's box (data-xticks) for whoever inspects the page.
+function epochAxis(box) {
+  return {
+    label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000],
+    values: (u, splits) => { box.dataset.xticks = splits.join(","); return splits.map((v) => String(v)); },
+  };
 }
+
+// The legend shows the latest epoch's values while the cursor is off the chart (uPlot's own
+// legend reads "--" until hovered).
+function latestIndex(u) {
+  for (let i = u.data[0].length - 1; i >= 0; i--) if (u.data.slice(1).some((s) => present(s[i]))) return i;
+  return null;
+}
+function showLatest(u) {
+  if (u.cursor.idx !== null && u.cursor.idx !== undefined) return;
+  const i = latestIndex(u);
+  if (i !== null) u.setLegend({ idx: i }, false);
+}
+
+// One small chart: `series` = [{label, values, scale?}] against the epochs `xs`. A series on
+// scale "right" gets its own axis on the right (a penalty next to a data loss 100 times larger).
+function plot(parent, name, title, xs, series, keepEmpty = false) {
+  if (!series.some((s) => s.values.some(present))) return;
+  if (!keepEmpty) series = series.filter((s) => s.values.some(present));
+  const data = [xs, ...series.map((s) => s.values)];
+  const chart = charts[name];
+  if (chart && chart.series.length === series.length + 1) { chart.setData(data); showLatest(chart); return; }
+  if (chart) chart.destroy();
+  let box = $(`chart-${name}`);
+  if (!box) { box = el("div"); box.id = `chart-${name}`; box.dataset.chart = name; $(parent).appendChild(box); }
+  const right = series.some((s) => s.scale === "right");
+  const axes = [epochAxis(box), { size: 60, values: (u, v) => v.map(tickY) }];
+  if (right) axes.push({ scale: "right", side: 1, size: 60, grid: { show: false }, values: (u, v) => v.map(tickY) });
+  charts[name] = new uPlot({
+    title, width: Math.max(300, Math.min(515, (Math.min(window.innerWidth, 1100) - 70) / 2)), height: 220,
+    scales: { x: { time: false }, y: { range: yRange }, ...(right ? { right: { range: yRange } } : {}) },
+    axes,
+    series: [{ label: "epoch", value: (u, v) => (present(v) ? String(v) : "--") },
+      ...series.map((s, i) => ({ label: s.label, stroke: s.color || color(i), width: 2, spanGaps: true, scale: s.scale || "y",
+        value: (u, v) => (present(v) ? fmt(v) : "--") }))],
+    hooks: { ready: [showLatest], setLegend: [showLatest] },
+  }, data, $(`chart-${name}`));
+}
+// uPlot spans a flat series of zeros (an unregularized job's penalty) over 0..100: keep it 0..1.
+function yRange(u, min, max) {
+  if (min === null || max === null) return [0, 1];
+  if (min === max) return min === 0 ? [0, 1] : [min - Math.abs(min) * 0.1, max + Math.abs(max) * 0.1];
+  return uPlot.rangeNum(min, max, 0.1, true);
+}
+const tickY = (v) => (v === null ? "" : Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(1) : String(+v.toPrecision(4)));
+
+// What a job's page draws, each on a chart of its own: [name, title, [[field, axis], ...]].
+const JOB_CHARTS = [
+  ["loss", "loss", [["train_loss"], ["val_loss"], ["train_eval_loss"]]],
+  ["metric", "validation metric", [["val_accuracy"], ["val_r2"]]],
+  ["gap", "generalization gap (val_loss − train_eval_loss)", [["generalization_gap"]]],
+  ["penalty", "data loss and penalty (right axis)", [["data_loss"], ["penalty", "right"]]],
+  ["weight_l2_norm", "weight L2 norm (regularized tensors)", [["weight_l2_norm"]]],
+  ["weight_sparsity", "weight sparsity (fraction of exact zeros)", [["weight_sparsity"]]],
+  ["lr", "learning rate", [["lr"]]],
+];
 
 async function showJob(id) {
   $("job").hidden = false;
@@ -127,30 +177,32 @@ async function showJob(id) {
   const p = job.progress;
   $("summary").replaceChildren(
     el("span", job.status, job.status),
-    el("span", ` · epoch ${p.epoch}/${p.epochs} · ${headline(job)}` + (job.error ? ` · ${job.error.message}` : "")),
+    el("span", ` · ${regText(job.spec || {})} · epoch ${p.epoch}/${p.epochs} · ${headline(job)}` + (job.error ? ` · ${job.error.message}` : "")),
   );
   $("spec").textContent = JSON.stringify(job.spec, null, 2);
   const rows = metrics.epochs;
-  draw("loss", "loss", rows, ["train_loss", "val_loss", "data_loss"]);
-  draw("metric", "validation", rows, ["val_accuracy", "val_r2"]);
+  const xs = rows.map((r) => r.epoch);
+  for (const [name, title, fields] of JOB_CHARTS) {
+    plot("charts", name, title, xs, fields.map(([k, scale]) => ({ label: k, scale, values: rows.map((r) => r[k] ?? null) })));
+  }
+  $("charts").dataset.charts = String($("charts").children.length);
   if (!FINISHED.has(job.status)) setTimeout(() => showJob(id).catch(fail), 2000);
 }
 
 // /compare?ids=a,b,c: the chosen jobs' curves overlaid, one colour per job.
-function overlay(name, title, xs, series, metric) {
-  const rows = series.map((s) => new Map(s.rows.map((r) => [r.epoch, r[metric]])));
-  if (!rows.some((m) => [...m.values()].some((v) => v !== null && v !== undefined))) return;
-  const data = [xs, ...rows.map((m) => xs.map((x) => m.get(x) ?? null))];
-  if (charts[name] && charts[name].series.length === series.length + 1) { charts[name].setData(data); return; }
-  if (charts[name]) charts[name].destroy();
-  let box = $(`chart-${name}`);
-  if (!box) { box = el("div"); box.id = `chart-${name}`; $("compare-charts").appendChild(box); }
-  charts[name] = new uPlot({
-    title, width: Math.max(300, Math.min(515, (Math.min(window.innerWidth, 1100) - 70) / 2)), height: 220,
-    scales: { x: { time: false } },
-    axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, { size: 56 }],
-    series: [{ label: "epoch" }, ...series.map((s, i) => ({ label: s.label, stroke: color(i), width: 2, spanGaps: true }))],
-  }, data, box);
+const COMPARE_CHARTS = [
+  ["val_loss", "validation loss"], ["train_loss", "training loss"], ["metric", null],
+  ["generalization_gap", "generalization gap (val − train loss)"], ["penalty", "penalty"],
+  ["weight_l2_norm", "weight L2 norm"], ["weight_sparsity", "weight sparsity"], ["lr", "learning rate"],
+];
+
+function overlay(name, title, xs, jobs, metric) {
+  // every job keeps its series, and so its colour, even where it has no value for this metric
+  const series = jobs.map((j, i) => {
+    const byEpoch = new Map(j.rows.map((r) => [r.epoch, r[metric]]));
+    return { label: j.label, color: color(i), values: xs.map((x) => byEpoch.get(x) ?? null) };
+  });
+  plot("compare-charts", name, title, xs, series, true);
 }
 
 async function showCompare(ids) {
@@ -174,10 +226,9 @@ async function showCompare(ids) {
   const xs = [...new Set(jobs.flatMap((j) => j.rows.map((r) => r.epoch)))].sort((a, b) => a - b);
   const all = jobs.flatMap((j) => j.rows);
   const metric = ["val_accuracy", "val_r2", "val_mse", "val_mae"].find((k) => all.some((r) => r[k] !== null && r[k] !== undefined));
-  overlay("val_loss", "validation loss", xs, jobs, "val_loss");
-  overlay("train_loss", "training loss", xs, jobs, "train_loss");
-  if (metric) overlay("metric", metric, xs, jobs, metric);
-  overlay("gap", "generalization_gap (val − train loss)", xs, jobs, "generalization_gap");
+  for (const [name, title] of COMPARE_CHARTS) {
+    if (name === "metric") { if (metric) overlay("metric", metric, xs, jobs, metric); } else overlay(name, title, xs, jobs, name);
+  }
   $("compare-charts").dataset.series = String(jobs.length);
   if (jobs.some((j) => !FINISHED.has(j.job.status))) setTimeout(() => showCompare(ids).catch(fail), 2000);
 }
@@ -254,6 +305,10 @@ function sweepChart(sw) {
     }
     ctx.restore();
   };
+  const showBest = (u) => {
+    const i = best ? xs.indexOf(xOf(best)) : -1;
+    if ((u.cursor.idx === null || u.cursor.idx === undefined) && i >= 0) u.setLegend({ idx: i }, false);
+  };
   const xLabel = (v) => (v === null || v === undefined ? "—" : hasZero && v === zeroAt ? "0" : tick(v));
   const xAxis = { label: xKey ? `${xKey}${log ? " (log scale)" : ""}` : "trial", values: (u, splits) => splits.map(xLabel) };
   if (log) {
@@ -276,11 +331,12 @@ function sweepChart(sw) {
     series: [
       { label: xKey || "trial", value: (u, v) => xLabel(v) },
       ...tags.map((t, i) => ({
-        label: t || metric, stroke: color(i), width: 1.5, spanGaps: true,
+        label: t || metric, stroke: color(i), width: 1.5, spanGaps: true, value: (u, v) => (present(v) ? fmt(v) : "--"),
         points: { show: true, size: 9, fill: color(i), stroke: color(i) },
       })),
     ],
-    hooks: { draw: [bars] },
+    // off the chart, the legend shows the best trial (uPlot's reads "--" until hovered)
+    hooks: { draw: [bars], ready: [showBest], setLegend: [showBest] },
   };
   const box = $("sweep-chart");
   if (charts.sweep) charts.sweep.destroy();

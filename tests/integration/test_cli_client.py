@@ -118,3 +118,25 @@ def test_sweep_follow(
     out, err = capsys.readouterr()
     assert "trials finished" in err
     assert "regularization.l2" in out and "best (max val_accuracy): regularization.l2=" in out
+
+
+def test_output_into_a_closed_pipe_ends_quietly(service: Service) -> None:
+    """`regtrain metrics ID | head`: the reader gone, the command ends with 141 and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    job_id = service.wait(service.submit({**SPEC, "name": "piped"})["id"])["id"]
+    for args in (["metrics", job_id], ["metrics", job_id, "--csv"], ["jobs"], ["status", job_id]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            out = subprocess.run([sys.executable, "-m", "service.cli", *args, "--url", service.url],
+                                 stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+        finally:
+            os.close(write)
+        assert (out.returncode, out.stderr) == (141, ""), args
+    head = subprocess.run(["bash", "-o", "pipefail", "-c",
+                           f"{sys.executable} -m service.cli metrics {job_id} --url {service.url} | head -2"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert head.stdout.split()[0] == "epoch" and head.returncode in (0, 141) and head.stderr == ""

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from live_service import Service
 from prometheus_client.parser import text_string_to_metric_families
-
-from service.client import (
+from regtrain_client import (
     Client,
     Conflict,
     EpochMetrics,

@@ -1,44 +1,28 @@
-"""The dashboard in a real browser: headless Chromium (Debian's, installed by .ci/run) loads
-pages of a live server and draws them: a job's loss and validation curves (/jobs/{id}), two
+"""The dashboard in a real browser: headless Chromium (Debian's, installed by .ci/run), offline,
+loads pages of a live server and draws them: a job's loss and validation curves (/jobs/{id}), two
 jobs' curves overlaid (/compare?ids=a,b), and a sweep's score against λ (/sweeps/{id})."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import browse, needs_chromium
 from live_service import FINISHED, Service
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BLUE, RED = (0x09, 0x69, 0xDA), (0xCF, 0x22, 0x2E)  # the first two series colours of dashboard.js
 SMALL = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [16]}, "training": {"epochs": 3}}
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
-)
 
 
 def _near(pixel: tuple[int, ...], colour: tuple[int, int, int]) -> bool:
     return all(abs(a - b) < 40 for a, b in zip(pixel[:3], colour, strict=True))
 
 
-def _browse(url: str, tmp_path: Path, shot: Path | None = None) -> str:
-    """Load `url` in headless Chromium, give its scripts 8 s of virtual time, and return the DOM
-    they left (and save a 1280x900 screenshot at `shot`)."""
-    assert CHROMIUM is not None
-    out = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1280,900",
-         "--virtual-time-budget=8000", *([f"--screenshot={shot}"] if shot else ["--dump-dom"]), url],
-        check=True, capture_output=True, timeout=120, text=True,
-    )  # fmt: skip
-    return out.stdout
+_browse = browse  # (the name these tests have always used)
 
 
 def _count(shot: Path, colour: tuple[int, int, int]) -> int:
@@ -51,20 +35,43 @@ def _embedded_only(service: Service) -> None:
         pytest.skip("one backend is enough for the page")
 
 
+JOB_CHARTS = ["loss", "metric", "gap", "penalty", "weight_l2_norm", "weight_sparsity", "lr"]
+
+
+def _charts(dom: str) -> dict[str, list[str]]:
+    """The charts drawn (by name) and the epoch ticks each drew."""
+    found = re.findall(r'<div id="chart-([a-z0-9_]+)" data-chart="[^"]*"(?: data-xticks="([^"]*)")?', dom)
+    return {name: ticks.split(",") if ticks else [] for name, ticks in found}
+
+
 @needs_chromium
 def test_the_job_page_draws_its_curves(service: Service, tmp_path: Path) -> None:
     _embedded_only(service)
     spec = {
+        "name": "browser-l1-l2",
         "dataset": {"name": "digits"},
         "model": {"type": "mlp", "hidden": [32]},
+        "regularization": {"l1": 0.001, "l1_mode": "proximal", "l2": 0.001},
         "training": {"epochs": 6},
     }
     job = service.wait(service.submit(spec)["id"])
     shot = tmp_path / "job.png"
-    _browse(f"{service.url}/jobs/{job['id']}", tmp_path, shot)
-    # train_loss (blue) and val_loss (red) are drawn as lines: hundreds of pixels each
-    assert _count(shot, BLUE) > 300
+    _browse(f"{service.url}/jobs/{job['id']}", tmp_path, shot, size="1280,1300")
+    # train_loss (blue) and val_loss (red) are drawn as lines, as are the other charts' first
+    # series (blue): hundreds of pixels each
+    assert _count(shot, BLUE) > 1000
     assert _count(shot, RED) > 300
+    dom = _browse(f"{service.url}/jobs/{job['id']}", tmp_path)
+    charts = _charts(dom)
+    assert list(charts) == JOB_CHARTS and 'data-charts="7"' in dom
+    for name, ticks in charts.items():  # whole epochs only, never 1.5
+        assert ticks and all(t.isdigit() and 1 <= int(t) <= 6 for t in ticks), (name, ticks)
+    # the legends show the latest epoch's values, not uPlot's "--" until hovered
+    values = re.findall(r'<td class="u-value">([^<]*)</td>', dom)
+    assert values and "--" not in values
+    last = service.http.get(f"/v1/jobs/{job['id']}/metrics").json()["epochs"][-1]
+    assert "6" in values and f"{last['weight_l2_norm']:.4f}" in values
+    assert "l1=0.001, l2=0.001" in dom
 
 
 @needs_chromium
@@ -78,14 +85,20 @@ def test_the_compare_page_overlays_two_jobs(service: Service, tmp_path: Path) ->
         service.wait(job_id)
     url = f"{service.url}/compare?ids={','.join(ids)}"
     shot = tmp_path / "compare.png"
-    _browse(url, tmp_path, shot)
+    _browse(url, tmp_path, shot, size="1280,1100")
     # one colour per job, in the order of ids: each draws a line on four charts
     assert _count(shot, BLUE) > 300
     assert _count(shot, RED) > 300
     dom = _browse(url, tmp_path)
     assert 'data-series="2"' in dom and "cmp-dropout" in dom and "cmp-none" in dom
     assert "dropout=0.5" in dom and "unregularized" in dom  # what sets each job apart
-    assert dom.count('class="uplot') == 4  # val_loss, train_loss, val_accuracy, generalization gap
+    # val_loss, train_loss, val_accuracy, generalization gap, penalty, weight L2 norm, sparsity, lr
+    charts = _charts(dom)
+    assert list(charts) == ["val_loss", "train_loss", "metric", "generalization_gap", "penalty",
+                            "weight_l2_norm", "weight_sparsity", "lr"]  # fmt: skip
+    assert dom.count('class="uplot') == 8 and all(t.isdigit() for ts in charts.values() for t in ts)
+    values = re.findall(r'<td class="u-value">([^<]*)</td>', dom)
+    assert values and "--" not in values
 
 
 def _wait_sweep(service: Service, sweep_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -125,3 +138,5 @@ def test_the_sweep_page_plots_score_against_lambda(service: Service, tmp_path: P
     assert 'data-points="3"' in dom
     assert 'class="best"' in dom and f'href="/jobs/{sweep["best"]["job_id"]}"' in dom
     assert "drawn at 1e-4" in dom and "labelled 0" in dom
+    values = re.findall(r'<td class="u-value">([^<]*)</td>', dom)  # the best trial's, not "--"
+    assert "--" not in values and f"{sweep['best']['score']:.4f}" in values

@@ -1,0 +1,267 @@
+"""The Client: one regtrain server's jobs, checkpoints, predictions, events and sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from regtrain_client.errors import JobFailed
+from regtrain_client.frames import EpochRows
+from regtrain_client.models import Checkpoint, EpochMetrics, Job, Sweep
+from regtrain_client.progress import EpochProgress
+from regtrain_client.sse import Event, parse_sse
+from regtrain_client.transport import RETRYABLE, Transport
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# The server comments every 15 s on a quiet stream: this long without a byte means a dead link.
+STREAM_READ_TIMEOUT_S = 45.0
+
+
+class Client:
+    """A connection to one regtrain server.
+
+    url defaults to $REGTRAIN_URL (else http://127.0.0.1:8000), api_key to $REGTRAIN_API_KEY.
+    A request that fails to connect (or whose connection drops) is tried again up to `retries`
+    times, waiting backoff, 2·backoff, 4·backoff, ... (at most max_backoff) in between; with
+    `give_up_after_s`, a server that has never answered is given up on after that long."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 30.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        give_up_after_s: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or self.default_url()).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("REGTRAIN_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.transport = Transport(
+            self.url, headers, timeout=timeout, retries=retries, backoff=backoff,
+            max_backoff=max_backoff, give_up_after_s=give_up_after_s, transport=transport,
+        )  # fmt: skip
+
+    @staticmethod
+    def default_url() -> str:
+        """$REGTRAIN_URL, else http://127.0.0.1:8000."""
+        return os.environ.get("REGTRAIN_URL") or DEFAULT_URL
+
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying httpx client (base URL and key set), for routes without a method."""
+        return self.transport.http
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.transport.json(method, path, **kwargs)
+
+    def _job(self, doc: dict[str, Any]) -> Job:
+        job = Job.model_validate(doc)
+        job._client = self
+        return job
+
+    def _sweep(self, doc: dict[str, Any]) -> Sweep:
+        sweep = Sweep.model_validate(doc)
+        sweep._client = self
+        return sweep
+
+    # --- jobs ---
+
+    def submit(self, spec: dict[str, Any] | str | Path, *, idempotency_key: str | None = None) -> Job:
+        """Queue a job (a JobSpec dict, or the path of a JSON file holding one). Retries reuse
+        one Idempotency-Key, so a submit whose answer was lost never makes a second job."""
+        key = idempotency_key or uuid.uuid4().hex
+        body = load_spec(spec)
+        return self._job(self._json("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key}))
+
+    def validate(self, spec: dict[str, Any] | str | Path) -> dict[str, Any]:
+        """Dry run: the filled spec, parameter count, memory estimate; nothing is queued."""
+        return self._json("POST", "/v1/jobs:validate", json=load_spec(spec))
+
+    def job(self, job_id: str) -> Job:
+        return self._job(self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def jobs(self, status: str | None = None, limit: int | None = None, page_size: int = 100) -> list[Job]:
+        """Newest first, following the pagination cursor up to `limit` jobs (None: all)."""
+        out: list[Job] = []
+        cursor: str | None = None
+        while limit is None or len(out) < limit:
+            size = page_size if limit is None else min(page_size, limit - len(out))
+            params: dict[str, Any] = {"limit": size}
+            if status:
+                params["status"] = status
+            if cursor:
+                params["cursor"] = cursor
+            page = self._json("GET", "/v1/jobs", params=params)
+            out += [self._job(doc) for doc in page["jobs"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return out
+
+    def cancel(self, job_id: str) -> Job:
+        return self._job(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def metrics(self, job_id: str) -> EpochRows[EpochMetrics]:
+        """One row per epoch; `.to_dataframe()` makes a DataFrame indexed by epoch."""
+        rows = self._json("GET", f"/v1/jobs/{job_id}/metrics")["epochs"]
+        return EpochRows(EpochMetrics.model_validate(r) for r in rows)
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        rows = self._json("GET", f"/v1/jobs/{job_id}/checkpoints")["checkpoints"]
+        return [Checkpoint.model_validate(r) for r in rows]
+
+    def sidecar(self, job_id: str, name: str = "best") -> dict[str, Any]:
+        """A checkpoint's JSON sidecar: spec, input_shape, classes, standardization, metrics."""
+        return self._json("GET", f"/v1/jobs/{job_id}/checkpoints/{name}/sidecar")
+
+    def download(
+        self, job_id: str, name: str = "best", path: str | Path | None = None, *, sidecar: bool = True
+    ) -> Path:
+        """Save a checkpoint's safetensors file (default: ./{job_id}-{name}.safetensors) and,
+        unless sidecar=False, its JSON sidecar beside it (same name, .json)."""
+        target = Path(path) if path is not None else Path(f"{job_id}-{name}.safetensors")
+        if sidecar:
+            doc = self.sidecar(job_id, name)
+            target.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+
+        def fetch() -> Path:
+            with self.transport.stream("GET", f"/v1/jobs/{job_id}/checkpoints/{name}") as r:
+                tmp = target.with_name(f".{target.name}.part")
+                with tmp.open("wb") as f:
+                    for chunk in r.iter_bytes():
+                        f.write(chunk)
+                tmp.replace(target)
+            return target
+
+        return self.transport.retrying(fetch)
+
+    def predict(self, job_id: str, inputs: Any, checkpoint: str = "best") -> list[Any]:
+        """Predictions of a trained job for raw inputs (the server standardizes them): class
+        labels for classification, values in the target's units for regression."""
+        if hasattr(inputs, "tolist"):  # a numpy array
+            inputs = inputs.tolist()
+        body = {"inputs": inputs, "checkpoint": checkpoint}
+        return self._json("POST", f"/v1/jobs/{job_id}/predict", json=body)["predictions"]
+
+    def events(
+        self, job_id: str, *, last_event_id: str | None = None, timeout: float | None = None
+    ) -> Iterator[Event]:
+        """The job's Server-Sent Events until `done`. A dropped connection (or one silent for
+        longer than three of the server's keep-alives) is resumed with Last-Event-ID, so no
+        event is lost or repeated. TimeoutError after `timeout` seconds, if given."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures, since = 0, time.monotonic()
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            read_s = STREAM_READ_TIMEOUT_S
+            if deadline is not None:
+                read_s = max(min(read_s, deadline - time.monotonic()), 0.01)
+            try:
+                with self.transport.stream(
+                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(30, read=read_s)
+                ) as r:
+                    for event in parse_sse(r.iter_lines()):
+                        failures, since = 0, time.monotonic()
+                        if event.id is not None:
+                            last_event_id = event.id
+                        yield event
+                        if event.event == "done":
+                            return
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise TimeoutError(f"job {job_id} not finished after {timeout} s")
+            except RETRYABLE:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} not finished after {timeout} s") from None
+                if not self.transport.wait_before_retry(failures, since):
+                    raise
+                failures += 1
+                continue
+            # The server closed the stream without `done` (a restart): reconnect.
+
+    def wait(
+        self,
+        job_id: str,
+        progress: bool | Callable[[EpochMetrics, Job], None] = False,
+        *,
+        timeout: float | None = None,
+        check: bool = False,
+        out: TextIO | None = None,
+    ) -> Job:
+        """See Job.wait."""
+        shown: EpochProgress | None = None
+        try:
+            for event in self.events(job_id, timeout=timeout):
+                if event.event == "epoch" and progress:
+                    row = EpochMetrics.model_validate(event.data)
+                    if callable(progress):
+                        progress(row, self.job(job_id))
+                        continue
+                    if shown is None:
+                        job = self.job(job_id)
+                        shown = EpochProgress(out or sys.stderr, job.progress.epochs or None, job.name)
+                    shown.update(row)
+                elif event.event == "done":
+                    job = self._job(event.data)
+                    if check and job.status != "succeeded":
+                        raise JobFailed(job)
+                    return job
+        finally:
+            if shown is not None:
+                shown.close()
+        return self.job(job_id)  # pragma: no cover (events() returns only after done)
+
+    # --- sweeps ---
+
+    def submit_sweep(self, spec: dict[str, Any] | str | Path, *, idempotency_key: str | None = None) -> Sweep:
+        """Queue a sweep (a SweepSpec dict, or the path of a JSON file holding one)."""
+        key = idempotency_key or uuid.uuid4().hex
+        body = load_spec(spec)
+        return self._sweep(self._json("POST", "/v1/sweeps", json=body, headers={"Idempotency-Key": key}))
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        return self._sweep(self._json("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def sweeps(self, status: str | None = None, limit: int = 20) -> list[Sweep]:
+        """The newest sweeps (at most 100)."""
+        params: dict[str, Any] = {"limit": min(limit, 100)}
+        if status:
+            params["status"] = status
+        page = self._json("GET", "/v1/sweeps", params=params)
+        return [self._sweep(doc) for doc in page["sweeps"]]
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        return self._sweep(self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+
+def load_spec(spec: dict[str, Any] | str | Path) -> dict[str, Any]:
+    """A spec given as a dict, or as the path of a JSON file ("-": standard input)."""
+    if isinstance(spec, dict):
+        return spec
+    text = sys.stdin.read() if str(spec) == "-" else Path(spec).read_text()
+    doc = json.loads(text)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{spec}: a spec is a JSON object")
+    return doc

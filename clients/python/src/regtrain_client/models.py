@@ -1,0 +1,272 @@
+"""The documents the server answers, typed. They keep any field a newer server adds
+(extra="allow"); `SCHEMA` names the component of the server's /openapi.json each one reads,
+which a test checks against a live server. Job and Sweep carry methods that act on them."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from regtrain_client.frames import EpochRows, dataframe
+from regtrain_client.progress import SweepProgress
+from regtrain_client.sse import Event
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from regtrain_client.client import Client
+
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Document(BaseModel):
+    # A newer server may add fields: keep them rather than refuse the answer.
+    model_config = ConfigDict(extra="allow")
+    SCHEMA: ClassVar[str | None] = None
+
+
+class HistoryEntry(Document):
+    SCHEMA = "HistoryEntry"
+    status: str
+    at: datetime
+    attempt: int | None = None
+    worker: str | None = None
+    resumed_from_epoch: int | None = None
+    message: str | None = None
+
+
+class Progress(Document):
+    SCHEMA = "Progress"
+    epoch: int = 0
+    epochs: int = 0
+    fraction: float = 0.0
+
+
+class JobError(Document):
+    SCHEMA = "JobError"
+    type: str
+    message: str
+
+
+class JobResult(Document):
+    best_epoch: int | None = None
+    metrics: dict[str, float | None] = {}
+    weight_sparsity: float | None = None
+    weight_l2_norm: float | None = None
+    epochs_completed: int | None = None
+
+
+class EpochMetrics(Document):
+    """One row of GET /v1/jobs/{id}/metrics; validation/test fields depend on the task."""
+
+    epoch: int
+    train_loss: float | None = None
+    data_loss: float | None = None
+    penalty: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    train_eval_loss: float | None = None
+    generalization_gap: float | None = None
+    weight_l2_norm: float | None = None
+    weight_sparsity: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+    samples_per_second: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class Checkpoint(Document):
+    SCHEMA = "Checkpoint"
+    name: str
+    epoch: int
+    size_bytes: int
+    sha256: str
+    metrics: dict[str, Any] | None = None
+
+
+class _Handle(Document):
+    _client: Client | None = PrivateAttr(None)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("this object was not made by a Client")
+        return self._client
+
+
+class Job(_Handle):
+    """A job as GET /v1/jobs/{id} returns it, with methods to act on it."""
+
+    SCHEMA = "Job"
+    id: str
+    name: str | None = None
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    history: list[HistoryEntry] = []
+    progress: Progress = Progress()
+    latest_metrics: dict[str, Any] | None = None
+    result: JobResult | None = None
+    error: JobError | None = None
+    spec: dict[str, Any] = {}
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(self.started_at.tzinfo)
+        return (end - self.started_at).total_seconds()
+
+    def refresh(self) -> Job:
+        return self.client.job(self.id)
+
+    def metrics(self) -> EpochRows[EpochMetrics]:
+        """One row per epoch; `.to_dataframe()` makes a DataFrame indexed by epoch."""
+        return self.client.metrics(self.id)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return self.client.checkpoints(self.id)
+
+    def download(self, name: str = "best", path: str | Path | None = None, *, sidecar: bool = True) -> Path:
+        return self.client.download(self.id, name, path, sidecar=sidecar)
+
+    def sidecar(self, name: str = "best") -> dict[str, Any]:
+        return self.client.sidecar(self.id, name)
+
+    def cancel(self) -> Job:
+        return self.client.cancel(self.id)
+
+    def events(self, last_event_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
+        return self.client.events(self.id, last_event_id=last_event_id, timeout=timeout)
+
+    def predict(self, inputs: Any, checkpoint: str = "best") -> list[Any]:
+        return self.client.predict(self.id, inputs, checkpoint=checkpoint)
+
+    def wait(
+        self,
+        progress: bool | Callable[[EpochMetrics, Job], None] = False,
+        *,
+        timeout: float | None = None,
+        check: bool = False,
+        out: TextIO | None = None,
+    ) -> Job:
+        """Follow the job's event stream until it finishes; returns the finished job.
+
+        progress=True draws a tqdm.auto bar where tqdm is installed, else prints a line per
+        epoch (to stderr, or `out`); a callable gets each epoch's row and the job instead.
+        check=True raises JobFailed unless it succeeded."""
+        return self.client.wait(self.id, progress=progress, timeout=timeout, check=check, out=out)
+
+
+class Trial(Document):
+    SCHEMA = "SweepTrial"
+    index: int | None = None
+    params: dict[str, Any] = {}
+    status: str | None = None
+    metrics: dict[str, Any] | None = None
+    score: float | None = None
+    fold_scores: list[float] | None = None
+    vectorized: bool | None = None
+    error: JobError | None = None
+
+
+class SweepBest(Document):
+    SCHEMA = "SweepBest"
+    index: int | None = None
+    params: dict[str, Any] = {}
+    metrics: dict[str, Any] | None = None
+    score: float | None = None
+    job_id: str | None = None
+
+
+class Sweep(_Handle):
+    """A sweep as GET /v1/sweeps/{id} returns it."""
+
+    SCHEMA = "Sweep"
+    id: str
+    name: str | None = None
+    status: str
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    trials: list[Trial] = []
+    leaderboard: list[int] = []
+    best: SweepBest | None = None
+    objective: dict[str, Any] = {}
+    error: JobError | None = None
+    spec: dict[str, Any] = {}
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def refresh(self) -> Sweep:
+        return self.client.sweep(self.id)
+
+    def cancel(self) -> Sweep:
+        return self.client.cancel_sweep(self.id)
+
+    def best_job(self) -> Job | None:
+        """The best trial retrained on train+validation data, once there is one."""
+        if self.best is None or self.best.job_id is None:
+            return None
+        return self.client.job(self.best.job_id)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The trials, one row each, indexed by trial: each swept parameter and each metric
+        (fold means) a column of its own, then status, score and vectorized."""
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {"index": t.index, **t.params, **(t.metrics or {})}
+            row.update(status=t.status, score=t.score, vectorized=t.vectorized)
+            rows.append(row)
+        return dataframe(rows, "index")
+
+    def wait(
+        self,
+        progress: bool | Callable[[Sweep], None] = False,
+        *,
+        timeout: float | None = None,
+        poll: float = 1.0,
+        out: TextIO | None = None,
+    ) -> Sweep:
+        """Poll until the sweep finishes. progress=True: a tqdm.auto bar of finished trials
+        where tqdm is installed, else a line whenever a trial ends; a callable gets the sweep."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        shown = SweepProgress(out or sys.stderr) if progress is True else None
+        sweep = self
+        try:
+            last = -1
+            while True:
+                done = sum(t.status in FINISHED for t in sweep.trials)
+                if done != last:
+                    last = done
+                    if callable(progress):
+                        progress(sweep)
+                    elif shown is not None:
+                        shown.update(sweep)
+                if sweep.finished:
+                    return sweep
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"sweep {self.id} still {sweep.status} after {timeout} s")
+                time.sleep(poll)
+                sweep = sweep.refresh()
+        finally:
+            if shown is not None:
+                shown.close()
