@@ -60,15 +60,11 @@ class StoreCollector(Collector):
             "Time from a job's start to its end, of finished jobs, by final status.",
             labels=["status"],
         )
-        per_status: dict[str, list[float]] = defaultdict(list)
-        for status, seconds in self.store.job_durations():
-            per_status[status].append(seconds)
-        for status, values in sorted(per_status.items()):
-            buckets: list[tuple[str, float]] = [
-                (str(float(b)), float(sum(v <= b for v in values))) for b in DURATION_BUCKETS
-            ]
-            buckets.append(("+Inf", float(len(values))))
-            durations.add_metric([status], buckets, sum(values))
+        histogram = self.store.job_duration_histogram(DURATION_BUCKETS)
+        for status, (counts, total, seconds) in sorted(histogram.items()):
+            buckets = [(str(float(b)), float(n)) for b, n in zip(DURATION_BUCKETS, counts, strict=True)]
+            buckets.append(("+Inf", float(total)))
+            durations.add_metric([status], buckets, seconds)
         yield durations
 
         yield CounterMetricFamily(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -292,13 +292,27 @@ class Repository:
         with self._read() as conn:
             return {(s, q): int(n) for s, q, n in conn.execute(query)}
 
-    def job_durations(self) -> list[tuple[str, float]]:
-        """(status, seconds from start to finish) of every finished job that started."""
-        query = sa.select(jobs.c.status, jobs.c.started_at, jobs.c.finished_at).where(
-            jobs.c.status.in_(FINISHED), jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None)
+    def job_duration_histogram(self, buckets: Sequence[float]) -> dict[str, tuple[list[int], int, float]]:
+        """status → (cumulative count ≤ each bucket, count, sum of seconds) of the finished jobs
+        that started, counted in SQL: a scrape moves one row per status, not one per job."""
+        if self.engine.dialect.name == "sqlite":
+            seconds = (sa.func.julianday(jobs.c.finished_at) - sa.func.julianday(jobs.c.started_at)) * 86400.0
+        else:
+            seconds = sa.func.extract("epoch", jobs.c.finished_at - jobs.c.started_at)
+        query = (
+            sa.select(
+                jobs.c.status,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(seconds), 0.0),
+                *(sa.func.sum(sa.case((seconds <= b, 1), else_=0)) for b in buckets),
+            )
+            .where(jobs.c.status.in_(FINISHED), jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
+            .group_by(jobs.c.status)
         )
         with self._read() as conn:
-            return [(s, (f - b).total_seconds()) for s, b, f in conn.execute(query)]
+            return {
+                str(r[0]): ([int(c or 0) for c in r[3:]], int(r[1]), float(r[2])) for r in conn.execute(query)
+            }
 
     def epochs_recorded(self, since: datetime | None = None) -> int:
         """Metrics rows (trained epochs) in the store, or those written after `since`."""

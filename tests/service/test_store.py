@@ -200,3 +200,26 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.engine.dispose()
+
+
+def test_the_duration_histogram_is_counted_in_sql(store: Repository) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from service.store.tables import jobs
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for seconds, status in ((2, "succeeded"), (40, "succeeded"), (4000, "failed")):
+        job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id).values(
+                    status=status, started_at=start, finished_at=start + timedelta(seconds=seconds)
+                )
+            )
+    store.create_job(tenant="t", spec=SPEC, queue="cpu")  # queued: not counted
+    histogram = store.job_duration_histogram((1, 5, 60, 3600, 7200))
+    assert histogram["succeeded"][0] == [0, 1, 2, 2, 2] and histogram["succeeded"][1] == 2
+    assert abs(histogram["succeeded"][2] - 42) < 1e-3
+    assert histogram["failed"][:2] == ([0, 0, 0, 0, 1], 1)
