@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         description="May webhooks go to loopback, private or link-local addresses? Unset: only "
         "where no REGTRAIN_API_KEYS are set (a single user); with keys, only if true.",
     )
+    max_dataset_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="Most bytes a dataset's arrays may take in memory once decompressed or "
+        "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
+        "Parquet file's rows × features × 4).",
+    )
 
     @property
     def datasets_dir(self) -> Path:

@@ -1,7 +1,8 @@
-"""/v1/datasets: upload a CSV or NPZ, list uploads and the built-in datasets."""
+"""/v1/datasets: upload a CSV, Parquet or NPZ file, list uploads and the built-in datasets."""
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,9 @@ router = APIRouter(prefix="/v1", tags=["datasets"])
 
 @router.post("/datasets", status_code=201, response_model=Dataset)
 def upload_dataset(
-    file: Annotated[UploadFile, File(description="CSV with a header row, or NPZ with X and y.")],
+    file: Annotated[
+        UploadFile, File(description="CSV with a header row, Parquet, or NPZ with arrays X and y.")
+    ],
     store: StoreDep,
     settings: SettingsDep,
     tenant: TenantDep,
@@ -31,18 +34,23 @@ def upload_dataset(
         Form(description="Default: inferred (few distinct integer targets: classification)."),
     ] = None,
 ) -> dict[str, Any]:
-    raw = file.file.read(settings.max_upload_bytes + 1)
-    if len(raw) > settings.max_upload_bytes:
+    # The upload is parsed from the spooled file that received it (on disk beyond 1 MB), not
+    # copied into memory first.
+    upload = file.file
+    upload.seek(0, os.SEEK_END)
+    if upload.tell() > settings.max_upload_bytes:
         raise PayloadTooLarge(f"the upload exceeds {settings.max_upload_bytes} bytes")
+    upload.seek(0)
     display_name = PurePath(file.filename or "upload").name[:300] or "upload"
     try:
         data = parse_upload(
             display_name,
-            raw,
+            upload,  # type: ignore[arg-type]
             target,
             task,
             max_rows=settings.max_dataset_rows,
             max_columns=settings.max_dataset_columns,
+            max_bytes=settings.max_dataset_bytes,
         )
     except DataError as e:
         raise BadRequest(f"{display_name}: {e}") from None
