@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
         "Parquet file's rows × features × 4).",
     )
+    keep_epoch_checkpoints: int = Field(
+        3,
+        ge=0,
+        description="A finished job keeps its best and final checkpoints and its last this many "
+        "epoch checkpoints (resume points; a running job keeps 3); 0 keeps none.",
+    )
 
     @property
     def datasets_dir(self) -> Path:

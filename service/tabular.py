@@ -26,7 +26,7 @@ from service.parsed import DataError, Limits, ParsedDataset, Task, finish
 
 Source = bytes | BinaryIO | Path
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 1 << 20
 SNIFF_BYTES = 64 << 10
 NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|infinity|nan)$"
 _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+): invalid value '(.*)'")
@@ -61,8 +61,12 @@ def _header(source: Source) -> list[str]:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
         raise DataError("the CSV is not UTF-8 text") from None
+    # The header line alone, when the first block holds it (a header whose quoted names span
+    # lines falls back to a probe of the whole first block).
+    line = head[: head.index(b"\n") + 1] if b"\n" in head else None
+    probe = pa.BufferReader(line) if line and b'"' not in line else _input(source)
     try:
-        reader = pcsv.open_csv(_input(source), read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES))
+        reader = pcsv.open_csv(probe, read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES))
     except pa.ArrowInvalid as e:
         raise _csv_error(e) from None
     names = [n.strip() for n in reader.schema.names]

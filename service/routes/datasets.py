@@ -1,4 +1,4 @@
-"""/v1/datasets: upload a CSV, Parquet or NPZ file, list uploads and the built-in datasets."""
+"""/v1/datasets: upload (CSV, Parquet or NPZ), list with the built-in datasets, read, delete."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import os
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.architecture import BUILTIN_SHAPES
+from service.artifacts import remove_dataset_file
 from service.datafile import DataError, parse_upload, save_canonical
 from service.deps import SettingsDep, StoreDep, TenantDep
-from service.errors import BadRequest, NotFound, PayloadTooLarge
+from service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from service.schemas import Dataset, DatasetList
 from service.store.repository import Row, new_id
 
@@ -99,6 +100,19 @@ def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep) -> dict[str
     if row is None:
         raise NotFound(f"no dataset {dataset_id!r}")
     return _uploaded(row)
+
+
+@router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
+def delete_dataset(dataset_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+    """Delete an uploaded dataset and its file. One that a queued or running job (or sweep)
+    trains on → 409; finished jobs keep their results and checkpoints."""
+    outcome = store.delete_dataset(dataset_id, tenant)
+    if outcome == "missing":
+        raise NotFound(f"no dataset {dataset_id!r}")
+    if outcome == "active":
+        raise Conflict(f"dataset {dataset_id} is used by a queued or running job or sweep")
+    remove_dataset_file(settings, dataset_id)
+    return Response(status_code=204)
 
 
 def _uploaded(row: Row) -> dict[str, Any]:
