@@ -244,6 +244,10 @@ class Job(_Handle):
     def cancel(self) -> Job:
         return self.client.cancel(self.id)
 
+    def delete(self) -> None:
+        """Delete the finished job and its files (Conflict while queued or running)."""
+        self.client.delete(self.id)
+
     def events(self, last_event_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
         return self.client.events(self.id, last_event_id=last_event_id, timeout=timeout)
 
@@ -476,6 +480,14 @@ class Client:
 
     def cancel(self, job_id: str) -> Job:
         return self._job(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def delete(self, job_id: str) -> None:
+        """DELETE /v1/jobs/{id}: the finished job, its metrics, checkpoints and files."""
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """DELETE /v1/datasets/{id} (Conflict while a queued or running job uses it)."""
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
 
     def metrics(self, job_id: str) -> list[EpochMetrics]:
         rows = self._json("GET", f"/v1/jobs/{job_id}/metrics")["epochs"]

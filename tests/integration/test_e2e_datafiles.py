@@ -13,7 +13,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from live_service import Service
+
+from service.client import Client, NotFound
 
 MB = 1024 * 1024
 
@@ -119,13 +122,14 @@ def test_delete_a_trained_job_and_its_dataset(service: Service) -> None:
     assert all(type(v) is int and v in (3, 7) for v in p["predictions"]), p
     work_dir = Path(service.env["REGTRAIN_DATA_DIR"]) / "jobs" / job["id"]
     assert (work_dir / "checkpoints" / "best.safetensors").is_file()
-    r = service.http.delete(f"/v1/jobs/{job['id']}")
-    assert r.status_code == 204, r.text
+    client = Client(service.url, retries=0)
+    client.job(job["id"]).delete()  # the Python client's DELETE
     assert not work_dir.exists()
     assert service.http.get(f"/v1/jobs/{job['id']}").status_code == 404
     assert service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best").status_code == 404
-    r = service.http.delete(f"/v1/datasets/{ds['id']}")
-    assert r.status_code == 204, r.text
+    with pytest.raises(NotFound):
+        client.delete(job["id"])
+    client.delete_dataset(ds["id"])
     assert service.http.get(f"/v1/datasets/{ds['id']}").status_code == 404
 
 
