@@ -121,6 +121,19 @@ class Settings(BaseSettings):
         description="May webhooks go to loopback, private or link-local addresses? Unset: only "
         "where no REGTRAIN_API_KEYS are set (a single user); with keys, only if true.",
     )
+    max_dataset_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="Most bytes a dataset's arrays may take in memory once decompressed or "
+        "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
+        "Parquet file's rows × features × 4).",
+    )
+    keep_epoch_checkpoints: int = Field(
+        3,
+        ge=0,
+        description="A finished job keeps its best and final checkpoints and its last this many "
+        "epoch checkpoints (resume points; a running job keeps 3); 0 keeps none.",
+    )
 
     def tenant_webhook_secrets(self) -> dict[str, str]:
         """Tenant → its webhook secret, from webhook_secrets (and webhook_secret for `default`)."""

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from service.broker import RUN_JOB_TASK
 from service.spec import JobSpec
-from worker import leased_task
+from worker import leased_task, retention
 from worker.celery_app import app
 from worker.lease import Lease
 from worker.leased_task import finite
@@ -29,6 +29,15 @@ def run_job_task(job_id: str) -> None:
 
 
 def execute(job_id: str, rt: Runtime) -> None:
+    try:
+        _execute(job_id, rt)
+    finally:
+        # Whatever the outcome, a job that has now finished keeps only what retention allows
+        # (a job left running, for the reaper or another worker, is left alone).
+        retention.prune(rt.store, job_id, rt.settings.jobs_dir / job_id, rt.settings.keep_epoch_checkpoints)
+
+
+def _execute(job_id: str, rt: Runtime) -> None:
     # Imported here, not at module level: the Celery app (and whatever imports it) loads
     # without torch; only a process that trains pays for it.
     from worker.training.runner import Callbacks as EngineCallbacks

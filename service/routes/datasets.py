@@ -1,16 +1,18 @@
-"""/v1/datasets: upload a CSV or NPZ, list uploads and the built-in datasets."""
+"""/v1/datasets: upload (CSV, Parquet or NPZ), list with the built-in datasets, read, delete."""
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.architecture import BUILTIN_SHAPES
+from service.artifacts import remove_dataset_file
 from service.datafile import DataError, parse_upload, save_canonical
 from service.deps import SettingsDep, StoreDep, TenantDep
-from service.errors import BadRequest, NotFound, PayloadTooLarge
+from service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from service.schemas import Dataset, DatasetList
 from service.store.repository import Row, new_id
 
@@ -19,7 +21,9 @@ router = APIRouter(prefix="/v1", tags=["datasets"])
 
 @router.post("/datasets", status_code=201, response_model=Dataset)
 def upload_dataset(
-    file: Annotated[UploadFile, File(description="CSV with a header row, or NPZ with X and y.")],
+    file: Annotated[
+        UploadFile, File(description="CSV with a header row, Parquet, or NPZ with arrays X and y.")
+    ],
     store: StoreDep,
     settings: SettingsDep,
     tenant: TenantDep,
@@ -31,18 +35,23 @@ def upload_dataset(
         Form(description="Default: inferred (few distinct integer targets: classification)."),
     ] = None,
 ) -> dict[str, Any]:
-    raw = file.file.read(settings.max_upload_bytes + 1)
-    if len(raw) > settings.max_upload_bytes:
+    # The upload is parsed from the spooled file that received it (on disk beyond 1 MB), not
+    # copied into memory first.
+    upload = file.file
+    upload.seek(0, os.SEEK_END)
+    if upload.tell() > settings.max_upload_bytes:
         raise PayloadTooLarge(f"the upload exceeds {settings.max_upload_bytes} bytes")
+    upload.seek(0)
     display_name = PurePath(file.filename or "upload").name[:300] or "upload"
     try:
         data = parse_upload(
             display_name,
-            raw,
+            upload,  # type: ignore[arg-type]
             target,
             task,
             max_rows=settings.max_dataset_rows,
             max_columns=settings.max_dataset_columns,
+            max_bytes=settings.max_dataset_bytes,
         )
     except DataError as e:
         raise BadRequest(f"{display_name}: {e}") from None
@@ -91,6 +100,19 @@ def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep) -> dict[str
     if row is None:
         raise NotFound(f"no dataset {dataset_id!r}")
     return _uploaded(row)
+
+
+@router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
+def delete_dataset(dataset_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+    """Delete an uploaded dataset and its file. One that a queued or running job (or sweep)
+    trains on → 409; finished jobs keep their results and checkpoints."""
+    outcome = store.delete_dataset(dataset_id, tenant)
+    if outcome == "missing":
+        raise NotFound(f"no dataset {dataset_id!r}")
+    if outcome == "active":
+        raise Conflict(f"dataset {dataset_id} is used by a queued or running job or sweep")
+    remove_dataset_file(settings, dataset_id)
+    return Response(status_code=204)
 
 
 def _uploaded(row: Row) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, dry-run, read, list, cancel, metrics and checkpoints."""
+"""/v1/jobs: submit, dry-run, read, list, cancel, delete, metrics and checkpoints."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse
 
 from service import jobs
+from service.artifacts import remove_job_files
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
-from service.errors import NotFound
+from service.errors import Conflict, NotFound
 from service.predict import EXPORT_SUFFIX, checkpoint_file, exported_file
 from service.routes import lookup, pages
 from service.routes.documents import json_document, read
@@ -92,6 +93,19 @@ def cancel_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any
     outcome = store.cancel(job_id, tenant)
     job = lookup.cancelled("job", job_id, outcome, lambda: store.get_job(job_id, tenant))
     return jobs.documents(store, [job])[0]
+
+
+@router.delete("/jobs/{job_id}", status_code=204, response_class=Response)
+def delete_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+    """Delete a finished job: its row, metrics, checkpoints and every file it wrote (weights,
+    sidecars, resume state, exports). A queued or running job → 409 (cancel it first)."""
+    outcome = store.delete_job(job_id, tenant)
+    if outcome == "missing":
+        raise NotFound(f"no job {job_id!r}")
+    if outcome == "active":
+        raise Conflict(f"job {job_id} is queued or running: cancel it first, then delete it")
+    remove_job_files(settings, job_id)
+    return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}/metrics", response_model=Metrics)

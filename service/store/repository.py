@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -733,6 +734,71 @@ class Repository:
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
+
+    # --- deletion and retention ------------------------------------------------------------
+
+    def delete_job(self, job_id: str, tenant: str) -> DeleteOutcome:
+        """Delete a finished job with its history, metrics and checkpoint rows ("active": it
+        is queued or running, and stays). A finished job never changes again, so the conditional
+        DELETE decides alone."""
+        owned = (jobs.c.id == job_id) & (jobs.c.tenant == tenant)
+        with self._write() as conn:
+            status = conn.execute(sa.select(jobs.c.status).where(owned)).scalar()
+            if status is None:
+                return "missing"
+            if status not in FINISHED:
+                return "active"
+            for child in (job_history, job_metrics, checkpoints):
+                conn.execute(child.delete().where(child.c.job_id == job_id))
+            conn.execute(jobs.delete().where(owned, jobs.c.status.in_(FINISHED)))
+        return "deleted"
+
+    def delete_dataset(self, dataset_id: str, tenant: str) -> DeleteOutcome:
+        """Delete an uploaded dataset's row ("active": a queued or running job or sweep of the
+        tenant trains on it)."""
+        owned = (datasets.c.id == dataset_id) & (datasets.c.tenant == tenant)
+        with self._write() as conn:
+            if conn.execute(sa.select(datasets.c.id).where(owned)).first() is None:
+                return "missing"
+            for table in (jobs, sweeps):
+                specs = conn.execute(
+                    sa.select(table.c.spec).where(table.c.tenant == tenant, table.c.status.not_in(FINISHED))
+                ).scalars()
+                if any(_dataset_id(spec) == dataset_id for spec in specs):
+                    return "active"
+            conn.execute(datasets.delete().where(owned))
+        return "deleted"
+
+    def prune_epoch_checkpoints(self, job_id: str, keep: int) -> list[str]:
+        """A finished job keeps best, final and its last `keep` epoch checkpoints: the other
+        epoch rows are deleted (first, so that no listed checkpoint lacks its file) and their
+        names returned for the caller to remove the files."""
+        with self._write() as conn:
+            status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+            if status not in FINISHED:
+                return []
+            rows = conn.execute(
+                sa.select(checkpoints.c.name, checkpoints.c.epoch).where(checkpoints.c.job_id == job_id)
+            ).all()
+            epochs = sorted((epoch, name) for name, epoch in rows if _EPOCH_NAME.match(name))
+            drop = [name for _, name in (epochs[:-keep] if keep else epochs)]
+            if drop:
+                conn.execute(
+                    checkpoints.delete().where(checkpoints.c.job_id == job_id, checkpoints.c.name.in_(drop))
+                )
+        return drop
+
+
+DeleteOutcome = Literal["deleted", "active", "missing"]
+_EPOCH_NAME = re.compile(r"^epoch-\d+$")
+
+
+def _dataset_id(spec: Any) -> str | None:
+    """The uploaded dataset a job's spec (or a sweep's base spec) trains on."""
+    if not isinstance(spec, dict):
+        return None
+    dataset = (spec.get("base") or spec).get("dataset")
+    return dataset.get("id") if isinstance(dataset, dict) else None
 
 def _requeued(transitions: list[leased.Transition]) -> list[tuple[str, str]]:
     """(id, queue) of the rows the reaper put back on the queue: each needs a message."""

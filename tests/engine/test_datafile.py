@@ -122,3 +122,136 @@ def test_canonical_round_trip(tmp_path: Path) -> None:
     assert back.sha256() == data.sha256()
     with pytest.raises(DataError, match="missing"):
         load_canonical(tmp_path / "datasets" / "nope.npz")
+
+
+# --- label identity, missing values, Parquet, NPZ headers -------------------------------------
+
+
+def test_class_labels_keep_identity_and_type() -> None:
+    rows = [f"{i},{['0', '1e30', '2e30'][i % 3]}" for i in range(30)]
+    huge = parse_csv(csv_bytes("a,y", rows), None, **LIMITS)
+    assert huge.n_classes == 3 and huge.classes.dtype == np.float64
+    assert huge.classes.tolist() == [0.0, 1e30, 2e30]
+    ints = parse_csv(csv_bytes("a,y", [f"{i},{[-7, 3, 12][i % 3]}" for i in range(30)]), None, **LIMITS)
+    assert ints.classes.dtype == np.int64 and ints.classes.tolist() == [-7, 3, 12]
+    assert all(type(c) is int for c in ints.classes.tolist())
+    floats = parse_csv(csv_bytes("a,y", [f"{i},{i % 2}.0" for i in range(30)]), None, **LIMITS)
+    assert floats.classes.tolist() == [0, 1] and floats.classes.dtype == np.int64
+    text = parse_csv(csv_bytes("a,y", [f"{i}, {'ab'[i % 2]} " for i in range(30)]), None, **LIMITS)
+    assert text.classes.tolist() == ["a", "b"]
+    mixed = parse_csv(csv_bytes("a,y", [f"{i},{['1', 'x'][i % 2]}" for i in range(30)]), None, **LIMITS)
+    assert mixed.classes.tolist() == ["1", "x"]  # one non-number: every label is a string
+
+
+def test_npz_labels_of_any_magnitude_stay_distinct() -> None:
+    y = np.array([0.0, 1e30, 2e30] * 10)
+    data = parse_npz(npz_bytes(X=np.arange(60.0).reshape(30, 2), y=y), task="classification", **LIMITS)
+    assert data.n_classes == 3 and data.classes.tolist() == [0.0, 1e30, 2e30]
+    big = np.array([2**62, -(2**62), 5] * 10, dtype=np.int64)
+    data = parse_npz(npz_bytes(X=np.arange(60.0).reshape(30, 2), y=big), **LIMITS)
+    assert data.classes.tolist() == [-(2**62), 5, 2**62]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["1,,0", *good_rows()], r"column 'b' has 1 missing values .* line 2"),
+        ([*good_rows(), "1,NA,a"], r"column 'b' has 1 missing values .* line 14"),
+        ([*good_rows(), "1,2,"], r"column 'y' has 1 missing values"),
+        ([*good_rows(), "1,-inf,a"], r"column 'b' holds NaN or infinite values \(first at line 14\)"),
+        ([*good_rows(), "x,2,a"], r"line 14, column 'a': 'x' is not a number"),
+    ],
+)
+def test_missing_and_bad_values_name_the_column(rows: list[str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_csv(csv_bytes("a,b,y", rows), None, **LIMITS)
+
+
+def test_csv_byte_limit_is_checked_while_reading() -> None:
+    with pytest.raises(DataError, match="REGTRAIN_MAX_DATASET_BYTES"):
+        parse_csv(csv_bytes("a,b,y", good_rows(100)), None, **LIMITS, max_bytes=100)
+
+
+def parquet_bytes(**columns: object) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+def test_parquet_features_and_typed_target() -> None:
+    raw = parquet_bytes(a=np.arange(20.0), b=np.arange(20, dtype=np.int32), label=np.arange(20) % 3)
+    data = parse_upload("train.bin", raw, "label", None, **LIMITS)  # found by its magic bytes
+    assert data.X.shape == (20, 2) and data.X.dtype == np.float32
+    assert data.classes.tolist() == [0, 1, 2]
+    words = parquet_bytes(a=np.arange(20.0), y=["cat", "dog"] * 10)
+    assert parse_upload("w.parquet", words, None, None, **LIMITS).classes.tolist() == ["cat", "dog"]
+    reg = parquet_bytes(a=np.arange(20.0), t=np.linspace(0, 1, 20))
+    assert parse_upload("r.parquet", reg, "t", None, **LIMITS).task == "regression"
+
+
+@pytest.mark.parametrize(
+    ("columns", "target", "message"),
+    [
+        ({"a": ["x"] * 20, "y": [0, 1] * 10}, None, "column 'a' is string, not numeric"),
+        ({"a": [1.0, None] * 10, "y": [0, 1] * 10}, None, r"column 'a' has 10 missing values .* row 2"),
+        ({"a": [1.0, np.nan] * 10, "y": [0, 1] * 10}, None, "column 'a' holds NaN"),
+        ({"a": np.arange(20.0), "y": [0, 1] * 10}, "label", "target column 'label' is not in"),
+        ({"a": np.arange(30.0), "y": [0, 1] * 15}, None, "30 rows exceed the limit of 20"),
+    ],
+)
+def test_bad_parquet_says_why(columns: dict[str, object], target: str | None, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_upload("d.parquet", parquet_bytes(**columns), target, None, max_rows=20, max_columns=100)
+    with pytest.raises(DataError, match="not a readable Parquet"):
+        parse_upload("d.parquet", b"PAR1 not parquet at all", None, None, **LIMITS)
+
+
+def bomb() -> bytes:
+    """600 MB of zeros as X, under a MB compressed: the decompressed size is in the .npy header."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (75_000, 1000)}
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("X.npy", "w", force_zip64=True) as f:
+            f.write(header.getvalue())
+            chunk = bytes(1 << 24)
+            for _ in range(600_000_000 // len(chunk)):
+                f.write(chunk)
+        zf.writestr("y.npy", npz_member(np.zeros(75_000)))
+    return buf.getvalue()
+
+
+def npz_member(arr: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, arr)
+    return out.getvalue()
+
+
+def test_npz_bomb_is_refused_from_its_headers() -> None:
+    import time
+
+    raw = bomb()
+    assert len(raw) < 1_000_000
+    t = time.perf_counter()
+    with pytest.raises(DataError, match="over the limit of 268435456"):
+        parse_npz(raw, max_rows=1_000_000, max_columns=10_000, max_bytes=256 * 1024 * 1024)
+    assert time.perf_counter() - t < 0.5  # headers only: nothing was decompressed
+    with pytest.raises(DataError, match="75000 rows exceed"):
+        parse_npz(raw, **LIMITS)
+
+
+def test_bare_npy_and_truncated_npz_say_so() -> None:
+    with pytest.raises(DataError, match=r"a bare \.npy array, not an NPZ archive"):
+        parse_upload("data.npz", npz_member(np.zeros((20, 2))), None, None, **LIMITS)
+    good = npz_bytes(X=np.arange(40.0).reshape(20, 2), y=np.arange(20) % 2)
+    for cut in (len(good) // 2, len(good) - 30, 40):
+        with pytest.raises(DataError, match="truncated or damaged"):
+            parse_npz(good[:cut], **LIMITS)
+    assert parse_npz(good, **LIMITS).n_samples == 20

@@ -117,6 +117,10 @@ def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     buf = io.BytesIO()
     np.savez(buf, X=X, y=y)
     save_canonical(parse_npz(buf.getvalue(), **limits), folder / "blobs-npz.npz")
+    # labels 0, 1e30 and 2e30: three classes, as floats; labels 3, 7 and 11: ints
+    for name, labels in (("huge-csv", ["0", "1e30", "2e30"]), ("int-csv", ["3", "7", "11"])):
+        rows = ["a,b,label"] + [f"{i % 3 + rng.normal() * 0.1:.3f},{rng.normal():.3f},{labels[i % 3]}" for i in range(90)]
+        save_canonical(parse_csv("\n".join(rows).encode(), "label", **limits), folder / f"{name}.npz")
     return folder
 
 
@@ -136,6 +140,20 @@ def test_uploaded_datasets_train(tmp_path: Path, datasets_dir: Path, dataset_id:
     side = read_sidecar(tmp_path / "checkpoints", "final")
     if dataset_id == "iris-csv":
         assert side["classes"] == ["setosa", "versicolor", "virginica"]
+
+
+@pytest.mark.parametrize(("dataset_id", "classes"), [("huge-csv", [0.0, 1e30, 2e30]), ("int-csv", [3, 7, 11])])
+def test_class_labels_keep_their_type_through_to_predictions(
+    tmp_path: Path, datasets_dir: Path, dataset_id: str, classes: list[Any]
+) -> None:
+    from worker.training.inference import Predictor
+
+    spec = make_spec(dataset={"id": dataset_id}, model={"type": "mlp", "hidden": [16]}, training={"epochs": 3})
+    assert run_job(spec, tmp_path, datasets_dir=datasets_dir).status == "succeeded"
+    side = read_sidecar(tmp_path / "checkpoints", "final")
+    assert side["classes"] == classes and [type(c) for c in side["classes"]] == [type(c) for c in classes]
+    predicted = Predictor(tmp_path / "checkpoints" / "final.safetensors", side).predict([[0.0, 0.0], [2.0, 0.0]])
+    assert all(p in classes and type(p) is type(classes[0]) for p in predicted)
 
 
 def test_tutorial_mlp_reaches_96_percent_on_digits(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Dataset uploads: CSV and NPZ in, a canonical file under a server-made name out."""
+"""Dataset uploads: CSV, Parquet and NPZ in, a canonical file under a server-made name out."""
 
 from __future__ import annotations
 
@@ -95,6 +95,42 @@ def test_bad_uploads_are_refused_with_4xx(client: TestClient) -> None:
     assert _upload(client, "pets.csv", _csv(), task="clustering").status_code == 422
     assert client.post("/v1/datasets", data={"target": "y"}).status_code == 422  # no file
     assert [d for d in client.get("/v1/datasets").json()["datasets"] if not d["builtin"]] == []
+
+
+def test_npz_problems_are_400_naming_them(client: TestClient) -> None:
+    bare = io.BytesIO()
+    np.save(bare, np.zeros((20, 3)))
+    good = _npz(X=np.arange(60.0).reshape(20, 3), y=np.arange(20) % 2)
+    cases = {
+        "bare.npz": (bare.getvalue(), "a bare .npy array, not an NPZ archive"),
+        "cut.npz": (good[: len(good) // 2], "truncated or damaged"),
+        "other.npz": (_npz(A=np.zeros((20, 3)), y=np.zeros(20)), "must hold arrays 'X' and 'y'"),
+    }
+    for name, (raw, message) in cases.items():
+        r = _upload(client, name, raw)
+        assert r.status_code == 400 and message in r.json()["detail"], (name, r.text)
+        assert r.json()["detail"].startswith(f"{name}: ")
+
+
+def test_npz_over_the_byte_limit_is_refused_from_its_header(make_client: Any) -> None:
+    client = make_client(max_dataset_bytes=10_000)
+    r = _upload(client, "big.npz", _npz(X=np.zeros((2000, 10), np.float32), y=np.arange(2000) % 2))
+    assert r.status_code == 400 and "REGTRAIN_MAX_DATASET_BYTES" in r.json()["detail"], r.text
+
+
+def test_parquet_upload_keeps_integer_classes(client: TestClient) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"a": rng.normal(size=40), "b": rng.normal(size=40), "y": np.arange(40) % 4 * 10}), buf)
+    r = _upload(client, "train.parquet", buf.getvalue(), target="y")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert (ds["n_samples"], ds["n_features"], ds["n_classes"]) == (40, 2, 4)
+    stored = load_canonical(client.app.state.settings.datasets_dir / f"{ds['id']}.npz")  # type: ignore[attr-defined]
+    assert stored.classes.tolist() == [0, 10, 20, 30]
 
 
 def test_too_large_upload_is_413(make_client: Any) -> None:

@@ -223,3 +223,26 @@ def test_the_duration_histogram_is_counted_in_sql(store: Repository) -> None:
     assert histogram["succeeded"][0] == [0, 1, 2, 2, 2] and histogram["succeeded"][1] == 2
     assert abs(histogram["succeeded"][2] - 42) < 1e-3
     assert histogram["failed"][:2] == ([0, 0, 0, 0, 1], 1)
+
+
+def test_delete_and_retention_on_both_backends(store: Repository) -> None:
+    job_id = store.create_job(tenant="t", spec={"dataset": {"id": "ds-1"}}, queue="cpu")["id"]
+    store.create_dataset(dataset_id="ds-1", tenant="t", name="d", task="classification", n_samples=10,
+                         n_features=2, n_classes=2, image_shape=None, sha256="0" * 64, size_bytes=1)  # fmt: skip
+    assert store.delete_job(job_id, "t") == "active" and store.delete_job(job_id, "other") == "missing"
+    assert store.delete_dataset("ds-1", "t") == "active" and store.delete_dataset("ds-1", "other") == "missing"
+    assert store.claim(job_id, "w1", 30, 3) is not None
+    for epoch in range(1, 6):
+        store.record_epoch(job_id, "w1", {"epoch": epoch})
+        store.record_checkpoint(job_id, "w1", name=f"epoch-{epoch}", epoch=epoch, path=f"e{epoch}",
+                                size_bytes=1, sha256="0" * 64, metrics={})  # fmt: skip
+    store.record_checkpoint(job_id, "w1", name="best", epoch=2, path="b", size_bytes=1, sha256="0" * 64, metrics={})
+    assert store.prune_epoch_checkpoints(job_id, 2) == []  # still running: nothing goes
+    assert store.delete_job(job_id, "t") == "active"
+    store.finish(job_id, "w1", "succeeded", result={})
+    assert store.prune_epoch_checkpoints(job_id, 2) == ["epoch-1", "epoch-2", "epoch-3"]
+    assert [c["name"] for c in store.checkpoints(job_id)] == ["best", "epoch-4", "epoch-5"]
+    assert store.delete_dataset("ds-1", "t") == "deleted" and store.get_dataset("ds-1") is None
+    assert store.delete_job(job_id, "t") == "deleted"
+    assert store.get_job(job_id) is None and store.metrics(job_id) == [] and store.checkpoints(job_id) == []
+    assert store.delete_job(job_id, "t") == "missing"

@@ -82,7 +82,7 @@ class Prepared:
     y_test: np.ndarray
     standardization: Standardization
     sha256: str
-    classes: list[str] = field(default_factory=list)
+    classes: list[Any] = field(default_factory=list)  # labels with their type: int, float, bool or str
 
     @property
     def task(self) -> str:
@@ -110,7 +110,7 @@ def load_dataset(spec: JobSpec, datasets_dir: Path | None) -> ParsedDataset:
             return ParsedDataset(
                 X, np.asarray(bunch.target, np.float32), "regression", np.array([], dtype=str)
             )
-        names = np.asarray(bunch.target_names).astype(str)
+        names = np.asarray(bunch.target_names)  # digits: the ints 0-9; iris: strings
         return ParsedDataset(X, np.asarray(bunch.target, np.int64), "classification", names)
     if isinstance(ds, SyntheticDataset):
         return _synthetic(ds)
@@ -152,7 +152,7 @@ def _synthetic(ds: SyntheticDataset) -> ParsedDataset:
         X.astype(np.float32),
         y.astype(np.int64),
         "classification",
-        np.arange(ds.n_classes).astype(str),
+        np.arange(ds.n_classes, dtype=np.int64),
     )
 
 
@@ -253,7 +253,7 @@ def _assemble(
         y_test=ys(test_idx),
         standardization=st,
         sha256=data.sha256(),
-        classes=[str(c) for c in data.classes],
+        classes=data.classes.tolist(),
     )
 
 

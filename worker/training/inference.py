@@ -48,7 +48,7 @@ class Predictor:
     def __init__(self, weights: Path, sidecar: dict[str, Any]) -> None:
         self.model = load_model(weights, sidecar)
         self.task: str = sidecar["task"]
-        self.classes: list[str] = list(sidecar.get("classes") or [])
+        self.classes: list[Any] = list(sidecar.get("classes") or [])  # ints stay ints
         self.input_shape = tuple(int(v) for v in sidecar["input_shape"])
         self.standardization = Standardization.from_dict(sidecar["standardization"])
 

@@ -122,6 +122,14 @@ class Client:
     def cancel(self, job_id: str) -> Job:
         return self._job(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def delete(self, job_id: str) -> None:
+        """DELETE /v1/jobs/{id}: the finished job, its metrics, checkpoints and files."""
+        self.transport.request("DELETE", f"/v1/jobs/{job_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """DELETE /v1/datasets/{id} (Conflict while a queued or running job uses it)."""
+        self.transport.request("DELETE", f"/v1/datasets/{dataset_id}")
+
     def metrics(self, job_id: str) -> EpochRows[EpochMetrics]:
         """One row per epoch; `.to_dataframe()` makes a DataFrame indexed by epoch."""
         rows = self._json("GET", f"/v1/jobs/{job_id}/metrics")["epochs"]

@@ -152,6 +152,10 @@ class Job(_Handle):
     def cancel(self) -> Job:
         return self.client.cancel(self.id)
 
+    def delete(self) -> None:
+        """Delete the finished job and its files (Conflict while queued or running)."""
+        self.client.delete(self.id)
+
     def events(self, last_event_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
         return self.client.events(self.id, last_event_id=last_event_id, timeout=timeout)
 

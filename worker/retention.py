@@ -1,0 +1,30 @@
+"""What a finished job keeps: best, final and its last REGTRAIN_KEEP_EPOCH_CHECKPOINTS epoch
+checkpoints. The store drops the other rows first (so no listed checkpoint ever lacks its file),
+then their files go."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from service.store.repository import Repository
+
+log = logging.getLogger("regtrain.worker")
+
+
+def prune(store: Repository, job_id: str, work_dir: Path, keep: int) -> list[str]:
+    """The names removed (none while the job is still queued or running). Never raises: a
+    failed pruning leaves files behind, not a failed task."""
+    try:
+        names = store.prune_epoch_checkpoints(job_id, keep)
+    except Exception:
+        log.exception("job %s: could not apply checkpoint retention", job_id)
+        return []
+    if not names:
+        return []
+    from worker.training.checkpoints import remove_checkpoint  # torch: only where files go
+
+    for name in names:
+        remove_checkpoint(work_dir / "checkpoints", name)
+    log.info("job %s: removed %d epoch checkpoints (keeping the last %d)", job_id, len(names), keep)
+    return names
