@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 from live_service import Service
-
 from regtrain_client import Client, NotFound
 
 MB = 1024 * 1024
