@@ -158,7 +158,7 @@ def send(
 
 
 def document(job: Row, history: list[Row]) -> dict[str, Any]:
-    """The job as API.md spells it."""
+    """The job as docs/API.md spells it."""
     epochs = int(job["spec"].get("training", {}).get("epochs", 1))
     epoch = int(job["progress_epoch"] or 0)
     fraction = 1.0 if job["status"] == "succeeded" else min(epoch / epochs, 1.0)

@@ -1,4 +1,4 @@
-"""The JobSpec: what a client asks regtrain to train (the contract of API.md).
+"""The JobSpec: what a client asks regtrain to train (the contract of docs/API.md).
 
 Plain pydantic, no torch: the API validates specs without loading the engine. Every field has
 its default written here, so the OpenAPI schema documents it and a job records the filled spec.

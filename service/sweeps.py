@@ -92,7 +92,7 @@ def leaderboard(spec: dict[str, Any], trials: list[Row]) -> list[int]:
 
 
 def document(sweep: Row, trials: list[Row]) -> dict[str, Any]:
-    """The sweep as API.md spells it."""
+    """The sweep as docs/API.md spells it."""
     by_index = {t["trial_index"]: t for t in trials}
     best_row = by_index.get(sweep["best_index"]) if sweep["best_index"] is not None else None
     best = None

@@ -1,4 +1,4 @@
-"""The proofs of REGULARIZATION.md (numbered as there), against the engine's own code."""
+"""The proofs of docs/REGULARIZATION.md (numbered as there), against the engine's own code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Regularization, exactly as REGULARIZATION.md defines it.
+"""Regularization, exactly as docs/REGULARIZATION.md defines it.
 
 - L2 is λ₂·Σw² (gradient 2λ₂w) and L1 is λ₁·Σ|w| (subgradient λ₁·sign(w)) over the tensors in
   scope: by default every weight matrix and kernel (2+ dimensions) of every layer.
