@@ -16,7 +16,9 @@ from live_service import Service
 
 pytestmark = pytest.mark.integration
 
-RSS_LIMIT_MB = 400
+# The API is shared with the other integration tests (whose predictions load torch into it), so
+# what is held to a bound is what each request adds, not the process's size.
+GROWTH_LIMIT_MB = 100
 BASE = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}, "training": {"epochs": 1}}
 
 
@@ -31,7 +33,8 @@ def rss_mb(pid: int) -> float:
 @contextmanager
 def watched(svc: Service) -> Iterator[dict[str, float]]:
     """While the block runs: the API's peak RSS (MB) and the slowest /healthz (ms)."""
-    seen = {"rss_mb": rss_mb(svc.api.pid), "healthz_ms": 0.0, "samples": 0}
+    before = rss_mb(svc.api.pid)
+    seen = {"before_mb": before, "rss_mb": before, "healthz_ms": 0.0, "samples": 0}
     stop = threading.Event()
 
     def watch() -> None:
@@ -94,10 +97,11 @@ def test_a_hostile_request_is_refused_with_the_api_small_and_answering(service: 
         r = send(service.http)
         took = time.perf_counter() - started
     print(f"\n{service.backend:8} {attack:38} {r.status_code}  peak RSS {seen['rss_mb']:.0f} MB"
+          f" (+{seen['rss_mb'] - seen['before_mb']:.0f})"
           f"  slowest /healthz {seen['healthz_ms']:.0f} ms  took {1000 * took:.0f} ms")  # fmt: skip
     assert r.status_code == expected, r.text
     assert "detail" in r.json()
-    assert seen["rss_mb"] < RSS_LIMIT_MB
+    assert seen["rss_mb"] - seen["before_mb"] < GROWTH_LIMIT_MB
 
 
 @pytest.mark.parametrize("last_event_id", [b"\xb2.1.1", b"1" * 20 + b".2.3", b"9" * 19 + b".9.9", b"1.2", b"\xff\xfe"])
