@@ -159,6 +159,8 @@ def listen(host: str, port: int) -> socket.socket | None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        # listen() now: with SO_REUSEADDR, Linux lets two sockets bind one port until one listens.
+        sock.listen(2048)
     except OSError as e:
         sock.close()
         print(f"regtrain: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
@@ -231,9 +233,12 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     """A worker's preexec_fn: SIGTERM it (a warm shutdown that re-queues its job) when `up`
     dies, even by SIGKILL, which no `finally` of ours would see (Linux' PR_SET_PDEATHSIG)."""
 
+    # libc is loaded here, in the parent: after fork, only async-signal-safe work is safe (a
+    # dlopen could hang on a lock another thread held at the fork).
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
     def preexec() -> None:
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
+        if libc is not None:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # `up` died before the line above took effect
             os._exit(1)

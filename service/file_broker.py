@@ -72,6 +72,12 @@ class Transport(filesystem.Transport):
                 if watch.read(timeout=round(1000 * min(left, self.IDLE_LOOK_S))):
                     continue  # something arrived (or moved): look at once
 
+    def close_connection(self, connection: Any) -> None:
+        watch = self.__dict__.pop("watch", None)
+        if watch is not None:
+            watch.close()  # a reconnecting consumer would otherwise leak one inotify per try
+        super().close_connection(connection)
+
     def _watch(self) -> INotify | None:
         if "watch" not in self.__dict__:
             self.__dict__["watch"] = None

@@ -110,14 +110,8 @@ def submit(
             send(broker.enqueue, store.fail_queued, existing["id"], checked.queue)
             return store.get_job(existing["id"]) or existing, True
         return existing, False
-    if max_active is not None and active_work(store, tenant) >= max_active:
-        # Counted, then inserted: concurrent submits may pass the cap by a few; it bounds a
-        # tenant's share of the queue, not an exact quota.
-        raise TooManyRequests(
-            f"this tenant has {max_active} jobs and sweeps queued or running, the most allowed; "
-            "retry once some have finished",
-            retry_after_s=RETRY_AFTER_S,
-        )
+    if max_active is not None:
+        check_capacity(store, tenant, max_active)
     job, created = once.create(
         lambda: store.create_job(
             tenant=tenant,
@@ -134,10 +128,17 @@ def submit(
     return job, True
 
 
-def active_work(store: Repository, tenant: str) -> int:
-    """What REGTRAIN_MAX_ACTIVE_JOBS counts: the tenant's queued or running jobs and sweeps
-    (a sweep counts once; its trainings are bounded by REGTRAIN_MAX_SWEEP_TRAININGS)."""
-    return store.active_jobs(tenant) + store.active_sweeps(tenant)
+def check_capacity(store: Repository, tenant: str, max_active: int) -> None:
+    """429 for a tenant with max_active jobs and sweeps queued or running (what
+    REGTRAIN_MAX_ACTIVE_JOBS counts: a sweep counts once, its trainings are bounded by
+    REGTRAIN_MAX_SWEEP_TRAININGS). Counted, then inserted: concurrent submits may pass the cap
+    by a few; it bounds a tenant's share of the queue, not an exact quota."""
+    if store.active_jobs(tenant) + store.active_sweeps(tenant) >= max_active:
+        raise TooManyRequests(
+            f"this tenant has {max_active} jobs and sweeps queued or running, the most allowed; "
+            "retry once some have finished",
+            retry_after_s=RETRY_AFTER_S,
+        )
 
 
 def send(

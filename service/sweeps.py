@@ -8,7 +8,7 @@ from typing import Any
 
 from service import idempotency, jobs
 from service.broker import Broker, queue_for_device
-from service.errors import Invalid, TooManyRequests
+from service.errors import Invalid
 from service.settings import Settings
 from service.stacking import vectorize_refusal
 from service.store import Repository
@@ -62,12 +62,7 @@ def submit(
             jobs.send(broker.enqueue_sweep, store.fail_queued_sweep, existing["id"], queue)
             return store.get_sweep(existing["id"]) or existing
         return existing
-    if jobs.active_work(store, tenant) >= settings.max_active_jobs:
-        raise TooManyRequests(
-            f"this tenant has {settings.max_active_jobs} jobs and sweeps queued or running, the most "
-            "allowed; retry once some have finished",
-            retry_after_s=jobs.RETRY_AFTER_S,
-        )
+    jobs.check_capacity(store, tenant, settings.max_active_jobs)
     row, created = once.create(
         lambda: store.create_sweep(
             tenant=tenant,

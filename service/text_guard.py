@@ -20,8 +20,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 
+MAX_DEPTH = 32  # a JobSpec nests 5 deep; deeper JSON is refused before anything recurses into it
+
+
 def find_bad_text(value: Any, loc: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
-    """(where, what) of the first string (key or value) holding a NUL or a lone surrogate."""
+    """(where, what) of the first string (key or value) holding a NUL or a lone surrogate, or of
+    the first value nested deeper than MAX_DEPTH."""
+    if len(loc) > MAX_DEPTH:
+        return loc[:MAX_DEPTH], f"nesting deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
         m = BAD_CHAR.search(value)
         if m is None:
@@ -52,11 +58,9 @@ def printable(value: Any) -> Any:
 
 
 def _refusal(loc: tuple[str | int, ...], what: str) -> JSONResponse:
+    message = what if what.startswith("nesting") else f"text may not contain {what}"
     shown = [printable(part) for part in loc]
-    return JSONResponse(
-        {"detail": [{"loc": shown, "msg": f"text may not contain {what}", "type": "string_invalid"}]},
-        status_code=422,
-    )
+    return JSONResponse({"detail": [{"loc": shown, "msg": message, "type": "value_error"}]}, status_code=422)
 
 
 class TextGuard:
@@ -96,6 +100,8 @@ class TextGuard:
         body = b"".join(chunks)
         try:
             bad = find_bad_text(json.loads(body))
+        except RecursionError:  # deeper than the parser itself goes
+            bad = (), f"nesting deeper than {MAX_DEPTH} levels"
         except ValueError:
             bad = None  # not JSON: the route's own parser answers its 422
         if bad is not None:

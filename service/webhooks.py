@@ -28,6 +28,7 @@ import json
 import logging
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -56,7 +57,9 @@ def _transition(method: str, out: Any) -> bool:
         return bool(out)
     if method == "cancel":
         return out == "cancelled"  # "requested": the worker's finish will say it
-    return method == "fail_queued"
+    # fail_queued (the broker was down) sends nothing: the client was answered 503, the job
+    # never ran, and a retry under its Idempotency-Key revives it (requeue_unsent above).
+    return False
 
 
 def resolve_target(url: str, allow_private: bool) -> str | None:
@@ -145,6 +148,7 @@ class WebhookSender:
         private = settings.webhook_private_targets
         self.allow_private = private if private is not None else not settings.api_keys
         self._lock = threading.Lock()
+        self._resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="regtrain-webhook-dns")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
 
@@ -203,9 +207,13 @@ class WebhookSender:
 
     async def _try(self, client: httpx.AsyncClient, d: Delivery) -> str | None:
         """None once delivered; else why not ("refused …" is final)."""
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(DEADLINE_S):
-                address = await asyncio.to_thread(resolve_target, d.url, self.allow_private)
+                # Its own threads: a tenant whose names resolve slowly holds up no store call.
+                address = await loop.run_in_executor(
+                    self._resolver, resolve_target, d.url, self.allow_private
+                )
                 if address is None:
                     return "refused: a private or unresolvable address"
                 url, host, extensions = pinned(d.url, address)
@@ -215,6 +223,9 @@ class WebhookSender:
                     "Content-Type": "application/json",
                     "User-Agent": "regtrain-webhook",
                     "X-Regtrain-Event": d.event,
+                    # No keep-alive: connections are pooled by the pinned address, and another
+                    # host name on that address must get a TLS handshake (and check) of its own.
+                    "Connection": "close",
                     **signature_headers(d.id, d.body, secret, datetime.now(UTC)),
                 }
                 r = await client.post(url, content=d.body, headers=headers, extensions=extensions)
@@ -222,6 +233,8 @@ class WebhookSender:
             return f"no complete answer within {DEADLINE_S:.0f} s"
         except httpx.HTTPError as e:
             return f"{type(e).__name__}: {e}"
+        except Exception as e:  # a URL or secret no request can be made with: never retried
+            return f"refused: {type(e).__name__}: {e}"
         if 200 <= r.status_code < 300:
             return None
         if r.status_code >= 500 or r.status_code in RETRIED_STATUSES:

@@ -56,7 +56,7 @@ def claim(rt: Runtime, kind: str, row_id: str, take: Callable[[str, str, float, 
         # The store is unreachable: the message goes back to the broker for a worker (this one,
         # once the store answers) instead of being acked for a job nobody ran. The pause keeps
         # a worker whose store is down from spinning on the same message.
-        log.exception("%s %s: the store is unreachable; message returned to the queue", kind, row_id)
+        log.warning("%s %s: the store is unreachable; message returned to the queue", kind, row_id)
         rt.shutdown.wait(STORE_RETRY_S)
         raise Reject("store unreachable", requeue=True) from None
     if claimed is None:

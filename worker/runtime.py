@@ -72,18 +72,21 @@ class Runtime:
     def _resend_lost(self, app: Celery) -> None:
         """Messages the broker lost (a Redis restart, a send that failed after the store had
         committed `queued`), found without waiting for resend_after_s: a queue that holds fewer
-        messages than the store has rows waiting on it for lost_message_after_s has lost some,
-        so each of those rows is sent again (a duplicate is harmless: the store decides)."""
-        for queue, waiting in self.store.waiting(self.settings.lost_message_after_s).items():
+        messages than the store has rows queued on it has lost that many, so as many of the
+        rows that have waited longer than lost_message_after_s are sent again, longest waiting
+        first (a duplicate is harmless: the store decides)."""
+        after = self.settings.lost_message_after_s
+        for queue, (queued, stale) in self.store.waiting(after).items():
             depth = queue_depth(app, queue)
-            if depth >= waiting:
+            missing = min(queued - depth, stale)
+            if missing <= 0:
                 continue
-            job_ids, sweep_ids = self.store.resend_waiting(queue, self.settings.lost_message_after_s)
+            job_ids, sweep_ids = self.store.resend_waiting(queue, after, missing)
             log.warning(
-                "queue %s holds %d messages for %d waiting rows: resending %d jobs, %d sweeps",
+                "queue %s holds %d messages for %d queued rows: resending %d jobs, %d sweeps",
                 queue,
                 depth,
-                waiting,
+                queued,
                 len(job_ids),
                 len(sweep_ids),
             )

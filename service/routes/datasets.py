@@ -12,9 +12,10 @@ from service.architecture import BUILTIN_SHAPES
 from service.artifacts import remove_dataset_file
 from service.datafile import DataError, parse_upload, save_canonical
 from service.deps import SettingsDep, StoreDep, TenantDep
-from service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from service.errors import BadRequest, Conflict, Invalid, NotFound, PayloadTooLarge
 from service.schemas import Dataset, DatasetList
 from service.store.repository import Row, new_id
+from service.text_guard import find_bad_text
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
@@ -43,6 +44,11 @@ def upload_dataset(
         raise PayloadTooLarge(f"the upload exceeds {settings.max_upload_bytes} bytes")
     upload.seek(0)
     display_name = PurePath(file.filename or "upload").name[:300] or "upload"
+    # Multipart fields pass TextGuard (it reads JSON bodies only): the same refusal here.
+    for field, text in (("file", display_name), ("target", target)):
+        bad = find_bad_text(text, ("body", field))
+        if bad is not None:
+            raise Invalid(bad[0], f"text may not contain {bad[1]}")
     try:
         data = parse_upload(
             display_name,

@@ -14,7 +14,7 @@ from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.errors import Conflict, NotFound
 from service.predict import EXPORT_SUFFIX, checkpoint_file, exported_file
 from service.routes import lookup, pages
-from service.routes.documents import json_document, read
+from service.routes.documents import json_document
 from service.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.spec import JobSpec
 from service.store.repository import Row
@@ -80,9 +80,8 @@ def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Respo
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-async def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
-    found = await read(store, store.job_with_history, job_id, tenant)
-    job, history = lookup.found("job", job_id, found)
+def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
+    job, history = lookup.found("job", job_id, store.job_with_history(job_id, tenant))
     return json_document(jobs.document(job, history))
 
 

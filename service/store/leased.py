@@ -262,14 +262,23 @@ def waiting_counts(conn: sa.Connection, table: sa.Table, older_than_s: float, at
 
 
 def resend_stale(
-    conn: sa.Connection, table: sa.Table, resend_after_s: float, at: datetime, queue: str | None = None
+    conn: sa.Connection,
+    table: sa.Table,
+    resend_after_s: float,
+    at: datetime,
+    queue: str | None = None,
+    limit: int | None = None,
 ) -> list[tuple[str, str]]:
-    """Queued rows (on `queue`, or any) whose message is older than resend_after_s: it may have
-    been lost (a broker restart, an API killed between insert and send), and a duplicate is
-    harmless. Their (id, queue), each marked as sent now."""
+    """Queued rows (on `queue`, or any; the `limit` longest waiting) whose message is older than
+    resend_after_s: it may have been lost (a broker restart, an API killed between insert and
+    send), and a duplicate is harmless. Their (id, queue), each marked as sent now."""
     cond = _waiting(table, resend_after_s, at)
     if queue is not None:
         cond = cond & (table.c.queue == queue)
+    if limit is not None:
+        sent = sa.func.coalesce(table.c.enqueued_at, table.c.created_at)
+        oldest = sa.select(table.c.seq).where(cond).order_by(sent, table.c.seq).limit(limit)
+        cond = table.c.seq.in_(oldest.scalar_subquery())
     rows = conn.execute(
         table.update().where(cond).values(enqueued_at=at).returning(table.c.id, table.c.queue)
     ).all()

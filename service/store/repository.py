@@ -91,8 +91,6 @@ class Repository:
         self.engine = engine
         self.listeners: list[Listener] = []  # called after each change to a job; see _rings
         self._autocommit_reads = engine.dialect.name == "postgresql"
-        # A file on this machine (SQLite): reads take microseconds and never wait on a writer (WAL).
-        self.local = engine.dialect.name == "sqlite"
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -307,7 +305,9 @@ class Repository:
                 sa.func.coalesce(sa.func.sum(seconds), 0.0),
                 *(sa.func.sum(sa.case((seconds <= b, 1), else_=0)) for b in buckets),
             )
-            .where(jobs.c.status.in_(FINISHED), jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
+            .where(
+                jobs.c.status.in_(FINISHED), jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None)
+            )
             .group_by(jobs.c.status)
         )
         with self._read() as conn:
@@ -506,22 +506,32 @@ class Repository:
             stale = leased.resend_stale(conn, jobs, resend_after_s, at)
         return _requeued(transitions) + stale
 
-    def waiting(self, older_than_s: float) -> dict[str, int]:
-        """Queue → queued jobs and sweeps whose message went out more than older_than_s ago
-        (the reaper compares it with what the broker holds, to find lost messages)."""
+    def waiting(self, older_than_s: float) -> dict[str, tuple[int, int]]:
+        """Queue → (queued jobs and sweeps, those of them whose message went out more than
+        older_than_s ago): the reaper compares the first with what the broker holds, to find
+        lost messages, and resends among the second."""
         at = now()
+        counts: dict[str, tuple[int, int]] = {}
         with self._read() as conn:
-            counts = leased.waiting_counts(conn, jobs, older_than_s, at)
-            for queue, n in leased.waiting_counts(conn, sweeps, older_than_s, at).items():
-                counts[queue] = counts.get(queue, 0) + n
+            for table in (jobs, sweeps):
+                old = leased.waiting_counts(conn, table, older_than_s, at)
+                for queue, n in leased.waiting_counts(conn, table, 0.0, at).items():
+                    total, stale = counts.get(queue, (0, 0))
+                    counts[queue] = (total + n, stale + old.get(queue, 0))
         return counts
 
-    def resend_waiting(self, queue: str, older_than_s: float) -> tuple[list[str], list[str]]:
-        """The ids of the jobs and of the sweeps of `waiting` on `queue`, marked as sent now."""
+    def resend_waiting(self, queue: str, older_than_s: float, limit: int) -> tuple[list[str], list[str]]:
+        """The ids of up to `limit` of the longest-waiting jobs and sweeps of `waiting` on
+        `queue`, marked as sent now."""
         at = now()
         with self._write() as conn:
-            job_ids = [i for i, _ in leased.resend_stale(conn, jobs, older_than_s, at, queue)]
-            sweep_ids = [i for i, _ in leased.resend_stale(conn, sweeps, older_than_s, at, queue)]
+            job_ids = [i for i, _ in leased.resend_stale(conn, jobs, older_than_s, at, queue, limit)]
+            left = limit - len(job_ids)
+            sweep_ids = (
+                [i for i, _ in leased.resend_stale(conn, sweeps, older_than_s, at, queue, left)]
+                if left
+                else []
+            )
         return job_ids, sweep_ids
 
     # --- sweeps: the API side -------------------------------------------------------------
@@ -734,7 +744,6 @@ class Repository:
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-
     # --- deletion and retention ------------------------------------------------------------
 
     def delete_job(self, job_id: str, tenant: str) -> DeleteOutcome:
@@ -799,6 +808,7 @@ def _dataset_id(spec: Any) -> str | None:
         return None
     dataset = (spec.get("base") or spec).get("dataset")
     return dataset.get("id") if isinstance(dataset, dict) else None
+
 
 def _requeued(transitions: list[leased.Transition]) -> list[tuple[str, str]]:
     """(id, queue) of the rows the reaper put back on the queue: each needs a message."""

@@ -9,11 +9,14 @@ order of its changes: a row is due only once every earlier row of its job has en
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from service.store.engine import WRITE
 from service.store.repository import new_id, now
 from service.store.tables import webhook_deliveries as deliveries
 
@@ -34,10 +37,19 @@ class WebhookOutbox:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        # BEGIN IMMEDIATE on SQLite (engine.WRITE): claim_due reads, then updates, and a plain
+        # BEGIN would fail at the upgrade whenever another process wrote in between.
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
     def add(self, *, job_id: str, tenant: str, url: str, event: str, body: str, secret: str | None) -> str:
         at = now()
         delivery_id = f"msg_{new_id()}"
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 deliveries.insert().values(
                     id=delivery_id,
@@ -69,7 +81,7 @@ class WebhookOutbox:
         pick = (
             sa.select(deliveries.c.seq).where(due, first_of_its_job).order_by(deliveries.c.seq).limit(limit)
         )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             seqs = [r[0] for r in conn.execute(pick)]
             if not seqs:
                 return []
@@ -90,7 +102,7 @@ class WebhookOutbox:
         self._end(delivery_id, "failed", error)
 
     def retry(self, delivery_id: str, at: datetime, error: str) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
@@ -98,7 +110,7 @@ class WebhookOutbox:
             )
 
     def _end(self, delivery_id: str, status: str, error: str | None) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id == delivery_id)
