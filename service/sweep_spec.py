@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from service.architecture import DataShape, SpecError, check_feasible, metric_names
+from service.search_space import Dimension, Pruner, Sampler, ordered
 from service.spec import JobSpec, Strict
 
 MAX_TRIALS = 256
@@ -78,6 +79,21 @@ class SweepSpec(Strict):
     cv_folds: int = Field(
         0, ge=0, le=10, description="k-fold cross validation (stratified); 0 uses base.split.validation."
     )
+    # --- search and prune (service/search_space.py) ---
+    space: dict[str, Dimension] | None = Field(
+        None, description="Field path → dimension, searched by `sampler` (Optuna) for `trials` trials."
+    )
+    sampler: Sampler | None = Field(None, description="tpe (the default with a space), random, grid, cmaes, nsga2.")
+    pruner: Pruner = Field(default_factory=Pruner)
+    seeds: int = Field(1, ge=1, le=10, description="Train each configuration with this many seeds (mean ± std).")
+    select: Literal["best", "one_se"] = Field(
+        "best",
+        description="one_se (grids and paths): the most regularized trial within one standard error "
+        "of the best, glmnet's lambda.1se.",
+    )
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="space: trials asked at once and trained together (default 8)."
+    )
     vectorize: Literal["auto"] | bool = Field(
         "auto",
         description="Train trials that share architecture, data and batch size as one stacked "
@@ -86,9 +102,10 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _one_search(self) -> SweepSpec:
-        given = [k for k in ("grid", "random", "path") if getattr(self, k) is not None]
+        given = [k for k in ("grid", "random", "path", "space") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of grid, random or path")
+            raise ValueError("give exactly one of grid, random or path, or a space to search")
+        self._check_search(given[0])
         if self.grid is not None and (not self.grid or any(not v for v in self.grid.values())):
             raise ValueError("grid: give at least one field with at least one value")
         if self.random is not None and not self.random:
@@ -104,6 +121,30 @@ class SweepSpec(Strict):
         if self.cv_folds == 0 and self.base.split.validation == 0:
             raise ValueError("a sweep needs validation data: set base.split.validation > 0 or cv_folds ≥ 2")
         return self
+
+
+    def _check_search(self, kind: str) -> None:
+        if kind != "space":
+            if self.sampler is not None or self.pruner.type != "none":
+                raise ValueError("sampler and pruner go with a space")
+            return
+        assert self.space is not None
+        if not self.space:
+            raise ValueError("space: give at least one field")
+        ordered(self.space)  # conditions name fields of the space, no cycles
+        if self.select != "best":
+            raise ValueError("select: one_se chooses among a grid's or a path's trials; a space uses best")
+        if self.sampler == "grid":
+            for name, dim in self.space.items():
+                if dim.kind not in ("choice", "int"):
+                    raise ValueError(f"space.{name}: the grid sampler needs choice or int dimensions")
+
+    @property
+    def kind(self) -> Literal["grid", "random", "path", "space"]:
+        for k in ("grid", "random", "path"):
+            if getattr(self, k) is not None:
+                return k  # type: ignore[return-value]
+        return "space"
 
 
 class SweepError(ValueError):
@@ -134,6 +175,10 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
 
 
 def _param_sets(sweep: SweepSpec) -> tuple[str, list[dict[str, Any]]]:
+    if sweep.space is not None:  # asked one by one from the sampler; `expand` checks its corners
+        from service.search_space import probe_params
+
+        return "space", probe_params(sweep.space)
     if sweep.grid is not None:
         keys = list(sweep.grid)
         combos = list(itertools.product(*(sweep.grid[k] for k in keys)))

@@ -10,6 +10,7 @@ from service import idempotency
 from service.broker import Broker, queue_for_device
 from service.errors import Invalid, Unavailable
 from service.jobs import data_shape
+from service.search_space import study_name, study_storage
 from service.settings import Settings
 from service.stacking import vectorize_refusal
 from service.store import Repository
@@ -55,7 +56,8 @@ def submit(
             tenant=tenant,
             spec=spec,
             queue=queue,
-            trials=[t.params for t in trials],
+            # a search's trials are asked as it runs; `trials` here only checked its corners
+            trials=[] if sweep.space is not None else [t.params for t in trials],
             idempotency_key=idempotency_key,
             request_sha256=once.request_sha256,
         )
@@ -77,20 +79,74 @@ def leaderboard(spec: dict[str, Any], trials: list[Row]) -> list[int]:
     return [t["trial_index"] for t in sorted(scored, key=lambda t: (sign * t["score"], t["trial_index"]))]
 
 
-def document(sweep: Row, trials: list[Row]) -> dict[str, Any]:
+def _trial(t: Row) -> dict[str, Any]:
+    return {
+        "index": t["trial_index"],
+        "params": t["params"],
+        "status": t["status"],
+        "metrics": t["metrics"],
+        "score": t["score"],
+        "fold_scores": t["fold_scores"],
+        "vectorized": bool(t["vectorized"]),
+        "error": t["error"],
+        "epochs_trained": t["epochs_trained"],
+        "pruned_at_epoch": t["pruned_at_epoch"],
+        "reason": t["reason"],
+        "progress": t["progress"],
+        "unit": t["unit"],
+        "worker": t["worker"],
+        "started_at": t["started_at"],
+        "finished_at": t["finished_at"],
+    }
+
+
+def _units(sweep: Row, trials: list[Row]) -> list[dict[str, Any]]:
+    """The units of work: a search's batches of asked trials (each trained together on one
+    worker); a grid's, random or path sweep's trials are one unit on the sweep's worker."""
+    by_unit: dict[int, list[Row]] = {}
+    for t in trials:
+        by_unit.setdefault(t["unit"] if t["unit"] is not None else 0, []).append(t)
+    out = []
+    for index, members in sorted(by_unit.items()):
+        statuses = {m["status"] for m in members}
+        status = "running" if statuses & {"running", "queued"} else "succeeded"
+        if statuses == {"queued"}:
+            status = "queued"
+        worker = next((m["worker"] for m in members if m["worker"]), None) or sweep["lease_owner"]
+        out.append(
+            {
+                "index": index,
+                "status": status,
+                "worker": worker,
+                "trials": [m["trial_index"] for m in members],
+            }
+        )
+    return out
+
+
+def document(
+    sweep: Row, trials: list[Row], best_job: Row | None = None, storage_url: str | None = None
+) -> dict[str, Any]:
     """The sweep as API.md spells it."""
     by_index = {t["trial_index"]: t for t in trials}
     best_row = by_index.get(sweep["best_index"]) if sweep["best_index"] is not None else None
     best = None
     if best_row is not None:
+        result = (best_job or {}).get("result") or {}
         best = {
             "index": best_row["trial_index"],
             "params": best_row["params"],
             "metrics": best_row["metrics"],
             "score": best_row["score"],
+            "score_std": (best_row["metrics"] or {}).get(
+                f"{sweep['spec'].get('objective', {}).get('metric')}_std"
+            ),
             "job_id": sweep["best_job_id"],
+            "job_status": (best_job or {}).get("status"),
+            "test_metrics": result.get("metrics"),
         }
-    return {
+    spec = sweep["spec"]
+    doc = {
         "id": sweep["id"],
         "name": sweep["name"],
         "status": sweep["status"],
@@ -99,28 +155,32 @@ def document(sweep: Row, trials: list[Row]) -> dict[str, Any]:
         "finished_at": sweep["finished_at"],
         "attempts": sweep["attempts"],
         "cancel_requested": bool(sweep["cancel_requested"]),
-        "trials": [
-            {
-                "index": t["trial_index"],
-                "params": t["params"],
-                "status": t["status"],
-                "metrics": t["metrics"],
-                "score": t["score"],
-                "fold_scores": t["fold_scores"],
-                "vectorized": bool(t["vectorized"]),
-                "error": t["error"],
-                "finished_at": t["finished_at"],
-            }
-            for t in trials
-        ],
-        "leaderboard": leaderboard(sweep["spec"], trials),
+        "trials": [_trial(t) for t in trials],
+        "leaderboard": leaderboard(spec, trials),
         "best": best,
-        "objective": sweep["spec"].get("objective"),
-        "spec": sweep["spec"],
+        "objective": spec.get("objective"),
+        "units": _units(sweep, trials),
+        "warnings": sweep["warnings"] or [],
+        "study": None,
+        "spec": spec,
         "error": sweep["error"],
     }
+    if spec.get("space") is not None and storage_url is not None:
+        doc["study"] = {"name": study_name(sweep["id"]), "storage": study_storage(storage_url)}
+    return doc
 
 
-def documents(store: Repository, rows: list[Row]) -> list[dict[str, Any]]:
+def documents(store: Repository, rows: list[Row], storage_url: str | None = None) -> list[dict[str, Any]]:
+    """The sweeps' documents; a sweep waiting for its retrain job is settled first (the job may
+    have ended where no one told the sweep: failed by the reaper, cancelled)."""
+    rows = [_settled(store, r) for r in rows]
     trials = store.trials([r["id"] for r in rows])
-    return [document(r, trials[r["id"]]) for r in rows]
+    jobs = {r["id"]: store.get_job(r["best_job_id"]) if r["best_job_id"] else None for r in rows}
+    return [document(r, trials[r["id"]], jobs[r["id"]], storage_url) for r in rows]
+
+
+def _settled(store: Repository, row: Row) -> Row:
+    waiting = row["status"] == "running" and row["lease_owner"] is None and row["best_job_id"]
+    if waiting and store.settle_sweep(row["id"]) is not None:
+        return store.get_sweep(row["id"]) or row
+    return row

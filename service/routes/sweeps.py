@@ -62,26 +62,29 @@ def create_sweep(
     trials = sweeps.check_sweep(sweep, store, tenant, settings)
     row = sweeps.submit(sweep, trials, store, broker, tenant, settings, idempotency_key)
     response.headers["Location"] = f"/v1/sweeps/{row['id']}"
-    return sweeps.documents(store, [row])[0]
+    return sweeps.documents(store, [row], settings.store_url)[0]
 
 
 @router.get("/sweeps", response_model=SweepList)
-def list_sweeps(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> dict[str, Any]:
+def list_sweeps(
+    store: StoreDep, tenant: TenantDep, query: pages.PageDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Newest first; follow `next_cursor` for older sweeps."""
     page, next_cursor = query.fetch(functools.partial(store.list_sweeps, tenant))
-    return {"sweeps": sweeps.documents(store, page), "next_cursor": next_cursor}
+    return {"sweeps": sweeps.documents(store, page, settings.store_url), "next_cursor": next_cursor}
 
 
 @router.get("/sweeps/{sweep_id}", response_model=Sweep)
-def get_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+def get_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
+    """The sweep; it stays `running` until its best trial's retrain job has finished."""
     sweep = lookup.found("sweep", sweep_id, store.get_sweep(sweep_id, tenant))
-    return sweeps.documents(store, [sweep])[0]
+    return sweeps.documents(store, [sweep], settings.store_url)[0]
 
 
 @router.post("/sweeps/{sweep_id}/cancel", status_code=202, response_model=Sweep)
-def cancel_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+def cancel_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
     """A queued sweep is cancelled at once; a running one stops within a heartbeat, keeping
     the trials it finished (every other trial ends cancelled). A finished sweep → 409."""
     outcome = store.cancel_sweep(sweep_id, tenant)
     sweep = lookup.cancelled("sweep", sweep_id, outcome, lambda: store.get_sweep(sweep_id, tenant))
-    return sweeps.documents(store, [sweep])[0]
+    return sweeps.documents(store, [sweep], settings.store_url)[0]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ class TrialResult:
     best_metrics: dict[str, Any]  # the metrics row of the best epoch
     last_metrics: dict[str, Any]  # the metrics row of the last epoch trained
     test_metrics: dict[str, float]
+    pruned: bool = False  # stopped by fit's after_epoch (a sweep's pruner)
 
 
 log = logging.getLogger(__name__)
@@ -362,7 +363,10 @@ class StackedTrainer:
         self,
         on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        after_epoch: Callable[[int], Iterable[int]] | None = None,
     ) -> list[TrialResult]:
+        """Train every trial; `on_epoch(g, row)` gets each trial's metrics row, then
+        `after_epoch(epoch)` names the trials to stop now (pruned: they train no more)."""
         base = self.trials[0].training
         dev, G = self.device, self.G
         n, bs = len(self.X), self.bs
@@ -387,6 +391,7 @@ class StackedTrainer:
         self.last_row: list[dict[str, Any]] = [{} for _ in range(G)]
         bad = [0] * G
         done = [False] * G
+        self.pruned = [False] * G
         completed = [0] * G
         best_params = [p.detach().clone() for p in self.params]
 
@@ -467,6 +472,10 @@ class StackedTrainer:
                 if not math.isfinite(row["train_loss"]) or (es[g] and bad[g] >= es[g].patience):
                     done[g] = True
                     self.active[g] = 0.0
+            for g in after_epoch(epoch) if after_epoch else ():
+                if not done[g]:
+                    done[g] = self.pruned[g] = True
+                    self.active[g] = 0.0
             if all(done):
                 break
         return self._results(best_epoch, completed, done, best_row, best_params, cancelled=False)
@@ -493,6 +502,7 @@ class StackedTrainer:
                 best_epoch=best_epoch[g],
                 epochs_completed=completed[g],
                 stopped_early=done[g] and not cancelled and completed[g] < self.trials[g].training.epochs,
+                pruned=self.pruned[g],
                 best_metrics=best_row[g],
                 last_metrics=self.last_row[g],
                 test_metrics={f"test_{k}": v[g] for k, v in test.items()},
