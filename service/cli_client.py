@@ -110,7 +110,9 @@ def job_summary(job: Job) -> str:
     if job.error is not None:
         lines.append(f"error: {job.error.type}: {job.error.message}")
     if job.latest_metrics and not job.result:
-        lines.append("latest: " + ", ".join(f"{k} {_fmt(v)}" for k, v in job.latest_metrics.items() if v is not None))
+        lines.append(
+            "latest: " + ", ".join(f"{k} {_fmt(v)}" for k, v in job.latest_metrics.items() if v is not None)
+        )
     if job.result is not None:
         r = job.result
         rows: list[tuple[str, Any]] = [(k, v) for k, v in r.metrics.items()]
@@ -222,12 +224,8 @@ def sweep(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         else:
             print(sw.id, file=out)
         return 0
-    sw = sw.wait(progress=True)
-    best = None
-    if sw.best is not None and sw.best.job_id:
-        # The best trial retrained on train + validation data: its test metrics are the answer.
-        print(f"retraining the best trial as job {sw.best.job_id}", file=sys.stderr, flush=True)
-        best = client.wait(sw.best.job_id)
+    sw = sw.wait(progress=True)  # a sweep ends once its best trial's retrain job has
+    best = client.job(sw.best.job_id) if sw.best is not None and sw.best.job_id else None
     if args.json:
         _print_json({**_dump(sw), "best_job": _dump(best) if best else None}, out)
     else:
@@ -248,14 +246,27 @@ def sweep_summary(sw: Sweep) -> str:
     rows = []
     for t in sw.trials:
         m = t.metrics or {}
-        rows.append([*(t.params.get(k) for k in names), t.status, m.get(metric, t.score), m.get(f"{metric}_std")])
+        rows.append(
+            [
+                *(t.params.get(k) for k in names),
+                t.status,
+                m.get(metric, t.score),
+                m.get(f"{metric}_std"),
+                t.epochs_trained,
+            ]
+        )
     if rows:
-        lines += ["", table(rows, [*names, "status", metric, "std"])]
+        lines += ["", table(rows, [*names, "status", metric, "std", "epochs"])]
     if sw.best is not None:
         params = ", ".join(f"{k}={v}" for k, v in sw.best.params.items())
         lines += ["", f"best ({sw.objective.get('mode', '')} {metric}): {params}"]
         if sw.best.job_id:
             lines.append(f"retrained on train + validation as job {sw.best.job_id}")
+        if sw.best.test_metrics:
+            lines.append(
+                "test: " + ", ".join(f"{k} {v:.4f}" for k, v in sw.best.test_metrics.items() if v is not None)
+            )
+    lines += [f"warning: {w}" for w in sw.warnings]
     return "\n".join(lines)
 
 

@@ -274,6 +274,10 @@ class Trial(_Doc):
     fold_scores: list[float] | None = None
     vectorized: bool | None = None
     error: JobError | None = None
+    epochs_trained: int | None = None
+    pruned_at_epoch: int | None = None
+    reason: str | None = None
+    progress: dict[str, Any] | None = None
 
 
 class SweepBest(_Doc):
@@ -281,7 +285,9 @@ class SweepBest(_Doc):
     params: dict[str, Any] = {}
     metrics: dict[str, Any] | None = None
     score: float | None = None
+    score_std: float | None = None
     job_id: str | None = None
+    test_metrics: dict[str, Any] | None = None
 
 
 class Sweep(_Handle):
@@ -299,10 +305,17 @@ class Sweep(_Handle):
     objective: dict[str, Any] = {}
     error: JobError | None = None
     spec: dict[str, Any] = {}
+    units: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    study: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    def events(self, last_event_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
+        """The sweep's Server-Sent Events (trial, status) until `done`; see Client.sweep_events."""
+        return self.client.sweep_events(self.id, last_event_id=last_event_id, timeout=timeout)
 
     def refresh(self) -> Sweep:
         return self.client.sweep(self.id)
@@ -324,7 +337,27 @@ class Sweep(_Handle):
         poll: float = 1.0,
         out: TextIO | None = None,
     ) -> Sweep:
-        """Poll until the sweep finishes; progress=True prints a line whenever a trial ends."""
+        """Until the sweep finishes (it does once its best trial's retrain job has): progress=True
+        prints a line as each trial starts, ends an epoch, is pruned or ends (from the sweep's
+        events); a callable progress is called with the sweep whenever a trial ends."""
+        if progress is True:
+            total = int(self.spec.get("trials", 0)) if self.spec.get("space") else len(self.trials)
+            ended: set[int] = set()
+            for event in self.events(timeout=timeout):
+                if event.event == "trial":
+                    print(trial_event_line(event.data), file=out or sys.stderr, flush=True)
+                    if (
+                        event.data.get("status") in (*FINISHED, "pruned")
+                        and event.data.get("event") != "started"
+                    ):
+                        ended.add(int(event.data["index"]))
+                        line = f"sweep {self.id}: {len(ended)}/{total} trials finished"
+                        print(line, file=out or sys.stderr, flush=True)
+                elif event.event == "status":
+                    print(f"sweep {self.id}: {event.data.get('status')}", file=out or sys.stderr, flush=True)
+                elif event.event == "done":
+                    return self.client._sweep(event.data)
+            return self.refresh()
         deadline = None if timeout is None else time.monotonic() + timeout
         sweep, shown = self, -1
         while True:
@@ -360,6 +393,30 @@ def epoch_line(row: EpochMetrics | dict[str, Any], epochs: int | None) -> str:
     # the validation metric: accuracy for classification, the first error measure otherwise
     shown += [k for k in ("val_accuracy", "val_r2", "val_mse", "val_mae") if r.get(k) is not None][:1]
     return " ".join([head, *(f"{k} {r[k]:.4f}" for k in shown)])
+
+
+def trial_event_line(t: dict[str, Any]) -> str:
+    """One line per trial event: started, an epoch, pruned, finished."""
+    head = f"trial {t.get('index')}"
+    params = ", ".join(f"{k}={_short(v)}" for k, v in (t.get("params") or {}).items())
+    status, p = t.get("status"), t.get("progress")
+    if t.get("event") == "started":
+        return f"{head} started: {params}"
+    if status == "running" and p:
+        values = ", ".join(f"{k} {_short(v)}" for k, v in p.items() if k not in ("fold", "epoch", "step"))
+        return f"{head} fold {p.get('fold', 0) + 1} epoch {p.get('epoch')} (step {p.get('step')}): {values}"
+    if status in ("running", "queued"):
+        return f"{head} {status}: {params}"
+    if status == "pruned":
+        return f"{head} pruned at epoch {t.get('pruned_at_epoch')}: {t.get('reason')}"
+    if status == "succeeded":
+        return f"{head} succeeded: score {_short(t.get('score'))} ({t.get('epochs_trained')} epochs) {params}"
+    error = t.get("error") or {}
+    return f"{head} {status}" + (f": {error.get('type')}: {error.get('message')}" if error else "")
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def sweep_progress_line(sweep: Sweep) -> str:
@@ -530,6 +587,18 @@ class Client:
         """The job's Server-Sent Events until `done`. A dropped connection (or one silent for
         longer than three of the server's keep-alives) is resumed with Last-Event-ID, so no
         event is lost or repeated. TimeoutError after `timeout` seconds, if given."""
+        return self._events("job", job_id, last_event_id, timeout)
+
+    def sweep_events(
+        self, sweep_id: str, *, last_event_id: str | None = None, timeout: float | None = None
+    ) -> Iterator[Event]:
+        """The sweep's Server-Sent Events until `done`: `trial` (a trial started, ended an
+        epoch, was pruned or ended), `status`; resumed like `events`."""
+        return self._events("sweep", sweep_id, last_event_id, timeout)
+
+    def _events(
+        self, kind: str, job_id: str, last_event_id: str | None, timeout: float | None
+    ) -> Iterator[Event]:
         deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
         while True:
@@ -541,7 +610,10 @@ class Client:
                 read_s = max(min(read_s, deadline - time.monotonic()), 0.01)
             try:
                 with self.http.stream(
-                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(30, read=read_s)
+                    "GET",
+                    f"/v1/{kind}s/{job_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(30, read=read_s),
                 ) as r:
                     if r.status_code >= 400:
                         r.read()
@@ -554,10 +626,10 @@ class Client:
                         if event.event == "done":
                             return
                         if deadline is not None and time.monotonic() > deadline:
-                            raise TimeoutError(f"job {job_id} not finished after {timeout} s")
+                            raise TimeoutError(f"{kind} {job_id} not finished after {timeout} s")
             except self.RETRYABLE:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} not finished after {timeout} s") from None
+                    raise TimeoutError(f"{kind} {job_id} not finished after {timeout} s") from None
                 if failures >= self.retries:
                     raise
                 self._sleep_before(failures)

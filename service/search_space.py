@@ -158,8 +158,9 @@ def study_storage(url: str) -> str:
     """The URL optuna.load_study takes for regtrain's database, without its password."""
     import sqlalchemy as sa
 
-    parsed = sa.make_url(url)
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    u = sa.make_url(url)
+    bare = sa.URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
+    return bare.render_as_string(hide_password=False)
 
 
 def study_name(sweep_id: str) -> str:

@@ -79,7 +79,7 @@ def leaderboard(spec: dict[str, Any], trials: list[Row]) -> list[int]:
     return [t["trial_index"] for t in sorted(scored, key=lambda t: (sign * t["score"], t["trial_index"]))]
 
 
-def _trial(t: Row) -> dict[str, Any]:
+def trial_document(t: Row) -> dict[str, Any]:
     return {
         "index": t["trial_index"],
         "params": t["params"],
@@ -155,7 +155,7 @@ def document(
         "finished_at": sweep["finished_at"],
         "attempts": sweep["attempts"],
         "cancel_requested": bool(sweep["cancel_requested"]),
-        "trials": [_trial(t) for t in trials],
+        "trials": [trial_document(t) for t in trials],
         "leaderboard": leaderboard(spec, trials),
         "best": best,
         "objective": spec.get("objective"),

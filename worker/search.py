@@ -227,7 +227,7 @@ def _train_unit(ctx: _Search, asked: dict[int, optuna.Trial], batch: list[Trial]
 
     def after_epoch() -> None:
         if progress:
-            store.trial_progress(sweep_id, owner, finite(progress))
+            store.trial_progress(sweep_id, owner, {i: finite(p) for i, p in progress.items()})
             progress.clear()
 
     def on_trial(t: TrialOutcome) -> None:

@@ -73,6 +73,9 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             best_epoch=finite(t.best_epoch),
             vectorized=t.vectorized,
             error=finite(t.error),
+            epochs_trained=t.epochs_trained,
+            worker=owner,
+            unit=0,  # a grid's, random or path sweep runs as one unit on its worker
         )
 
     lease = leased_task.hold(rt, SweepLease, sweep_id)

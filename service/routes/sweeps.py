@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Body, Header, Response
+from fastapi.responses import StreamingResponse
 
 from service import sweeps
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.routes import lookup, pages
 from service.schemas import Sweep, SweepList
+from service.sweep_events import parse_position
+from service.sweep_events import stream as sweep_events_stream
 from service.sweep_spec import SweepSpec
 
 router = APIRouter(prefix="/v1", tags=["sweeps"])
@@ -88,3 +92,26 @@ def cancel_sweep(sweep_id: str, store: StoreDep, tenant: TenantDep, settings: Se
     outcome = store.cancel_sweep(sweep_id, tenant)
     sweep = lookup.cancelled("sweep", sweep_id, outcome, lambda: store.get_sweep(sweep_id, tenant))
     return sweeps.documents(store, [sweep], settings.store_url)[0]
+
+
+@router.get(
+    "/sweeps/{sweep_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def sweep_events(
+    sweep_id: str,
+    store: StoreDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+) -> StreamingResponse:
+    """`trial` (the trial) as each trial starts, ends an epoch, is pruned or finishes; `status`
+    at each change of the sweep's status; `done` (the sweep) once it has finished, then the
+    stream ends. Send Last-Event-ID on reconnect to resume after the last trial event."""
+    lookup.found("sweep", sweep_id, await to_thread.run_sync(store.get_sweep, sweep_id, tenant))
+    return StreamingResponse(
+        sweep_events_stream(store, sweep_id, parse_position(last_event_id), settings.store_url),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

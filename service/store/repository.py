@@ -570,7 +570,7 @@ class Repository:
             conn.execute(
                 sweep_trials.update()
                 .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.not_in(TRIAL_FINISHED))
-                .values(status="running")
+                .values(status="running", updated_at=now())
             )
             finished = conn.execute(
                 sa.select(sweep_trials.c.trial_index).where(
