@@ -124,6 +124,11 @@ class SweepSpec(Strict):
 
 
     def _check_search(self, kind: str) -> None:
+        if self.select == "one_se":
+            if kind not in ("grid", "path"):
+                raise ValueError("select: one_se chooses among a grid's or a path's trials")
+            if self.cv_folds < 2 and self.seeds < 2:
+                raise ValueError("select: one_se needs a standard error: cv_folds ≥ 2 or seeds ≥ 2")
         if kind != "space":
             if self.sampler is not None or self.pruner.type != "none":
                 raise ValueError("sampler and pruner go with a space")
@@ -132,8 +137,6 @@ class SweepSpec(Strict):
         if not self.space:
             raise ValueError("space: give at least one field")
         ordered(self.space)  # conditions name fields of the space, no cycles
-        if self.select != "best":
-            raise ValueError("select: one_se chooses among a grid's or a path's trials; a space uses best")
         if self.sampler == "grid":
             for name, dim in self.space.items():
                 if dim.kind not in ("choice", "int"):

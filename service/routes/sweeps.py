@@ -44,6 +44,23 @@ SweepBody = Annotated[
                     "trials": 32,
                 },
             },
+            "search": {
+                "summary": "TPE over L2, dropout and the optimizer (momentum only for sgd), pruned by ASHA",
+                "value": {
+                    "base": {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [64]}},
+                    "sampler": "tpe",
+                    "space": {
+                        "regularization.l2": {"log_uniform": [1e-6, 0.1]},
+                        "model.dropout": {"uniform": [0.0, 0.6]},
+                        "optimizer.name": {"choice": ["adam", "sgd"]},
+                        "optimizer.momentum": {"uniform": [0.0, 0.99], "when": {"optimizer.name": "sgd"}},
+                    },
+                    "trials": 32,
+                    "pruner": {"type": "asha", "grace_epochs": 3, "reduction_factor": 3, "min_trials": 4},
+                    "objective": {"metric": "val_accuracy", "mode": "max"},
+                    "cv_folds": 5,
+                },
+            },
         }
     ),
 ]
@@ -59,7 +76,8 @@ def create_sweep(
     tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Queue a sweep: give exactly one of `grid`, `random` (with `trials`) or `path`. Every
+    """Queue a sweep: give exactly one of `grid`, `random` (with `trials`), `path`, or a `space`
+    that a `sampler` (Optuna's TPE by default) searches, with a `pruner`. Every
     trial's spec is validated first; the best trial is retrained on train + validation data and
     tested, as a job of its own (`best.job_id`). An `Idempotency-Key` header makes a retried
     POST return the same sweep."""

@@ -79,6 +79,8 @@ def test_api_md_example_is_accepted_and_stored_as_sent(client: TestClient) -> No
             "sampler and pruner go with a space",
         ),
         ({"space": {"model.dropout": {"uniform": [0, 0.5]}}, "seeds": 11}, "seeds"),
+        ({"space": None, "grid": {"regularization.l2": [0, 1e-3]}, "sampler": None, "pruner": {},
+          "select": "one_se", "cv_folds": 0}, "cv_folds ≥ 2 or seeds ≥ 2"),
     ],
 )
 def test_a_bad_search_is_422_naming_it(client: TestClient, change: dict[str, Any], words: str) -> None:
