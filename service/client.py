@@ -306,6 +306,8 @@ class Sweep(_Handle):
     error: JobError | None = None
     spec: dict[str, Any] = {}
     units: list[dict[str, Any]] = []
+    objectives: list[dict[str, Any]] = []
+    pareto: list[int] | None = None
     warnings: list[str] = []
     study: dict[str, Any] | None = None
 

@@ -180,6 +180,12 @@ class Sweep(BaseModel):
     leaderboard: list[int] = Field(description="Indices of the scored trials, best first.")
     best: SweepBest | None
     objective: dict[str, Any]
+    objectives: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every objective; `objective` is the first, which ranks the leaderboard."
+    )
+    pareto: list[int] | None = Field(
+        None, description="Several objectives: the indexes of the trials on the Pareto front."
+    )
     units: list[SweepUnit] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     study: SweepStudy | None = Field(None, description="A search's Optuna study, in regtrain's database.")

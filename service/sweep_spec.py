@@ -75,7 +75,11 @@ class SweepSpec(Strict):
         description="One field → values from strong to weak; each step warm-starts from the last "
         "one's weights, as glmnet does.",
     )
-    objective: Objective = Field(default_factory=Objective)
+    objective: Objective | list[Objective] = Field(
+        default_factory=Objective,
+        description="One metric and mode, or a list of them (several objectives: the sweep reports "
+        "the Pareto front; the first one ranks the leaderboard).",
+    )
     cv_folds: int = Field(
         0, ge=0, le=10, description="k-fold cross validation (stratified); 0 uses base.split.validation."
     )
@@ -83,9 +87,13 @@ class SweepSpec(Strict):
     space: dict[str, Dimension] | None = Field(
         None, description="Field path → dimension, searched by `sampler` (Optuna) for `trials` trials."
     )
-    sampler: Sampler | None = Field(None, description="tpe (the default with a space), random, grid, cmaes, nsga2.")
+    sampler: Sampler | None = Field(
+        None, description="tpe (the default with a space), random, grid, cmaes, nsga2."
+    )
     pruner: Pruner = Field(default_factory=Pruner)
-    seeds: int = Field(1, ge=1, le=10, description="Train each configuration with this many seeds (mean ± std).")
+    seeds: int = Field(
+        1, ge=1, le=10, description="Train each configuration with this many seeds (mean ± std)."
+    )
     select: Literal["best", "one_se"] = Field(
         "best",
         description="one_se (grids and paths): the most regularized trial within one standard error "
@@ -122,8 +130,14 @@ class SweepSpec(Strict):
             raise ValueError("a sweep needs validation data: set base.split.validation > 0 or cv_folds ≥ 2")
         return self
 
-
     def _check_search(self, kind: str) -> None:
+        if isinstance(self.objective, list):
+            if not 1 <= len(self.objective) <= 4:
+                raise ValueError("objective: give between 1 and 4 objectives")
+            if self.pruner.type != "none" and len(self.objective) > 1:
+                raise ValueError(
+                    "pruner: a pruner judges one objective; several objectives train every trial"
+                )
         if self.select == "one_se":
             if kind not in ("grid", "path"):
                 raise ValueError("select: one_se chooses among a grid's or a path's trials")
@@ -141,6 +155,15 @@ class SweepSpec(Strict):
             for name, dim in self.space.items():
                 if dim.kind not in ("choice", "int"):
                     raise ValueError(f"space.{name}: the grid sampler needs choice or int dimensions")
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def primary(self) -> Objective:
+        """The objective that ranks the leaderboard and chooses the trial to retrain."""
+        return self.objectives[0]
 
     @property
     def kind(self) -> Literal["grid", "random", "path", "space"]:
@@ -225,12 +248,12 @@ def expand(sweep: SweepSpec, shape: DataShape | None, max_parameters: int) -> li
                 raise SweepError((kind, *e.loc), f"trial {i} ({params}): {e.message}") from None
         trials.append(Trial(i, params, spec))
     if shape is not None:
-        known = metric_names(shape.task, True)
-        if sweep.objective.metric not in known:
-            raise SweepError(
-                ("objective", "metric"),
-                f"{sweep.objective.metric!r} is not reported; choose one of {', '.join(known)}",
-            )
+        # a row's weight statistics and gap may be objectives too (say accuracy and sparsity)
+        known = [*metric_names(shape.task, True), "generalization_gap", "weight_l2_norm", "weight_sparsity"]
+        for i, o in enumerate(sweep.objectives):
+            if o.metric not in known:
+                where = ("objective", "metric") if len(sweep.objectives) == 1 else ("objective", i, "metric")
+                raise SweepError(where, f"{o.metric!r} is not reported; choose one of {', '.join(known)}")
     return trials
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from service import idempotency
+from service import idempotency, selection
 from service.broker import Broker, queue_for_device
 from service.errors import Invalid, Unavailable
 from service.jobs import data_shape
@@ -74,7 +74,7 @@ def submit(
 
 def leaderboard(spec: dict[str, Any], trials: list[Row]) -> list[int]:
     """Indices of the scored trials, best first (ties: the lower index, as the engine breaks them)."""
-    sign = -1.0 if spec.get("objective", {}).get("mode") == "max" else 1.0
+    sign = -1.0 if selection.primary(spec).get("mode") == "max" else 1.0
     scored = [t for t in trials if t["status"] == "succeeded" and t["score"] is not None]
     return [t["trial_index"] for t in sorted(scored, key=lambda t: (sign * t["score"], t["trial_index"]))]
 
@@ -139,7 +139,7 @@ def document(
             "metrics": best_row["metrics"],
             "score": best_row["score"],
             "score_std": (best_row["metrics"] or {}).get(
-                f"{sweep['spec'].get('objective', {}).get('metric')}_std"
+                f"{selection.primary(sweep['spec']).get('metric')}_std"
             ),
             "job_id": sweep["best_job_id"],
             "job_status": (best_job or {}).get("status"),
@@ -158,7 +158,9 @@ def document(
         "trials": [trial_document(t) for t in trials],
         "leaderboard": leaderboard(spec, trials),
         "best": best,
-        "objective": spec.get("objective"),
+        "objective": selection.primary(spec),
+        "objectives": selection.objectives(spec),
+        "pareto": selection.pareto(spec, trials) if len(selection.objectives(spec)) > 1 else None,
         "units": _units(sweep, trials),
         "warnings": sweep["warnings"] or [],
         "study": None,

@@ -118,7 +118,8 @@ def run_search(
 ) -> str:
     """Ask, train and tell until `trials` trials have ended: "succeeded" or "cancelled"."""
     assert sweep.space is not None
-    mode = sweep.objective.mode
+    directions = ["maximize" if o.mode == "max" else "minimize" for o in sweep.objectives]
+    mode = sweep.primary.mode
     folds = max(sweep.cv_folds, 1)
     max_steps = folds * sweep.base.training.epochs
     study = optuna.create_study(
@@ -126,7 +127,7 @@ def run_search(
         study_name=study_name(sweep_id),
         sampler=make_sampler(sweep),
         pruner=make_pruner(sweep.pruner),
-        direction="maximize" if mode == "max" else "minimize",
+        directions=directions,
         load_if_exists=True,
     )
     study.set_user_attr("regtrain_sweep", sweep_id)
@@ -197,14 +198,16 @@ def _train_unit(ctx: _Search, asked: dict[int, optuna.Trial], batch: list[Trial]
         ctx.study,
         ctx.gap,
     )
-    metric = sweep.objective.metric
+    metric = sweep.primary.metric
+    several = len(sweep.objectives) > 1
     progress: dict[int, dict[str, Any]] = {}
 
     def on_epoch(index: int, fold: int, step: int, row: dict[str, Any]) -> None:
         value = row.get(metric)
         if not isinstance(value, int | float) or not math.isfinite(value):
             return
-        asked[index].report(float(value), step)
+        if not several:  # Optuna keeps intermediate values of one objective only
+            asked[index].report(float(value), step)
         if ctx.rungs is not None:
             ctx.rungs.report(index, step, float(value))
         progress[index] = {"fold": fold, "epoch": row.get("epoch"), "step": step, metric: value}
@@ -248,7 +251,11 @@ def _train_unit(ctx: _Search, asked: dict[int, optuna.Trial], batch: list[Trial]
         )
         ot = asked[t.index]
         if t.status == "succeeded" and t.score is not None and math.isfinite(t.score):
-            study.tell(ot, float(t.score))
+            values = [t.metrics.get(o.metric) for o in sweep.objectives] if several else [t.score]
+            if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+                study.tell(ot, [float(v) for v in values] if several else float(t.score))  # type: ignore[arg-type]
+            else:
+                study.tell(ot, state=TrialState.FAIL)
         elif t.status == "pruned":
             study.tell(ot, state=TrialState.PRUNED)
         elif t.status == "failed":

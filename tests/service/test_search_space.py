@@ -79,8 +79,17 @@ def test_api_md_example_is_accepted_and_stored_as_sent(client: TestClient) -> No
             "sampler and pruner go with a space",
         ),
         ({"space": {"model.dropout": {"uniform": [0, 0.5]}}, "seeds": 11}, "seeds"),
-        ({"space": None, "grid": {"regularization.l2": [0, 1e-3]}, "sampler": None, "pruner": {},
-          "select": "one_se", "cv_folds": 0}, "cv_folds ≥ 2 or seeds ≥ 2"),
+        (
+            {
+                "space": None,
+                "grid": {"regularization.l2": [0, 1e-3]},
+                "sampler": None,
+                "pruner": {},
+                "select": "one_se",
+                "cv_folds": 0,
+            },
+            "cv_folds ≥ 2 or seeds ≥ 2",
+        ),
     ],
 )
 def test_a_bad_search_is_422_naming_it(client: TestClient, change: dict[str, Any], words: str) -> None:
@@ -170,3 +179,35 @@ def test_edge_warnings_and_a_storage_url_without_password() -> None:
         study_storage("postgresql+psycopg://rt:secret@db:5432/regtrain")
         == "postgresql+psycopg://rt@db:5432/regtrain"
     )
+
+
+def test_several_objectives_report_the_pareto_front(client: TestClient) -> None:
+    two = [{"metric": "val_accuracy", "mode": "max"}, {"metric": "weight_sparsity", "mode": "max"}]
+    r = client.post(
+        "/v1/sweeps", json={**SEARCH, "objective": two, "pruner": {"type": "none"}, "sampler": "nsga2"}
+    )
+    assert r.status_code == 202, r.text
+    doc = r.json()
+    assert doc["objectives"] == two and doc["objective"] == two[0] and doc["pareto"] == []
+    r = client.post("/v1/sweeps", json={**SEARCH, "objective": two})  # ASHA judges one objective
+    assert r.status_code == 422 and "pruner" in r.text
+    r = client.post("/v1/sweeps", json={**SEARCH, "objective": [two[0], {"metric": "val_r2"}], "pruner": {}})
+    assert r.status_code == 422 and ["body", "objective", 1, "metric"] in [
+        e["loc"] for e in r.json()["detail"]
+    ]
+
+    def trial(i: int, acc: float, sparsity: float, status: str = "succeeded") -> dict[str, Any]:
+        return {
+            "trial_index": i,
+            "status": status,
+            "metrics": {"val_accuracy": acc, "weight_sparsity": sparsity},
+        }
+
+    trials = [
+        trial(0, 0.9, 0.1),
+        trial(1, 0.8, 0.5),
+        trial(2, 0.85, 0.05),
+        trial(3, 0.95, 0.0),
+        trial(4, 0.99, 0.9, "pruned"),
+    ]
+    assert selection.pareto({"objective": two}, trials) == [0, 1, 3]

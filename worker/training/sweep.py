@@ -89,7 +89,7 @@ def _summarize(
     best_epochs: list[int | None],
     vectorized: bool,
 ) -> TrialOutcome:
-    metric = sweep.objective.metric
+    metric = sweep.primary.metric
     scores = [r.get(metric) for r in rows]
     if not rows or any(s is None or not math.isfinite(s) for s in scores):
         return TrialOutcome(
@@ -172,7 +172,7 @@ def run_sweep(
     done = [o for o in outcomes.values() if o.status == "succeeded" and o.score is not None]
     best = None
     if done:
-        sign = 1 if sweep.objective.mode == "min" else -1
+        sign = 1 if sweep.primary.mode == "min" else -1
         best = min(done, key=lambda o: (sign * o.score, o.index)).index  # type: ignore[operator]
     return SweepOutcome(status, [outcomes[t.index] for t in trials], best)
 
