@@ -154,3 +154,65 @@ def test_seeds_one_se_and_an_edge_warning_on_a_grid(service: Service) -> None:
     if chosen["params"]["regularization.l2"] in (0, 1e-2):
         assert sweep["warnings"] and "regularization.l2" in sweep["warnings"][0]
     assert sweep["best"]["test_metrics"]
+
+
+def test_a_lost_worker_mid_search_resumes_asking_its_unfinished_trials_again(service: Service) -> None:
+    if service.backend != "embedded":
+        pytest.skip("once is enough: on the embedded backend (see test_e2e_sweeps)")
+    import os
+    import signal
+
+    slow = {
+        **BASE,
+        "model": {"type": "mlp", "hidden": [64]},
+        "training": {"epochs": 12, "batch_size": 32, "device": "cpu"},
+    }
+    r = service.http.post(
+        "/v1/sweeps",
+        json={
+            "base": slow,
+            "space": {
+                "regularization.l2": {"log_uniform": [1e-6, 1e-2]},
+                "optimizer.lr": {"log_uniform": [1e-3, 3e-2]},
+            },
+            "sampler": "random",
+            "trials": 4,
+            "parallel": 2,
+            "objective": {"metric": "val_accuracy", "mode": "max"},
+        },
+    )
+    assert r.status_code == 202, r.text
+    sweep_id = r.json()["id"]
+    deadline = time.monotonic() + 90
+    while True:  # the first unit ended, the second is training
+        first = service.http.get(f"/v1/sweeps/{sweep_id}").json()
+        if any(t["unit"] == 1 and t["status"] == "running" for t in first["trials"]):
+            break
+        assert time.monotonic() < deadline and first["status"] in {"queued", "running"}, first
+        time.sleep(0.05)
+    for proc in service.workers:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    service.start_worker()
+    deadline = time.monotonic() + 150
+    while (done := service.http.get(f"/v1/sweeps/{sweep_id}").json())["status"] not in FINISHED:
+        assert time.monotonic() < deadline, done
+        time.sleep(0.3)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 2
+    by_index = {t["index"]: t for t in done["trials"]}
+    for i in (0, 1):  # the first unit's trials were kept, not trained again
+        assert (
+            by_index[i]["finished_at"] == next(t for t in first["trials"] if t["index"] == i)["finished_at"]
+        )
+    # the lost unit's trials are asked again, with their params, as new trials
+    lost = {t["index"]: t["params"] for t in done["trials"] if t["unit"] == 1}
+    assert lost and all(
+        by_index[i]["status"] == "cancelled" and "asked again" in by_index[i]["reason"] for i in lost
+    )
+    later = [t["params"] for t in done["trials"] if t["index"] > max(lost)]
+    assert all(p in later for p in lost.values())
+    assert sum(t["status"] == "succeeded" for t in done["trials"]) == 4
+    study = optuna.load_study(study_name=done["study"]["name"], storage=done["study"]["storage"])
+    assert {t.number: t.state.name for t in study.trials if t.number in lost} == dict.fromkeys(lost, "FAIL")
