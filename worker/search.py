@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
+from sqlalchemy import event as sa_event
 
 from service.architecture import SpecError
 from service.search_space import Dimension, Pruner, ordered, study_name, trial_spec
@@ -37,10 +38,27 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 30}}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    """Optuna's RDB storage on regtrain's database. On SQLite every Optuna transaction takes
+    the write lock up front (BEGIN IMMEDIATE, waiting up to 30 s), as regtrain's own writes
+    do: a transaction that reads and then writes would otherwise fail at once with "database
+    is locked" whenever this worker's heartbeat or the API wrote in between."""
+    if not url.startswith("sqlite"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    st = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+
+    @sa_event.listens_for(st.engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy, not the driver, begins transactions
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @sa_event.listens_for(st.engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    st.engine.dispose()  # the connections of its set-up, opened before the hooks
+    return st
 
 
 def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
