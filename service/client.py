@@ -404,7 +404,7 @@ def trial_event_line(t: dict[str, Any]) -> str:
     status, p = t.get("status"), t.get("progress")
     if t.get("event") == "started":
         return f"{head} started: {params}"
-    if status == "running" and p:
+    if p and (t.get("event") == "epoch" or (status == "running" and not t.get("event"))):
         values = ", ".join(f"{k} {_short(v)}" for k, v in p.items() if k not in ("fold", "epoch", "step"))
         return f"{head} fold {p.get('fold', 0) + 1} epoch {p.get('epoch')} (step {p.get('step')}): {values}"
     if status in ("running", "queued"):

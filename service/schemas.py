@@ -127,7 +127,7 @@ class SweepTrial(BaseModel):
     )
     reason: str | None = Field(None, description="Why the pruner stopped it.")
     progress: dict[str, Any] | None = Field(
-        None, description='While it trains: {"fold", "epoch", "step", <metric>}.'
+        None, description='Its latest epoch: {"fold", "epoch", "step", <objective metric>}.'
     )
     unit: int | None = None
     worker: str | None = None
@@ -181,7 +181,8 @@ class Sweep(BaseModel):
     best: SweepBest | None
     objective: dict[str, Any]
     objectives: list[dict[str, Any]] = Field(
-        default_factory=list, description="Every objective; `objective` is the first, which ranks the leaderboard."
+        default_factory=list,
+        description="Every objective; `objective` is the first, which ranks the leaderboard.",
     )
     pareto: list[int] | None = Field(
         None, description="Several objectives: the indexes of the trials on the Pareto front."

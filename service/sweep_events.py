@@ -37,7 +37,7 @@ async def stream(
 ) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n: regtrain sweep {sweep_id}\n\n"
     status: str | None = None
-    seen: set[int] = set()
+    seen: dict[int, int] = {}  # trial → the last step sent in an epoch event
     quiet_since = time.monotonic()
     while True:
         # The sweep first, then its trials: a sweep read as finished has every trial written.
@@ -71,18 +71,22 @@ async def stream(
         await asyncio.sleep(POLL_S)
 
 
-def _what(trial: dict[str, Any], seen: set[int]) -> list[str]:
-    """What a trial row's change says: `started` the first time a started trial is seen (a
-    trial that trained, or even ended, between two reads of the store still starts first), `epoch`,
-    or its end (`succeeded`, `pruned`, `failed`, `cancelled`)."""
+def _what(trial: dict[str, Any], seen: dict[int, int]) -> list[str]:
+    """What a trial row's change says, in order: `started` the first time a started trial is
+    seen, `epoch` when its latest epoch (`progress`) is past the last one sent, and its end
+    (`succeeded`, `pruned`, `failed`, `cancelled`). A trial that trained, or even ended,
+    between two reads of the store still starts and reports its latest epoch first; the epochs
+    in between are in its job-like curve only as far as the study's intermediate values go."""
     out = []
-    status = trial["status"]
-    if trial["index"] not in seen and ((status != "queued" and trial["started_at"]) or status == "running"):
+    index, status = trial["index"], trial["status"]
+    if index not in seen and ((status != "queued" and trial["started_at"]) or status == "running"):
         out.append("started")
-    seen.add(trial["index"])
-    if status == "running" and trial["progress"]:
+    last = seen.setdefault(index, 0)
+    step = (trial["progress"] or {}).get("step")
+    if isinstance(step, int) and step > last:
+        seen[index] = step
         out.append("epoch")
-    elif status not in ("running", "queued"):
+    if status not in ("running", "queued"):
         out.append(status)
     return out
 

@@ -595,7 +595,7 @@ class Repository:
             conn.execute(
                 sweep_trials.update()
                 .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
-                .values(finished_at=at, updated_at=at, progress=None, **fields)
+                .values(finished_at=at, updated_at=at, **fields)
             )
         return True
 
