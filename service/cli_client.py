@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import httpx
-from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_detail, sweep_progress_line
+from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_detail, trial_event_line
 
 # A server that has not answered yet is tried again (after 0.5, 1 s) for at most GIVE_UP_AFTER_S, so
 # that a wrong URL is reported within about 2 s (a connect attempt waits CONNECT_S); once it has
@@ -112,7 +112,9 @@ def job_summary(job: Job) -> str:
     if job.error is not None:
         lines.append(f"error: {job.error.type}: {job.error.message}")
     if job.latest_metrics and not job.result:
-        lines.append("latest: " + ", ".join(f"{k} {_fmt(v)}" for k, v in job.latest_metrics.items() if v is not None))
+        lines.append(
+            "latest: " + ", ".join(f"{k} {_fmt(v)}" for k, v in job.latest_metrics.items() if v is not None)
+        )
     if job.result is not None:
         r = job.result
         rows: list[tuple[str, Any]] = [(k, v) for k, v in r.metrics.items()]
@@ -224,13 +226,16 @@ def sweep(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         else:
             print(sw.id, file=out)
         return 0
-    # Plain lines, never a tqdm bar: the command's stderr is often a log file.
-    sw = sw.wait(progress=lambda s: print(sweep_progress_line(s), file=sys.stderr, flush=True))
-    best = None
-    if sw.best is not None and sw.best.job_id:
-        # The best trial retrained on train + validation data: its test metrics are the answer.
-        print(f"retraining the best trial as job {sw.best.job_id}", file=sys.stderr, flush=True)
-        best = client.wait(sw.best.job_id)
+    # Plain lines, never a tqdm bar (stderr is often a log file): from the sweep's events, each
+    # trial as it starts, ends an epoch, is pruned or ends. The sweep ends once its best trial's
+    # retrain job has, so that job's test metrics are there to show.
+    for event in sw.events():
+        if event.event == "trial":
+            print(trial_event_line(event.data), file=sys.stderr, flush=True)
+        elif event.event == "status":
+            print(f"sweep {sw.id}: {event.data.get('status')}", file=sys.stderr, flush=True)
+    sw = sw.refresh()
+    best = client.job(sw.best.job_id) if sw.best is not None and sw.best.job_id else None
     if args.json:
         _print_json({**_dump(sw), "best_job": _dump(best) if best else None}, out)
     else:
@@ -251,14 +256,27 @@ def sweep_summary(sw: Sweep) -> str:
     rows = []
     for t in sw.trials:
         m = t.metrics or {}
-        rows.append([*(t.params.get(k) for k in names), t.status, m.get(metric, t.score), m.get(f"{metric}_std")])
+        rows.append(
+            [
+                *(t.params.get(k) for k in names),
+                t.status,
+                m.get(metric, t.score),
+                m.get(f"{metric}_std"),
+                t.epochs_trained,
+            ]
+        )
     if rows:
-        lines += ["", table(rows, [*names, "status", metric, "std"])]
+        lines += ["", table(rows, [*names, "status", metric, "std", "epochs"])]
     if sw.best is not None:
         params = ", ".join(f"{k}={v}" for k, v in sw.best.params.items())
         lines += ["", f"best ({sw.objective.get('mode', '')} {metric}): {params}"]
         if sw.best.job_id:
             lines.append(f"retrained on train + validation as job {sw.best.job_id}")
+        if sw.best.test_metrics:
+            lines.append(
+                "test: " + ", ".join(f"{k} {v:.4f}" for k, v in sw.best.test_metrics.items() if v is not None)
+            )
+    lines += [f"warning: {w}" for w in sw.warnings]
     return "\n".join(lines)
 
 

@@ -30,9 +30,7 @@ class Progress(BaseModel):
 class JobError(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(
-        description="diverged, out_of_memory, time_limit, bad_data, worker_lost, internal, ..."
-    )
+    type: str = Field(description="diverged, out_of_memory, time_limit, bad_data, worker_lost, internal, ...")
     message: str
 
 
@@ -112,7 +110,7 @@ class Health(BaseModel):
 class SweepTrial(BaseModel):
     index: int
     params: dict[str, Any] = Field(description="The field paths this trial sets, and their values.")
-    status: JobStatus
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
     metrics: dict[str, float | None] | None = Field(
         description="Fold means of the metrics row of the weights the trial keeps, plus the "
         "objective's standard deviation over folds (`<metric>_std`)."
@@ -121,7 +119,34 @@ class SweepTrial(BaseModel):
     fold_scores: list[float] | None
     vectorized: bool = Field(description="Trained as part of a stacked model with other trials.")
     error: JobError | None
+    epochs_trained: int | None = Field(
+        None, description="Epochs actually trained, summed over folds and seeds."
+    )
+    pruned_at_epoch: int | None = Field(
+        None, description="Pruned: the epoch (counted across folds: fold k's epoch e is k·epochs + e)."
+    )
+    reason: str | None = Field(None, description="Why the pruner stopped it.")
+    progress: dict[str, Any] | None = Field(
+        None, description='Its latest epoch: {"fold", "epoch", "step", <objective metric>}.'
+    )
+    unit: int | None = None
+    worker: str | None = None
+    started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class SweepUnit(BaseModel):
+    index: int
+    status: str
+    worker: str | None
+    trials: list[int]
+
+
+class SweepStudy(BaseModel):
+    name: str
+    storage: str = Field(
+        description="optuna.load_study(study_name=name, storage=<this URL, with its password>)."
+    )
 
 
 class SweepBest(BaseModel):
@@ -132,6 +157,13 @@ class SweepBest(BaseModel):
     job_id: str | None = Field(
         description="The job retraining this trial on train + validation data and testing it; "
         "its test metrics appear on that job."
+    )
+    score_std: float | None = Field(
+        None, description="The objective's standard deviation over folds and seeds."
+    )
+    job_status: JobStatus | None = None
+    test_metrics: dict[str, float | None] | None = Field(
+        None, description="The retrained job's test metrics (once it has finished)."
     )
 
 
@@ -148,6 +180,16 @@ class Sweep(BaseModel):
     leaderboard: list[int] = Field(description="Indices of the scored trials, best first.")
     best: SweepBest | None
     objective: dict[str, Any]
+    objectives: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Every objective; `objective` is the first, which ranks the leaderboard.",
+    )
+    pareto: list[int] | None = Field(
+        None, description="Several objectives: the indexes of the trials on the Pareto front."
+    )
+    units: list[SweepUnit] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    study: SweepStudy | None = Field(None, description="A search's Optuna study, in regtrain's database.")
     spec: dict[str, Any] = Field(description="The SweepSpec with every default filled in.")
     error: JobError | None
 

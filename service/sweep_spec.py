@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from service.architecture import DataShape, SpecError, check_feasible, check_memory, metric_names
+from service.search_space import Dimension, Pruner, Sampler, ordered
 from service.spec import JobSpec, Strict
 
 MAX_TRIALS = 256
@@ -74,9 +75,32 @@ class SweepSpec(Strict):
         description="One field → values from strong to weak; each step warm-starts from the last "
         "one's weights, as glmnet does.",
     )
-    objective: Objective = Field(default_factory=Objective)
+    objective: Objective | list[Objective] = Field(
+        default_factory=Objective,
+        description="One metric and mode, or a list of them (several objectives: the sweep reports "
+        "the Pareto front; the first one ranks the leaderboard).",
+    )
     cv_folds: int = Field(
         0, ge=0, le=10, description="k-fold cross validation (stratified); 0 uses base.split.validation."
+    )
+    # --- search and prune (service/search_space.py) ---
+    space: dict[str, Dimension] | None = Field(
+        None, description="Field path → dimension, searched by `sampler` (Optuna) for `trials` trials."
+    )
+    sampler: Sampler | None = Field(
+        None, description="tpe (the default with a space), random, grid, cmaes, nsga2."
+    )
+    pruner: Pruner = Field(default_factory=Pruner)
+    seeds: int = Field(
+        1, ge=1, le=10, description="Train each configuration with this many seeds (mean ± std)."
+    )
+    select: Literal["best", "one_se"] = Field(
+        "best",
+        description="one_se (grids and paths): the most regularized trial within one standard error "
+        "of the best, glmnet's lambda.1se.",
+    )
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="space: trials asked at once and trained together (default 8)."
     )
     vectorize: Literal["auto"] | bool = Field(
         "auto",
@@ -86,9 +110,10 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _one_search(self) -> SweepSpec:
-        given = [k for k in ("grid", "random", "path") if getattr(self, k) is not None]
+        given = [k for k in ("grid", "random", "path", "space") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of grid, random or path")
+            raise ValueError("give exactly one of grid, random or path, or a space to search")
+        self._check_search(given[0])
         if self.grid is not None and (not self.grid or any(not v for v in self.grid.values())):
             raise ValueError("grid: give at least one field with at least one value")
         if self.random is not None and not self.random:
@@ -104,6 +129,48 @@ class SweepSpec(Strict):
         if self.cv_folds == 0 and self.base.split.validation == 0:
             raise ValueError("a sweep needs validation data: set base.split.validation > 0 or cv_folds ≥ 2")
         return self
+
+    def _check_search(self, kind: str) -> None:
+        if isinstance(self.objective, list):
+            if not 1 <= len(self.objective) <= 4:
+                raise ValueError("objective: give between 1 and 4 objectives")
+            if self.pruner.type != "none" and len(self.objective) > 1:
+                raise ValueError(
+                    "pruner: a pruner judges one objective; several objectives train every trial"
+                )
+        if self.select == "one_se":
+            if kind not in ("grid", "path"):
+                raise ValueError("select: one_se chooses among a grid's or a path's trials")
+            if self.cv_folds < 2 and self.seeds < 2:
+                raise ValueError("select: one_se needs a standard error: cv_folds ≥ 2 or seeds ≥ 2")
+        if kind != "space":
+            if self.sampler is not None or self.pruner.type != "none":
+                raise ValueError("sampler and pruner go with a space")
+            return
+        assert self.space is not None
+        if not self.space:
+            raise ValueError("space: give at least one field")
+        ordered(self.space)  # conditions name fields of the space, no cycles
+        if self.sampler == "grid":
+            for name, dim in self.space.items():
+                if dim.kind not in ("choice", "int"):
+                    raise ValueError(f"space.{name}: the grid sampler needs choice or int dimensions")
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def primary(self) -> Objective:
+        """The objective that ranks the leaderboard and chooses the trial to retrain."""
+        return self.objectives[0]
+
+    @property
+    def kind(self) -> Literal["grid", "random", "path", "space"]:
+        for k in ("grid", "random", "path"):
+            if getattr(self, k) is not None:
+                return k  # type: ignore[return-value]
+        return "space"
 
 
 class SweepError(ValueError):
@@ -136,6 +203,8 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
 def trial_count(sweep: SweepSpec) -> int:
     """How many trials the sweep makes, from the grid's lengths alone: a grid of 10 keys × 60
     values is refused in microseconds instead of being built (60^10 dicts) to be counted."""
+    if sweep.space is not None:
+        return sweep.trials
     if sweep.grid is not None:
         return math.prod(len(v) for v in sweep.grid.values())
     if sweep.random is not None:
@@ -145,11 +214,16 @@ def trial_count(sweep: SweepSpec) -> int:
 
 
 def trainings(sweep: SweepSpec) -> int:
-    """The trainings the sweep costs: every trial once per fold (the retrained best aside)."""
-    return trial_count(sweep) * max(sweep.cv_folds, 1)
+    """The trainings the sweep costs: every trial once per fold and seed (the retrained best
+    aside); pruning may stop some early, never add any."""
+    return trial_count(sweep) * max(sweep.cv_folds, 1) * sweep.seeds
 
 
 def _param_sets(sweep: SweepSpec) -> tuple[str, list[dict[str, Any]]]:
+    if sweep.space is not None:  # asked one by one from the sampler; `expand` checks its corners
+        from service.search_space import probe_params
+
+        return "space", probe_params(sweep.space)
     if sweep.grid is not None:
         n = trial_count(sweep)
         if n > MAX_TRIALS:
@@ -200,12 +274,12 @@ def expand(
                 raise SweepError((kind, *e.loc), f"trial {i} ({params}): {e.message}") from None
         trials.append(Trial(i, params, spec))
     if shape is not None:
-        known = metric_names(shape.task, True)
-        if sweep.objective.metric not in known:
-            raise SweepError(
-                ("objective", "metric"),
-                f"{sweep.objective.metric!r} is not reported; choose one of {', '.join(known)}",
-            )
+        # a row's weight statistics and gap may be objectives too (say accuracy and sparsity)
+        known = [*metric_names(shape.task, True), "generalization_gap", "weight_l2_norm", "weight_sparsity"]
+        for i, o in enumerate(sweep.objectives):
+            if o.metric not in known:
+                where = ("objective", "metric") if len(sweep.objectives) == 1 else ("objective", i, "metric")
+                raise SweepError(where, f"{o.metric!r} is not reported; choose one of {', '.join(known)}")
     return trials
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from service import idempotency, jobs
+from service import idempotency, jobs, selection
 from service.broker import Broker, queue_for_device
 from service.errors import Invalid
+from service.search_space import study_name, study_storage
 from service.settings import Settings
 from service.stacking import vectorize_refusal
 from service.store import Repository
@@ -20,10 +21,11 @@ def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Sett
     """Every trial's validated JobSpec; 422 naming the field of a sweep that cannot run."""
     n = trainings(sweep)
     if n > settings.max_sweep_trainings:
-        search = next(k for k in ("grid", "random", "path") if getattr(sweep, k) is not None)
+        search = next(k for k in ("space", "grid", "random", "path") if getattr(sweep, k) is not None)
         raise Invalid(
             ("body", search),
-            f"{trial_count(sweep):,} trials × {max(sweep.cv_folds, 1)} folds = {n:,} trainings exceed "
+            f"{trial_count(sweep):,} trials × {max(sweep.cv_folds, 1)} folds × {sweep.seeds} seeds = "
+            f"{n:,} trainings exceed "
             f"the limit of {settings.max_sweep_trainings:,} (REGTRAIN_MAX_SWEEP_TRAININGS)",
         )
     shape = jobs.data_shape(sweep.base, store, tenant, ("body", "base"))
@@ -68,7 +70,8 @@ def submit(
             tenant=tenant,
             spec=spec,
             queue=queue,
-            trials=[t.params for t in trials],
+            # a search's trials are asked as it runs; `trials` here only checked its corners
+            trials=[] if sweep.space is not None else [t.params for t in trials],
             idempotency_key=idempotency_key,
             request_sha256=once.request_sha256,
         )
@@ -81,25 +84,79 @@ def submit(
 
 def leaderboard(spec: dict[str, Any], trials: list[Row]) -> list[int]:
     """Indices of the scored trials, best first (ties: the lower index, as the engine breaks them)."""
-    sign = -1.0 if spec.get("objective", {}).get("mode") == "max" else 1.0
+    sign = -1.0 if selection.primary(spec).get("mode") == "max" else 1.0
     scored = [t for t in trials if t["status"] == "succeeded" and t["score"] is not None]
     return [t["trial_index"] for t in sorted(scored, key=lambda t: (sign * t["score"], t["trial_index"]))]
 
 
-def document(sweep: Row, trials: list[Row]) -> dict[str, Any]:
+def trial_document(t: Row) -> dict[str, Any]:
+    return {
+        "index": t["trial_index"],
+        "params": t["params"],
+        "status": t["status"],
+        "metrics": t["metrics"],
+        "score": t["score"],
+        "fold_scores": t["fold_scores"],
+        "vectorized": bool(t["vectorized"]),
+        "error": t["error"],
+        "epochs_trained": t["epochs_trained"],
+        "pruned_at_epoch": t["pruned_at_epoch"],
+        "reason": t["reason"],
+        "progress": t["progress"],
+        "unit": t["unit"],
+        "worker": t["worker"],
+        "started_at": t["started_at"],
+        "finished_at": t["finished_at"],
+    }
+
+
+def _units(sweep: Row, trials: list[Row]) -> list[dict[str, Any]]:
+    """The units of work: a search's batches of asked trials (each trained together on one
+    worker); a grid's, random or path sweep's trials are one unit on the sweep's worker."""
+    by_unit: dict[int, list[Row]] = {}
+    for t in trials:
+        by_unit.setdefault(t["unit"] if t["unit"] is not None else 0, []).append(t)
+    out = []
+    for index, members in sorted(by_unit.items()):
+        statuses = {m["status"] for m in members}
+        status = "running" if statuses & {"running", "queued"} else "succeeded"
+        if statuses == {"queued"}:
+            status = "queued"
+        worker = next((m["worker"] for m in members if m["worker"]), None) or sweep["lease_owner"]
+        out.append(
+            {
+                "index": index,
+                "status": status,
+                "worker": worker,
+                "trials": [m["trial_index"] for m in members],
+            }
+        )
+    return out
+
+
+def document(
+    sweep: Row, trials: list[Row], best_job: Row | None = None, storage_url: str | None = None
+) -> dict[str, Any]:
     """The sweep as docs/API.md spells it."""
     by_index = {t["trial_index"]: t for t in trials}
     best_row = by_index.get(sweep["best_index"]) if sweep["best_index"] is not None else None
     best = None
     if best_row is not None:
+        result = (best_job or {}).get("result") or {}
         best = {
             "index": best_row["trial_index"],
             "params": best_row["params"],
             "metrics": best_row["metrics"],
             "score": best_row["score"],
+            "score_std": (best_row["metrics"] or {}).get(
+                f"{selection.primary(sweep['spec']).get('metric')}_std"
+            ),
             "job_id": sweep["best_job_id"],
+            "job_status": (best_job or {}).get("status"),
+            "test_metrics": result.get("metrics"),
         }
-    return {
+    spec = sweep["spec"]
+    doc = {
         "id": sweep["id"],
         "name": sweep["name"],
         "status": sweep["status"],
@@ -108,28 +165,34 @@ def document(sweep: Row, trials: list[Row]) -> dict[str, Any]:
         "finished_at": sweep["finished_at"],
         "attempts": sweep["attempts"],
         "cancel_requested": bool(sweep["cancel_requested"]),
-        "trials": [
-            {
-                "index": t["trial_index"],
-                "params": t["params"],
-                "status": t["status"],
-                "metrics": t["metrics"],
-                "score": t["score"],
-                "fold_scores": t["fold_scores"],
-                "vectorized": bool(t["vectorized"]),
-                "error": t["error"],
-                "finished_at": t["finished_at"],
-            }
-            for t in trials
-        ],
-        "leaderboard": leaderboard(sweep["spec"], trials),
+        "trials": [trial_document(t) for t in trials],
+        "leaderboard": leaderboard(spec, trials),
         "best": best,
-        "objective": sweep["spec"].get("objective"),
-        "spec": sweep["spec"],
+        "objective": selection.primary(spec),
+        "objectives": selection.objectives(spec),
+        "pareto": selection.pareto(spec, trials) if len(selection.objectives(spec)) > 1 else None,
+        "units": _units(sweep, trials),
+        "warnings": sweep["warnings"] or [],
+        "study": None,
+        "spec": spec,
         "error": sweep["error"],
     }
+    if spec.get("space") is not None and storage_url is not None:
+        doc["study"] = {"name": study_name(sweep["id"]), "storage": study_storage(storage_url)}
+    return doc
 
 
-def documents(store: Repository, rows: list[Row]) -> list[dict[str, Any]]:
+def documents(store: Repository, rows: list[Row], storage_url: str | None = None) -> list[dict[str, Any]]:
+    """The sweeps' documents; a sweep waiting for its retrain job is settled first (the job may
+    have ended where no one told the sweep: failed by the reaper, cancelled)."""
+    rows = [_settled(store, r) for r in rows]
     trials = store.trials([r["id"] for r in rows])
-    return [document(r, trials[r["id"]]) for r in rows]
+    jobs = {r["id"]: store.get_job(r["best_job_id"]) if r["best_job_id"] else None for r in rows}
+    return [document(r, trials[r["id"]], jobs[r["id"]], storage_url) for r in rows]
+
+
+def _settled(store: Repository, row: Row) -> Row:
+    waiting = row["status"] == "running" and row["lease_owner"] is None and row["best_job_id"]
+    if waiting and store.settle_sweep(row["id"]) is not None:
+        return store.get_sweep(row["id"]) or row
+    return row

@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service import jobs
+from service import jobs, selection
 from service.broker import RUN_SWEEP_TASK, Broker
-from service.errors import ApiError
+from service.errors import ApiError, Unavailable
+from service.search_space import trial_spec
 from service.store.repository import SweepClaim
 from service.sweep_spec import SweepError, SweepSpec, Trial, best_job_spec, expand
 from service.sweeps import leaderboard
@@ -55,6 +56,9 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     except (ValidationError, SweepError) as e:
         store.finish_sweep(sweep_id, owner, "failed", error=leased_task.bad_spec(e))
         return
+    search = sweep.space is not None
+    if search:
+        trials = []  # asked from the sampler as the search runs (worker/search.py)
     todo = trials if sweep.path is not None else [t for t in trials if t.index not in claim.finished]
 
     def on_trial(t: TrialOutcome) -> None:
@@ -69,11 +73,20 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             best_epoch=finite(t.best_epoch),
             vectorized=t.vectorized,
             error=finite(t.error),
+            epochs_trained=t.epochs_trained,
+            worker=owner,
+            unit=0,  # a grid's, random or path sweep runs as one unit on its worker
         )
 
     lease = leased_task.hold(rt, SweepLease, sweep_id)
 
     def run() -> str:
+        if search:
+            from worker.search import run_search
+
+            return run_search(
+                sweep, sweep_id, owner, store, settings.store_url, lease.should_stop, settings.datasets_dir
+            )
         if not todo:
             return "succeeded"
         callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
@@ -91,8 +104,9 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         return
 
     rows = store.trials([sweep_id])[sweep_id]
-    ranked = leaderboard(claim.spec, rows)
-    best = ranked[0] if ranked else None
+    by_index = {r["trial_index"]: r for r in rows}
+    ranked = [by_index[i] for i in leaderboard(claim.spec, rows)]
+    best = selection.choose(claim.spec, ranked)
     if status == "cancelled":
         leased_task.stopped(
             rt,
@@ -108,11 +122,19 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         error = {"type": "no_trial_succeeded", "message": "every trial failed; see each trial's error"}
         store.finish_sweep(sweep_id, owner, "failed", error=error)
         return
-    best_epoch = next(r["best_epoch"] for r in rows if r["trial_index"] == best)
-    job_id, error = _retrain(claim, sweep, trials[best], best_epoch, rt)
-    store.finish_sweep(
-        sweep_id, owner, "failed" if error else "succeeded", best_index=best, best_job_id=job_id, error=error
+    chosen = by_index[best]
+    trial = Trial(best, chosen["params"], trial_spec(sweep, chosen["params"])) if search else trials[best]
+    job_id, error = _retrain(claim, sweep, trial, chosen["best_epoch"], rt)
+    if error or job_id is None:
+        store.finish_sweep(sweep_id, owner, "failed", best_index=best, error=error)
+        return
+    # Running until the retrain job has finished: then `best.test_metrics` holds its test metrics.
+    store.await_retrain(
+        sweep_id, owner, best_index=best, best_job_id=job_id, warnings=selection.warnings(claim.spec, chosen)
     )
+
+
+RETRAIN_SEND_TRIES = 5  # over about 8 s, while the broker comes back
 
 
 def _retrain(
@@ -127,8 +149,16 @@ def _retrain(
     try:
         spec = best_job_spec(sweep, trial, best_epoch)
         checked = jobs.check_spec(spec, store, claim.tenant, settings)
-        job, _ = jobs.submit(checked, store, broker, claim.tenant, key)
-        return str(job["id"]), None
+        for attempt in range(RETRAIN_SEND_TRIES):
+            try:
+                job, _ = jobs.submit(checked, store, broker, claim.tenant, key)
+                return str(job["id"]), None
+            except Unavailable:
+                # The broker is down: the job was stored and failed unsent; the same key
+                # revives it on the next try (jobs.submit → requeue_unsent).
+                if attempt + 1 == RETRAIN_SEND_TRIES or rt.shutdown.wait(2.0):
+                    raise
+        raise AssertionError("unreachable")
     except (ApiError, ValidationError) as e:
         existing = store.job_by_idempotency_key(claim.tenant, key)
         if existing is not None:  # created, then refused by the broker: the job says why

@@ -368,15 +368,21 @@ async function showSweep(id) {
       summary.push(el("span", " · "), a);
     }
   }
+  if (sw.best && sw.best.test_metrics) {
+    const test = Object.entries(sw.best.test_metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
+    summary.push(el("span", ` · test: ${test}`));
+  }
+  for (const w of sw.warnings || []) summary.push(el("div", `warning: ${w}`, "muted"));
   if (sw.error) summary.push(el("span", ` · ${sw.error.type}: ${sw.error.message}`, "failed"));
   $("sweep-summary").replaceChildren(...summary);
   $("sweep-spec").textContent = JSON.stringify(sw.spec, null, 2);
   const { metric } = sweepChart(sw);
 
-  const keys = sw.trials.length ? Object.keys(sw.trials[0].params || {}) : [];
+  // every swept field, conditional ones included (a search's trials need not share them)
+  const keys = [...new Set(sw.trials.flatMap((t) => Object.keys(t.params || {})))];
   const table = el("table");
   const head = table.insertRow();
-  for (const h of ["#", ...keys, "status", `${metric} (mean)`, "std", "fold scores", ""]) head.appendChild(el("th", h));
+  for (const h of ["#", ...keys, "status", `${metric} (mean)`, "std", "fold scores", "epochs", ""]) head.appendChild(el("th", h));
   for (const t of sw.trials) {
     const row = table.insertRow();
     const isBest = sw.best && t.index === sw.best.index;
@@ -388,7 +394,11 @@ async function showSweep(id) {
     const folds = (t.fold_scores || []).filter((v) => typeof v === "number");
     row.appendChild(el("td", fmt((t.metrics && t.metrics[`${metric}_std`]) ?? std(folds))));
     row.appendChild(el("td", folds.map(fmt).join(", "), "muted"));
-    const last = el("td", isBest ? "★ best" : t.error ? `${t.error.type}` : "");
+    row.appendChild(el("td", t.epochs_trained ?? ""));
+    const pruned = t.status === "pruned" ? `pruned at epoch ${t.pruned_at_epoch}` : "";
+    const onFront = (sw.pareto || []).includes(t.index) ? "◆ Pareto front " : "";
+    const last = el("td", onFront + (isBest ? "★ best" : t.error ? `${t.error.type}` : pruned));
+    if (t.reason) last.title = t.reason;
     if (isBest && sw.best.job_id) {
       const a = el("a", "retrained job");
       a.href = `/jobs/${sw.best.job_id}`;

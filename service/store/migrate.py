@@ -3,6 +3,11 @@
 The API and each worker call `upgrade` when they start; a lock makes the first one migrate and
 the others wait and find nothing left to do (a PostgreSQL advisory lock for a fleet, a file lock
 beside the SQLite file on one machine).
+
+regtrain records its revision in a version table of its own, `regtrain_alembic_version`: the
+same database holds the sweeps' Optuna studies, and Optuna's RDB storage keeps its own Alembic
+revision in the default `alembic_version`. A database made before records regtrain's revision
+there; the first upgrade moves it across, so that database keeps its jobs.
 """
 
 from __future__ import annotations
@@ -15,18 +20,52 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "regtrain_alembic_version"
+SHARED_VERSION_TABLE = "alembic_version"  # Alembic's default, which Optuna's storage uses
 _PG_LOCK_KEY = 0x7265677472  # "regtr": any constant shared by every regtrain process
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     with _migration_lock(engine), engine.connect() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+        _move_revision(conn)
+        cfg = _config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    """regtrain's recorded revision (None on an empty database)."""
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def _move_revision(conn: sa.Connection) -> None:
+    """A database migrated before regtrain had a version table of its own: stamp its revision
+    in `regtrain_alembic_version` and take it out of `alembic_version` (dropped once empty,
+    so that Optuna finds a database it can initialise)."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(SHARED_VERSION_TABLE) or inspector.has_table(VERSION_TABLE):
+        return
+    script = ScriptDirectory.from_config(_config())
+    ours = {rev.revision for rev in script.walk_revisions()}
+    shared = sa.table(SHARED_VERSION_TABLE, sa.column("version_num"))
+    recorded = [v for v in conn.execute(sa.select(shared.c.version_num)).scalars() if v in ours]
+    if not recorded:
+        return
+    MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).stamp(script, recorded[0])
+    conn.execute(shared.delete().where(shared.c.version_num.in_(recorded)))
+    if conn.execute(sa.select(sa.func.count()).select_from(shared)).scalar() == 0:
+        conn.execute(sa.text(f"DROP TABLE {SHARED_VERSION_TABLE}"))
 
 
 @contextmanager

@@ -34,6 +34,9 @@ from service.store.tables import (
 
 log = logging.getLogger("regtrain.store")
 
+# A trial may also end pruned (stopped early by the sweep's pruner).
+TRIAL_FINISHED = (*FINISHED, "pruned")
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -473,6 +476,8 @@ class Repository:
                     job_id=job_id, status=status, at=at, attempt=attempt, worker=owner
                 )
             )
+        for sweep_id in self.sweeps_awaiting(job_id):  # a sweep's best trial, retrained
+            self.settle_sweep(sweep_id)
         return True
 
     @_rings
@@ -561,19 +566,20 @@ class Repository:
         )
         with self._write() as conn:
             conn.execute(sweeps.insert().values(**values))
-            conn.execute(
-                sweep_trials.insert(),
-                [
-                    {
-                        "sweep_id": sweep_id,
-                        "trial_index": i,
-                        "params": p,
-                        "status": "queued",
-                        "vectorized": False,
-                    }
-                    for i, p in enumerate(trials)
-                ],
-            )
+            if trials:  # a search's trials are added as the sampler proposes them
+                conn.execute(
+                    sweep_trials.insert(),
+                    [
+                        {
+                            "sweep_id": sweep_id,
+                            "trial_index": i,
+                            "params": p,
+                            "status": "queued",
+                            "vectorized": False,
+                        }
+                        for i, p in enumerate(trials)
+                    ],
+                )
         sweep = self.get_sweep(sweep_id)
         assert sweep is not None
         return sweep
@@ -655,12 +661,12 @@ class Repository:
                 return None
             conn.execute(
                 sweep_trials.update()
-                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.not_in(FINISHED))
-                .values(status="running")
+                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.not_in(TRIAL_FINISHED))
+                .values(status="running", updated_at=now())
             )
             finished = conn.execute(
                 sa.select(sweep_trials.c.trial_index).where(
-                    sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.in_(FINISHED)
+                    sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.in_(TRIAL_FINISHED)
                 )
             ).scalars()
             return SweepClaim(sweep_id, row.tenant, row.spec, row.attempts, frozenset(finished))
@@ -672,16 +678,149 @@ class Repository:
 
     def record_trial(self, sweep_id: str, owner: str, index: int, **fields: Any) -> bool:
         """Write one finished trial (status, metrics, score, fold_scores, best_epoch,
-        vectorized, error), only while `owner` holds the sweep's lease."""
+        vectorized, error, epochs_trained, pruned_at_epoch, reason), only while `owner`
+        holds the sweep's lease."""
+        at = now()
         with self._write() as conn:
             if not leased.owns(conn, sweeps, sweep_id, owner):
                 return False
             conn.execute(
                 sweep_trials.update()
                 .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
-                .values(finished_at=now(), **fields)
+                .values(finished_at=at, updated_at=at, **fields)
             )
         return True
+
+    def add_trial(self, sweep_id: str, owner: str, index: int, params: dict[str, Any], *, unit: int) -> bool:
+        """A trial the sampler just proposed, running in `unit` on `owner` (a search sweep)."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweeps, sweep_id, owner):
+                return False
+            conn.execute(
+                sweep_trials.insert().values(
+                    sweep_id=sweep_id,
+                    trial_index=index,
+                    params=params,
+                    status="running",
+                    vectorized=False,
+                    worker=owner,
+                    unit=unit,
+                    started_at=at,
+                    updated_at=at,
+                )
+            )
+        return True
+
+    def trial_progress(self, sweep_id: str, owner: str, progress: dict[int, dict[str, Any]]) -> None:
+        """Each running trial's latest epoch ({"fold", "epoch", "step", <metric>}), in one write."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweeps, sweep_id, owner):
+                return
+            for index, p in progress.items():
+                conn.execute(
+                    sweep_trials.update()
+                    .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
+                    .values(progress=p, updated_at=at)
+                )
+
+    def trials_ended(self, sweep_id: str) -> int:
+        """Trials of a search that count toward its `trials`: succeeded, pruned or failed."""
+        query = sa.select(sa.func.count()).where(
+            sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.in_(("succeeded", "pruned", "failed"))
+        )
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def next_unit(self, sweep_id: str) -> int:
+        query = sa.select(sa.func.max(sweep_trials.c.unit)).where(sweep_trials.c.sweep_id == sweep_id)
+        with self._read() as conn:
+            last = conn.execute(query).scalar()
+        return 0 if last is None else int(last) + 1
+
+    def trials_changed(self, sweep_id: str, after: datetime | None) -> list[Row]:
+        """A sweep's trial rows written after `after` (all with None), oldest change first."""
+        query = sweep_trials.select().where(sweep_trials.c.sweep_id == sweep_id)
+        if after is not None:
+            query = query.where(sweep_trials.c.updated_at > after)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query.order_by(sweep_trials.c.updated_at)).mappings()]
+
+    def await_retrain(
+        self,
+        sweep_id: str,
+        owner: str,
+        *,
+        best_index: int,
+        best_job_id: str,
+        warnings: list[str],
+    ) -> bool:
+        """The search is over and its best trial's retrain job queued: the sweep stays running,
+        with no lease (no worker holds it; the reaper leaves it be), until that job finishes
+        (see settle_sweep)."""
+        with self._write() as conn:
+            done = conn.execute(
+                sweeps.update()
+                .where(leased.held(sweeps, sweep_id, owner))
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    best_index=best_index,
+                    best_job_id=best_job_id,
+                    warnings=warnings,
+                )
+                .returning(sweeps.c.id)
+            ).first()
+            if done is None:
+                return False
+            _settle_trials(conn, [sweep_id], "cancelled", now())
+        self.settle_sweep(sweep_id)
+        return True
+
+    def settle_sweep(self, sweep_id: str) -> str | None:
+        """A sweep waiting for its retrain job ends with the job: succeeded with it, failed
+        when it failed or was cancelled, cancelled when the sweep's cancel was asked for. Its
+        new status, or None while it still waits (or was not waiting)."""
+        waiting = (
+            (sweeps.c.id == sweep_id)
+            & (sweeps.c.status == "running")
+            & sweeps.c.lease_owner.is_(None)
+            & sweeps.c.best_job_id.is_not(None)
+        )
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(sweeps.c.best_job_id, sweeps.c.cancel_requested).where(waiting)
+            ).first()
+            if row is None:
+                return None
+            job = conn.execute(
+                sa.select(jobs.c.status, jobs.c.error).where(jobs.c.id == row.best_job_id)
+            ).first()
+            job_status = job.status if job is not None else "failed"
+            if row.cancel_requested:
+                status, error = "cancelled", None
+            elif job_status not in FINISHED:
+                return None
+            elif job_status == "succeeded":
+                status, error = "succeeded", None
+            else:
+                error = {
+                    "type": "retrain_failed",
+                    "message": f"the best trial's retrain job {row.best_job_id} ended {job_status}",
+                }
+                status = "failed"
+            done = conn.execute(
+                sweeps.update().where(waiting).values(status=status, finished_at=now(), error=error)
+            ).rowcount
+        return status if done else None
+
+    def sweeps_awaiting(self, job_id: str) -> list[str]:
+        query = sa.select(sweeps.c.id).where(
+            sweeps.c.best_job_id == job_id, sweeps.c.status == "running", sweeps.c.lease_owner.is_(None)
+        )
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
 
     def finish_sweep(
         self,
@@ -830,7 +969,7 @@ def _settle_trials(conn: sa.Connection, sweep_ids: list[str], status: str, at: d
     if sweep_ids:
         conn.execute(
             sweep_trials.update()
-            .where(sweep_trials.c.sweep_id.in_(sweep_ids), sweep_trials.c.status.not_in(FINISHED))
+            .where(sweep_trials.c.sweep_id.in_(sweep_ids), sweep_trials.c.status.not_in(TRIAL_FINISHED))
             .values(status=status, finished_at=at)
         )
 

@@ -164,6 +164,7 @@ sweeps = sa.Table(
     sa.Column("best_index", sa.Integer),
     sa.Column("best_job_id", sa.String(64)),
     *_idempotency(),
+    sa.Column("warnings", Json),  # added by migration 0005, as the columns below
     *_indexes("sweeps"),
 )
 
@@ -182,6 +183,15 @@ sweep_trials = sa.Table(
     sa.Column("vectorized", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("error", Json),
     sa.Column("finished_at", UTCDateTime),
+    # Epochs actually trained, summed over folds and seeds (less than asked when pruned).
+    sa.Column("epochs_trained", sa.Integer),
+    sa.Column("pruned_at_epoch", sa.Integer),
+    sa.Column("reason", sa.Text),  # why it was pruned
+    sa.Column("worker", sa.String(200)),  # the worker that trained it
+    sa.Column("unit", sa.Integer),  # the unit of work (a batch of trials trained together)
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("progress", Json),  # while it trains: {"fold", "epoch", "step", "value"}
+    sa.Column("updated_at", UTCDateTime),  # every write: the sweep's event stream reads past it
 )
 
 # Added by migration 0005: webhook deliveries, leased like jobs so that a delivery outlives the

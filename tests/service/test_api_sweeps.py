@@ -228,6 +228,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository
             for table in reversed(metadata.sorted_tables):
                 conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
             conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+            conn.execute(sa.text("DROP TABLE IF EXISTS regtrain_alembic_version"))
         engine.dispose()
 
 

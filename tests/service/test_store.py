@@ -32,6 +32,13 @@ def _head() -> str | None:
 
 def _revision(engine: sa.Engine) -> str | None:
     with engine.connect() as conn:
+        return migrations.current_revision(conn)
+
+
+def _shared_revision(engine: sa.Engine) -> str | None:
+    """What `alembic_version` records: where regtrain kept its revision before 0005, and where
+    Optuna keeps its own."""
+    with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
@@ -47,6 +54,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         for table in reversed(metadata.sorted_tables):
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
         conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}"))
     engine.dispose()
 
 
@@ -176,6 +184,49 @@ def test_first_migration_upgrades_to_head_keeping_every_job(store_url: str) -> N
     new = store.create_job(tenant="default", spec=SPEC, queue="cpu", idempotency_key="k", request_sha256="h")
     assert store.job_by_idempotency_key("default", "k")["id"] == new["id"]  # type: ignore[index]
     store.engine.dispose()
+
+
+def test_a_database_made_before_keeps_its_jobs_and_opens_an_optuna_study(store_url: str) -> None:
+    """Before 0005 regtrain recorded its revision in `alembic_version`, the table Optuna's RDB
+    storage uses for its own: the upgrade moves it to regtrain_alembic_version, and Optuna
+    then sets up its tables in the same database."""
+    import optuna
+
+    engine = make_engine(store_url)
+    migrations.upgrade(engine, "0004")
+    with engine.begin() as conn:  # the state a regtrain of before 0005 left
+        conn.execute(sa.text(f"DROP TABLE {migrations.VERSION_TABLE}"))
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0004')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (id, tenant, name, spec, queue, status, created_at, attempts,"
+                " cancel_requested) VALUES ('old-job', 'default', 'kept', :spec, 'cpu', 'queued',"
+                " '2025-01-02 03:04:05', 0, false)"
+            ),
+            {"spec": json.dumps(SPEC)},
+        )
+    engine.dispose()
+    store = open_store(store_url)
+    assert _revision(store.engine) == _head()
+    assert not sa.inspect(store.engine).has_table("alembic_version")
+    assert store.get_job("old-job")["name"] == "kept"  # type: ignore[index]
+    study = optuna.create_study(storage=store_url, study_name="s", direction="maximize")
+    study.tell(study.ask(), 0.5)
+    assert _shared_revision(store.engine) not in (None, "0004", _head())  # Optuna's own revision
+    store.engine.dispose()
+    store = open_store(store_url)  # a restart after Optuna's tables exist: nothing to move
+    assert _revision(store.engine) == _head()
+    assert optuna.load_study(study_name="s", storage=store_url).best_value == 0.5
+    assert store.get_job("old-job")["name"] == "kept"  # type: ignore[index]
+    store.engine.dispose()
+    if store_url.startswith("postgresql"):  # the next test on this database starts clean
+        eng = make_engine(store_url)
+        with eng.begin() as conn:
+            names = sa.inspect(conn).get_table_names()
+            for name in set(names) - {t.name for t in metadata.sorted_tables}:
+                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+        eng.dispose()
 
 
 def test_migrations_build_the_schema_of_tables_py(store: Repository) -> None:

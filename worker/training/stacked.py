@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ class TrialResult:
     best_metrics: dict[str, Any]  # the metrics row of the best epoch
     last_metrics: dict[str, Any]  # the metrics row of the last epoch trained
     test_metrics: dict[str, float]
+    pruned: bool = False  # stopped by fit's after_epoch (a sweep's pruner)
 
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,10 @@ class StackedTrainer:
         self.any_smoothing = bool((self.smooth > 0).any())
         self.max_norm = base.regularization.max_norm
         self.active = torch.ones(self.G, device=dev)  # 0 once a trial stopped early
+        # Which trial each position of the stack holds: pruned and stopped trials are dropped
+        # from the stack (repacked) so that they stop costing compute.
+        self.slots = list(range(self.G))
+        self.dropped_tests: dict[int, dict[str, float]] = {}
         self.state: dict[int, dict[str, torch.Tensor]] = {}
         # the optimizer's step count lives on the device (double, as torch computes bias
         # corrections), so that a captured step can count too
@@ -362,7 +367,10 @@ class StackedTrainer:
         self,
         on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        after_epoch: Callable[[int], Iterable[int]] | None = None,
     ) -> list[TrialResult]:
+        """Train every trial; `on_epoch(g, row)` gets each trial's metrics row, then
+        `after_epoch(epoch)` names the trials to stop now (pruned: they train no more)."""
         base = self.trials[0].training
         dev, G = self.device, self.G
         n, bs = len(self.X), self.bs
@@ -387,6 +395,7 @@ class StackedTrainer:
         self.last_row: list[dict[str, Any]] = [{} for _ in range(G)]
         bad = [0] * G
         done = [False] * G
+        self.pruned = [False] * G
         completed = [0] * G
         best_params = [p.detach().clone() for p in self.params]
 
@@ -415,33 +424,33 @@ class StackedTrainer:
             # one evaluation per distinct seed (its own train subset), not one per trial
             gap_loss = {s2: self.evaluate(self.X[i], self.y[i])["loss"].tolist() for s2, i in gap_idx.items()}
             gap = [gap_loss[s2][g] for g, s2 in enumerate(self.seeds)]
-            norms = torch.zeros(G, device=dev)
-            zeros = torch.zeros(G, device=dev)
+            norms = torch.zeros(self.G, device=dev)
+            zeros = torch.zeros(self.G, device=dev)
             count = 0
             for p in self.in_scope:
                 norms += self._per_trial_sum(p.detach().square(), p)
                 zeros += self._per_trial_sum((p.detach() == 0).float(), p)
-                count += p.numel() // G
+                count += p.numel() // self.G
             norms_l, zeros_l = norms.sqrt().tolist(), (zeros / max(count, 1)).tolist()
-            for g in range(G):
+            for at, g in enumerate(self.slots):  # `at`: the trial's position in the stack
                 if done[g]:
                     continue
                 row: dict[str, Any] = {
                     "epoch": epoch,
-                    "train_loss": data_loss[g] + pens[g],
-                    "data_loss": data_loss[g],
-                    "penalty": pens[g],
-                    "train_eval_loss": gap[g],
-                    "val_loss": val["loss"][g] if has_val else None,
+                    "train_loss": data_loss[at] + pens[at],
+                    "data_loss": data_loss[at],
+                    "penalty": pens[at],
+                    "train_eval_loss": gap[at],
+                    "val_loss": val["loss"][at] if has_val else None,
                 }
                 for k, v in val.items():
                     if k != "loss":
-                        row[f"val_{k}"] = v[g]
-                row["generalization_gap"] = row["val_loss"] - gap[g] if has_val else None
-                row["weight_l2_norm"], row["weight_sparsity"] = norms_l[g], zeros_l[g]
-                row["lr"] = float(self.lr[g])
+                        row[f"val_{k}"] = v[at]
+                row["generalization_gap"] = row["val_loss"] - gap[at] if has_val else None
+                row["weight_l2_norm"], row["weight_sparsity"] = norms_l[at], zeros_l[at]
+                row["lr"] = float(self.lr[at])
                 row["seconds"] = seconds
-                row["samples_per_second"] = n * G / seconds
+                row["samples_per_second"] = n * self.G / seconds
                 completed[g] = epoch
                 self.last_row[g] = row
                 if on_epoch:
@@ -460,15 +469,26 @@ class StackedTrainer:
                     best[g], best_epoch[g], best_row[g], bad[g] = value, epoch, row, 0
                     with torch.no_grad():
                         for bp, p in zip(best_params, self.params, strict=True):
-                            m = self._b((torch.arange(G, device=dev) == g).float(), p).bool()
+                            m = self._b((torch.arange(self.G, device=dev) == at).float(), p).bool()
                             bp.copy_(torch.where(m, p, bp))
                 else:
                     bad[g] += 1
                 if not math.isfinite(row["train_loss"]) or (es[g] and bad[g] >= es[g].patience):
                     done[g] = True
-                    self.active[g] = 0.0
+                    self.active[at] = 0.0
+            position = {g: at for at, g in enumerate(self.slots)}
+            for g in after_epoch(epoch) if after_epoch else ():
+                if not done[g]:
+                    done[g] = self.pruned[g] = True
+                    self.active[position[g]] = 0.0
             if all(done):
                 break
+            live = [at for at, g in enumerate(self.slots) if not done[g]]
+            if len(self.slots) - len(live) >= max(1, len(self.slots) // 4):
+                # the test metrics of the trials leaving the stack, from their kept weights
+                tests = self._test_metrics(best_params)
+                self.dropped_tests.update({g: tests[g] for g in self.slots if done[g]})
+                best_params = self._repack(live, best_params)
         return self._results(best_epoch, completed, done, best_row, best_params, cancelled=False)
 
     def _results(
@@ -480,22 +500,80 @@ class StackedTrainer:
         best_params: list[torch.Tensor],
         cancelled: bool,
     ) -> list[TrialResult]:
-        restore = torch.tensor(
-            [bool(t.training.early_stopping and t.training.early_stopping.restore_best) for t in self.trials],
-            device=self.device,
-        )
-        with torch.no_grad():
-            for bp, p in zip(best_params, self.params, strict=True):
-                p.copy_(torch.where(self._b(restore.float(), p).bool(), bp, p))
-        test = {k: v.tolist() for k, v in self.evaluate(self.Xt, self.yt).items()} if len(self.Xt) else {}
+        tests = self._test_metrics(best_params, keep_restored=True)
+        tests.update(self.dropped_tests)
         return [
             TrialResult(
                 best_epoch=best_epoch[g],
                 epochs_completed=completed[g],
                 stopped_early=done[g] and not cancelled and completed[g] < self.trials[g].training.epochs,
+                pruned=self.pruned[g],
                 best_metrics=best_row[g],
                 last_metrics=self.last_row[g],
-                test_metrics={f"test_{k}": v[g] for k, v in test.items()},
+                test_metrics=tests.get(g, {}),
             )
-            for g in range(self.G)
+            for g in range(len(self.trials))
         ]
+
+    @torch.no_grad()
+    def _test_metrics(
+        self, best_params: list[torch.Tensor], keep_restored: bool = False
+    ) -> dict[int, dict[str, float]]:
+        """Each trial in the stack's test metrics with the weights it keeps (its best ones
+        where early stopping restores them). The weights go back as they were unless
+        keep_restored."""
+        kept = [self.trials[g] for g in self.slots]
+        restore = torch.tensor(
+            [bool(t.training.early_stopping and t.training.early_stopping.restore_best) for t in kept],
+            device=self.device,
+        )
+        saved = [] if keep_restored else [p.detach().clone() for p in self.params]
+        for bp, p in zip(best_params, self.params, strict=True):
+            p.copy_(torch.where(self._b(restore.float(), p).bool(), bp, p))
+        test = {k: v.tolist() for k, v in self.evaluate(self.Xt, self.yt).items()} if len(self.Xt) else {}
+        for p, old in zip(self.params, saved, strict=False):
+            p.copy_(old)
+        return {g: {f"test_{k}": v[at] for k, v in test.items()} for at, g in enumerate(self.slots)}
+
+    @torch.no_grad()
+    def _repack(self, live: list[int], best_params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Keep only the stack positions `live`: the weights, the optimizer state, the best
+        weights and every per-trial number, so that stopped trials no longer cost compute.
+        A CUDA graph is captured again for the smaller stack. The best weights, repacked."""
+        idx = torch.tensor(live, device=self.device)
+        params, best = [], []
+        for i, (p, bp) in enumerate(zip(self.params, best_params, strict=True)):
+            axis = self.axis[id(p)]
+            params.append(nn.Parameter(p.detach().index_select(axis, idx).contiguous()))
+            best.append(bp.index_select(axis, idx).contiguous())
+            for k, v in self.state.get(i, {}).items():
+                self.state[i][k] = v.index_select(axis, idx).contiguous()
+        it = iter(params)
+        for layer in self.layers:
+            layer.weight, layer.bias = next(it), next(it)
+        self.params = params
+        self.axis = {id(layer.weight): 1 if layer.shared_input else 0 for layer in self.layers}
+        self.axis.update({id(layer.bias): 0 for layer in self.layers})
+        scope_all = self.trials[0].regularization.apply_to == "all"
+        self.in_scope = [
+            p for layer in self.layers for p in ((layer.weight, layer.bias) if scope_all else (layer.weight,))
+        ]
+        for name in (
+            "l1",
+            "l2",
+            "smooth",
+            "base_lr",
+            "lr",
+            "wd",
+            "dropout",
+            "active",
+            "loss_sum",
+            "penalty_sum",
+        ):
+            setattr(self, name, getattr(self, name).index_select(0, idx))
+        self.G = len(live)
+        self.keep = (1 - self.dropout).view(self.G, 1, 1)
+        self.seeds = [self.seeds[at] for at in live]
+        self.slots = [self.slots[at] for at in live]
+        self.graph, self.warm = None, 0
+        return best

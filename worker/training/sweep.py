@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from service.datafile import DataError
+from service.spec import JobSpec
 from service.stacking import group_key, not_stackable
 from service.sweep_spec import SweepSpec, Trial
 from worker.training.data import Prepared, cv_folds, load_dataset, split_and_standardize
@@ -33,19 +34,36 @@ CPU_MAX_GROUP = 64
 class TrialOutcome:
     index: int
     params: dict[str, Any]
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: Literal["succeeded", "failed", "cancelled", "pruned"]
     metrics: dict[str, float] = field(default_factory=dict)  # fold means of the kept row, + score_std
     score: float | None = None
     fold_scores: list[float] = field(default_factory=list)
     best_epoch: float | None = None  # mean over folds
     vectorized: bool = False
     error: dict[str, Any] | None = None
+    epochs_trained: int = 0  # summed over folds and seeds
+    pruned_at_epoch: int | None = None
+    reason: str | None = None
+
+
+def _no_report(_index: int, _fold: int, _step: int, _row: dict[str, Any]) -> None:
+    return None
+
+
+def _no_prune(_index: int, _fold: int, _step: int, _row: dict[str, Any]) -> str | None:
+    return None
 
 
 @dataclass
 class SweepCallbacks:
     on_trial: Callable[[TrialOutcome], None] = lambda _t: None
     should_stop: Callable[[], bool] = lambda: False
+    # After each epoch of a trial (its seeds' rows averaged): (trial index, fold, step = epochs
+    # of this configuration so far across folds, row). on_epoch is told of every trial of the
+    # epoch first; then prune answers for each a reason to stop it, or None.
+    on_epoch: Callable[[int, int, int, dict[str, Any]], None] = _no_report
+    prune: Callable[[int, int, int, dict[str, Any]], str | None] = _no_prune
+    after_epoch: Callable[[], None] = lambda: None  # once per epoch of a group (flush progress)
 
 
 @dataclass
@@ -71,7 +89,7 @@ def _summarize(
     best_epochs: list[int | None],
     vectorized: bool,
 ) -> TrialOutcome:
-    metric = sweep.objective.metric
+    metric = sweep.primary.metric
     scores = [r.get(metric) for r in rows]
     if not rows or any(s is None or not math.isfinite(s) for s in scores):
         return TrialOutcome(
@@ -120,9 +138,11 @@ def run_sweep(
     *,
     datasets_dir: Path | None = None,
     callbacks: SweepCallbacks | None = None,
+    folds_cache: dict[str, list[Prepared]] | None = None,
 ) -> SweepOutcome:
+    """`folds_cache` keeps the folds between calls (a search trains one unit of trials per call)."""
     cb = callbacks or SweepCallbacks()
-    folds_of: dict[str, list[Prepared]] = {}
+    folds_of: dict[str, list[Prepared]] = {} if folds_cache is None else folds_cache
 
     def folds(spec: Any) -> list[Prepared]:
         key = json.dumps(
@@ -152,7 +172,7 @@ def run_sweep(
     done = [o for o in outcomes.values() if o.status == "succeeded" and o.score is not None]
     best = None
     if done:
-        sign = 1 if sweep.objective.mode == "min" else -1
+        sign = 1 if sweep.primary.mode == "min" else -1
         best = min(done, key=lambda o: (sign * o.score, o.index)).index  # type: ignore[operator]
     return SweepOutcome(status, [outcomes[t.index] for t in trials], best)
 
@@ -176,6 +196,41 @@ def _groups(
     return groups + solo
 
 
+def _replicas(sweep: SweepSpec, spec: JobSpec) -> list[JobSpec]:
+    """The configuration trained under `seeds` seeds: seed, seed + 1, ... (stacked together)."""
+    if sweep.seeds == 1:
+        return [spec]
+    out = []
+    for k in range(sweep.seeds):
+        doc = spec.model_dump(mode="json")
+        doc["training"]["seed"] = spec.training.seed + k
+        out.append(JobSpec.model_validate(doc))
+    return out
+
+
+def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics rows of one epoch of a configuration's seeds, averaged."""
+    if len(rows) == 1:
+        return rows[0]
+    out: dict[str, Any] = {}
+    for k, v in rows[0].items():
+        vals = [r.get(k) for r in rows]
+        ok = all(isinstance(x, int | float) and not isinstance(x, bool) for x in vals)
+        out[k] = statistics.fmean(vals) if ok else v  # type: ignore[arg-type]
+    return out
+
+
+@dataclass
+class _Progress:
+    """What one trial has trained so far across folds and seeds."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)  # kept row per (fold, seed)
+    best_epochs: list[int | None] = field(default_factory=list)
+    epochs: int = 0
+    pruned: tuple[int, str] | None = None  # (step, reason)
+    last: dict[str, Any] = field(default_factory=dict)
+
+
 def _run_trials(
     sweep: SweepSpec,
     trials: list[Trial],
@@ -183,43 +238,128 @@ def _run_trials(
     cb: SweepCallbacks,
     outcomes: dict[int, TrialOutcome],
 ) -> None:
+    """Each group of compatible trials on every fold, all seeds of a trial stacked with it.
+    After each epoch the sweep's pruner (cb.on_epoch) may stop a trial: its seeds stop training
+    and it skips the remaining folds."""
     for group in _groups(sweep, trials, folds):
-        rows: dict[int, list[dict[str, Any]]] = {t.index: [] for t in group}
-        best_epochs: dict[int, list[int | None]] = {t.index: [] for t in group}
+        reps = {t.index: _replicas(sweep, t.spec) for t in group}
+        prog = {t.index: _Progress() for t in group}
         failed: dict[int, dict[str, Any]] = {}
-        stacked = len(group) > 1
-        for data in folds(group[0].spec):
+        stacked = sweep.vectorize is not False and (len(group) > 1 or sweep.seeds > 1)
+        epochs = group[0].spec.training.epochs
+        for fold, data in enumerate(folds(group[0].spec)):
             if cb.should_stop():
                 raise _Cancelled
-            if stacked:
-                results = StackedTrainer([t.spec for t in group], data).fit(should_stop=cb.should_stop)
-                if cb.should_stop():
-                    raise _Cancelled
-                for t, r in zip(group, results, strict=True):
-                    rows[t.index].append(_kept_row(t.spec, r.best_metrics, r.last_metrics))
-                    best_epochs[t.index].append(r.best_epoch)
-                continue
-            t = group[0]
-            seen: list[dict[str, Any]] = []
-            try:
-                out = fit(t.spec, data, None, Callbacks(on_epoch=seen.append, should_stop=cb.should_stop))
-            except TrainingError as e:
-                failed[t.index] = e.to_dict()
+            alive = [t for t in group if prog[t.index].pruned is None and t.index not in failed]
+            if not alive:
                 break
-            if out.status == "cancelled":
-                raise _Cancelled
-            by_epoch = {r["epoch"]: r for r in seen}
-            rows[t.index].append(
-                _kept_row(t.spec, by_epoch.get(out.best_epoch or -1, {}), seen[-1] if seen else {})
-            )
-            best_epochs[t.index].append(out.best_epoch)
+            if stacked and not not_stackable(group[0].spec):
+                _fit_stacked(sweep, alive, reps, prog, fold, epochs, data, cb)
+                continue
+            for t in alive:
+                for k, spec in enumerate(reps[t.index]):
+                    if prog[t.index].pruned is not None:
+                        break
+                    try:
+                        _fit_solo(t, spec, prog[t.index], (fold * sweep.seeds + k) * epochs, data, cb)
+                    except TrainingError as e:
+                        failed[t.index] = e.to_dict()
+                        break
         for t in group:
+            p = prog[t.index]
             if t.index in failed:
-                outcome = TrialOutcome(t.index, t.params, "failed", error=failed[t.index])
+                outcome = TrialOutcome(
+                    t.index, t.params, "failed", error=failed[t.index], epochs_trained=p.epochs
+                )
+            elif p.pruned is not None:
+                outcome = TrialOutcome(
+                    t.index,
+                    t.params,
+                    "pruned",
+                    metrics={k: v for k, v in p.last.items() if isinstance(v, int | float)},
+                    vectorized=stacked,
+                    epochs_trained=p.epochs,
+                    pruned_at_epoch=p.pruned[0],
+                    reason=p.pruned[1],
+                )
             else:
-                outcome = _summarize(sweep, t, rows[t.index], best_epochs[t.index], stacked)
+                outcome = _summarize(sweep, t, p.rows, p.best_epochs, stacked)
+                outcome.epochs_trained = p.epochs
             outcomes[t.index] = outcome
             cb.on_trial(outcome)
+
+
+def _fit_stacked(
+    sweep: SweepSpec,
+    alive: list[Trial],
+    reps: dict[int, list[JobSpec]],
+    prog: dict[int, _Progress],
+    fold: int,
+    epochs: int,
+    data: Prepared,
+    cb: SweepCallbacks,
+) -> None:
+    slots = [(t, spec) for t in alive for spec in reps[t.index]]
+    seen: dict[int, list[dict[str, Any]]] = {}
+
+    def on_epoch(g: int, row: dict[str, Any]) -> None:
+        t = slots[g][0]
+        prog[t.index].epochs += 1
+        seen.setdefault(t.index, []).append(row)
+
+    def after_epoch(epoch: int) -> list[int]:
+        stop: set[int] = set()
+        step = fold * epochs + epoch
+        for index, rows in seen.items():
+            prog[index].last = _mean_row(rows)
+            cb.on_epoch(index, fold, step, prog[index].last)
+        for index in seen:
+            reason = cb.prune(index, fold, step, prog[index].last)
+            if reason is not None:
+                prog[index].pruned = (step, reason)
+                stop.add(index)
+        seen.clear()
+        cb.after_epoch()
+        return [g for g, (t, _) in enumerate(slots) if t.index in stop]
+
+    results = StackedTrainer([spec for _, spec in slots], data).fit(
+        on_epoch=on_epoch, should_stop=cb.should_stop, after_epoch=after_epoch
+    )
+    if cb.should_stop():
+        raise _Cancelled
+    for (t, spec), r in zip(slots, results, strict=True):
+        if prog[t.index].pruned is None:
+            prog[t.index].rows.append(_kept_row(spec, r.best_metrics, r.last_metrics))
+            prog[t.index].best_epochs.append(r.best_epoch)
+
+
+def _fit_solo(t: Trial, spec: JobSpec, p: _Progress, offset: int, data: Prepared, cb: SweepCallbacks) -> None:
+    """One seed of one trial on one fold; TrainingError when it fails."""
+    seen: list[dict[str, Any]] = []
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        seen.append(row)
+        p.epochs += 1
+        p.last = row
+        cb.on_epoch(t.index, 0, offset + row["epoch"], row)
+        reason = cb.prune(t.index, 0, offset + row["epoch"], row)
+        cb.after_epoch()
+        if reason is not None:
+            p.pruned = (offset + row["epoch"], reason)
+
+    out = fit(
+        spec,
+        data,
+        None,
+        Callbacks(on_epoch=on_epoch, should_stop=lambda: cb.should_stop() or p.pruned is not None),
+    )
+    if p.pruned is not None:
+        return
+    if out.status == "cancelled":
+        raise _Cancelled
+    by_epoch = {r["epoch"]: r for r in seen}
+    p.rows.append(_kept_row(spec, by_epoch.get(out.best_epoch or -1, {}), seen[-1] if seen else {}))
+    p.best_epochs.append(out.best_epoch)
 
 
 def _run_path(

@@ -43,7 +43,7 @@ from regtrain_client.models import (
     SweepBest,
     Trial,
 )
-from regtrain_client.progress import epoch_line, sweep_progress_line
+from regtrain_client.progress import epoch_line, sweep_progress_line, trial_event_line
 from regtrain_client.sse import Event, parse_sse
 
 __all__ = [
@@ -79,4 +79,5 @@ __all__ = [
     "load_spec",
     "parse_sse",
     "sweep_progress_line",
+    "trial_event_line",
 ]

@@ -178,6 +178,16 @@ class Client:
         """The job's Server-Sent Events until `done`. A dropped connection (or one silent for
         longer than three of the server's keep-alives) is resumed with Last-Event-ID, so no
         event is lost or repeated. TimeoutError after `timeout` seconds, if given."""
+        return self._events("job", job_id, last_event_id, timeout)
+
+    def sweep_events(
+        self, sweep_id: str, *, last_event_id: str | None = None, timeout: float | None = None
+    ) -> Iterator[Event]:
+        """The sweep's Server-Sent Events until `done`: `trial` (a trial started, ended an
+        epoch, was pruned or ended) and `status`; resumed like `events`."""
+        return self._events("sweep", sweep_id, last_event_id, timeout)
+
+    def _events(self, kind: str, row_id: str, last_event_id: str | None, timeout: float | None) -> Iterator[Event]:
         deadline = None if timeout is None else time.monotonic() + timeout
         failures, since = 0, time.monotonic()
         while True:
@@ -189,7 +199,7 @@ class Client:
                 read_s = max(min(read_s, deadline - time.monotonic()), 0.01)
             try:
                 with self.transport.stream(
-                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(30, read=read_s)
+                    "GET", f"/v1/{kind}s/{row_id}/events", headers=headers, timeout=httpx.Timeout(30, read=read_s)
                 ) as r:
                     for event in parse_sse(r.iter_lines()):
                         failures, since = 0, time.monotonic()
@@ -199,10 +209,10 @@ class Client:
                         if event.event == "done":
                             return
                         if deadline is not None and time.monotonic() > deadline:
-                            raise TimeoutError(f"job {job_id} not finished after {timeout} s")
+                            raise TimeoutError(f"{kind} {row_id} not finished after {timeout} s")
             except RETRYABLE:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} not finished after {timeout} s") from None
+                    raise TimeoutError(f"{kind} {row_id} not finished after {timeout} s") from None
                 if not self.transport.wait_before_retry(failures, since):
                     raise
                 failures += 1

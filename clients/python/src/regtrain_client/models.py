@@ -188,6 +188,10 @@ class Trial(Document):
     fold_scores: list[float] | None = None
     vectorized: bool | None = None
     error: JobError | None = None
+    epochs_trained: int | None = None
+    pruned_at_epoch: int | None = None
+    reason: str | None = None
+    progress: dict[str, Any] | None = None
 
 
 class SweepBest(Document):
@@ -196,7 +200,9 @@ class SweepBest(Document):
     params: dict[str, Any] = {}
     metrics: dict[str, Any] | None = None
     score: float | None = None
+    score_std: float | None = None
     job_id: str | None = None
+    test_metrics: dict[str, Any] | None = None
 
 
 class Sweep(_Handle):
@@ -215,10 +221,19 @@ class Sweep(_Handle):
     objective: dict[str, Any] = {}
     error: JobError | None = None
     spec: dict[str, Any] = {}
+    units: list[dict[str, Any]] = []
+    objectives: list[dict[str, Any]] = []
+    pareto: list[int] | None = None
+    warnings: list[str] = []
+    study: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    def events(self, last_event_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
+        """The sweep's Server-Sent Events (trial, status) until `done`; see Client.sweep_events."""
+        return self.client.sweep_events(self.id, last_event_id=last_event_id, timeout=timeout)
 
     def refresh(self) -> Sweep:
         return self.client.sweep(self.id)

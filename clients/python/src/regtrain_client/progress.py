@@ -41,6 +41,30 @@ def epoch_line(row: BaseModel | dict[str, Any], epochs: int | None) -> str:
     return " ".join([head, *(f"{k} {r[k]:.4f}" for k in shown_metrics(r))])
 
 
+def trial_event_line(t: dict[str, Any]) -> str:
+    """One line per trial event of a sweep's stream: started, an epoch, pruned, ended."""
+    head = f"trial {t.get('index')}"
+    params = ", ".join(f"{k}={_short(v)}" for k, v in (t.get("params") or {}).items())
+    status, p = t.get("status"), t.get("progress")
+    if t.get("event") == "started":
+        return f"{head} started: {params}"
+    if p and (t.get("event") == "epoch" or (status == "running" and not t.get("event"))):
+        values = ", ".join(f"{k} {_short(v)}" for k, v in p.items() if k not in ("fold", "epoch", "step"))
+        return f"{head} fold {p.get('fold', 0) + 1} epoch {p.get('epoch')}: {values}"
+    if status in ("running", "queued"):
+        return f"{head} {status}: {params}"
+    if status == "pruned":
+        return f"{head} pruned at epoch {t.get('pruned_at_epoch')}: {t.get('reason')}"
+    if status == "succeeded":
+        return f"{head} succeeded: score {_short(t.get('score'))} ({t.get('epochs_trained')} epochs) {params}"
+    error = t.get("error") or {}
+    return f"{head} {status}" + (f": {error.get('type')}: {error.get('message')}" if error else "")
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def sweep_progress_line(sweep: Sweep) -> str:
     done = sum(t.status in FINISHED for t in sweep.trials)
     line = f"sweep {sweep.id} {sweep.status}: {done}/{len(sweep.trials)} trials finished"
