@@ -218,6 +218,9 @@ def download(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+ENDED = frozenset({"succeeded", "failed", "cancelled", "pruned"})
+
+
 def sweep(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     sw = client.submit_sweep(args.spec)
     if not args.follow:
@@ -229,9 +232,14 @@ def sweep(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     # Plain lines, never a tqdm bar (stderr is often a log file): from the sweep's events, each
     # trial as it starts, ends an epoch, is pruned or ends. The sweep ends once its best trial's
     # retrain job has, so that job's test metrics are there to show.
+    total = int(sw.spec.get("trials", 0)) if sw.spec.get("space") else len(sw.trials)
+    ended: set[int] = set()
     for event in sw.events():
         if event.event == "trial":
             print(trial_event_line(event.data), file=sys.stderr, flush=True)
+            if event.data.get("status") in ENDED and event.data.get("event") != "started":
+                ended.add(int(event.data["index"]))
+                print(f"sweep {sw.id}: {len(ended)}/{total} trials finished", file=sys.stderr, flush=True)
         elif event.event == "status":
             print(f"sweep {sw.id}: {event.data.get('status')}", file=sys.stderr, flush=True)
     sw = sw.refresh()
