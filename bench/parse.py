@@ -80,12 +80,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result[which] = measure(which, path)
     old, new = result["old"], result["new"]
     result["speedup"] = old["seconds"] / new["seconds"]
-    result["growth_ratio"] = (old["peak_rss"] - old["rss_before"]) / max(1, new["peak_rss"] - new["rss_before"])
+    result["growth_ratio"] = (old["peak_rss"] - old["rss_before"]) / max(
+        1, new["peak_rss"] - new["rss_before"]
+    )
     print(f"{'reader':8} {'rows':>8} {'MB':>6} {'seconds':>8} {'peak RSS MB':>12} {'growth MB':>10}")
     for which, name in (("old", "python"), ("new", "pyarrow")):
         r = result[which]
         growth = (r["peak_rss"] - r["rss_before"]) / 1e6
-        print(f"{name:8} {r['rows']:8d} {mb:6.1f} {r['seconds']:8.2f} {r['peak_rss'] / 1e6:12.0f} {growth:10.0f}")
+        print(
+            f"{name:8} {r['rows']:8d} {mb:6.1f} {r['seconds']:8.2f} {r['peak_rss'] / 1e6:12.0f} {growth:10.0f}"
+        )
     print(f"speedup {result['speedup']:.1f}x, memory growth ratio {result['growth_ratio']:.1f}x (old / new)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

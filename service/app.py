@@ -70,9 +70,7 @@ class BodyLimit:
         limit = self.max_upload_bytes if upload else self.max_bytes
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            response = JSONResponse(
-                {"detail": f"the request body exceeds {limit} bytes"}, status_code=413
-            )
+            response = JSONResponse({"detail": f"the request body exceeds {limit} bytes"}, status_code=413)
             await response(scope, receive, send)
             return
         seen = 0
@@ -93,19 +91,15 @@ class BodyLimit:
 ERRORS = {
     400: "Malformed request, e.g. an upload that is not CSV or NPZ data",
     401: "No or bad API key (only where REGTRAIN_API_KEYS is set)",
-    409: "Wrong state (e.g. cancelling a finished job), or an Idempotency-Key reused with "
-    "another body",
+    409: "Wrong state (e.g. cancelling a finished job), or an Idempotency-Key reused with another body",
     413: "Request body or upload too large",
-    429: "The tenant has REGTRAIN_MAX_ACTIVE_JOBS jobs queued or running; retry after "
-    "Retry-After seconds",
+    429: "The tenant has REGTRAIN_MAX_ACTIVE_JOBS jobs queued or running; retry after Retry-After seconds",
     503: "The broker or the store is unreachable",
 }
 
 
 ERROR_BODY = {
-    "application/json": {
-        "schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
-    }
+    "application/json": {"schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}}
 }
 
 

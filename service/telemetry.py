@@ -68,7 +68,9 @@ class StoreCollector(Collector):
         yield durations
 
         yield CounterMetricFamily(
-            "regtrain_epochs", "Epochs trained (metrics rows in the store).", value=self.store.epochs_recorded()
+            "regtrain_epochs",
+            "Epochs trained (metrics rows in the store).",
+            value=self.store.epochs_recorded(),
         )
         recent = self.store.epochs_recorded(since=now() - timedelta(seconds=RATE_WINDOW_S))
         yield GaugeMetricFamily(

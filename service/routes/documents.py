@@ -14,4 +14,3 @@ from pydantic_core import to_json
 def json_document(doc: Any) -> Response:
     """`doc` as JSON (datetimes in ISO 8601, non-finite numbers as null), in one Rust pass."""
     return Response(content=to_json(doc, inf_nan_mode="null"), media_type="application/json")
-

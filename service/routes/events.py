@@ -141,7 +141,9 @@ async def _changes(
         for _, kind, row in sorted(changes, key=lambda c: c[0]):
             if kind == "status":
                 pos.history = max(pos.history, row["seq"])
-                data = {k: row[k] for k in ("status", "at", "attempt", "worker", "resumed_from_epoch", "message")}
+                data = {
+                    k: row[k] for k in ("status", "at", "attempt", "worker", "resumed_from_epoch", "message")
+                }
             elif kind == "epoch":
                 pos.epoch = max(pos.epoch, row["epoch"])
                 data = row["row"]

@@ -104,7 +104,9 @@ job_history = sa.Table(
     "job_history",
     metadata,
     sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("attempt", sa.Integer),
@@ -201,7 +203,9 @@ webhook_deliveries = sa.Table(
     metadata,
     sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
     sa.Column("id", sa.String(64), nullable=False, unique=True),  # the webhook-id header
-    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("tenant", sa.String(100), nullable=False),
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("event", sa.String(20), nullable=False),

@@ -18,7 +18,10 @@ def test_parse_sse_skips_comments_and_keeps_ids() -> None:
     lines = [": keep-alive", "event: epoch", "id: 7", 'data: {"epoch": 1}', "", "data: plain", ""]
     events = list(parse_sse(lines))
     # as the SSE standard says, an event without an id keeps the last one seen
-    assert [(e.event, e.id, e.data) for e in events] == [("epoch", "7", {"epoch": 1}), ("message", "7", "plain")]
+    assert [(e.event, e.id, e.data) for e in events] == [
+        ("epoch", "7", {"epoch": 1}),
+        ("message", "7", "plain"),
+    ]
 
 
 def test_format_detail_names_each_field() -> None:

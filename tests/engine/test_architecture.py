@@ -57,7 +57,10 @@ def test_sequential_refusals_name_the_layer() -> None:
     digits = BUILTIN_SHAPES["digits"]
     conv_after_flatten = make_spec(
         dataset={"name": "digits"},
-        model={"type": "sequential", "layers": [{"type": "flatten"}, {"type": "conv2d", "out_channels": 4}, {"type": "linear"}]},
+        model={
+            "type": "sequential",
+            "layers": [{"type": "flatten"}, {"type": "conv2d", "out_channels": 4}, {"type": "linear"}],
+        },
     )
     with pytest.raises(SpecError) as info:
         plan_model(conv_after_flatten, digits)

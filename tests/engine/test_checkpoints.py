@@ -39,7 +39,9 @@ def evaluate_checkpoint(spec: JobSpec, data: Prepared, path: Path) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]]:
     spec = make_spec(
         dataset={"name": "digits"},
         model={"type": "mlp", "hidden": [32], "dropout": 0.2, "batch_norm": True},
@@ -74,13 +76,19 @@ def test_final_weights_reproduce_the_reported_test_metrics(
 
 
 def test_cnn_checkpoint_reproduces_its_metrics(tmp_path: Path, prepared: Prepare) -> None:
-    spec = make_spec(dataset={"name": "digits"}, model={"type": "cnn", "channels": [4], "hidden": [16]}, training={"epochs": 1})
+    spec = make_spec(
+        dataset={"name": "digits"},
+        model={"type": "cnn", "channels": [4], "hidden": [16]},
+        training={"epochs": 1},
+    )
     out = run_job(spec, tmp_path)
     again = evaluate_checkpoint(spec, prepared(spec), tmp_path / "checkpoints" / "final.safetensors")
     assert again["test_accuracy"] == pytest.approx(out.result["metrics"]["test_accuracy"])
 
 
-def test_sidecar_describes_the_checkpoint(trained: tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]], prepared: Prepare) -> None:
+def test_sidecar_describes_the_checkpoint(
+    trained: tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]], prepared: Prepare
+) -> None:
     spec, work, out, _ = trained
     folder = work / "checkpoints"
     side = ckpt.read_sidecar(folder, "final")
@@ -99,7 +107,9 @@ def test_sidecar_describes_the_checkpoint(trained: tuple[JobSpec, Path, JobOutco
         assert f.metadata()["format"] == ckpt.FORMAT
 
 
-def test_only_the_last_epoch_checkpoints_are_kept(trained: tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]]) -> None:
+def test_only_the_last_epoch_checkpoints_are_kept(
+    trained: tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]],
+) -> None:
     _, work, _, seen = trained
     folder = work / "checkpoints"
     assert KEEP_EPOCH_CHECKPOINTS == 3
@@ -124,7 +134,9 @@ def test_checkpoint_every_and_zero(tmp_path: Path) -> None:
     assert (folder / "best.safetensors").exists() and (folder / "final.safetensors").exists()
 
 
-def test_resume_state_is_data_not_pickle(trained: tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]]) -> None:
+def test_resume_state_is_data_not_pickle(
+    trained: tuple[JobSpec, Path, JobOutcome, dict[str, list[Any]]],
+) -> None:
     _, work, _, _ = trained
     folder = work / "checkpoints"
     assert not [p for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".pkl", ".bin")]
@@ -143,7 +155,10 @@ def test_restore_best_leaves_the_best_weights_in_final(tmp_path: Path, prepared:
     folder = tmp_path / "checkpoints"
     assert out.result["best_epoch"] == 1 and out.result["stopped_early"]
     assert out.result["epochs_completed"] == 3
-    final, best = ckpt.read_weights(folder / "final.safetensors"), ckpt.read_weights(folder / "best.safetensors")
+    final, best = (
+        ckpt.read_weights(folder / "final.safetensors"),
+        ckpt.read_weights(folder / "best.safetensors"),
+    )
     last = ckpt.read_weights(folder / "epoch-3.safetensors")
     assert all(torch.equal(final[k], best[k]) for k in final)
     assert not all(torch.equal(final[k], last[k]) for k in final)
@@ -152,10 +167,15 @@ def test_restore_best_leaves_the_best_weights_in_final(tmp_path: Path, prepared:
     again = evaluate_checkpoint(spec, prepared(spec), folder / "final.safetensors")
     assert again["test_accuracy"] == pytest.approx(out.result["metrics"]["test_accuracy"])
 
-    keep_last = make_spec(dataset={"name": "digits"}, training={"epochs": 10, "early_stopping": {**es, "restore_best": False}})
+    keep_last = make_spec(
+        dataset={"name": "digits"}, training={"epochs": 10, "early_stopping": {**es, "restore_best": False}}
+    )
     run_job(keep_last, tmp_path / "b")
     folder_b = tmp_path / "b" / "checkpoints"
-    final_b, last_b = ckpt.read_weights(folder_b / "final.safetensors"), ckpt.read_weights(folder_b / "epoch-3.safetensors")
+    final_b, last_b = (
+        ckpt.read_weights(folder_b / "final.safetensors"),
+        ckpt.read_weights(folder_b / "epoch-3.safetensors"),
+    )
     assert all(torch.equal(final_b[k], last_b[k]) for k in final_b)
 
 

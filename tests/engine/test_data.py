@@ -13,7 +13,13 @@ from worker.training.data import Standardization, prepare, split_and_standardize
 
 @pytest.mark.parametrize(
     ("name", "n", "features", "classes"),
-    [("digits", 1797, 64, 10), ("iris", 150, 4, 3), ("wine", 178, 13, 3), ("breast_cancer", 569, 30, 2), ("diabetes", 442, 10, 1)],
+    [
+        ("digits", 1797, 64, 10),
+        ("iris", 150, 4, 3),
+        ("wine", 178, 13, 3),
+        ("breast_cancer", 569, 30, 2),
+        ("diabetes", 442, 10, 1),
+    ],
 )
 def test_builtin_datasets_split_and_standardize(name: str, n: int, features: int, classes: int) -> None:
     data = prepare(make_spec(dataset={"name": name}))

@@ -19,7 +19,9 @@ from worker.training.runner import Callbacks, JobOutcome, run_job
 class Recorder:
     """Callbacks that record what the engine reports, and can cancel after a given checkpoint."""
 
-    def __init__(self, stop_after_checkpoint: str | None = None, stop_after_epochs: int | None = None) -> None:
+    def __init__(
+        self, stop_after_checkpoint: str | None = None, stop_after_epochs: int | None = None
+    ) -> None:
         self.rows: list[dict[str, Any]] = []
         self.checkpoints: list[str] = []
         self.removed: list[str] = []
@@ -73,7 +75,11 @@ RESUMABLE = [
         {
             "dataset": {"name": "wine"},
             "model": {"type": "mlp", "hidden": [32], "batch_norm": True},
-            "optimizer": {"name": "adam", "lr": 0.01, "scheduler": {"type": "step", "step_size": 2, "gamma": 0.5}},
+            "optimizer": {
+                "name": "adam",
+                "lr": 0.01,
+                "scheduler": {"type": "step", "step_size": 2, "gamma": 0.5},
+            },
             "training": {"epochs": 6, "batch_size": 16, "early_stopping": {"patience": 50}},
         },
         id="adam-step-scheduler",

@@ -35,7 +35,9 @@ def rows_of(spec: JobSpec, data: Prepared) -> list[dict[str, Any]]:
     ids=lambda o: f"{o['name']}{'-nesterov' if o.get('nesterov') else ''}",
 )
 def test_every_optimizer_learns(prepared: Prepare, optimizer: dict[str, Any]) -> None:
-    spec = make_spec(optimizer=optimizer, regularization={"l2": 1e-3}, training={"epochs": 8, "checkpoint_every": 0})
+    spec = make_spec(
+        optimizer=optimizer, regularization={"l2": 1e-3}, training={"epochs": 8, "checkpoint_every": 0}
+    )
     rows = rows_of(spec, prepared(spec))
     assert rows[-1]["data_loss"] < rows[0]["data_loss"]
     assert all(math.isfinite(r["train_loss"]) for r in rows)

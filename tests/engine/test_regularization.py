@@ -63,7 +63,9 @@ def initial_model(spec: JobSpec, data: Prepared) -> nn.Sequential:
     return create_model(spec, data.shape)
 
 
-def engine_parts(spec: JobSpec, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], Penalty, torch.optim.Optimizer]:
+def engine_parts(
+    spec: JobSpec, model: nn.Module
+) -> tuple[list[nn.Parameter], list[nn.Parameter], Penalty, torch.optim.Optimizer]:
     """Scope, penalty and optimizer put together as fit() puts them."""
     reg = spec.regularization
     inside, outside = split_parameters(model, reg.apply_to)
@@ -109,7 +111,9 @@ def test_1_reported_penalty_is_l2_of_the_weights(prepared: Prepare) -> None:
         training={"epochs": 1, "checkpoint_every": 0},
     )
     data = prepared(spec)
-    expected = lam * sum(float((w.detach().double() ** 2).sum()) for w in weights_of(initial_model(spec, data)))
+    expected = lam * sum(
+        float((w.detach().double() ** 2).sum()) for w in weights_of(initial_model(spec, data))
+    )
     _, rows = run_fit(spec, data)
     assert rows[0]["penalty"] == pytest.approx(expected, rel=1e-5)
     assert rows[0]["train_loss"] == pytest.approx(rows[0]["data_loss"] + expected, rel=1e-5)
@@ -230,10 +234,10 @@ def test_3_fit_with_l2_equals_fit_with_weight_decay(prepared: Prepare, clip: flo
     lam = 0.01
     training = {"epochs": 4, "checkpoint_every": 0, "grad_clip_norm": clip}
     common = {"model": {"type": "mlp", "hidden": [32], "dropout": 0.3}, "training": training}
-    a = make_spec(regularization={"l2": lam}, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, **common)
-    b = make_spec(
-        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2 * lam}, **common
+    a = make_spec(
+        regularization={"l2": lam}, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, **common
     )
+    b = make_spec(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2 * lam}, **common)
     none = make_spec(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, **common)
     out_a, _ = run_fit(a, prepared(a))
     out_b, _ = run_fit(b, prepared(b))
@@ -309,7 +313,9 @@ def test_4_one_adamw_step_with_zero_data_gradient_decays_the_weights() -> None:
 def test_5_default_scope_leaves_biases_and_batch_norm_alone() -> None:
     spec, model = mlp([8, 8], batch_norm=True)
     spec = make_spec(
-        model=spec.model.model_dump(), regularization={"l2": 0.1, "l1": 0.1}, optimizer={"name": "sgd", "lr": 0.1, "weight_decay": 0.3}
+        model=spec.model.model_dump(),
+        regularization={"l2": 0.1, "l1": 0.1},
+        optimizer={"name": "sgd", "lr": 0.1, "weight_decay": 0.3},
     )
     inside, outside = split_parameters(model, "weights")
     assert ids(inside) == ids(weights_of(model))
@@ -415,7 +421,9 @@ def test_6_every_weight_matrix_and_kernel_is_in_scope(build: Callable[[], nn.Mod
         torch.testing.assert_close(w.grad, 0.2 * w.detach())
     lam = 0.1
     value = float(Penalty(inside, 0.0, lam, "subgradient").value())
-    assert value == pytest.approx(lam * sum(float((w.detach().double() ** 2).sum()) for w in expected), rel=1e-5)
+    assert value == pytest.approx(
+        lam * sum(float((w.detach().double() ** 2).sum()) for w in expected), rel=1e-5
+    )
 
 
 # --- 7. Dropout ------------------------------------------------------------------------------
@@ -449,7 +457,10 @@ def test_7_no_dropout_on_the_output() -> None:
     for model in (mlp([8, 8], dropout=0.5)[1], cnn()[1]):
         last = max(i for i, m in enumerate(model) if isinstance(m, nn.Linear))
         assert last == len(model) - 1
-    spec = make_spec(dataset={"name": "digits"}, model={"type": "cnn", "channels": [4], "hidden": [8], "dropout": 0.5, "dropout2d": 0.5})
+    spec = make_spec(
+        dataset={"name": "digits"},
+        model={"type": "cnn", "channels": [4], "hidden": [8], "dropout": 0.5, "dropout2d": 0.5},
+    )
     model = create_model(spec, BUILTIN_SHAPES["digits"])
     kinds = [type(m) for m in model]
     assert kinds[-1] is nn.Linear and kinds[-2] is nn.Dropout and kinds[-3] is nn.ReLU
@@ -513,28 +524,39 @@ def test_9_clipping_as_used_bounds_the_global_norm() -> None:
 def test_9_fit_clips_the_global_gradient_norm(prepared: Prepare) -> None:
     """One full-batch plain-SGD step with lr 1: the weights move by exactly the clipped gradient."""
     c = 0.01
-    common = {"optimizer": {"name": "sgd", "lr": 1.0}, "training": {"epochs": 1, "batch_size": 1000, "checkpoint_every": 0}}
+    common = {
+        "optimizer": {"name": "sgd", "lr": 1.0},
+        "training": {"epochs": 1, "batch_size": 1000, "checkpoint_every": 0},
+    }
     spec = make_spec(training={**common["training"], "grad_clip_norm": c}, optimizer=common["optimizer"])
     data = prepared(spec)
     start = [p.detach().clone() for p in initial_model(spec, data).parameters()]
     out, _ = run_fit(spec, data)
-    step = torch.stack([(p.detach() - s).norm() for p, s in zip(out.model.parameters(), start, strict=True)]).norm()
+    step = torch.stack(
+        [(p.detach() - s).norm() for p, s in zip(out.model.parameters(), start, strict=True)]
+    ).norm()
     assert float(step) <= c * (1 + 1e-4)
     assert float(step) == pytest.approx(c, rel=1e-3)  # the raw gradient is larger: it was clipped
 
     # the L2's gradient is clipped together with the data's: the step still moves exactly c
     with_l2 = make_spec(
-        training={**common["training"], "grad_clip_norm": c}, optimizer=common["optimizer"], regularization={"l2": 0.5}
+        training={**common["training"], "grad_clip_norm": c},
+        optimizer=common["optimizer"],
+        regularization={"l2": 0.5},
     )
     out_l2, _ = run_fit(with_l2, data)
-    step_l2 = torch.stack([(p.detach() - s).norm() for p, s in zip(out_l2.model.parameters(), start, strict=True)]).norm()
+    step_l2 = torch.stack(
+        [(p.detach() - s).norm() for p, s in zip(out_l2.model.parameters(), start, strict=True)]
+    ).norm()
     assert float(step_l2) == pytest.approx(c, rel=1e-3)
 
     unclipped = make_spec(**common)
     loose = make_spec(training={**common["training"], "grad_clip_norm": 1e6}, optimizer=common["optimizer"])
     a, _ = run_fit(unclipped, data)
     b, _ = run_fit(loose, data)
-    raw_step = torch.stack([(p.detach() - s).norm() for p, s in zip(a.model.parameters(), start, strict=True)]).norm()
+    raw_step = torch.stack(
+        [(p.detach() - s).norm() for p, s in zip(a.model.parameters(), start, strict=True)]
+    ).norm()
     assert float(raw_step) > 10 * c
     for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(pa, pb)
@@ -634,7 +656,14 @@ def test_11_monitor_not_reported_is_refused(prepared: Prepare) -> None:
 # --- 12. Regularization lowers the generalization gap ------------------------------------------
 
 OVERFIT: dict[str, Any] = {
-    "dataset": {"name": "synthetic", "n_samples": 500, "n_features": 20, "n_classes": 2, "noise": 0.3, "seed": 0},
+    "dataset": {
+        "name": "synthetic",
+        "n_samples": 500,
+        "n_features": 20,
+        "n_classes": 2,
+        "noise": 0.3,
+        "seed": 0,
+    },
     "split": {"validation": 0.5, "test": 0.3, "seed": 0},
     "optimizer": {"name": "adam", "lr": 0.001},
     "training": {"epochs": 60, "batch_size": 32, "seed": 0, "checkpoint_every": 0},

@@ -34,7 +34,9 @@ REGRESSION = {"test_loss", "test_mse", "test_mae", "test_r2"}
 )
 def test_every_dataset_trains(tmp_path: Path, dataset: dict[str, Any]) -> None:
     rows: list[dict[str, Any]] = []
-    out = run_job(make_spec(dataset=dataset, training={"epochs": 2}), tmp_path, Callbacks(on_epoch=rows.append))
+    out = run_job(
+        make_spec(dataset=dataset, training={"epochs": 2}), tmp_path, Callbacks(on_epoch=rows.append)
+    )
     assert out.status == "succeeded" and len(rows) == 2
     regression = dataset["name"] == "diabetes" or dataset.get("task") == "regression"
     metrics = out.result["metrics"]
@@ -43,14 +45,30 @@ def test_every_dataset_trains(tmp_path: Path, dataset: dict[str, Any]) -> None:
     val = {"val_mse", "val_mae", "val_r2"} if regression else {"val_accuracy"}
     for row in rows:
         assert val <= set(row)
-        for key in ("train_loss", "data_loss", "penalty", "val_loss", "generalization_gap", "weight_l2_norm", "weight_sparsity", "lr", "seconds", "samples_per_second"):
+        for key in (
+            "train_loss",
+            "data_loss",
+            "penalty",
+            "val_loss",
+            "generalization_gap",
+            "weight_l2_norm",
+            "weight_sparsity",
+            "lr",
+            "seconds",
+            "samples_per_second",
+        ):
             assert key in row, key
     if not regression:
         assert 0 <= metrics["test_accuracy"] <= 1
 
 
 def test_regression_metrics_are_in_target_units(tmp_path: Path) -> None:
-    out = run_job(make_spec(dataset={"name": "diabetes"}, optimizer={"name": "adam", "lr": 0.01}, training={"epochs": 20}), tmp_path)
+    out = run_job(
+        make_spec(
+            dataset={"name": "diabetes"}, optimizer={"name": "adam", "lr": 0.01}, training={"epochs": 20}
+        ),
+        tmp_path,
+    )
     m = out.result["metrics"]
     # diabetes targets spread over ~25..346: the mse is in those units, not standardized ones
     assert 1000 < m["test_mse"] < 10_000 and 20 < m["test_mae"] < 100
@@ -58,8 +76,21 @@ def test_regression_metrics_are_in_target_units(tmp_path: Path) -> None:
 
 
 MODELS = [
-    pytest.param({"name": "iris"}, {"type": "mlp", "hidden": [16, 16], "dropout": 0.2, "batch_norm": True}, id="mlp"),
-    pytest.param({"name": "digits"}, {"type": "cnn", "channels": [4, 8], "hidden": [16], "dropout": 0.2, "dropout2d": 0.1, "batch_norm": True}, id="cnn"),
+    pytest.param(
+        {"name": "iris"}, {"type": "mlp", "hidden": [16, 16], "dropout": 0.2, "batch_norm": True}, id="mlp"
+    ),
+    pytest.param(
+        {"name": "digits"},
+        {
+            "type": "cnn",
+            "channels": [4, 8],
+            "hidden": [16],
+            "dropout": 0.2,
+            "dropout2d": 0.1,
+            "batch_norm": True,
+        },
+        id="cnn",
+    ),
     pytest.param(
         {"name": "digits"},
         {
@@ -107,7 +138,8 @@ def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("datasets")
     iris = load_iris()
     lines = ["a,b,c,d,species"] + [
-        ",".join(f"{v:g}" for v in x) + f",{iris.target_names[t]}" for x, t in zip(iris.data, iris.target, strict=True)
+        ",".join(f"{v:g}" for v in x) + f",{iris.target_names[t]}"
+        for x, t in zip(iris.data, iris.target, strict=True)
     ]
     limits = {"max_rows": 10_000, "max_columns": 1000}
     save_canonical(parse_csv("\n".join(lines).encode(), "species", **limits), folder / "iris-csv.npz")
@@ -119,7 +151,9 @@ def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_canonical(parse_npz(buf.getvalue(), **limits), folder / "blobs-npz.npz")
     # labels 0, 1e30 and 2e30: three classes, as floats; labels 3, 7 and 11: ints
     for name, labels in (("huge-csv", ["0", "1e30", "2e30"]), ("int-csv", ["3", "7", "11"])):
-        rows = ["a,b,label"] + [f"{i % 3 + rng.normal() * 0.1:.3f},{rng.normal():.3f},{labels[i % 3]}" for i in range(90)]
+        rows = ["a,b,label"] + [
+            f"{i % 3 + rng.normal() * 0.1:.3f},{rng.normal():.3f},{labels[i % 3]}" for i in range(90)
+        ]
         save_canonical(parse_csv("\n".join(rows).encode(), "label", **limits), folder / f"{name}.npz")
     return folder
 
@@ -132,7 +166,9 @@ def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("blobs-npz", {"type": "cnn", "channels": [4], "hidden": [8]}),
     ],
 )
-def test_uploaded_datasets_train(tmp_path: Path, datasets_dir: Path, dataset_id: str, model: dict[str, Any]) -> None:
+def test_uploaded_datasets_train(
+    tmp_path: Path, datasets_dir: Path, dataset_id: str, model: dict[str, Any]
+) -> None:
     spec = make_spec(dataset={"id": dataset_id}, model=model, training={"epochs": 2})
     out = run_job(spec, tmp_path, datasets_dir=datasets_dir)
     assert out.status == "succeeded"
@@ -142,17 +178,23 @@ def test_uploaded_datasets_train(tmp_path: Path, datasets_dir: Path, dataset_id:
         assert side["classes"] == ["setosa", "versicolor", "virginica"]
 
 
-@pytest.mark.parametrize(("dataset_id", "classes"), [("huge-csv", [0.0, 1e30, 2e30]), ("int-csv", [3, 7, 11])])
+@pytest.mark.parametrize(
+    ("dataset_id", "classes"), [("huge-csv", [0.0, 1e30, 2e30]), ("int-csv", [3, 7, 11])]
+)
 def test_class_labels_keep_their_type_through_to_predictions(
     tmp_path: Path, datasets_dir: Path, dataset_id: str, classes: list[Any]
 ) -> None:
     from worker.training.inference import Predictor
 
-    spec = make_spec(dataset={"id": dataset_id}, model={"type": "mlp", "hidden": [16]}, training={"epochs": 3})
+    spec = make_spec(
+        dataset={"id": dataset_id}, model={"type": "mlp", "hidden": [16]}, training={"epochs": 3}
+    )
     assert run_job(spec, tmp_path, datasets_dir=datasets_dir).status == "succeeded"
     side = read_sidecar(tmp_path / "checkpoints", "final")
     assert side["classes"] == classes and [type(c) for c in side["classes"]] == [type(c) for c in classes]
-    predicted = Predictor(tmp_path / "checkpoints" / "final.safetensors", side).predict([[0.0, 0.0], [2.0, 0.0]])
+    predicted = Predictor(tmp_path / "checkpoints" / "final.safetensors", side).predict(
+        [[0.0, 0.0], [2.0, 0.0]]
+    )
     assert all(p in classes and type(p) is type(classes[0]) for p in predicted)
 
 
@@ -164,7 +206,11 @@ def test_tutorial_mlp_reaches_96_percent_on_digits(tmp_path: Path) -> None:
 
 def test_without_validation_or_test_split(tmp_path: Path) -> None:
     rows: list[dict[str, Any]] = []
-    out = run_job(make_spec(split={"validation": 0.0}, training={"epochs": 2}), tmp_path / "a", Callbacks(on_epoch=rows.append))
+    out = run_job(
+        make_spec(split={"validation": 0.0}, training={"epochs": 2}),
+        tmp_path / "a",
+        Callbacks(on_epoch=rows.append),
+    )
     assert out.status == "succeeded" and set(out.result["metrics"]) == CLASSIFICATION
     assert rows[-1]["val_loss"] is None and rows[-1]["generalization_gap"] is None
     no_test = run_job(make_spec(split={"test": 0.0}, training={"epochs": 2}), tmp_path / "b")

@@ -69,8 +69,14 @@ def test_minimal_spec_fills_every_default() -> None:
         ({"training": {"early_stopping": {"patiance": 3}}}, ("training", "early_stopping", "patiance")),
         ({"model": {"type": "mlp", "hiden": [8]}}, ("model", "hiden")),
         ({"dataset": {"name": "synthetic", "n_sample": 100}}, ("dataset", "n_sample")),
-        ({"model": {"type": "sequential", "layers": [{"type": "linear", "bias": False}]}}, ("model", "layers", 0, "bias")),
-        ({"model": {"type": "sequential", "layers": [{"type": "conv3d"}, {"type": "linear"}]}}, ("model", "layers", 0)),
+        (
+            {"model": {"type": "sequential", "layers": [{"type": "linear", "bias": False}]}},
+            ("model", "layers", 0, "bias"),
+        ),
+        (
+            {"model": {"type": "sequential", "layers": [{"type": "conv3d"}, {"type": "linear"}]}},
+            ("model", "layers", 0),
+        ),
         ({"model": {"type": "transformer"}}, ("model",)),
         ({"dataset": {"name": "mnist"}}, ("dataset", "name")),
         ({"dataset": {"id": "../etc/passwd"}}, ("dataset", "id")),

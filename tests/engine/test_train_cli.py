@@ -34,7 +34,9 @@ def example_raw(name: str, **over: Any) -> dict[str, Any]:
     return merge(json.loads((EXAMPLES / f"{name}.json").read_text()), over)
 
 
-def test_example_writes_result_metrics_and_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_example_writes_result_metrics_and_checkpoints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw = example_raw("digits-l2", training={"epochs": 3, "device": "cpu"})
     out = tmp_path / "out"
     assert main(write_spec(tmp_path, raw), str(out)) == 0
@@ -45,7 +47,9 @@ def test_example_writes_result_metrics_and_checkpoints(tmp_path: Path, capsys: p
     assert result["spec"]["regularization"]["l2"] == 0.001
     metrics = json.loads((out / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3]
-    assert {"train_loss", "data_loss", "penalty", "val_loss", "val_accuracy", "lr", "seconds"} <= set(metrics["epochs"][0])
+    assert {"train_loss", "data_loss", "penalty", "val_loss", "val_accuracy", "lr", "seconds"} <= set(
+        metrics["epochs"][0]
+    )
     assert (out / "checkpoints" / "best.safetensors").exists()
     assert (out / "checkpoints" / "final.safetensors").exists()
     captured = capsys.readouterr()
@@ -69,7 +73,10 @@ def test_whole_example_runs_unchanged(tmp_path: Path) -> None:
         ({"regularization": {"l2": -1}}, "regularization.l2"),
         ({"model": {"type": "mlp", "hiden": [8]}}, "hiden"),
         ({"model": {"type": "cnn"}, "dataset": {"name": "iris"}}, "model.type"),
-        ({"regularization": {"label_smoothing": 0.1}, "dataset": {"name": "diabetes"}}, "regularization.label_smoothing"),
+        (
+            {"regularization": {"label_smoothing": 0.1}, "dataset": {"name": "diabetes"}},
+            "regularization.label_smoothing",
+        ),
     ],
 )
 def test_invalid_spec_exits_2_naming_the_field(
@@ -104,7 +111,11 @@ def test_failing_job_exits_1_with_a_failed_result(tmp_path: Path, capsys: pytest
 
 
 def test_missing_upload_fails_as_bad_data(tmp_path: Path) -> None:
-    raw = {"dataset": {"id": "nothing-here"}, "model": {"type": "mlp"}, "training": {"epochs": 1, "device": "cpu"}}
+    raw = {
+        "dataset": {"id": "nothing-here"},
+        "model": {"type": "mlp"},
+        "training": {"epochs": 1, "device": "cpu"},
+    }
     out = tmp_path / "out"
     assert main(write_spec(tmp_path, raw), str(out)) == 1
     assert json.loads((out / "result.json").read_text())["error"]["type"] == "bad_data"
@@ -124,8 +135,14 @@ def test_running_again_resumes(tmp_path: Path) -> None:
 def test_uploaded_dataset_is_read_from_the_settings_data_dir(tmp_path: Path, data_dir: Path) -> None:
     rows = [f"{i % 7},{(i * 13) % 11},{(i % 7) * 2.5 + ((i * 13) % 11) * 0.3 + 0.01 * i}" for i in range(80)]
     raw_csv = ("a,b,target\n" + "\n".join(rows) + "\n").encode()
-    save_canonical(parse_csv(raw_csv, "target", max_rows=1000, max_columns=10), data_dir / "datasets" / "reg1.npz")
-    spec = {"dataset": {"id": "reg1"}, "model": {"type": "mlp", "hidden": [8]}, "training": {"epochs": 2, "device": "cpu"}}
+    save_canonical(
+        parse_csv(raw_csv, "target", max_rows=1000, max_columns=10), data_dir / "datasets" / "reg1.npz"
+    )
+    spec = {
+        "dataset": {"id": "reg1"},
+        "model": {"type": "mlp", "hidden": [8]},
+        "training": {"epochs": 2, "device": "cpu"},
+    }
     out = tmp_path / "out"
     assert main(write_spec(tmp_path, spec), str(out)) == 0
     metrics = json.loads((out / "result.json").read_text())["result"]["metrics"]

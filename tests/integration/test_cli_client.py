@@ -65,7 +65,10 @@ def test_submit_follow_then_inspect(
     target = tmp_path / "w.safetensors"
     assert main(["download", job_id, "--checkpoint", "final", "-o", str(target)]) == 0
     assert capsys.readouterr().out.strip() == str(target) and target.with_suffix(".json").is_file()
-    sha = {c["name"]: c["sha256"] for c in service.http.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]}
+    sha = {
+        c["name"]: c["sha256"]
+        for c in service.http.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]
+    }
     assert hashlib.sha256(target.read_bytes()).hexdigest() == sha["final"]
 
     # A finished job cannot be cancelled: the server's detail, and exit status 1.

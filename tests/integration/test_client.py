@@ -165,7 +165,9 @@ def test_prometheus_metrics_parse(service: Service) -> None:
     assert by_status["succeeded"] >= 1 and set(by_status) >= {"queued", "running", "failed"}
     assert "regtrain_queue_depth" in families
     durations = families["regtrain_job_duration_seconds"].samples
-    count = next(s.value for s in durations if s.name.endswith("_count") and s.labels["status"] == "succeeded")
+    count = next(
+        s.value for s in durations if s.name.endswith("_count") and s.labels["status"] == "succeeded"
+    )
     assert count >= 1
     assert next(iter(families["regtrain_epochs"].samples)).value >= 1
     assert families["regtrain_epochs_per_second"].samples[0].value >= 0

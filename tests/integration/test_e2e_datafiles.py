@@ -51,7 +51,9 @@ def _peak_growth(pid: int, request: Callable[[], httpx.Response]) -> tuple[httpx
 def _bomb() -> bytes:
     """X declares 600 MB of float64 in its .npy header; the file is under 1 MB."""
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (75_000, 1000)})
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (75_000, 1000)}
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         with zf.open("X.npy", "w", force_zip64=True) as f:
@@ -130,5 +132,3 @@ def test_delete_a_trained_job_and_its_dataset(service: Service) -> None:
         client.delete(job["id"])
     client.delete_dataset(ds["id"])
     assert service.http.get(f"/v1/datasets/{ds['id']}").status_code == 404
-
-

@@ -51,7 +51,9 @@ def test_a_digits_job_trains_to_succeeded(service: Service) -> None:
     assert {"train_loss", "data_loss", "penalty", "val_loss", "val_accuracy", "lr", "seconds",
             "samples_per_second"} <= set(rows[0])  # fmt: skip
 
-    ckpts = {c["name"]: c for c in service.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]}
+    ckpts = {
+        c["name"]: c for c in service.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()["checkpoints"]
+    }
     assert {"best", "final"} <= set(ckpts)
     import torch
 
@@ -76,7 +78,7 @@ def test_a_digits_job_trains_to_succeeded(service: Service) -> None:
     # digits' classes are the ints 0-9, and predictions answer them as ints
     assert scripted(raw).argmax(1).tolist() == labels["predictions"]
     r = service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best", params={"format": "onnx"})
-    assert r.status_code == 200 and r.headers["content-disposition"].endswith(".onnx\"")
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('.onnx"')
     import onnx
 
     onnx.checker.check_model(onnx.load_from_string(r.content))
@@ -144,7 +146,10 @@ def test_upload_csv_and_npz_then_train_on_them(service: Service) -> None:
 
     iris = load_iris()
     lines = ["sepal_l,sepal_w,petal_l,petal_w,species"]
-    lines += [",".join(f"{v:.1f}" for v in x) + f",{iris.target_names[y]}" for x, y in zip(iris.data, iris.target, strict=True)]
+    lines += [
+        ",".join(f"{v:.1f}" for v in x) + f",{iris.target_names[y]}"
+        for x, y in zip(iris.data, iris.target, strict=True)
+    ]
     csv = service.http.post(
         "/v1/datasets",
         files={"file": ("iris.csv", ("\n".join(lines) + "\n").encode())},

@@ -78,8 +78,14 @@ def _raw(body: str) -> Callable[[httpx.Client], httpx.Response]:
 ATTACKS: dict[str, tuple[Callable[[httpx.Client], httpx.Response], int]] = {
     "sweep grid of 10 keys x 60 values": (_grid_bomb, 422),
     "synthetic 1e6 x 1e4": (_huge_synthetic, 422),
-    "lone surrogate in a name": (_raw('{"name": "\\ud800", "dataset": {"name": "iris"}, "model": {"type": "mlp"}}'), 422),
-    "NUL in a name": (_raw('{"name": "a\\u0000", "dataset": {"name": "iris"}, "model": {"type": "mlp"}}'), 422),
+    "lone surrogate in a name": (
+        _raw('{"name": "\\ud800", "dataset": {"name": "iris"}, "model": {"type": "mlp"}}'),
+        422,
+    ),
+    "NUL in a name": (
+        _raw('{"name": "a\\u0000", "dataset": {"name": "iris"}, "model": {"type": "mlp"}}'),
+        422,
+    ),
     "NUL in a grid value": (
         lambda http: http.post("/v1/sweeps", json={"base": BASE, "grid": {"name": ["a\x00b"]}}),
         422,
@@ -104,11 +110,15 @@ def test_a_hostile_request_is_refused_with_the_api_small_and_answering(service: 
     assert seen["rss_mb"] - seen["before_mb"] < GROWTH_LIMIT_MB
 
 
-@pytest.mark.parametrize("last_event_id", [b"\xb2.1.1", b"1" * 20 + b".2.3", b"9" * 19 + b".9.9", b"1.2", b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "last_event_id", [b"\xb2.1.1", b"1" * 20 + b".2.3", b"9" * 19 + b".9.9", b"1.2", b"\xff\xfe"]
+)
 def test_any_last_event_id_starts_the_stream_over_or_resumes(service: Service, last_event_id: bytes) -> None:
     job = service.wait(service.submit({**BASE, "name": "sse"})["id"])
     with service.http.stream(
-        "GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": last_event_id}  # type: ignore[dict-item]
+        "GET",
+        f"/v1/jobs/{job['id']}/events",
+        headers={"Last-Event-ID": last_event_id},  # type: ignore[dict-item]
     ) as r:
         assert r.status_code == 200
         text = "".join(r.iter_text())

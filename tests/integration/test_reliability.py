@@ -187,7 +187,10 @@ def test_a_worker_that_cannot_open_its_store_exits_before_taking_a_message(
     fleet: tuple[Service, RedisServer],
 ) -> None:
     svc, _ = fleet
-    env = {**svc.env, "REGTRAIN_DATABASE_URL": f"postgresql+psycopg://postgres:pw@127.0.0.1:{free_port()}/nope"}
+    env = {
+        **svc.env,
+        "REGTRAIN_DATABASE_URL": f"postgresql+psycopg://postgres:pw@127.0.0.1:{free_port()}/nope",
+    }
     bad = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,

@@ -46,7 +46,9 @@ class Receiver:
         class Hook(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
+                outer.received.append(
+                    ({k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+                )
                 self.send_response(204)
                 self.end_headers()
 

@@ -124,7 +124,9 @@ def test_parquet_upload_keeps_integer_classes(client: TestClient) -> None:
 
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
-    pq.write_table(pa.table({"a": rng.normal(size=40), "b": rng.normal(size=40), "y": np.arange(40) % 4 * 10}), buf)
+    pq.write_table(
+        pa.table({"a": rng.normal(size=40), "b": rng.normal(size=40), "y": np.arange(40) % 4 * 10}), buf
+    )
     r = _upload(client, "train.parquet", buf.getvalue(), target="y")
     assert r.status_code == 201, r.text
     ds = r.json()

@@ -191,7 +191,9 @@ def test_a_sweeps_trainings_are_bounded_by_the_grids_lengths(make_client: Any) -
     elapsed = time.perf_counter() - started
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grid"], r.text
     assert elapsed < 5  # counted, never built (building it would exhaust memory, not only time)
-    r = client.post("/v1/sweeps", json={**SWEEP, "grid": {"regularization.l2": list(range(20))}, "cv_folds": 10})
+    r = client.post(
+        "/v1/sweeps", json={**SWEEP, "grid": {"regularization.l2": list(range(20))}, "cv_folds": 10}
+    )
     assert r.status_code == 422 and "200 trainings" in r.json()["detail"][0]["msg"], r.text
 
 

@@ -57,5 +57,7 @@ def test_make_up_takes_port_and_host_and_says_where_regtrain_is() -> None:
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert ".venv/bin/regtrain up --host 127.0.0.2 --port 8123" in plan
     assert 'export PATH="' in plan and str(root / ".venv" / "bin") in plan
-    default = subprocess.run(["make", "-n", "up"], cwd=root, capture_output=True, text=True, check=True).stdout
+    default = subprocess.run(
+        ["make", "-n", "up"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
     assert "regtrain up --host 127.0.0.1 --port 8000" in default

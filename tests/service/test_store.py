@@ -265,9 +265,9 @@ def test_the_duration_histogram_is_counted_in_sql(store: Repository) -> None:
         job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
         with store.engine.begin() as conn:
             conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id).values(
-                    status=status, started_at=start, finished_at=start + timedelta(seconds=seconds)
-                )
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(status=status, started_at=start, finished_at=start + timedelta(seconds=seconds))
             )
     store.create_job(tenant="t", spec=SPEC, queue="cpu")  # queued: not counted
     histogram = store.job_duration_histogram((1, 5, 60, 3600, 7200))
@@ -281,13 +281,17 @@ def test_delete_and_retention_on_both_backends(store: Repository) -> None:
     store.create_dataset(dataset_id="ds-1", tenant="t", name="d", task="classification", n_samples=10,
                          n_features=2, n_classes=2, image_shape=None, sha256="0" * 64, size_bytes=1)  # fmt: skip
     assert store.delete_job(job_id, "t") == "active" and store.delete_job(job_id, "other") == "missing"
-    assert store.delete_dataset("ds-1", "t") == "active" and store.delete_dataset("ds-1", "other") == "missing"
+    assert (
+        store.delete_dataset("ds-1", "t") == "active" and store.delete_dataset("ds-1", "other") == "missing"
+    )
     assert store.claim(job_id, "w1", 30, 3) is not None
     for epoch in range(1, 6):
         store.record_epoch(job_id, "w1", {"epoch": epoch})
         store.record_checkpoint(job_id, "w1", name=f"epoch-{epoch}", epoch=epoch, path=f"e{epoch}",
                                 size_bytes=1, sha256="0" * 64, metrics={})  # fmt: skip
-    store.record_checkpoint(job_id, "w1", name="best", epoch=2, path="b", size_bytes=1, sha256="0" * 64, metrics={})
+    store.record_checkpoint(
+        job_id, "w1", name="best", epoch=2, path="b", size_bytes=1, sha256="0" * 64, metrics={}
+    )
     assert store.prune_epoch_checkpoints(job_id, 2) == []  # still running: nothing goes
     assert store.delete_job(job_id, "t") == "active"
     store.finish(job_id, "w1", "succeeded", result={})

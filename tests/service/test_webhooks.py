@@ -6,7 +6,11 @@ from fastapi.testclient import TestClient
 
 from service.webhooks import resolve_target
 
-DIGITS_MLP = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [8]}, "training": {"epochs": 2}}
+DIGITS_MLP = {
+    "dataset": {"name": "digits"},
+    "model": {"type": "mlp", "hidden": [8]},
+    "training": {"epochs": 2},
+}
 
 
 def test_private_targets_are_refused_unless_allowed() -> None:

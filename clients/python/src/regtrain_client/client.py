@@ -187,7 +187,9 @@ class Client:
         epoch, was pruned or ended) and `status`; resumed like `events`."""
         return self._events("sweep", sweep_id, last_event_id, timeout)
 
-    def _events(self, kind: str, row_id: str, last_event_id: str | None, timeout: float | None) -> Iterator[Event]:
+    def _events(
+        self, kind: str, row_id: str, last_event_id: str | None, timeout: float | None
+    ) -> Iterator[Event]:
         deadline = None if timeout is None else time.monotonic() + timeout
         failures, since = 0, time.monotonic()
         while True:
@@ -199,7 +201,10 @@ class Client:
                 read_s = max(min(read_s, deadline - time.monotonic()), 0.01)
             try:
                 with self.transport.stream(
-                    "GET", f"/v1/{kind}s/{row_id}/events", headers=headers, timeout=httpx.Timeout(30, read=read_s)
+                    "GET",
+                    f"/v1/{kind}s/{row_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(30, read=read_s),
                 ) as r:
                     for event in parse_sse(r.iter_lines()):
                         failures, since = 0, time.monotonic()

@@ -20,9 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("idempotency_key", sa.String(200)))
         batch.add_column(sa.Column("request_sha256", sa.String(64)))
-    op.create_index(
-        "uq_jobs_tenant_idempotency_key", "jobs", ["tenant", "idempotency_key"], unique=True
-    )
+    op.create_index("uq_jobs_tenant_idempotency_key", "jobs", ["tenant", "idempotency_key"], unique=True)
 
 
 def downgrade() -> None:

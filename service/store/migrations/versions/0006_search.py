@@ -36,5 +36,14 @@ def downgrade() -> None:
     with op.batch_alter_table("sweeps") as batch:
         batch.drop_column("warnings")
     with op.batch_alter_table("sweep_trials") as batch:
-        for name in ("updated_at", "progress", "started_at", "unit", "worker", "reason", "pruned_at_epoch", "epochs_trained"):
+        for name in (
+            "updated_at",
+            "progress",
+            "started_at",
+            "unit",
+            "worker",
+            "reason",
+            "pruned_at_epoch",
+            "epochs_trained",
+        ):
             batch.drop_column(name)
