@@ -194,14 +194,14 @@ class WebhookSender:
         error = await self._try(client, d)
         try:
             if error is None:
-                await asyncio.to_thread(self.outbox.delivered, d.id)
+                await asyncio.to_thread(self.outbox.delivered, d)
             elif error.startswith("refused") or d.attempts > len(BACKOFF_S):
                 log.warning("job %s: webhook %s to %s failed: %s", d.job_id, d.id, d.url, error)
-                await asyncio.to_thread(self.outbox.failed, d.id, error)
+                await asyncio.to_thread(self.outbox.failed, d, error)
             else:
                 log.info("job %s: webhook %s: %s; trying again", d.job_id, d.id, error)
                 at = datetime.now(UTC) + timedelta(seconds=BACKOFF_S[d.attempts - 1])
-                await asyncio.to_thread(self.outbox.retry, d.id, at, error)
+                await asyncio.to_thread(self.outbox.retry, d, at, error)
         except Exception:  # the lease lapses and another try comes
             log.exception("job %s: webhook %s: recording the outcome failed", d.job_id, d.id)
 

@@ -95,24 +95,35 @@ class WebhookOutbox:
             ).all()
         return [Delivery(*r) for r in rows]
 
-    def delivered(self, delivery_id: str) -> None:
-        self._end(delivery_id, "delivered", None)
+    # Each outcome is written only by the try that holds the delivery (its claim's attempt
+    # number): a sender whose lease lapsed mid-request cannot undo a later sender's claim.
 
-    def failed(self, delivery_id: str, error: str) -> None:
-        self._end(delivery_id, "failed", error)
+    def delivered(self, d: Delivery) -> None:
+        self._end(d, "delivered", None)
 
-    def retry(self, delivery_id: str, at: datetime, error: str) -> None:
+    def failed(self, d: Delivery, error: str) -> None:
+        self._end(d, "failed", error)
+
+    def retry(self, d: Delivery, at: datetime, error: str) -> None:
         with self._write() as conn:
             conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+                .where(self._held(d))
                 .values(next_at=at, lease_until=None, last_error=error[:2000])
             )
 
-    def _end(self, delivery_id: str, status: str, error: str | None) -> None:
+    def _end(self, d: Delivery, status: str, error: str | None) -> None:
         with self._write() as conn:
             conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id == delivery_id)
+                .where(self._held(d))
                 .values(status=status, finished_at=now(), lease_until=None, last_error=error and error[:2000])
             )
+
+    @staticmethod
+    def _held(d: Delivery) -> sa.ColumnElement[bool]:
+        return (
+            (deliveries.c.id == d.id)
+            & (deliveries.c.status == "pending")
+            & (deliveries.c.attempts == d.attempts)
+        )
