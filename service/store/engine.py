@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,16 @@ from sqlalchemy import event
 # starts with BEGIN IMMEDIATE: it takes the write lock up front (waiting busy_timeout for it)
 # rather than failing with "database is locked" when it upgrades a read snapshot to a write.
 WRITE = "regtrain_write"
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that will write: BEGIN IMMEDIATE on SQLite (see WRITE), so one that reads
+    before it writes never fails at the upgrade when another process wrote in between."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{WRITE: True})
+        with conn.begin():
+            yield conn
 
 
 def make_engine(url: str) -> sa.Engine:

@@ -12,7 +12,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,7 +20,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from service.store import leased, migrate
-from service.store.engine import WRITE, make_engine
+from service.store.engine import make_engine, write_transaction
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
     checkpoints,
@@ -95,12 +95,8 @@ class Repository:
         self.listeners: list[Listener] = []  # called after each change to a job; see _rings
         self._autocommit_reads = engine.dialect.name == "postgresql"
 
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                yield conn
+    def _write(self) -> AbstractContextManager[sa.Connection]:
+        return write_transaction(self.engine)
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:

@@ -9,14 +9,13 @@ order of its changes: a row is due only once every earlier row of its job has en
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from service.store.engine import WRITE
+from service.store.engine import write_transaction
 from service.store.repository import new_id, now
 from service.store.tables import webhook_deliveries as deliveries
 
@@ -37,14 +36,9 @@ class WebhookOutbox:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        # BEGIN IMMEDIATE on SQLite (engine.WRITE): claim_due reads, then updates, and a plain
-        # BEGIN would fail at the upgrade whenever another process wrote in between.
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                yield conn
+    def _write(self) -> AbstractContextManager[sa.Connection]:
+        # claim_due reads, then updates: it needs BEGIN IMMEDIATE on SQLite.
+        return write_transaction(self.engine)
 
     def add(self, *, job_id: str, tenant: str, url: str, event: str, body: str, secret: str | None) -> str:
         at = now()
