@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from celery.exceptions import Reject
@@ -20,6 +20,9 @@ from celery.exceptions import Reject
 from worker.celery_app import app
 from worker.lease import Lease
 from worker.runtime import Runtime
+
+if TYPE_CHECKING:  # torch: imported only where a process trains
+    from worker.training.sweep import TrialOutcome
 
 log = logging.getLogger("regtrain.worker")
 
@@ -148,6 +151,23 @@ def stopped(
             log.info("%s %s: worker shutting down; re-queued on %s", kind, row_id, queue)
     else:
         cancel()
+
+
+def outcome_fields(t: TrialOutcome) -> dict[str, Any]:
+    """What the store records of a trial's outcome (Repository.record_trial), JSON-safe; grid,
+    random, path and search sweeps alike."""
+    return {
+        "status": t.status,
+        "metrics": finite(t.metrics),
+        "score": finite(t.score),
+        "fold_scores": finite(t.fold_scores),
+        "best_epoch": finite(t.best_epoch),
+        "vectorized": t.vectorized,
+        "error": finite(t.error),
+        "epochs_trained": t.epochs_trained,
+        "pruned_at_epoch": t.pruned_at_epoch,
+        "reason": t.reason,
+    }
 
 
 def finite(value: Any) -> Any:

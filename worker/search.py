@@ -28,7 +28,7 @@ from service.architecture import SpecError
 from service.search_space import Dimension, Pruner, ordered, study_name, trial_spec
 from service.store import Repository
 from service.sweep_spec import SweepSpec, Trial
-from worker.leased_task import finite
+from worker.leased_task import finite, outcome_fields
 from worker.pruning import GapRule, RungRule
 
 log = logging.getLogger("regtrain.worker")
@@ -252,21 +252,7 @@ def _train_unit(ctx: _Search, asked: dict[int, optuna.Trial], batch: list[Trial]
             progress.clear()
 
     def on_trial(t: TrialOutcome) -> None:
-        store.record_trial(
-            sweep_id,
-            owner,
-            t.index,
-            status=t.status,
-            metrics=finite(t.metrics),
-            score=finite(t.score),
-            fold_scores=finite(t.fold_scores),
-            best_epoch=finite(t.best_epoch),
-            vectorized=t.vectorized,
-            error=finite(t.error),
-            epochs_trained=t.epochs_trained,
-            pruned_at_epoch=t.pruned_at_epoch,
-            reason=t.reason,
-        )
+        store.record_trial(sweep_id, owner, t.index, **outcome_fields(t))
         ot = asked[t.index]
         if t.status == "succeeded" and t.score is not None and math.isfinite(t.score):
             values = [t.metrics.get(o.metric) for o in sweep.objectives] if several else [t.score]

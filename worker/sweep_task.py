@@ -25,7 +25,6 @@ from service.sweeps import leaderboard
 from worker import leased_task
 from worker.celery_app import app
 from worker.lease import SweepLease
-from worker.leased_task import finite
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("regtrain.worker")
@@ -66,14 +65,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             sweep_id,
             owner,
             t.index,
-            status=t.status,
-            metrics=finite(t.metrics),
-            score=finite(t.score),
-            fold_scores=finite(t.fold_scores),
-            best_epoch=finite(t.best_epoch),
-            vectorized=t.vectorized,
-            error=finite(t.error),
-            epochs_trained=t.epochs_trained,
+            **leased_task.outcome_fields(t),
             worker=owner,
             unit=0,  # a grid's, random or path sweep runs as one unit on its worker
         )
