@@ -17,6 +17,7 @@ from service.settings import Settings
 
 RUN_JOB_TASK = "regtrain.run_job"
 RUN_SWEEP_TASK = "regtrain.run_sweep"
+RUN_SWEEP_UNIT_TASK = "regtrain.run_sweep_unit"  # sent by a sweep's coordinator, never by the API
 QueueKind = Literal["cpu", "gpu"]
 
 

@@ -134,6 +134,14 @@ class Settings(BaseSettings):
         description="A finished job keeps its best and final checkpoints and its last this many "
         "epoch checkpoints (resume points; a running job keeps 3); 0 keeps none.",
     )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Threads a worker's torch computes with (torch.set_num_threads); 0: torch's "
+        "default, every core. Several CPU workers on one host: cores / workers, so that they "
+        "share the cores instead of fighting over them.",
+    )
 
     def tenant_webhook_secrets(self) -> dict[str, str]:
         """Tenant → its webhook secret, from webhook_secrets (and webhook_secret for `default`)."""

@@ -14,6 +14,7 @@ from service.settings import Settings
 from service.stacking import vectorize_refusal
 from service.store import Repository
 from service.store.repository import Row
+from service.store.sweep_units import SweepUnits
 from service.sweep_spec import SweepError, SweepSpec, Trial, expand, trainings, trial_count
 
 
@@ -103,6 +104,7 @@ def trial_document(t: Row) -> dict[str, Any]:
         "pruned_at_epoch": t["pruned_at_epoch"],
         "reason": t["reason"],
         "progress": t["progress"],
+        "curve": t["curve"] or [],
         "unit": t["unit"],
         "worker": t["worker"],
         "started_at": t["started_at"],
@@ -110,32 +112,43 @@ def trial_document(t: Row) -> dict[str, Any]:
     }
 
 
-def _units(sweep: Row, trials: list[Row]) -> list[dict[str, Any]]:
-    """The units of work: a search's batches of asked trials (each trained together on one
-    worker); a grid's, random or path sweep's trials are one unit on the sweep's worker."""
-    by_unit: dict[int, list[Row]] = {}
-    for t in trials:
-        by_unit.setdefault(t["unit"] if t["unit"] is not None else 0, []).append(t)
-    out = []
-    for index, members in sorted(by_unit.items()):
-        statuses = {m["status"] for m in members}
-        status = "running" if statuses & {"running", "queued"} else "succeeded"
-        if statuses == {"queued"}:
-            status = "queued"
-        worker = next((m["worker"] for m in members if m["worker"]), None) or sweep["lease_owner"]
-        out.append(
+def _units(sweep: Row, trials: list[Row], units: list[Row]) -> list[dict[str, Any]]:
+    """The units of work, each with the worker that ran it (or runs it) and its attempts: the
+    leased batches of a grid, random or search sweep, or a path's one chain on the sweep's
+    worker."""
+    if units:
+        return [
             {
-                "index": index,
-                "status": status,
-                "worker": worker,
-                "trials": [m["trial_index"] for m in members],
+                "index": u["unit_index"],
+                "status": u["status"],
+                "worker": u["worker"],
+                "attempts": u["attempts"],
+                "trials": u["trials"],
             }
-        )
-    return out
+            for u in units
+        ]
+    if not trials:
+        return []
+    statuses = {t["status"] for t in trials}
+    status = "running" if statuses & {"running", "queued"} else "succeeded"
+    worker = next((t["worker"] for t in trials if t["worker"]), None) or sweep["lease_owner"]
+    return [
+        {
+            "index": 0,
+            "status": "queued" if statuses == {"queued"} else status,
+            "worker": worker,
+            "attempts": sweep["attempts"],
+            "trials": [t["trial_index"] for t in trials],
+        }
+    ]
 
 
 def document(
-    sweep: Row, trials: list[Row], best_job: Row | None = None, storage_url: str | None = None
+    sweep: Row,
+    trials: list[Row],
+    best_job: Row | None = None,
+    storage_url: str | None = None,
+    units: list[Row] | None = None,
 ) -> dict[str, Any]:
     """The sweep as docs/API.md spells it."""
     by_index = {t["trial_index"]: t for t in trials}
@@ -171,7 +184,7 @@ def document(
         "objective": selection.primary(spec),
         "objectives": selection.objectives(spec),
         "pareto": selection.pareto(spec, trials) if len(selection.objectives(spec)) > 1 else None,
-        "units": _units(sweep, trials),
+        "units": _units(sweep, trials, units or []),
         "warnings": sweep["warnings"] or [],
         "study": None,
         "spec": spec,
@@ -187,8 +200,9 @@ def documents(store: Repository, rows: list[Row], storage_url: str | None = None
     have ended where no one told the sweep: failed by the reaper, cancelled)."""
     rows = [_settled(store, r) for r in rows]
     trials = store.trials([r["id"] for r in rows])
+    units = SweepUnits(store.engine).of([r["id"] for r in rows])
     jobs = {r["id"]: store.get_job(r["best_job_id"]) if r["best_job_id"] else None for r in rows}
-    return [document(r, trials[r["id"]], jobs[r["id"]], storage_url) for r in rows]
+    return [document(r, trials[r["id"]], jobs[r["id"]], storage_url, units[r["id"]]) for r in rows]
 
 
 def _settled(store: Repository, row: Row) -> Row:

@@ -18,7 +18,7 @@ from service.settings import get_settings
 log = logging.getLogger("regtrain.worker")
 
 app = make_celery(get_settings())
-app.conf.include = ["worker.tasks", "worker.sweep_task"]
+app.conf.include = ["worker.tasks", "worker.sweep_task", "worker.unit_task"]
 
 
 class _QuietReturns(logging.Filter):
@@ -44,6 +44,18 @@ def _open_store(**_: Any) -> None:
     from worker.runtime import open_store_or_exit
 
     open_store_or_exit()
+
+
+@signals.worker_init.connect
+def _torch_threads(**_: Any) -> None:
+    # The solo pool trains in this process. Left alone, torch takes every core, and two
+    # workers on one CPU host would each run twice as many threads as there are cores.
+    threads = get_settings().torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        log.info("torch computes with %d threads", threads)
 
 
 @signals.worker_ready.connect

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Literal
+from typing import Any, Literal
 
 from service.store import Repository
+from service.store.sweep_units import SweepUnits
 
 log = logging.getLogger("regtrain.worker")
 
@@ -86,3 +87,14 @@ class SweepLease(Lease):
 
     def renew(self) -> bool | None:
         return self.store.sweep_heartbeat(self.job_id, self.owner, self.lease_seconds)
+
+
+class UnitLease(Lease):
+    """The same lease on a unit of a sweep; it also stops when the sweep is cancelled."""
+
+    def __init__(self, units: SweepUnits, unit_id: str, owner: str, **kwargs: Any) -> None:
+        super().__init__(units, unit_id, owner, **kwargs)  # type: ignore[arg-type]
+        self.units = units
+
+    def renew(self) -> bool | None:
+        return self.units.heartbeat(self.job_id, self.owner, self.lease_seconds)

@@ -13,10 +13,11 @@ from functools import cached_property, lru_cache
 import sqlalchemy as sa
 from celery import Celery
 
-from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
+from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, queue_depth
 from service.doorbell import Doorbell
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
+from service.store.sweep_units import SweepUnits
 from service.webhooks import Webhooks, WebhookSender
 
 log = logging.getLogger("regtrain.worker")
@@ -38,6 +39,10 @@ class Runtime:
         # After each change to a job: wake its event streams (a fleet), send its webhooks.
         store.listeners += [Doorbell(self.settings).ring, Webhooks(store, self.webhooks)]
         return store
+
+    @cached_property
+    def units(self) -> SweepUnits:
+        return SweepUnits(self.store.engine)
 
     def start_reaper(self, app: Celery) -> None:
         # Every worker also sends the webhook deliveries that are due, its own and those a
@@ -67,6 +72,9 @@ class Runtime:
         for sweep_id, queue in self.store.reap_sweeps(s.max_attempts, s.resend_after_s):
             log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
             app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+        for unit_id, queue in self.units.reap(s.max_attempts, s.resend_after_s):
+            log.warning("sweep unit %s: (re)sending its message on %s", unit_id, queue)
+            app.send_task(RUN_SWEEP_UNIT_TASK, args=[unit_id], queue=queue)
         self._resend_lost(app)
 
     def _resend_lost(self, app: Celery) -> None:

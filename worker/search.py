@@ -1,7 +1,8 @@
-"""A sweep's `space`, searched with Optuna's ask/tell: ask a unit of trials (`parallel`, default
-8) from the sampler, train them together with the engine (stacked where they allow), report each
-trial's objective after every epoch to the pruner, tell the sampler how each ended, ask again
-until `trials` trials have ended.
+"""A sweep's `space`, searched with Optuna's ask/tell: the coordinator asks a unit of trials
+(`parallel`, default 8) from the sampler (worker/coordinator.py); whichever worker takes the unit
+trains its trials together with the engine (stacked where they allow), reports each trial's
+objective after every epoch to the pruner and tells the study how each ended (UnitSearch); the
+coordinator asks again until `trials` trials have been asked.
 
 The study lives in regtrain's own database (Optuna's RDB storage on the same SQLite file or
 PostgreSQL database), so `optuna.load_study(study_name=..., storage=...)` and optuna-dashboard
@@ -15,9 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -26,10 +26,11 @@ from sqlalchemy import event as sa_event
 
 from service.architecture import SpecError
 from service.search_space import Dimension, Pruner, ordered, study_name, trial_spec
-from service.store import Repository
-from service.sweep_spec import SweepSpec, Trial
-from worker.leased_task import finite, outcome_fields
+from service.sweep_spec import SweepSpec
 from worker.pruning import GapRule, RungRule
+
+if TYPE_CHECKING:  # torch: imported only where a process trains
+    from worker.training.sweep import TrialOutcome
 
 log = logging.getLogger("regtrain.worker")
 DEFAULT_PARALLEL = 8
@@ -125,157 +126,111 @@ def suggest(trial: optuna.Trial, space: dict[str, Dimension]) -> dict[str, Any]:
     return params
 
 
-def run_search(
-    sweep: SweepSpec,
-    sweep_id: str,
-    owner: str,
-    store: Repository,
-    storage_url: str,
-    should_stop: Callable[[], bool],
-    datasets_dir: Any,
-) -> str:
-    """Ask, train and tell until `trials` trials have ended: "succeeded" or "cancelled"."""
-    assert sweep.space is not None
-    directions = ["maximize" if o.mode == "max" else "minimize" for o in sweep.objectives]
-    mode = sweep.primary.mode
-    folds = max(sweep.cv_folds, 1)
-    max_steps = folds * sweep.base.training.epochs
+def open_study(sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage) -> optuna.Study:
+    """The sweep's study in regtrain's database (`st`, from `storage`): made by the first
+    caller, loaded by the rest (the coordinator asks from it, each unit's worker reports to and
+    tells it)."""
     study = optuna.create_study(
-        storage=storage(storage_url),
+        storage=st,
         study_name=study_name(sweep_id),
         sampler=make_sampler(sweep),
         pruner=make_pruner(sweep.pruner),
-        directions=directions,
+        directions=["maximize" if o.mode == "max" else "minimize" for o in sweep.objectives],
         load_if_exists=True,
     )
-    study.set_user_attr("regtrain_sweep", sweep_id)
-    gap = GapRule(sweep.pruner) if sweep.pruner.type == "gap" else None
-    rungs = None
-    if sweep.pruner.type in ("asha", "hyperband"):
-        rungs = RungRule(sweep.pruner, mode == "max", max_steps)
-        for t in study.get_trials(deepcopy=False):  # what an earlier attempt reported
-            for step, value in t.intermediate_values.items():
-                rungs.report(t.number, step, value)
-    # An earlier attempt's unfinished trials (its worker was lost): asked again, first.
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        if t.state == TrialState.RUNNING:
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            study.enqueue_trial(t.params, skip_if_exists=False)
-            store.record_trial(
-                sweep_id, owner, t.number, status="cancelled", reason="its worker was lost; asked again"
-            )
-    ctx = _Search(sweep, sweep_id, owner, store, study, gap, rungs, should_stop, datasets_dir)
-    unit = store.next_unit(sweep_id)
-    while True:
-        ended = store.trials_ended(sweep_id)
-        if ended >= sweep.trials:
-            return "succeeded"
-        if should_stop():
-            return "cancelled"
-        asked: dict[int, optuna.Trial] = {}
-        batch: list[Trial] = []
-        for _ in range(min(sweep.parallel or DEFAULT_PARALLEL, sweep.trials - ended)):
-            ot = study.ask()
-            params = suggest(ot, sweep.space)
-            asked[ot.number] = ot
-            store.add_trial(sweep_id, owner, ot.number, params, unit=unit)
-            try:
-                batch.append(Trial(ot.number, params, trial_spec(sweep, params)))
-            except (ValidationError, KeyError, SpecError) as e:
-                study.tell(ot, state=TrialState.FAIL)
-                error = {"type": "bad_params", "message": str(e)[:2000]}
-                store.record_trial(sweep_id, owner, ot.number, status="failed", error=error)
-        if batch and _train_unit(ctx, asked, batch) == "cancelled":
-            return "cancelled"
-        unit += 1
+    return study
+
+
+def ask(study: optuna.Study, sweep: SweepSpec, n: int) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
+    """Ask `n` trials of the sampler: (trial number → params of the ones that make a valid
+    spec, trial number → error of the ones that do not, already told failed)."""
+    assert sweep.space is not None
+    good: dict[int, dict[str, Any]] = {}
+    bad: dict[int, Any] = {}
+    for _ in range(n):
+        ot = study.ask()
+        params = suggest(ot, sweep.space)
+        try:
+            trial_spec(sweep, params)
+            good[ot.number] = params
+        except (ValidationError, KeyError, SpecError) as e:
+            study.tell(ot, state=TrialState.FAIL)
+            bad[ot.number] = (params, {"type": "bad_params", "message": str(e)[:2000]})
+    return good, bad
 
 
 @dataclass
-class _Search:
+class UnitSearch:
+    """What a unit of a search adds to the engine's callbacks: every epoch reported to the
+    study (and the rung rule), the pruner asked, each trial's end told. Built by whichever
+    worker trains the unit, from the study in the database; the rung rule starts from every
+    value reported so far, of this sweep's other units too."""
+
     sweep: SweepSpec
-    sweep_id: str
-    owner: str
-    store: Repository
     study: optuna.Study
+    trials: dict[int, optuna.Trial]
     gap: GapRule | None
     rungs: RungRule | None
-    should_stop: Callable[[], bool]
-    datasets_dir: Any
-    folds_cache: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def load(cls, sweep: SweepSpec, sweep_id: str, storage_url: str, numbers: list[int]) -> UnitSearch:
+        st = storage(storage_url)
+        study = open_study(sweep, sweep_id, st)
+        # Trial objects of trials another process asked: their ids from the storage's own API.
+        study_id = st.get_study_id_from_name(study.study_name)
+        trials = {
+            n: optuna.trial.Trial(study, st.get_trial_id_from_study_id_trial_number(study_id, n))
+            for n in numbers
+        }
+        rungs = None
+        if sweep.pruner.type in ("asha", "hyperband"):
+            max_steps = max(sweep.cv_folds, 1) * sweep.base.training.epochs
+            rungs = RungRule(sweep.pruner, sweep.primary.mode == "max", max_steps)
+            for t in study.get_trials(deepcopy=False):
+                for step, value in t.intermediate_values.items():
+                    rungs.report(t.number, step, value)
+        gap = GapRule(sweep.pruner) if sweep.pruner.type == "gap" else None
+        return cls(sweep, study, trials, gap, rungs)
 
-def _train_unit(ctx: _Search, asked: dict[int, optuna.Trial], batch: list[Trial]) -> str:
-    """Train one unit of asked trials, reporting every epoch and telling how each ended."""
-    from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
-
-    sweep, sweep_id, owner, store, study, gap = (
-        ctx.sweep,
-        ctx.sweep_id,
-        ctx.owner,
-        ctx.store,
-        ctx.study,
-        ctx.gap,
-    )
-    metric = sweep.primary.metric
-    several = len(sweep.objectives) > 1
-    progress: dict[int, dict[str, Any]] = {}
-
-    def on_epoch(index: int, fold: int, step: int, row: dict[str, Any]) -> None:
-        value = row.get(metric)
+    def on_epoch(self, index: int, fold: int, step: int, row: dict[str, Any]) -> None:
+        value = row.get(self.sweep.primary.metric)
         if not isinstance(value, int | float) or not math.isfinite(value):
             return
-        if not several:  # Optuna keeps intermediate values of one objective only
-            asked[index].report(float(value), step)
-        if ctx.rungs is not None:
-            ctx.rungs.report(index, step, float(value))
-        progress[index] = {"fold": fold, "epoch": row.get("epoch"), "step": step, metric: value}
+        if len(self.sweep.objectives) == 1:  # Optuna keeps intermediate values of one objective only
+            self.trials[index].report(float(value), step)
+        if self.rungs is not None:
+            self.rungs.report(index, step, float(value))
 
-    def prune(index: int, fold: int, step: int, row: dict[str, Any]) -> str | None:
+    def prune(self, index: int, fold: int, step: int, row: dict[str, Any]) -> str | None:
+        metric = self.sweep.primary.metric
         value = row.get(metric)
         if not isinstance(value, int | float) or not math.isfinite(value):
             return f"{metric} was not finite at epoch {step}"
-        if gap is not None:
-            return gap.check(index, fold, step, row)
-        if ctx.rungs is not None:
-            reason = ctx.rungs.check(index, step)
+        if self.gap is not None:
+            return self.gap.check(index, fold, step, row)
+        if self.rungs is not None:
+            reason = self.rungs.check(index, step)
             return f"{reason} ({metric})" if reason else None
-        if sweep.pruner.type == "median" and asked[index].should_prune():
+        if self.sweep.pruner.type == "median" and self.trials[index].should_prune():
             return (
                 f"median: {metric} {value:.4g} at epoch {step} was worse than the median of the "
                 "completed trials there"
             )
         return None
 
-    def after_epoch() -> None:
-        if progress:
-            store.trial_progress(sweep_id, owner, {i: finite(p) for i, p in progress.items()})
-            progress.clear()
-
-    def on_trial(t: TrialOutcome) -> None:
-        store.record_trial(sweep_id, owner, t.index, **outcome_fields(t))
-        ot = asked[t.index]
+    def tell(self, t: TrialOutcome) -> None:
+        objectives = self.sweep.objectives
+        number = t.index
         if t.status == "succeeded" and t.score is not None and math.isfinite(t.score):
-            values = [t.metrics.get(o.metric) for o in sweep.objectives] if several else [t.score]
+            values = [t.metrics.get(o.metric) for o in objectives] if len(objectives) > 1 else [t.score]
             if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-                study.tell(ot, [float(v) for v in values] if several else float(t.score))  # type: ignore[arg-type]
+                told = [float(v) for v in values]  # type: ignore[arg-type]
+                self.study.tell(number, told if len(told) > 1 else told[0], skip_if_finished=True)
             else:
-                study.tell(ot, state=TrialState.FAIL)
+                self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         elif t.status == "pruned":
-            study.tell(ot, state=TrialState.PRUNED)
+            self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
         elif t.status == "failed":
-            study.tell(ot, state=TrialState.FAIL)
-
-    callbacks = SweepCallbacks(
-        on_trial=on_trial,
-        should_stop=ctx.should_stop,
-        on_epoch=on_epoch,
-        prune=prune,
-        after_epoch=after_epoch,
-    )
-    out = run_sweep(
-        sweep, batch, datasets_dir=ctx.datasets_dir, callbacks=callbacks, folds_cache=ctx.folds_cache
-    )
-    if out.status == "cancelled":
-        for ot in asked.values():
-            study.tell(ot, state=TrialState.FAIL, skip_if_finished=True)
-    return out.status
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        # cancelled: its unit stopped (a cancel, or this worker shutting down and handing the
+        # unit on); the trial stays running in the study until the unit's next holder ends it.

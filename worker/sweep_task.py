@@ -1,10 +1,11 @@
-"""The sweep's Celery task: claim the sweep (conditional UPDATE + lease) → run its trials with
-the engine, writing each trial's row as it finishes → queue the best trial's retrain as an
-ordinary job (the same path as POST /v1/jobs) → write the final state once.
+"""The sweep's Celery task: claim the sweep (conditional UPDATE + lease) → coordinate its units
+of trials, which any worker on the queue trains (worker/coordinator.py, worker/unit_task.py) →
+queue the best trial's retrain as an ordinary job (the same path as POST /v1/jobs) → stay
+running until that job has finished.
 
-A second attempt (the first worker died, or shut down) runs only the trials the first one did
-not finish; a regularization path runs again from its first step, since each step starts from
-the weights of the one before.
+A second attempt (the coordinator died, or shut down) finds the units written and goes on; no
+finished trial trains again. A regularization path is one chain (each step starts from the
+weights of the one before), trained here and, on a second attempt, again from its first step.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service import jobs, selection
-from service.broker import RUN_SWEEP_TASK, Broker
+from service.broker import RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, Broker, queue_name
 from service.errors import ApiError, Unavailable
 from service.search_space import trial_spec
 from service.store.repository import SweepClaim
@@ -34,6 +35,10 @@ log = logging.getLogger("regtrain.worker")
 def _broker(rt: Runtime) -> Broker:
     """Sends the retrain job's message, as the API would."""
     return Broker(rt.settings)
+
+
+def _send_unit(unit_id: str, queue: str) -> None:
+    app.send_task(RUN_SWEEP_UNIT_TASK, args=[unit_id], queue=queue)
 
 
 @app.task(name=RUN_SWEEP_TASK)
@@ -56,9 +61,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         store.finish_sweep(sweep_id, owner, "failed", error=leased_task.bad_spec(e))
         return
     search = sweep.space is not None
-    if search:
-        trials = []  # asked from the sampler as the search runs (worker/search.py)
-    todo = trials if sweep.path is not None else [t for t in trials if t.index not in claim.finished]
+    todo = trials  # a path: again from its first step, each step starting from the one before
 
     def on_trial(t: TrialOutcome) -> None:
         store.record_trial(
@@ -67,18 +70,17 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             t.index,
             **leased_task.outcome_fields(t),
             worker=owner,
-            unit=0,  # a grid's, random or path sweep runs as one unit on its worker
+            unit=0,  # a path runs as one unit on the sweep's worker: its steps are a chain
         )
 
     lease = leased_task.hold(rt, SweepLease, sweep_id)
 
     def run() -> str:
-        if search:
-            from worker.search import run_search
+        if sweep.path is None:  # grids, random and searches: units that any worker takes
+            from worker.coordinator import coordinate
 
-            return run_search(
-                sweep, sweep_id, owner, store, settings.store_url, lease.should_stop, settings.datasets_dir
-            )
+            queue = (store.get_sweep(sweep_id) or {}).get("queue") or queue_name(settings, "cpu")
+            return coordinate(rt, sweep, sweep_id, queue, lease.should_stop, _send_unit)
         if not todo:
             return "succeeded"
         callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)

@@ -29,6 +29,7 @@ from service.store.tables import (
     job_metrics,
     jobs,
     sweep_trials,
+    sweep_units,
     sweeps,
 )
 
@@ -655,9 +656,14 @@ class Repository:
             )
             if row is None:
                 return None
+            # A trial in a unit is the unit's holder's to mark (store/sweep_units.py).
             conn.execute(
                 sweep_trials.update()
-                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.not_in(TRIAL_FINISHED))
+                .where(
+                    sweep_trials.c.sweep_id == sweep_id,
+                    sweep_trials.c.status.not_in(TRIAL_FINISHED),
+                    sweep_trials.c.unit.is_(None),
+                )
                 .values(status="running", updated_at=now())
             )
             finished = conn.execute(
@@ -955,18 +961,27 @@ def _requeue_trials(conn: sa.Connection, sweep_ids: list[str]) -> None:
     if sweep_ids:
         conn.execute(
             sweep_trials.update()
-            .where(sweep_trials.c.sweep_id.in_(sweep_ids), sweep_trials.c.status == "running")
+            .where(
+                sweep_trials.c.sweep_id.in_(sweep_ids),
+                sweep_trials.c.status == "running",
+                sweep_trials.c.unit.is_(None),  # a unit's trials follow their unit's lease
+            )
             .values(status="queued")
         )
 
 
 def _settle_trials(conn: sa.Connection, sweep_ids: list[str], status: str, at: datetime) -> None:
-    """A sweep that ended leaves no trial queued or running."""
+    """A sweep that ended leaves no trial and no unit queued or running."""
     if sweep_ids:
         conn.execute(
             sweep_trials.update()
             .where(sweep_trials.c.sweep_id.in_(sweep_ids), sweep_trials.c.status.not_in(TRIAL_FINISHED))
             .values(status=status, finished_at=at)
+        )
+        conn.execute(
+            sweep_units.update()
+            .where(sweep_units.c.sweep_id.in_(sweep_ids), sweep_units.c.status.in_(("queued", "running")))
+            .values(status=status, finished_at=at, lease_owner=None, lease_expires_at=None)
         )
 
 

@@ -194,6 +194,34 @@ sweep_trials = sa.Table(
     sa.Column("started_at", UTCDateTime),
     sa.Column("progress", Json),  # while it trains: {"fold", "epoch", "step", "value"}
     sa.Column("updated_at", UTCDateTime),  # every write: the sweep's event stream reads past it
+    # Added by migration 0007: the objective after every step ([[step, value], ...]), so the
+    # sweep page draws each trial's curve, a pruned one's up to where it stopped.
+    sa.Column("curve", Json),
+)
+
+# Added by migration 0007: a sweep's work in units (a batch of trials trained together), each
+# leased like a job (store/leased.py), so that any worker on the sweep's queue trains one and a
+# unit whose worker died is handed to another (store/sweep_units.py).
+sweep_units = sa.Table(
+    "sweep_units",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("id", sa.String(80), nullable=False, unique=True),  # "{sweep id}.{index}"
+    sa.Column(
+        "sweep_id", sa.String(64), sa.ForeignKey("sweeps.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("unit_index", sa.Integer, nullable=False),
+    sa.Column("trials", Json, nullable=False),  # the trial indexes it trains
+    sa.Column("queue", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("enqueued_at", UTCDateTime),
+    *_lease(),
+    sa.Column("worker", sa.String(200)),  # the worker that last held it (it ran or runs it)
+    sa.Column("error", Json),
+    sa.Index("ix_sweep_units_status_lease", "status", "lease_expires_at"),
 )
 
 # Added by migration 0005: webhook deliveries, leased like jobs so that a delivery outlives the

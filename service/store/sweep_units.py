@@ -1,0 +1,367 @@
+"""A sweep's units of work as leased rows: the worker that holds the sweep's lease (its
+coordinator) writes units (a batch of trials trained together), any worker on the sweep's queue
+claims one with a conditional UPDATE and trains it under a lease of its own, and the reaper hands
+a unit whose worker went silent to another. A trial's row is written only by the holder of its
+unit's lease, so a SIGKILLed worker's late writes are refused and no trial is recorded twice.
+
+The lifecycle is store/leased.py's (claim, heartbeat, finish, release, expire, resend), the same
+as jobs' and sweeps'; what is a unit's own (its trials, the sweep's cancel) stays here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from service.store import leased
+from service.store.engine import write_transaction
+from service.store.leased import Row
+from service.store.repository import TRIAL_FINISHED, now
+from service.store.tables import sweep_trials, sweep_units, sweeps
+
+UnitStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class UnitClaim:
+    """A unit a worker now holds: `todo` are its trials no earlier attempt finished."""
+
+    unit_id: str
+    sweep_id: str
+    index: int
+    tenant: str
+    spec: dict[str, Any]
+    attempt: int
+    todo: tuple[int, ...]
+    params: dict[int, dict[str, Any]]  # trial index → params, for the trials in todo
+
+
+def unit_id(sweep_id: str, index: int) -> str:
+    return f"{sweep_id}.{index}"
+
+
+class SweepUnits:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def _write(self) -> AbstractContextManager[sa.Connection]:
+        return write_transaction(self.engine)
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # --- the coordinator (holds the sweep's lease) -----------------------------------------
+
+    def add(
+        self,
+        sweep_id: str,
+        owner: str,
+        queue: str,
+        units: list[list[int]],
+        new_trials: dict[int, dict[str, Any]] | None = None,
+        failed_trials: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None,
+    ) -> list[str] | None:
+        """Queue `units` (each a list of trial indexes) after the sweep's last unit, inserting
+        the `new_trials` a search just asked (index → params) with them, and the ones it asked
+        that failed at once (index → (params, error)), in one transaction and only while
+        `owner` holds the sweep. The new units' ids; None when the lease is lost."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweeps, sweep_id, owner):
+                return None
+            last = conn.execute(
+                sa.select(sa.func.max(sweep_units.c.unit_index)).where(sweep_units.c.sweep_id == sweep_id)
+            ).scalar()
+            first = 0 if last is None else int(last) + 1
+            if new_trials:
+                conn.execute(
+                    sweep_trials.insert(),
+                    [
+                        {
+                            "sweep_id": sweep_id,
+                            "trial_index": i,
+                            "params": p,
+                            "status": "queued",
+                            "vectorized": False,
+                            "updated_at": at,
+                        }
+                        for i, p in new_trials.items()
+                    ],
+                )
+            if failed_trials:
+                conn.execute(
+                    sweep_trials.insert(),
+                    [
+                        {
+                            "sweep_id": sweep_id,
+                            "trial_index": i,
+                            "params": p,
+                            "status": "failed",
+                            "error": error,
+                            "vectorized": False,
+                            "finished_at": at,
+                            "updated_at": at,
+                        }
+                        for i, (p, error) in failed_trials.items()
+                    ],
+                )
+            ids = []
+            for offset, members in enumerate(units):
+                index = first + offset
+                ids.append(unit_id(sweep_id, index))
+                conn.execute(
+                    sweep_units.insert().values(
+                        id=ids[-1],
+                        sweep_id=sweep_id,
+                        unit_index=index,
+                        trials=members,
+                        queue=queue,
+                        status="queued",
+                        created_at=at,
+                        enqueued_at=at,
+                        attempts=0,
+                        cancel_requested=False,
+                    )
+                )
+                conn.execute(
+                    sweep_trials.update()
+                    .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index.in_(members))
+                    .values(unit=index, status="queued", updated_at=at)
+                )
+        return ids
+
+    def counts(self, sweep_id: str) -> dict[str, int]:
+        """Status → how many of the sweep's units have it."""
+        query = (
+            sa.select(sweep_units.c.status, sa.func.count())
+            .where(sweep_units.c.sweep_id == sweep_id)
+            .group_by(sweep_units.c.status)
+        )
+        with self._read() as conn:
+            return {str(s): int(n) for s, n in conn.execute(query).all()}
+
+    def of(self, sweep_ids: list[str]) -> dict[str, list[Row]]:
+        """Each sweep's units, in index order."""
+        out: dict[str, list[Row]] = {s: [] for s in sweep_ids}
+        if not sweep_ids:
+            return out
+        query = (
+            sweep_units.select()
+            .where(sweep_units.c.sweep_id.in_(sweep_ids))
+            .order_by(sweep_units.c.sweep_id, sweep_units.c.unit_index)
+        )
+        with self._read() as conn:
+            for r in conn.execute(query).mappings():
+                out[r["sweep_id"]].append(dict(r))
+        return out
+
+    # --- any worker --------------------------------------------------------------------------
+
+    def claim(self, unit: str, owner: str, lease_seconds: float, max_attempts: int) -> UnitClaim | None:
+        """Take a queued unit, or a running one whose worker went silent, while its sweep runs
+        and no cancel was asked for; its unfinished trials are then running on `owner`."""
+        at = now()
+        with self._write() as conn:
+            sweep = conn.execute(
+                sa.select(sweeps.c.id, sweeps.c.tenant, sweeps.c.spec)
+                .join(sweep_units, sweep_units.c.sweep_id == sweeps.c.id)
+                .where(
+                    sweep_units.c.id == unit,
+                    sweeps.c.status == "running",
+                    sa.not_(sweeps.c.cancel_requested),
+                )
+            ).first()
+            if sweep is None:
+                return None
+            row = leased.claim(
+                conn,
+                sweep_units,
+                unit,
+                owner,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+                at=at,
+                returning=(sweep_units.c.unit_index, sweep_units.c.trials, sweep_units.c.attempts),
+            )
+            if row is None:
+                return None
+            conn.execute(sweep_units.update().where(sweep_units.c.id == unit).values(worker=owner))
+            mine = (
+                (sweep_trials.c.sweep_id == sweep.id)
+                & sweep_trials.c.trial_index.in_(row.trials)
+                & sweep_trials.c.status.not_in(TRIAL_FINISHED)
+            )
+            conn.execute(
+                sweep_trials.update()
+                .where(mine)
+                .values(status="running", worker=owner, started_at=at, updated_at=at, progress=None)
+            )
+            todo = conn.execute(
+                sa.select(sweep_trials.c.trial_index, sweep_trials.c.params)
+                .where(mine)
+                .order_by(sweep_trials.c.trial_index)
+            ).all()
+        return UnitClaim(
+            unit,
+            sweep.id,
+            int(row.unit_index),
+            sweep.tenant,
+            sweep.spec,
+            int(row.attempts),
+            tuple(int(t.trial_index) for t in todo),
+            {int(t.trial_index): t.params for t in todo},
+        )
+
+    def claim_next(
+        self, sweep_id: str, owner: str, lease_seconds: float, max_attempts: int
+    ) -> UnitClaim | None:
+        """The sweep's first queued unit that this worker wins, or None when none is left."""
+        query = (
+            sa.select(sweep_units.c.id)
+            .where(sweep_units.c.sweep_id == sweep_id, sweep_units.c.status == "queued")
+            .order_by(sweep_units.c.unit_index)
+        )
+        with self._read() as conn:
+            queued = list(conn.execute(query).scalars())
+        for unit in queued:  # another worker may win a unit between the read and the claim
+            claimed = self.claim(unit, owner, lease_seconds, max_attempts)
+            if claimed is not None:
+                return claimed
+        return None
+
+    def heartbeat(self, unit: str, owner: str, lease_seconds: float) -> bool | None:
+        """Renew the unit's lease: True = stop (the sweep's cancel was asked for, or the sweep
+        ended), False = carry on, None = the lease is lost."""
+        with self._write() as conn:
+            state = leased.heartbeat(conn, sweep_units, unit, owner, lease_seconds, now())
+            if state is None:
+                return None
+            sweep = conn.execute(
+                sa.select(sweeps.c.status, sweeps.c.cancel_requested)
+                .join(sweep_units, sweep_units.c.sweep_id == sweeps.c.id)
+                .where(sweep_units.c.id == unit)
+            ).first()
+        return state or sweep is None or sweep.status != "running" or bool(sweep.cancel_requested)
+
+    def record_trial(self, unit: str, owner: str, sweep_id: str, index: int, **fields: Any) -> bool:
+        """Write one trial's outcome (as Repository.record_trial), only while `owner` holds the
+        unit: a worker that lost it (the reaper gave it on) writes nothing."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweep_units, unit, owner):
+                return False
+            conn.execute(
+                sweep_trials.update()
+                .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
+                .values(finished_at=at, updated_at=at, worker=owner, **fields)
+            )
+        return True
+
+    def progress(self, unit: str, owner: str, sweep_id: str, progress: dict[int, dict[str, Any]]) -> None:
+        """Each trial's latest step ({"fold", "epoch", "step", <metric>}), appended to its curve
+        as [step, value], in one write."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweep_units, unit, owner):
+                return
+            curves = dict(
+                conn.execute(
+                    sa.select(sweep_trials.c.trial_index, sweep_trials.c.curve).where(
+                        sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index.in_(list(progress))
+                    )
+                ).all()
+            )
+            for index, p in progress.items():
+                # A unit trained again after its worker died starts its trials over: the curve
+                # restarts with step 1 rather than repeating steps.
+                curve = [c for c in (curves.get(index) or []) if c[0] < p["step"]]
+                curve.append([p["step"], p.get("value")])
+                conn.execute(
+                    sweep_trials.update()
+                    .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
+                    .values(progress=p, curve=curve, updated_at=at)
+                )
+
+    def finish(self, unit: str, owner: str, status: UnitStatus, error: dict[str, Any] | None = None) -> bool:
+        """Write the unit's final state once (lease owner only); a trial it did not finish ends
+        `status` too (a failed unit's with its error)."""
+        at = now()
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(sweep_units.c.sweep_id, sweep_units.c.trials).where(sweep_units.c.id == unit)
+            ).first()
+            if row is None or leased.finish(conn, sweep_units, unit, owner, status, at, error=error) is None:
+                return False
+            _end_trials(conn, row.sweep_id, row.trials, status, error, at)
+        return True
+
+    def release(self, unit: str, owner: str) -> str | None:
+        """Give the unit back to the queue (this worker shuts down); its queue, or None."""
+        at = now()
+        with self._write() as conn:
+            queue = leased.release(conn, sweep_units, unit, owner, at)
+            if queue is not None:
+                _requeue(conn, [unit], at)
+        return queue
+
+    # --- the reaper --------------------------------------------------------------------------
+
+    def reap(self, max_attempts: int, resend_after_s: float) -> list[tuple[str, str]]:
+        """Units whose worker went silent: back on the queue (their unfinished trials with
+        them), or failed worker_lost after max_attempts; (unit id, queue) of each to send a
+        message for, with the queued ones whose message may have been lost."""
+        at = now()
+        with self._write() as conn:
+            transitions = leased.expire(conn, sweep_units, max_attempts, at)
+            requeued = [(u, q) for status, u, q in transitions if status == "queued"]
+            _requeue(conn, [u for u, _ in requeued], at)
+            for status, u, _ in transitions:
+                if status != "queued":
+                    row = conn.execute(
+                        sa.select(sweep_units.c.sweep_id, sweep_units.c.trials, sweep_units.c.error).where(
+                            sweep_units.c.id == u
+                        )
+                    ).first()
+                    assert row is not None
+                    _end_trials(conn, row.sweep_id, row.trials, status, row.error, at)
+            stale = leased.resend_stale(conn, sweep_units, resend_after_s, at)
+        return requeued + stale
+
+
+def _end_trials(
+    conn: sa.Connection, sweep_id: str, trials: list[int], status: str, error: Any, at: Any
+) -> None:
+    conn.execute(
+        sweep_trials.update()
+        .where(
+            sweep_trials.c.sweep_id == sweep_id,
+            sweep_trials.c.trial_index.in_(trials),
+            sweep_trials.c.status.not_in(TRIAL_FINISHED),
+        )
+        .values(status=status, error=error, finished_at=at, updated_at=at)
+    )
+
+
+def _requeue(conn: sa.Connection, units: list[str], at: Any) -> None:
+    """The unfinished trials of units back on the queue wait for the next worker."""
+    for unit in units:
+        row = conn.execute(
+            sa.select(sweep_units.c.sweep_id, sweep_units.c.trials).where(sweep_units.c.id == unit)
+        ).first()
+        if row is None:
+            continue
+        conn.execute(
+            sweep_trials.update()
+            .where(
+                sweep_trials.c.sweep_id == row.sweep_id,
+                sweep_trials.c.trial_index.in_(row.trials),
+                sweep_trials.c.status == "running",
+            )
+            .values(status="queued", updated_at=at)
+        )

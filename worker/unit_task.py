@@ -1,0 +1,134 @@
+"""The Celery task of a sweep's unit of work: claim the unit (conditional UPDATE + lease) → train
+its unfinished trials with the engine, writing each trial's row and curve as it goes → finish
+the unit; then take the sweep's next queued unit, while there is one.
+
+A unit is a batch of trials trained together (stacked where they allow) on one worker; any
+worker on the sweep's queue trains one, the sweep's coordinator too (worker/coordinator.py). A
+unit whose worker died goes back on the queue when its lease lapses and the next worker trains
+the trials it had not finished; the ones it had are never trained again, and every write of a
+worker that lost the unit is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.broker import RUN_SWEEP_UNIT_TASK
+from service.search_space import trial_spec
+from service.store.sweep_units import UnitClaim
+from service.sweep_spec import SweepSpec, Trial
+from worker import leased_task
+from worker.celery_app import app
+from worker.lease import UnitLease
+from worker.leased_task import finite, outcome_fields
+from worker.runtime import Runtime, runtime
+
+log = logging.getLogger("regtrain.worker")
+
+
+@app.task(name=RUN_SWEEP_UNIT_TASK)
+def run_sweep_unit_task(unit_id: str) -> None:
+    execute_unit(unit_id, runtime())
+
+
+def execute_unit(unit_id: str, rt: Runtime) -> None:
+    s = rt.settings
+    claim = leased_task.claim(rt, "unit", unit_id, rt.units.claim)
+    # The sweep's other queued units are this worker's to take too: their messages, behind
+    # this one, would only find them taken.
+    while claim is not None and train_claimed(rt, claim) == "succeeded" and not rt.shutdown.is_set():
+        claim = rt.units.claim_next(claim.sweep_id, rt.name, s.lease_seconds, s.max_attempts)
+
+
+def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
+    """Train a unit this worker holds: "succeeded", "cancelled" (stopped: a cancel, a lost
+    lease, a shutdown, each dealt with here), or None when it failed."""
+    # Torch only in a process that trains (see worker.tasks.execute).
+    from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
+
+    units, owner, settings = rt.units, rt.name, rt.settings
+    uid, sweep_id = claim.unit_id, claim.sweep_id
+    try:
+        sweep = SweepSpec.model_validate(claim.spec)
+        todo = [Trial(i, claim.params[i], trial_spec(sweep, claim.params[i])) for i in claim.todo]
+    except (ValidationError, KeyError) as e:
+        units.finish(uid, owner, "failed", error=leased_task.bad_spec(e))
+        return None
+    log.info("sweep %s unit %d: trials %s on %s", sweep_id, claim.index, list(claim.todo), owner)
+    metric = sweep.primary.metric
+    progress: dict[int, dict[str, Any]] = {}
+    search = None
+
+    def on_epoch(index: int, fold: int, step: int, row: dict[str, Any]) -> None:
+        if search is not None:
+            search.on_epoch(index, fold, step, row)
+        value = row.get(metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            progress[index] = {
+                "fold": fold,
+                "epoch": row.get("epoch"),
+                "step": step,
+                metric: value,
+                "value": value,
+            }
+
+    def after_epoch() -> None:
+        if progress:
+            units.progress(uid, owner, sweep_id, {i: finite(p) for i, p in progress.items()})
+            progress.clear()
+
+    def on_trial(t: TrialOutcome) -> None:
+        if t.status == "cancelled":
+            return  # stopped with its unit: the unit's next holder trains it
+        if units.record_trial(uid, owner, sweep_id, t.index, **outcome_fields(t)) and search is not None:
+            search.tell(t)
+
+    lease = UnitLease(
+        units,
+        uid,
+        owner,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        shutdown=rt.shutdown,
+    )
+
+    def run() -> str:
+        nonlocal search
+        if sweep.space is not None:
+            from worker.search import UnitSearch
+
+            search = UnitSearch.load(sweep, sweep_id, settings.store_url, list(claim.todo))
+        callbacks = SweepCallbacks(
+            on_trial=on_trial, should_stop=lease.should_stop, on_epoch=on_epoch, after_epoch=after_epoch
+        )
+        if search is not None:
+            callbacks.prune = search.prune
+        if not todo:
+            return "succeeded"
+        return run_sweep(sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks).status
+
+    status = leased_task.run_engine(
+        "unit",
+        uid,
+        lease,
+        run,
+        lambda error: units.finish(uid, owner, "failed", error=error),
+        retry_infrastructure=True,
+    )
+    if status == "succeeded":
+        units.finish(uid, owner, "succeeded")
+    elif status == "cancelled":
+        leased_task.stopped(
+            rt,
+            "unit",
+            uid,
+            lease,
+            task=RUN_SWEEP_UNIT_TASK,
+            release=units.release,
+            cancel=lambda: units.finish(uid, owner, "cancelled"),
+        )
+    return status
