@@ -129,16 +129,25 @@ class SweepTrial(BaseModel):
     progress: dict[str, Any] | None = Field(
         None, description='Its latest epoch: {"fold", "epoch", "step", <objective metric>}.'
     )
+    curve: list[tuple[int, float | None]] = Field(
+        default_factory=list,
+        description="The objective after every step, [[step, value], ...] (a pruned trial's up "
+        "to where it stopped): the sweep page draws it.",
+    )
     unit: int | None = None
-    worker: str | None = None
+    worker: str | None = Field(None, description="The worker that trained it (or trains it now).")
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
 
 class SweepUnit(BaseModel):
+    """A batch of trials trained together on one worker, leased like a job: any worker on the
+    sweep's queue takes it, and a unit whose worker died goes to another."""
+
     index: int
     status: str
-    worker: str | None
+    worker: str | None = Field(description="The worker that ran it (or runs it now).")
+    attempts: int = Field(0, description="Workers that took it: 2 or more after a lost worker.")
     trials: list[int]
 
 

@@ -79,6 +79,8 @@ def _what(trial: dict[str, Any], seen: dict[int, int]) -> list[str]:
     in between are in its job-like curve only as far as the study's intermediate values go."""
     out = []
     index, status = trial["index"], trial["status"]
+    if status == "queued":
+        return out  # asked, waiting in its unit for a worker: it starts when one takes it
     if index not in seen and ((status != "queued" and trial["started_at"]) or status == "running"):
         out.append("started")
     last = seen.setdefault(index, 0)

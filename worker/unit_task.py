@@ -36,6 +36,10 @@ def run_sweep_unit_task(unit_id: str) -> None:
 
 
 def execute_unit(unit_id: str, rt: Runtime) -> None:
+    # Torch is loaded before the claim (seconds, the first time): the unit's lease is renewed
+    # only once training starts, and a slow import must not let it lapse.
+    import worker.training.sweep  # noqa: F401
+
     s = rt.settings
     claim = leased_task.claim(rt, "unit", unit_id, rt.units.claim)
     # The sweep's other queued units are this worker's to take too: their messages, behind

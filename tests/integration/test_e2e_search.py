@@ -156,7 +156,7 @@ def test_seeds_one_se_and_an_edge_warning_on_a_grid(service: Service) -> None:
     assert sweep["best"]["test_metrics"]
 
 
-def test_a_lost_worker_mid_search_resumes_asking_its_unfinished_trials_again(service: Service) -> None:
+def test_a_lost_worker_mid_search_hands_its_unit_to_the_next_worker(service: Service) -> None:
     if service.backend != "embedded":
         pytest.skip("once is enough: on the embedded backend (see test_e2e_sweeps)")
     import os
@@ -206,13 +206,14 @@ def test_a_lost_worker_mid_search_resumes_asking_its_unfinished_trials_again(ser
         assert (
             by_index[i]["finished_at"] == next(t for t in first["trials"] if t["index"] == i)["finished_at"]
         )
-    # the lost unit's trials are asked again, with their params, as new trials
-    lost = {t["index"]: t["params"] for t in done["trials"] if t["unit"] == 1}
-    assert lost and all(
-        by_index[i]["status"] == "cancelled" and "asked again" in by_index[i]["reason"] for i in lost
-    )
-    later = [t["params"] for t in done["trials"] if t["index"] > max(lost)]
-    assert all(p in later for p in lost.values())
-    assert sum(t["status"] == "succeeded" for t in done["trials"]) == 4
+    # the lost unit went to the new worker, which trained its trials (the same trials of the
+    # study, not new ones) once, to their end
+    lost = [t["index"] for t in done["trials"] if t["unit"] == 1]
+    unit = next(u for u in done["units"] if u["index"] == 1)
+    new_worker = f"{first['units'][1]['worker'].rsplit(':', 1)[0]}:{service.workers[-1].pid}"
+    assert lost == unit["trials"] and unit["attempts"] == 2 and unit["worker"] == new_worker
+    assert all(by_index[i]["status"] == "succeeded" and by_index[i]["worker"] == new_worker for i in lost)
+    assert all(by_index[i]["epochs_trained"] == 12 for i in lost)
+    assert len(done["trials"]) == 4 and sum(t["status"] == "succeeded" for t in done["trials"]) == 4
     study = optuna.load_study(study_name=done["study"]["name"], storage=done["study"]["storage"])
-    assert {t.number: t.state.name for t in study.trials if t.number in lost} == dict.fromkeys(lost, "FAIL")
+    assert {t.number: t.state.name for t in study.trials} == dict.fromkeys(range(4), "COMPLETE")
