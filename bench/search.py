@@ -1,6 +1,7 @@
 """TPE + ASHA against a 64-point grid: the best 5-fold CV score each finds, and the trial-epochs
-each trains, through the worker's own code paths (worker/search.py's ask/tell with the study in
-a SQLite store, the engine's stacked trials) without Celery.
+each trains, through the worker's own code paths (worker/coordinator.py's units asked with
+worker/search.py's ask/tell, the study in a SQLite store, the engine's stacked trials) without
+Celery.
 
 The problem: digits, an MLP 64-32-10 with adam, 5-fold CV, `--epochs` epochs, objective the
 folds' mean val_accuracy. The grid is l2 × lr (4 values each) × dropout × l1 (2 each); the search
@@ -44,20 +45,22 @@ def _base(epochs: int, device: str) -> dict[str, Any]:
 
 
 def _run(sweep_doc: dict[str, Any], store_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
-    from service.store import open_store
+    from service.settings import Settings
     from service.sweep_spec import SweepSpec, expand
+    from worker.runtime import Runtime
     from worker.training.sweep import SweepCallbacks, run_sweep
 
     sweep = SweepSpec.model_validate(sweep_doc)
-    url = f"sqlite:///{store_dir / 'regtrain.db'}"
-    store = open_store(url)
+    rt = Runtime(Settings(data_dir=store_dir, lease_seconds=3600))
+    store = rt.store
     row = store.create_sweep(tenant="bench", spec=sweep.model_dump(mode="json"), queue="cpu", trials=[])
-    assert store.claim_sweep(row["id"], "bench", 3600, 3) is not None
+    assert store.claim_sweep(row["id"], rt.name, 3600, 3) is not None
     t0 = time.perf_counter()
     if sweep.space is not None:
-        from worker.search import run_search
+        from worker.coordinator import coordinate
 
-        run_search(sweep, row["id"], "bench", store, url, lambda: False, None)
+        # One process trains every unit (no message to send): the search alone is measured.
+        coordinate(rt, sweep, row["id"], "cpu", lambda: False, lambda _unit, _queue: None)
         trials = store.trials([row["id"]])[row["id"]]
     else:
         out = run_sweep(sweep, expand(sweep, None, 10**9), callbacks=SweepCallbacks())

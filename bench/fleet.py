@@ -1,0 +1,179 @@
+"""One worker against two on one CPU sweep: the sweep's units spread over real `regtrain worker`
+processes (Celery, solo pool) on the embedded backend (SQLite and the file broker in a fresh data
+dir per run), each worker computing with cores / workers torch threads
+(REGTRAIN_TORCH_THREADS) so that the two share the cores rather than fight over them.
+
+The sweep: digits, an MLP 64-128-128-10 with adam, a grid of `--trials` L2 values, `--folds`-fold
+CV, `--epochs` epochs, `--unit` trials per unit. Timed from the sweep's submission until every
+trial has ended (the best trial's retrain, one job on one worker either way, is left out), with
+the workers started and ready before. Prints the ratio of two workers' time to one's (one on
+every core), and to one worker's with the threads each of the two gets (what the fleet alone
+buys, apart from how torch scales with threads).
+
+Usage: python -m bench.fleet [--trials 16] [--unit 2] [--epochs 8] [--folds 2] [--cores N] [--fight]
+                             [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+READY_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 900
+
+
+def _sweep(trials: int, unit: int, epochs: int, folds: int) -> dict[str, Any]:
+    return {
+        "name": "bench-fleet",
+        "base": {
+            "dataset": {"name": "digits"},
+            "model": {"type": "mlp", "hidden": [128, 128]},
+            "optimizer": {"name": "adam", "lr": 1e-3},
+            "training": {"epochs": epochs, "batch_size": 32, "seed": 0, "device": "cpu"},
+        },
+        "grid": {
+            "regularization.l2": [round(10 ** (-6 + 5 * i / max(trials - 1, 1)), 8) for i in range(trials)]
+        },
+        "objective": {"metric": "val_accuracy", "mode": "max"},
+        "cv_folds": folds,
+        "parallel": unit,
+    }
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """End every worker this run started, with its process group: SIGTERM, then SIGKILL."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def run(workers: int, threads: int, doc: dict[str, Any]) -> dict[str, Any]:
+    from service import sweeps
+    from service.broker import Broker
+    from service.settings import Settings
+    from service.store import open_store
+    from service.store.repository import TRIAL_FINISHED
+    from service.sweep_spec import SweepSpec
+
+    with tempfile.TemporaryDirectory(prefix="regtrain-bench-fleet-") as tmp:
+        data = Path(tmp)
+        settings = Settings(data_dir=data)
+        store = open_store(settings.store_url)  # migrated here, before the workers start
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGTRAIN_")}
+        env.update(
+            REGTRAIN_DATA_DIR=str(data),
+            REGTRAIN_TORCH_THREADS=str(threads),
+            OMP_NUM_THREADS=str(threads),
+            PYTHONUNBUFFERED="1",
+        )
+        procs: list[subprocess.Popen[bytes]] = []
+        logs = [data / f"worker{i}.log" for i in range(workers)]
+        try:
+            for log in logs:
+                with open(log, "wb") as out:
+                    procs.append(
+                        subprocess.Popen(
+                            [
+                                sys.executable,
+                                "-m",
+                                "service.cli",
+                                "worker",
+                                "--queues",
+                                "cpu",
+                                "--loglevel",
+                                "info",
+                            ],
+                            env=env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not all(" ready." in log.read_text(errors="replace") for log in logs):
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError(
+                        "a worker did not get ready:\n" + "\n".join(x.read_text()[-2000:] for x in logs)
+                    )
+                time.sleep(0.2)
+            sweep = SweepSpec.model_validate(doc)
+            trials = sweeps.check_sweep(sweep, store, "default", settings)
+            t0 = time.perf_counter()
+            row = sweeps.submit(sweep, trials, store, Broker(settings), "default", settings)
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while True:
+                rows = store.trials([row["id"]])[row["id"]]
+                if all(r["status"] in TRIAL_FINISHED for r in rows):
+                    seconds = time.perf_counter() - t0
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the sweep did not end in {RUN_TIMEOUT_S} s")
+                time.sleep(0.1)
+            workers_seen = {r["worker"] for r in rows}
+            statuses = sorted({r["status"] for r in rows})
+        finally:
+            _stop(procs)
+    return {
+        "workers": workers,
+        "torch_threads": threads,
+        "seconds": seconds,
+        "workers_that_trained": len(workers_seen),
+        "trial_statuses": statuses,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--unit", type=int, default=2, help="trials per unit (the sweep's `parallel`)")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores the workers share")
+    ap.add_argument("--fight", action="store_true", help="also two workers with every core's threads each")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    doc = _sweep(args.trials, args.unit, args.epochs, args.folds)
+    half = max(1, args.cores // 2)
+    runs = {
+        "one": run(1, args.cores, doc),  # the baseline: one worker on every core
+        "one_half_threads": run(1, half, doc),  # one worker with the threads each of two gets
+        "two": run(2, half, doc),
+    }
+    if args.fight:  # two workers that each take every core, as torch does when left alone
+        runs["two_fighting"] = run(2, args.cores, doc)
+    out = {
+        "sweep": doc,
+        "cores": args.cores,
+        **runs,
+        "ratio": runs["two"]["seconds"] / runs["one"]["seconds"],
+        "ratio_same_threads": runs["two"]["seconds"] / runs["one_half_threads"]["seconds"],
+    }
+    print(f"{'':10} {'torch threads':>13} {'seconds':>8} {'workers that trained':>21}")
+    for r in runs.values():
+        print(f"{r['workers']} worker{'s' if r['workers'] > 1 else ' '}  {r['torch_threads']:>13} "
+              f"{r['seconds']:>8.1f} {r['workers_that_trained']:>21}")  # fmt: skip
+    print(f"two workers / one: {out['ratio']:.2f}× the time; against one worker with {half} threads: "
+          f"{out['ratio_same_threads']:.2f}× ({args.trials} trials, {args.folds} folds, {args.epochs} epochs, "
+          f"{args.unit} trials per unit, {args.cores} cores)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
