@@ -352,6 +352,97 @@ function sweepChart(sw) {
   return { xKey, metric };
 }
 
+// Every trial's objective after every step (fold k's epoch e is step k·epochs + e), one line per
+// trial: pruned trials dashed in grey with a cross where the pruner stopped them, the best trial
+// thick. What the pruner saw, and where it cut.
+const PRUNED = "#8c959f";
+function curvesChart(sw, metric) {
+  const box = $("sweep-curves");
+  const trials = sw.trials.filter((t) => (t.curve || []).length);
+  box.dataset.curves = String(trials.length);
+  box.dataset.pruned = String(trials.filter((t) => t.status === "pruned").length);
+  if (charts.curves) { charts.curves.destroy(); delete charts.curves; }
+  box.replaceChildren();
+  if (!trials.length) { $("curves-note").textContent = ""; return; }
+  const xs = [...new Set(trials.flatMap((t) => t.curve.map(([s]) => s)))].sort((a, b) => a - b);
+  const at = new Map(xs.map((x, i) => [x, i]));
+  const ys = trials.map((t) => { const y = xs.map(() => null); for (const [s, v] of t.curve) y[at.get(s)] = v; return y; });
+  const best = sw.best ? sw.best.index : null;
+  const px = uPlot.pxRatio || 1;
+  const crosses = (u) => {  // where each pruned trial stopped
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.strokeStyle = "#cf222e";
+    ctx.lineWidth = 2 * px;
+    trials.forEach((t, i) => {
+      if (t.status !== "pruned" || !u.series[i + 1].show) return;
+      const [s, v] = t.curve[t.curve.length - 1];
+      if (!present(v)) return;
+      const cx = u.valToPos(s, "x", true), cy = u.valToPos(v, "y", true), r = 4 * px;
+      ctx.beginPath();
+      ctx.moveTo(cx - r, cy - r); ctx.lineTo(cx + r, cy + r);
+      ctx.moveTo(cx - r, cy + r); ctx.lineTo(cx + r, cy - r);
+      ctx.stroke();
+    });
+    ctx.restore();
+  };
+  const opts = {
+    title: `every trial's ${metric}, step by step`,
+    width: Math.min(1060, window.innerWidth - 40), height: 300,
+    scales: { x: { time: false }, y: { range: yRange } },
+    axes: [{ ...epochAxis(box), label: "step (epochs across folds)" }, { size: 60, values: (u, v) => v.map(tickY) }],
+    legend: { show: trials.length <= 12 },
+    series: [{ label: "step" }, ...trials.map((t, i) => ({
+      label: `#${t.index}${t.status === "pruned" ? " (pruned)" : ""}`,
+      stroke: t.status === "pruned" ? PRUNED : t.index === best ? "#222" : color(i),
+      width: t.index === best ? 3 : 1.5, dash: t.status === "pruned" ? [5, 4] : undefined, spanGaps: true,
+      value: (u, v) => (present(v) ? fmt(v) : "--"),
+    }))],
+    hooks: { draw: [crosses] },
+  };
+  charts.curves = new uPlot(opts, [xs, ...ys], box);
+  const pruned = trials.filter((t) => t.status === "pruned").length;
+  $("curves-note").textContent = `${trials.length} trial${trials.length === 1 ? "" : "s"}' ${metric} after every step; `
+    + `${pruned} pruned (dashed grey, a red cross where the pruner stopped each)`
+    + (best !== null ? `; the best trial, #${best}, thick black.` : ".");
+}
+
+// Several objectives: every finished trial at its first two objectives' values, the Pareto
+// front (sw.pareto: no other trial is at least as good on every objective and better on one)
+// joined in red.
+function paretoChart(sw) {
+  const box = $("sweep-pareto");
+  if (charts.pareto) { charts.pareto.destroy(); delete charts.pareto; }
+  box.replaceChildren();
+  const objs = sw.objectives || [];
+  if (objs.length < 2 || !sw.pareto) { box.dataset.front = "0"; $("pareto-note").textContent = ""; return; }
+  const [a, b] = objs;
+  const val = (t, o) => (t.metrics ? t.metrics[o.metric] : null);
+  const done = sw.trials.filter((t) => t.status === "succeeded" && typeof val(t, a) === "number" && typeof val(t, b) === "number");
+  const front = new Set(sw.pareto);
+  box.dataset.front = String(done.filter((t) => front.has(t.index)).length);
+  if (!done.length) { $("pareto-note").textContent = ""; return; }
+  const xs = [...new Set(done.map((t) => val(t, a)))].sort((p, q) => p - q);
+  const all = xs.map(() => null), line = xs.map(() => null);
+  for (const t of done) {
+    const i = xs.indexOf(val(t, a));
+    if (front.has(t.index)) line[i] = line[i] === null ? val(t, b) : (b.mode === "max" ? Math.max(line[i], val(t, b)) : Math.min(line[i], val(t, b)));
+    else all[i] = val(t, b);
+  }
+  const opts = {
+    title: `Pareto front: ${a.metric} (${a.mode}) against ${b.metric} (${b.mode})`,
+    width: Math.min(1060, window.innerWidth - 40), height: 300,
+    scales: { x: { time: false }, y: { range: yRange } },
+    axes: [{ label: a.metric, values: (u, v) => v.map(tickY) }, { label: b.metric, size: 60, values: (u, v) => v.map(tickY) }],
+    series: [{ label: a.metric, value: (u, v) => (present(v) ? fmt(v) : "--") },
+      { label: "dominated", stroke: PRUNED, width: 0, paths: () => null, points: { show: true, size: 7, fill: PRUNED, stroke: PRUNED } },
+      { label: "Pareto front", stroke: "#cf222e", width: 2, spanGaps: true, points: { show: true, size: 9, fill: "#cf222e", stroke: "#cf222e" } }],
+  };
+  charts.pareto = new uPlot(opts, [xs, all, line], box);
+  $("pareto-note").textContent = `${front.size} trial${front.size === 1 ? "" : "s"} on the front (red, joined), `
+    + `${done.length - front.size} dominated (grey): no trial is better on both objectives than one on the front.`;
+}
+
 async function showSweep(id) {
   $("sweep").hidden = false;
   const sw = await api(`/v1/sweeps/${id}`);
@@ -377,6 +468,8 @@ async function showSweep(id) {
   $("sweep-summary").replaceChildren(...summary);
   $("sweep-spec").textContent = JSON.stringify(sw.spec, null, 2);
   const { metric } = sweepChart(sw);
+  curvesChart(sw, metric);
+  paretoChart(sw);
 
   // every swept field, conditional ones included (a search's trials need not share them)
   const keys = [...new Set(sw.trials.flatMap((t) => Object.keys(t.params || {})))];
