@@ -14,9 +14,8 @@ import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from service.architecture import DataShape
-from service.datafile import DataError, ParsedDataset, load_canonical
-from service.spec import (
+from service.contract.architecture import DataShape
+from service.contract.spec import (
     BuiltinDataset,
     CNNSpec,
     Conv2dLayer,
@@ -26,6 +25,7 @@ from service.spec import (
     SyntheticDataset,
     UploadedDataset,
 )
+from service.data.datafile import DataError, ParsedDataset, load_canonical
 
 _BUILTIN_LOADERS = {
     "digits": skdatasets.load_digits,
