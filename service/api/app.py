@@ -111,7 +111,7 @@ def _document_errors(router: APIRouter) -> None:
         if not isinstance(route, APIRoute) or not route.path.startswith("/v1"):
             continue
         codes = [401]
-        if route.methods & {"POST", "PUT", "PATCH"}:
+        if (route.methods or set()) & {"POST", "PUT", "PATCH"}:
             codes += [400, 409, 413, 503]
             if route.path == "/v1/jobs":
                 codes.append(429)

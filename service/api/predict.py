@@ -12,7 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from service.contract.errors import NotFound, SpecError
 from service.settings import Settings
@@ -71,10 +71,11 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
 
 
 _export_lock = threading.Lock()
-EXPORT_SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+ExportFormat = Literal["torchscript", "onnx"]
+EXPORT_SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
-def exported_file(settings: Settings, job_id: str, row: Row, fmt: str) -> Path:
+def exported_file(settings: Settings, job_id: str, row: Row, fmt: ExportFormat) -> Path:
     """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
     kept beside the job's checkpoints (named by the server: checkpoint name + weights hash)."""
     weights = checkpoint_file(settings, job_id, row)
@@ -83,7 +84,7 @@ def exported_file(settings: Settings, job_id: str, row: Row, fmt: str) -> Path:
         if not out.is_file():
             from worker.training.export import export
 
-            export(weights, read_sidecar(weights), fmt, out)  # type: ignore[arg-type]
+            export(weights, read_sidecar(weights), fmt, out)
     return out
 
 

@@ -68,12 +68,21 @@ class LayerPlan:
 
 
 def _linear(n_in: int, n_out: int) -> LayerPlan:
-    return LayerPlan("linear", {"in": n_in, "out": n_out}, n_in * n_out + n_out, n_out)
+    args: dict[str, int | float | str] = {"in": n_in, "out": n_out}
+    return LayerPlan("linear", args, n_in * n_out + n_out, n_out)
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int, pad: int, h: int, w: int) -> LayerPlan:
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    args = {"in": c_in, "out": c_out, "kernel": k, "stride": stride, "padding": pad, "h": ho, "w": wo}
+    args: dict[str, int | float | str] = {
+        "in": c_in,
+        "out": c_out,
+        "kernel": k,
+        "stride": stride,
+        "padding": pad,
+        "h": ho,
+        "w": wo,
+    }
     return LayerPlan("conv2d", args, c_in * c_out * k * k + c_out, c_out * ho * wo)
 
 
@@ -189,7 +198,7 @@ def _plan_sequential(m: SequentialSpec, shape: DataShape) -> list[LayerPlan]:
             layers.append(LayerPlan("flatten", {}, 0, flat))
         elif layer.type == "dropout":
             kind = "dropout" if image is None else "dropout2d"
-            layers.append(LayerPlan(kind, {"p": layer.p}, 0, size))  # type: ignore[union-attr]
+            layers.append(LayerPlan(kind, {"p": layer.p}, 0, size))
         else:
             layers.append(LayerPlan("act", {"fn": layer.type}, 0, size))
     if image is not None or flat != shape.n_outputs:

@@ -26,7 +26,7 @@ def queue_name(settings: Settings, kind: QueueKind) -> str:
 
 def queue_for_device(settings: Settings, device: str) -> str:
     """cuda jobs go to the gpu queue, cpu jobs to the cpu queue, auto where configured."""
-    kind: QueueKind = {"cuda": "gpu", "cpu": "cpu"}.get(device, settings.auto_device_queue)  # type: ignore[assignment]
+    kind: QueueKind = "gpu" if device == "cuda" else "cpu" if device == "cpu" else settings.auto_device_queue
     return queue_name(settings, kind)
 
 

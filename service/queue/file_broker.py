@@ -23,7 +23,7 @@ from kombu.utils.objects import cached_property
 try:  # Linux only; elsewhere the transport polls as kombu's does
     from inotify_simple import INotify, flags
 except ImportError:  # pragma: no cover
-    INotify = None  # type: ignore[assignment,misc]
+    INotify = None
 
 SCHEME = "regtrain-files"
 
@@ -35,7 +35,9 @@ class Channel(filesystem.Channel):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's own filesystem.Channel._put has this signature; its AbstractChannel names the
+    # argument `message`, so the override mypy sees is kombu's inconsistency, not ours.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         # The same name kombu gives a message (its time orders the queue), written elsewhere first.
         name = f"{round(filesystem.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         staged = self.staging_folder / name
@@ -55,15 +57,17 @@ class Transport(filesystem.Transport):
     Channel = Channel
     IDLE_LOOK_S = 1.0
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         watch = self._watch()
         if watch is None:
             super().drain_events(connection, timeout=timeout)
             return
         started = monotonic()
+        cycle = self.cycle
+        assert cycle is not None, "kombu sets the cycle when the connection opens"
         while True:
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 left = self.IDLE_LOOK_S if timeout is None else timeout - (monotonic() - started)
@@ -81,7 +85,7 @@ class Transport(filesystem.Transport):
     def _watch(self) -> INotify | None:
         if "watch" not in self.__dict__:
             self.__dict__["watch"] = None
-            folder = self.client.transport_options.get("data_folder_in")
+            folder = self.client.transport_options.get("data_folder_in") if self.client else None
             if INotify is not None and folder:
                 try:
                     watch = INotify()

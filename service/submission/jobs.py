@@ -83,7 +83,7 @@ def dataset_shape(row: Row) -> DataShape:
     task = row["task"]
     image = tuple(row["image_shape"]) if row["image_shape"] else None
     n_out = int(row["n_classes"]) if task == "classification" else 1
-    return DataShape(task, int(row["n_features"]), n_out, image, int(row["n_samples"]))  # type: ignore[arg-type]
+    return DataShape(task, int(row["n_features"]), n_out, image, int(row["n_samples"]))
 
 
 def submit(

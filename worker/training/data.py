@@ -14,7 +14,7 @@ import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from service.contract.architecture import DataShape
+from service.contract.architecture import DataShape, Task
 from service.contract.spec import (
     BuiltinDataset,
     CNNSpec,
@@ -85,7 +85,7 @@ class Prepared:
     classes: list[Any] = field(default_factory=list)  # labels with their type: int, float, bool or str
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         return self.shape.task
 
 
@@ -239,7 +239,7 @@ def _assemble(
         data.task,
         int(np.prod(X.shape[1:])),
         n_out,
-        tuple(int(v) for v in X.shape[1:]) if X.ndim == 4 else None,  # type: ignore[arg-type]
+        (int(X.shape[1]), int(X.shape[2]), int(X.shape[3])) if X.ndim == 4 else None,
         len(X),
     )
     return Prepared(

@@ -25,6 +25,12 @@ SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx"}
 class RawInputs(nn.Module):
     """model((x − mean) / std), then × target_std + target_mean for regression."""
 
+    # buffers, declared so a reader (and mypy) knows them as tensors, not submodules
+    mean: torch.Tensor
+    std: torch.Tensor
+    out_scale: torch.Tensor
+    out_shift: torch.Tensor
+
     def __init__(self, model: nn.Module, st: Standardization, regression: bool) -> None:
         super().__init__()
         self.model = model

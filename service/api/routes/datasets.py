@@ -53,7 +53,7 @@ def upload_dataset(
     try:
         data = parse_upload(
             display_name,
-            upload,  # type: ignore[arg-type]
+            upload,
             target,
             task,
             max_rows=settings.max_dataset_rows,

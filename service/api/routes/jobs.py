@@ -23,6 +23,7 @@ from service.submission import jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
+# pydantic types json_schema_extra as a dict or a callable; JobSpec's is the dict it declares
 _EXAMPLE = JobSpec.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
 SpecBody = Annotated[
     JobSpec,
@@ -83,7 +84,10 @@ def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Respo
 
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
-    job, history = lookup.found("job", job_id, store.job_with_history(job_id, tenant))
+    found = store.job_with_history(job_id, tenant)
+    if found is None:
+        raise NotFound(f"no job {job_id!r}")
+    job, history = found
     return json_document(job_document(job, history))
 
 
