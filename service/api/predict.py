@@ -12,9 +12,10 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from service.contract.errors import NotFound, SpecError
+from service.contract.exports import EXPORT_SUFFIX, ExportFormat
 from service.settings import Settings
 from service.store.repository import Row
 
@@ -71,8 +72,6 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
 
 
 _export_lock = threading.Lock()
-ExportFormat = Literal["torchscript", "onnx"]
-EXPORT_SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 def exported_file(settings: Settings, job_id: str, row: Row, fmt: ExportFormat) -> Path:

@@ -45,9 +45,8 @@ def make_celery(settings: Settings) -> Celery:
         }
     else:
         # No server to install: messages are files in the data dir (one machine only).
+        # The folders are made when a channel opens (file_broker.Channel), never at import.
         root = settings.data_dir / "broker"
-        for sub in ("queue", "control", "staging"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
         broker_url = f"{file_broker.SCHEME}://localhost/"
         transport_options = {
             "data_folder_in": str(root / "queue"),

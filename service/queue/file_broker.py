@@ -29,6 +29,14 @@ SCHEME = "regtrain-files"
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The queue's folders appear when a connection first opens a channel (a send, a
+        # worker's consumer, a depth check), so importing the Celery app touches no disk.
+        for key in ("data_folder_in", "data_folder_out", "control_folder"):
+            if folder := self.transport_options.get(key):
+                Path(folder).mkdir(parents=True, exist_ok=True)
+
     @cached_property
     def staging_folder(self) -> Path:
         folder = Path(self.transport_options.get("staging_folder") or f"{self.data_folder_out}.staging")

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from service.contract.exports import ExportFormat
 from worker.training.data import Standardization
 from worker.training.inference import load_model
-
-Format = Literal["torchscript", "onnx"]
-SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 class RawInputs(nn.Module):
@@ -44,7 +42,7 @@ class RawInputs(nn.Module):
         return self.model((x - self.mean) / self.std) * self.out_scale + self.out_shift
 
 
-def export(weights: Path, sidecar: dict[str, Any], fmt: Format, out: Path) -> Path:
+def export(weights: Path, sidecar: dict[str, Any], fmt: ExportFormat, out: Path) -> Path:
     """Write the checkpoint's model as `fmt` to `out` (atomically) and return it."""
     model = load_model(weights, sidecar)
     st = Standardization.from_dict(sidecar["standardization"])

@@ -29,11 +29,8 @@ class InputError(ValueError):
 
 def data_shape(sidecar: dict[str, Any]) -> DataShape:
     """The shape of the data a checkpoint's model was trained on, from its sidecar."""
-    input_shape = tuple(int(v) for v in sidecar["input_shape"])
     task: Task = "classification" if sidecar["task"] == "classification" else "regression"
-    n_out = len(sidecar["classes"]) if task == "classification" else 1
-    image = (input_shape[0], input_shape[1], input_shape[2]) if len(input_shape) == 3 else None
-    return DataShape(task, math.prod(input_shape), n_out, image)
+    return DataShape.of(task, sidecar["input_shape"], len(sidecar["classes"]))
 
 
 def load_model(weights: Path, sidecar: dict[str, Any]) -> torch.nn.Module:

@@ -26,6 +26,7 @@ from torch import nn
 from service.contract.architecture import LayerPlan, metric_names, parameter_count, plan_model
 from service.contract.errors import ErrorType
 from service.contract.spec import JobSpec
+from service.version import regtrain_version
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
@@ -269,7 +270,7 @@ def _setup(
         "standardization": data.standardization.to_dict(),
         "seed": tr.seed,
         "data_sha256": data.sha256,
-        "versions": {"torch": torch.__version__, "regtrain": ckpt.regtrain_version()},
+        "versions": {"torch": torch.__version__, "regtrain": regtrain_version()},
         **(sidecar_extra or {}),
     }
     return _Run(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.contract.architecture import DataShape, plan_model
+from service.contract.architecture import plan_model
 from service.contract.spec import CosineScheduler, JobSpec, MLPSpec, StepScheduler
 from worker.training.data import Prepared
 from worker.training.loop import CHECK_EVERY, GAP_SAMPLES, resolve_device, use_cuda_graph
@@ -94,9 +94,7 @@ class StackedTrainer:
         self.shared_batches = len(set(self.seeds)) == 1
 
         # Each trial's initial weights exactly as a solo run draws them.
-        shape = DataShape(
-            data.shape.task, data.shape.n_features, data.shape.n_outputs, None, data.shape.n_samples
-        )
+        shape = data.shape.flat()
         per_trial: list[list[nn.Linear]] = []
         for t in trials:
             torch.manual_seed(t.training.seed)

@@ -10,12 +10,13 @@ from fastapi.responses import FileResponse
 
 from service.api import render
 from service.api.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
-from service.api.predict import EXPORT_SUFFIX, checkpoint_file, exported_file
+from service.api.predict import checkpoint_file, exported_file
 from service.api.routes import lookup, pages
 from service.api.routes.documents import json_document
 from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
+from service.contract.exports import EXPORT_SUFFIX
 from service.contract.spec import JobSpec
 from service.store.artifacts import remove_job_files
 from service.store.repository import Row
