@@ -63,12 +63,12 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run(workers: int, threads: int, doc: dict[str, Any]) -> dict[str, Any]:
-    from service import sweeps
-    from service.broker import Broker
+    from service.contract.sweep_spec import SweepSpec
+    from service.queue.broker import Broker
     from service.settings import Settings
     from service.store import open_store
     from service.store.repository import TRIAL_FINISHED
-    from service.sweep_spec import SweepSpec
+    from service.submission import sweeps
 
     with tempfile.TemporaryDirectory(prefix="regtrain-bench-fleet-") as tmp:
         data = Path(tmp)

@@ -45,8 +45,8 @@ def _base(epochs: int, device: str) -> dict[str, Any]:
 
 
 def _run(sweep_doc: dict[str, Any], store_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    from service.contract.sweep_spec import SweepSpec, expand
     from service.settings import Settings
-    from service.sweep_spec import SweepSpec, expand
     from worker.runtime import Runtime
     from worker.training.sweep import SweepCallbacks, run_sweep
 

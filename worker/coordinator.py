@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from optuna.trial import TrialState
 
-from service.store.repository import TRIAL_FINISHED
-from service.sweep_spec import SweepSpec
+from service.contract.sweep_spec import SweepSpec
+from service.store.sweeps import TRIAL_FINISHED
 from worker import unit_task
 from worker.runtime import Runtime
 from worker.search import DEFAULT_PARALLEL, ask, open_study, storage

@@ -13,12 +13,12 @@ from functools import cached_property, lru_cache
 import sqlalchemy as sa
 from celery import Celery
 
-from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, queue_depth
-from service.doorbell import Doorbell
+from service.notify.listeners import tell_on_change
+from service.notify.webhooks import WebhookSender
+from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, queue_depth
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
 from service.store.sweep_units import SweepUnits
-from service.webhooks import Webhooks, WebhookSender
 
 log = logging.getLogger("regtrain.worker")
 
@@ -35,9 +35,7 @@ class Runtime:
     @cached_property
     def store(self) -> Repository:
         store = open_store(self.settings.store_url)
-        self.webhooks = WebhookSender(self.settings, store)
-        # After each change to a job: wake its event streams (a fleet), send its webhooks.
-        store.listeners += [Doorbell(self.settings).ring, Webhooks(store, self.webhooks)]
+        self.webhooks = tell_on_change(store, self.settings)
         return store
 
     @cached_property

@@ -17,16 +17,16 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
 from sqlalchemy import event as sa_event
 
-from service.architecture import SpecError
-from service.search_space import Dimension, Pruner, ordered, study_name, trial_spec
-from service.sweep_spec import SweepSpec
+from service.contract.errors import ErrorType, SpecError
+from service.contract.search_space import Dimension, Pruner, ordered, study_name, trial_spec
+from service.contract.sweep_spec import SweepSpec
 from worker.pruning import GapRule, RungRule
 
 if TYPE_CHECKING:  # torch: imported only where a process trains
@@ -130,12 +130,15 @@ def open_study(sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage) 
     """The sweep's study in regtrain's database (`st`, from `storage`): made by the first
     caller, loaded by the rest (the coordinator asks from it, each unit's worker reports to and
     tells it)."""
+    directions: list[Literal["minimize", "maximize"]] = [
+        "maximize" if o.mode == "max" else "minimize" for o in sweep.objectives
+    ]
     study = optuna.create_study(
         storage=st,
         study_name=study_name(sweep_id),
         sampler=make_sampler(sweep),
         pruner=make_pruner(sweep.pruner),
-        directions=["maximize" if o.mode == "max" else "minimize" for o in sweep.objectives],
+        directions=directions,
         load_if_exists=True,
     )
     return study
@@ -155,7 +158,7 @@ def ask(study: optuna.Study, sweep: SweepSpec, n: int) -> tuple[dict[int, dict[s
             good[ot.number] = params
         except (ValidationError, KeyError, SpecError) as e:
             study.tell(ot, state=TrialState.FAIL)
-            bad[ot.number] = (params, {"type": "bad_params", "message": str(e)[:2000]})
+            bad[ot.number] = (params, {"type": ErrorType.BAD_PARAMS, "message": str(e)[:2000]})
     return good, bad
 
 

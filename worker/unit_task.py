@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.broker import RUN_SWEEP_UNIT_TASK
-from service.search_space import trial_spec
+from service.contract.search_space import trial_spec
+from service.contract.sweep_spec import SweepSpec, Trial
+from service.queue.broker import RUN_SWEEP_UNIT_TASK
 from service.store.sweep_units import UnitClaim
-from service.sweep_spec import SweepSpec, Trial
 from worker import leased_task
 from worker.celery_app import app
 from worker.lease import UnitLease

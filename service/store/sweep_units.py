@@ -18,9 +18,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from service.store import leased
+from service.store.base import now
 from service.store.engine import write_transaction
 from service.store.leased import Row
-from service.store.repository import TRIAL_FINISHED, now
+from service.store.sweeps import TRIAL_FINISHED
 from service.store.tables import sweep_trials, sweep_units, sweeps
 
 UnitStatus = Literal["succeeded", "failed", "cancelled"]

@@ -14,7 +14,6 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,6 @@ from torch import nn
 
 FORMAT = "regtrain-checkpoint/1"
 _EPOCH = re.compile(r"^epoch-(\d+)$")
-
-
-def regtrain_version() -> str:
-    try:
-        return version("regtrain")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass
