@@ -14,10 +14,14 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.settings import Settings
+from service.store import migrate as migrations
+from service.store.engine import make_engine
+from service.store.tables import metadata
 
 PG_ADMIN = os.environ.get("REGTRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -57,6 +61,23 @@ def pg_url() -> Iterator[str]:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL on SQLite, then on the session's PostgreSQL database (emptied after each test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = request.getfixturevalue("pg_url")
+    yield url
+    engine = make_engine(url)  # a clean schema for the next test on this database
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}"))
+    engine.dispose()
 
 
 DIGITS_MLP: dict[str, Any] = {

@@ -42,22 +42,6 @@ def _shared_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    url = request.getfixturevalue("pg_url")
-    yield url
-    engine = make_engine(url)  # a clean schema for the next test on this database
-    with engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}"))
-    engine.dispose()
-
-
 @pytest.fixture
 def store(store_url: str) -> Iterator[Repository]:
     repo = open_store(store_url)

@@ -1,0 +1,104 @@
+"""A sweep's units as leased rows, on SQLite and on a fresh PostgreSQL database: one claim wins,
+a worker whose lease lapsed writes nothing, the reaper hands its unit on with only the trials it
+had not finished, and a cancelled or finished sweep stops its units."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from service.store import Repository, open_store
+from service.store.sweep_units import SweepUnits
+
+GRID = {"base": {"dataset": {"name": "iris"}}, "grid": {"regularization.l2": [0, 1, 2, 3]}}
+
+
+@pytest.fixture
+def stores(store_url: str) -> Iterator[tuple[Repository, SweepUnits]]:
+    store = open_store(store_url)
+    yield store, SweepUnits(store.engine)
+    store.engine.dispose()
+
+
+def _sweep(store: Repository, units: SweepUnits, lease_s: float = 60) -> tuple[str, list[str]]:
+    row = store.create_sweep(tenant="t", spec=GRID, queue="cpu", trials=[{"l2": i} for i in range(4)])
+    assert store.claim_sweep(row["id"], "coordinator", lease_s, 3) is not None
+    ids = units.add(row["id"], "coordinator", "cpu", [[0, 1], [2, 3]])
+    assert ids is not None
+    return row["id"], ids
+
+
+def _trials(store: Repository, sweep_id: str) -> dict[int, dict[str, Any]]:
+    return {t["trial_index"]: t for t in store.trials([sweep_id])[sweep_id]}
+
+
+def test_one_claim_wins_and_only_its_holder_writes(stores: tuple[Repository, SweepUnits]) -> None:
+    store, units = stores
+    sweep_id, (first, second) = _sweep(store, units)
+    claim = units.claim(first, "a", 60, 3)
+    assert claim is not None and claim.todo == (0, 1) and claim.attempt == 1
+    assert units.claim(first, "b", 60, 3) is None  # held
+    assert units.record_trial(first, "b", sweep_id, 0, status="succeeded") is False
+    assert units.record_trial(first, "a", sweep_id, 0, status="succeeded", epochs_trained=3)
+    units.progress(first, "a", sweep_id, {1: {"step": 1, "value": 0.5}})
+    units.progress(first, "a", sweep_id, {1: {"step": 2, "value": 0.7}})
+    trials = _trials(store, sweep_id)
+    assert trials[0]["status"] == "succeeded" and trials[0]["worker"] == "a"
+    assert trials[1]["status"] == "running" and trials[1]["curve"] == [[1, 0.5], [2, 0.7]]
+    assert {t["status"] for i, t in trials.items() if i >= 2} == {"queued"}
+    assert units.claim_next(sweep_id, "b", 60, 3).unit_id == second  # type: ignore[union-attr]
+    assert units.claim_next(sweep_id, "c", 60, 3) is None  # none left queued
+
+
+def test_a_lapsed_unit_goes_to_the_next_worker_with_its_unfinished_trials(
+    stores: tuple[Repository, SweepUnits],
+) -> None:
+    store, units = stores
+    sweep_id, (first, _) = _sweep(store, units)
+    assert units.claim(first, "dead", 0.2, 3) is not None
+    assert units.record_trial(first, "dead", sweep_id, 0, status="succeeded")
+    time.sleep(0.4)  # its worker went silent: the lease lapsed
+    assert units.reap(3, 3600) == [(first, "cpu")]  # back on the queue, with a message to send
+    assert units.counts(sweep_id) == {"queued": 2}
+    assert _trials(store, sweep_id)[1]["status"] == "queued"
+    claim = units.claim(first, "alive", 60, 3)
+    assert claim is not None and claim.todo == (1,) and claim.attempt == 2  # trial 0 is not trained again
+    assert units.record_trial(first, "dead", sweep_id, 1, status="failed") is False  # too late
+    assert units.heartbeat(first, "dead", 60) is None
+    assert units.record_trial(first, "alive", sweep_id, 1, status="succeeded")
+    assert units.finish(first, "alive", "succeeded")
+    row = units.of([sweep_id])[sweep_id][0]
+    assert row["status"] == "succeeded" and row["worker"] == "alive" and row["attempts"] == 2
+    trials = _trials(store, sweep_id)
+    assert (trials[0]["worker"], trials[1]["worker"]) == ("dead", "alive")
+
+
+def test_a_cancelled_sweep_stops_its_units_and_an_ended_one_settles_them(
+    stores: tuple[Repository, SweepUnits],
+) -> None:
+    store, units = stores
+    sweep_id, (first, second) = _sweep(store, units)
+    assert units.claim(first, "a", 60, 3) is not None
+    assert units.heartbeat(first, "a", 60) is False
+    assert store.cancel_sweep(sweep_id) == "requested"
+    assert units.heartbeat(first, "a", 60) is True  # the unit's worker stops
+    assert units.claim(second, "b", 60, 3) is None  # and no other unit starts
+    assert store.finish_sweep(sweep_id, "coordinator", "cancelled")
+    assert {u["status"] for u in units.of([sweep_id])[sweep_id]} == {"cancelled"}
+    assert {t["status"] for t in _trials(store, sweep_id).values()} == {"cancelled"}
+
+
+def test_units_are_written_only_by_the_sweeps_coordinator(stores: tuple[Repository, SweepUnits]) -> None:
+    store, units = stores
+    sweep_id, _ = _sweep(store, units)
+    assert units.add(sweep_id, "not-the-coordinator", "cpu", [[0]]) is None
+    asked = units.add(
+        sweep_id, "coordinator", "cpu", [[4]], {4: {"l2": 4}}, {5: ({"l2": -1}, {"type": "bad_params"})}
+    )
+    assert asked == [f"{sweep_id}.2"]
+    trials = _trials(store, sweep_id)
+    assert trials[4]["status"] == "queued" and trials[4]["unit"] == 2
+    assert trials[5]["status"] == "failed" and trials[5]["error"] == {"type": "bad_params"}
