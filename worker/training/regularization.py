@@ -62,11 +62,6 @@ class Penalty:
             total += self.l1 * torch.stack([p.abs().sum() for p in self.params]).sum()
         return total
 
-    def term(self) -> torch.Tensor:
-        """The same penalty as a differentiable term (for tests and for anyone adding it to a loss)."""
-        start = torch.zeros((), device=self.params[0].device) if self.params else torch.zeros(())
-        return sum((self.l1 * p.abs().sum() + self.l2 * p.square().sum() for p in self.params), start=start)
-
     @torch.no_grad()
     def add_gradient(self) -> None:
         """g += 2λ₂w (unless folded into the optimizer) + λ₁·sign(w) in subgradient mode."""
