@@ -29,13 +29,12 @@ TRIAL_FINISHED = (*FINISHED, "pruned")
 
 @dataclass(frozen=True)
 class SweepClaim:
-    """A sweep a worker now owns; `finished` are the trials an earlier attempt completed."""
+    """A sweep a worker now owns (its coordinator: the units say which trials are done)."""
 
     sweep_id: str
     tenant: str
     spec: dict[str, Any]
     attempt: int
-    finished: frozenset[int]
 
 
 class SweepStore(StoreBase):
@@ -165,12 +164,7 @@ class SweepStore(StoreBase):
                 )
                 .values(status="running", updated_at=now())
             )
-            finished = conn.execute(
-                sa.select(sweep_trials.c.trial_index).where(
-                    sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status.in_(TRIAL_FINISHED)
-                )
-            ).scalars()
-            return SweepClaim(sweep_id, row.tenant, row.spec, row.attempts, frozenset(finished))
+            return SweepClaim(sweep_id, row.tenant, row.spec, row.attempts)
 
     def sweep_heartbeat(self, sweep_id: str, owner: str, lease_seconds: float) -> bool | None:
         """As `heartbeat`: True = cancel requested, False = carry on, None = lease lost."""

@@ -119,6 +119,7 @@ def test_sweep_follow(
     assert main(["sweep", str(sweep), "--follow"]) == 0
     out, err = capsys.readouterr()
     assert "trials finished" in err
+    assert "trial 0 started on " in err and "(unit 0): regularization.l2=" in err  # where, in which unit
     assert "regularization.l2" in out and "best (max val_accuracy): regularization.l2=" in out
 
 

@@ -47,7 +47,9 @@ def trial_event_line(t: dict[str, Any]) -> str:
     params = ", ".join(f"{k}={_short(v)}" for k, v in (t.get("params") or {}).items())
     status, p = t.get("status"), t.get("progress")
     if t.get("event") == "started":
-        return f"{head} started: {params}"
+        # the worker names where the sweep's units run: a fleet's trials start on several
+        where = f" on {t['worker']}" if t.get("worker") else ""
+        return f"{head} started{where} (unit {t.get('unit')}): {params}"
     if p and (t.get("event") == "epoch" or (status == "running" and not t.get("event"))):
         values = ", ".join(f"{k} {_short(v)}" for k, v in p.items() if k not in ("fold", "epoch", "step"))
         return f"{head} fold {p.get('fold', 0) + 1} epoch {p.get('epoch')}: {values}"
