@@ -422,13 +422,11 @@ function paretoChart(sw) {
   const front = new Set(sw.pareto);
   box.dataset.front = String(done.filter((t) => front.has(t.index)).length);
   if (!done.length) { $("pareto-note").textContent = ""; return; }
-  const xs = [...new Set(done.map((t) => val(t, a)))].sort((p, q) => p - q);
-  const all = xs.map(() => null), line = xs.map(() => null);
-  for (const t of done) {
-    const i = xs.indexOf(val(t, a));
-    if (front.has(t.index)) line[i] = line[i] === null ? val(t, b) : (b.mode === "max" ? Math.max(line[i], val(t, b)) : Math.min(line[i], val(t, b)));
-    else all[i] = val(t, b);
-  }
+  // one x per trial (trials may share a value of the first objective), in order
+  const sorted = [...done].sort((p, q) => val(p, a) - val(q, a) || val(p, b) - val(q, b));
+  const xs = sorted.map((t) => val(t, a));
+  const all = sorted.map((t) => (front.has(t.index) ? null : val(t, b)));
+  const line = sorted.map((t) => (front.has(t.index) ? val(t, b) : null));
   const opts = {
     title: `Pareto front: ${a.metric} (${a.mode}) against ${b.metric} (${b.mode})`,
     width: Math.min(1060, window.innerWidth - 40), height: 300,
