@@ -17,6 +17,7 @@ from collections.abc import Callable
 from optuna.trial import TrialState
 
 from service.contract.sweep_spec import SweepSpec
+from service.queue.broker import queue_name
 from service.store.sweeps import TRIAL_FINISHED
 from worker import unit_task
 from worker.runtime import Runtime
@@ -43,6 +44,11 @@ def coordinate(
             for r in store.trials([sweep_id])[sweep_id]
             if r["trial_index"] not in planned and r["status"] not in TRIAL_FINISHED
         ]
+        if sweep.parallel is None and queue == queue_name(s, "gpu"):
+            # One GPU trains a stacked group of hundreds of trials about as fast as a few: a
+            # GPU grid stays one unit (one group as large as the device holds) unless
+            # `parallel` asks to spread it.
+            size = max(len(left), 1)
         for uid in (
             units.add(sweep_id, owner, queue, [left[i : i + size] for i in range(0, len(left), size)]) or []
         ):

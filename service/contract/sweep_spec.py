@@ -102,7 +102,12 @@ class SweepSpec(Strict):
         "of the best, glmnet's lambda.1se.",
     )
     parallel: int | None = Field(
-        None, ge=1, le=256, description="space: trials asked at once and trained together (default 8)."
+        None,
+        ge=1,
+        le=256,
+        description="Trials per unit of work, trained together on one worker (any worker on the "
+        "sweep's queue takes a unit); for a space, also how many are asked at once. Default 8; "
+        "a grid or random sweep on the gpu queue is one unit unless this is set.",
     )
     vectorize: Literal["auto"] | bool = Field(
         "auto",

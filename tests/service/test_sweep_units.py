@@ -102,3 +102,33 @@ def test_units_are_written_only_by_the_sweeps_coordinator(stores: tuple[Reposito
     trials = _trials(store, sweep_id)
     assert trials[4]["status"] == "queued" and trials[4]["unit"] == 2
     assert trials[5]["status"] == "failed" and trials[5]["error"] == {"type": "bad_params"}
+
+
+@pytest.mark.parametrize(("queue", "parallel", "expected"), [
+    ("regtrain-cpu", None, [list(range(8)), [8, 9]]),  # 8 a unit by default: every worker a share
+    ("regtrain-gpu", None, [list(range(10))]),  # one stacked group on one GPU
+    ("regtrain-gpu", 4, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]),  # unless asked to spread it
+])  # fmt: skip
+def test_a_coordinator_splits_a_grid_into_units_by_its_queue(
+    tmp_path: Any, queue: str, parallel: int | None, expected: list[list[int]]
+) -> None:
+    from service.contract.sweep_spec import SweepSpec
+    from service.settings import Settings
+    from worker.coordinator import coordinate
+    from worker.runtime import Runtime
+
+    rt = Runtime(Settings(data_dir=tmp_path, queue_prefix="regtrain-"))
+    base = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}}
+    doc = {"base": base, "grid": {"regularization.l2": [i / 10 for i in range(10)]}, "parallel": parallel}
+    sweep = SweepSpec.model_validate(doc)
+    row = rt.store.create_sweep(tenant="t", spec=doc, queue=queue, trials=[{"l2": i} for i in range(10)])
+    assert rt.store.claim_sweep(row["id"], rt.name, 60, 3) is not None
+    sent: list[tuple[str, str]] = []
+    # stopped before it trains anything: only its plan is looked at
+    assert (
+        coordinate(rt, sweep, row["id"], queue, lambda: True, lambda u, q: sent.append((u, q))) == "cancelled"
+    )
+    written = rt.units.of([row["id"]])[row["id"]]
+    assert [u["trials"] for u in written] == expected
+    assert sent == [(u["id"], queue) for u in written]
+    assert {u["status"] for u in written} == {"queued"}
