@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import validation_errors
+from service.artifacts import Artifacts
 from service.auth import parse_api_keys
 from service.broker import Broker
 from service.doorbell import Doorbell, Listener
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.store_url)
     app.state.broker = Broker(settings)
     app.state.registry, latency = make_registry(app.state.store)
+    app.state.artifacts = Artifacts(settings)
     app.state.predictors = Predictors()
     # After each change to a job: ring its event streams' Redis doorbell (a fleet; without it
     # they read the store on a timer), and send its webhooks.

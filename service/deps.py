@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from service.artifacts import Artifacts
 from service.auth import tenant_for
 from service.broker import Broker
 from service.settings import Settings
@@ -23,6 +24,10 @@ async def _store(request: Request) -> Repository:
     return request.app.state.store
 
 
+async def _artifacts(request: Request) -> Artifacts:
+    return request.app.state.artifacts
+
+
 async def _broker(request: Request) -> Broker:
     return request.app.state.broker
 
@@ -33,5 +38,6 @@ async def _tenant(request: Request, authorization: Annotated[str | None, Header(
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Repository, Depends(_store)]
+ArtifactsDep = Annotated[Artifacts, Depends(_artifacts)]
 BrokerDep = Annotated[Broker, Depends(_broker)]
 TenantDep = Annotated[str, Depends(_tenant)]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service import idempotency
+from service import dataset_uri, idempotency
 from service.architecture import (
     DataShape,
     SpecError,
@@ -19,8 +19,9 @@ from service.architecture import (
 )
 from service.broker import Broker, queue_for_device
 from service.errors import Invalid, TooManyRequests, Unavailable
+from service.parsed import DataError
 from service.settings import Settings
-from service.spec import JobSpec, UploadedDataset
+from service.spec import JobSpec, UploadedDataset, UriDataset
 from service.store import Repository
 from service.store.leased import UNSENT
 from service.store.repository import Row
@@ -33,14 +34,27 @@ RETRY_AFTER_S = 10
 @dataclass(frozen=True)
 class CheckedSpec:
     spec: JobSpec  # with time_limit_s capped at the server's limit
-    shape: DataShape
-    parameters: int
-    memory_bytes_per_batch: int
+    shape: DataShape | None  # None: a dataset by URI, whose shape only the worker learns
+    parameters: int | None
+    memory_bytes_per_batch: int | None
     queue: str
 
 
 def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings) -> CheckedSpec:
     """Refuse (422, naming the field) a spec that cannot run on its data or is too large."""
+    spec = _capped(spec, settings)
+    if isinstance(spec.dataset, UriDataset):
+        # What can be known without downloading it: the object is there and under the limit.
+        # Its shape (and so the model's size) is checked by the worker, which fails the job
+        # naming the field.
+        try:
+            dataset_uri.head(
+                spec.dataset, allow_private=settings.private_targets, max_bytes=settings.max_dataset_bytes
+            )
+        except DataError as e:
+            raise Invalid(("body", "dataset", "uri"), str(e)) from None
+        queue = queue_for_device(settings, spec.training.device)
+        return CheckedSpec(spec=spec, shape=None, parameters=None, memory_bytes_per_batch=None, queue=queue)
     shape = data_shape(spec, store, tenant)
     try:
         layers = check_feasible(spec, shape, settings.max_parameters)
@@ -54,10 +68,6 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
             f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
             f"limit of {settings.max_epoch_samples:,} sample passes per job",
         )
-    limit = spec.training.time_limit_s
-    if limit is not None and limit > settings.max_time_limit_s:
-        training = spec.training.model_copy(update={"time_limit_s": settings.max_time_limit_s})
-        spec = spec.model_copy(update={"training": training})
     return CheckedSpec(
         spec=spec,
         shape=shape,
@@ -67,12 +77,25 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
     )
 
 
+def _capped(spec: JobSpec, settings: Settings) -> JobSpec:
+    limit = spec.training.time_limit_s
+    if limit is not None and limit > settings.max_time_limit_s:
+        training = spec.training.model_copy(update={"time_limit_s": settings.max_time_limit_s})
+        spec = spec.model_copy(update={"training": training})
+    return spec
+
+
 def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ...] = ("body",)) -> DataShape:
     """The shape of the spec's data: built in, synthetic, or one of the tenant's uploads; a 422
     at `loc` (where the spec sits in the request) when the tenant has no such upload."""
     shape = known_shape(spec)
     if shape is not None:
         return shape
+    if isinstance(spec.dataset, UriDataset):
+        raise Invalid(
+            (*loc, "dataset", "uri"),
+            "a sweep trains on a registered dataset: POST /v1/datasets with this uri, then give its id",
+        )
     assert isinstance(spec.dataset, UploadedDataset)
     row = store.get_dataset(spec.dataset.id, tenant)
     if row is None:

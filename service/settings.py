@@ -16,7 +16,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path.home() / ".regtrain",
         description="Where the SQLite database, the embedded broker's queue, uploaded datasets "
-        "and checkpoints live. Share it between the API and the workers.",
+        "and checkpoints live. Share it between the API and the workers, unless "
+        "REGTRAIN_ARTIFACTS_URL names a bucket: then it is each process's own scratch and cache.",
     )
     database_url: str | None = Field(
         None,
@@ -128,6 +129,19 @@ class Settings(BaseSettings):
         "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
         "Parquet file's rows × features × 4).",
     )
+    artifacts_url: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\\]*)?$",
+        description="s3://bucket/prefix: checkpoints, resume state, exports and uploaded datasets "
+        "go to this bucket (endpoint, region and credentials from AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), and no process needs a shared "
+        "file system. Default: the data dir.",
+    )
+    artifacts_presign: bool = Field(
+        False,
+        description="Checkpoint downloads answer 307 to a presigned URL of the bucket (valid 15 "
+        "minutes) instead of streaming through the API. Only with REGTRAIN_ARTIFACTS_URL.",
+    )
     keep_epoch_checkpoints: int = Field(
         3,
         ge=0,
@@ -143,6 +157,13 @@ class Settings(BaseSettings):
             if sep and tenant.strip() and secret.strip():
                 out[tenant.strip()] = secret.strip()
         return out
+
+    @property
+    def private_targets(self) -> bool:
+        """May the server call loopback, private or link-local addresses for a tenant (webhooks,
+        datasets by https:// URI)? Only a single-user server, unless told so explicitly."""
+        allowed = self.webhook_private_targets
+        return allowed if allowed is not None else not self.api_keys
 
     @property
     def datasets_dir(self) -> Path:

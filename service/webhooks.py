@@ -145,8 +145,7 @@ class WebhookSender:
     def __init__(self, settings: Settings, store: Repository) -> None:
         self.outbox = WebhookOutbox(store.engine)
         self.secrets = settings.tenant_webhook_secrets()
-        private = settings.webhook_private_targets
-        self.allow_private = private if private is not None else not settings.api_keys
+        self.allow_private = settings.private_targets
         self._lock = threading.Lock()
         self._resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="regtrain-webhook-dns")
         self._loop: asyncio.AbstractEventLoop | None = None

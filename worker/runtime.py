@@ -13,6 +13,7 @@ from functools import cached_property, lru_cache
 import sqlalchemy as sa
 from celery import Celery
 
+from service.artifacts import Artifacts
 from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
 from service.doorbell import Doorbell
 from service.settings import Settings, get_settings
@@ -30,6 +31,10 @@ class Runtime:
         self.shutdown = threading.Event()
         self._reaper: threading.Thread | None = None
         self.webhooks: WebhookSender  # set with the store
+
+    @cached_property
+    def artifacts(self) -> Artifacts:
+        return Artifacts(self.settings)
 
     @cached_property
     def store(self) -> Repository:

@@ -16,13 +16,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from service import jobs, selection
+from service.artifacts import ArtifactMissing
 from service.broker import RUN_SWEEP_TASK, Broker
 from service.errors import ApiError, Unavailable
 from service.search_space import trial_spec
+from service.spec import UploadedDataset
 from service.store.repository import SweepClaim
 from service.sweep_spec import SweepError, SweepSpec, Trial, best_job_spec, expand
 from service.sweeps import leaderboard
 from worker import leased_task
+from worker.artifact_sync import fetch_dataset
 from worker.celery_app import app
 from worker.lease import SweepLease
 from worker.runtime import Runtime, runtime
@@ -43,6 +46,7 @@ def run_sweep_task(sweep_id: str) -> None:
 
 def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     # Torch only in a process that trains (see worker.tasks.execute).
+    from worker.training.errors import TrainingError
     from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
 
     settings, store, owner = rt.settings, rt.store, rt.name
@@ -73,6 +77,12 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     lease = leased_task.hold(rt, SweepLease, sweep_id)
 
     def run() -> str:
+        if isinstance(sweep.base.dataset, UploadedDataset):
+            # in the folder the engine reads datasets from (a copy, when they live in a bucket)
+            try:
+                fetch_dataset(rt.artifacts, sweep.base.dataset.id)
+            except ArtifactMissing:
+                raise TrainingError("bad_data", "base.dataset.id: the dataset's file is gone") from None
         if search:
             from worker.search import run_search
 

@@ -153,6 +153,9 @@ datasets = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by migration 0007: where a dataset registered by reference was read from.
+    sa.Column("uri", sa.Text),
+    sa.Column("source_sha256", sa.String(64)),
 )
 
 # Added by migration 0004: a sweep is leased, reaped and cancelled like a job.

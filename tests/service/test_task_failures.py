@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from service.artifacts import Artifacts
 from service.settings import Settings
 from service.store import open_store
 
@@ -21,7 +22,9 @@ SPEC = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}, "t
 def rt(tmp_path: Path) -> Any:
     settings = Settings(data_dir=tmp_path, lease_seconds=30, heartbeat_seconds=0.05)
     store = open_store(settings.store_url)
-    return SimpleNamespace(settings=settings, store=store, name="w1", shutdown=threading.Event())
+    return SimpleNamespace(
+        settings=settings, store=store, artifacts=Artifacts(settings), name="w1", shutdown=threading.Event()
+    )
 
 
 def _job(rt: Any) -> str:

@@ -200,7 +200,11 @@ def fit(
     }
 
     def save(
-        name: str, epoch: int, metrics: dict[str, Any], state: dict[str, torch.Tensor] | None = None
+        name: str,
+        epoch: int,
+        metrics: dict[str, Any],
+        state: dict[str, torch.Tensor] | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         if folder is None:
             return
@@ -210,6 +214,10 @@ def fit(
             state if state is not None else model.state_dict(),
             {**sidecar_base, "epoch": epoch, "metrics": metrics},
         )
+        if resume is not None:
+            # before the callback, which may put the checkpoint elsewhere (an artifact bucket):
+            # what it hands over is then complete, resume state included
+            ckpt.write_resume_state(folder, name, optimizer, rng_state(), resume)
         cb.on_checkpoint(rec)
 
     def rng_state() -> dict[str, torch.Tensor]:
@@ -349,14 +357,12 @@ def fit(
         completed = epoch
 
         if folder is not None and tr.checkpoint_every and epoch % tr.checkpoint_every == 0:
-            name = f"epoch-{epoch}"
-            save(name, epoch, row)
             loop_state = {
                 "tracker": tracker.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler else None,
                 "last_row": row,
             }
-            ckpt.write_resume_state(folder, name, optimizer, rng_state(), loop_state)
+            save(f"epoch-{epoch}", epoch, row, resume=loop_state)
             for old in ckpt.epoch_checkpoints(folder)[:-KEEP_EPOCH_CHECKPOINTS]:
                 ckpt.remove_checkpoint(folder, f"epoch-{old}")
                 cb.on_checkpoint_removed(f"epoch-{old}")
