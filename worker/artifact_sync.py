@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from service.artifacts import ArtifactMissing, Artifacts, checkpoint_key, dataset_key
+from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, dataset_key
 from service.store.repository import Row
 
 # The files of one checkpoint NAME; an epoch checkpoint also has its resume state.

@@ -11,11 +11,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from service import dataset_uri
-from service.artifacts import ArtifactMissing, Artifacts
-from service.datafile import DataError, save_canonical
+from service.contract.spec import JobSpec, UploadedDataset, UriDataset
+from service.data import uri as dataset_uri
+from service.data.datafile import DataError, save_canonical
 from service.settings import Settings
-from service.spec import JobSpec, UploadedDataset, UriDataset
+from service.store.artifacts import ArtifactMissing, Artifacts
 from worker.artifact_sync import fetch_dataset
 
 

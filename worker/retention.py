@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from service.artifacts import Artifacts
+from service.store.artifacts import Artifacts
 from service.store.repository import Repository
 from worker import artifact_sync
 

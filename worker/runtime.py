@@ -13,12 +13,12 @@ from functools import cached_property, lru_cache
 import sqlalchemy as sa
 from celery import Celery
 
-from service.artifacts import Artifacts
-from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
-from service.doorbell import Doorbell
+from service.notify.webhooks import Webhooks, WebhookSender
+from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
+from service.queue.doorbell import Doorbell
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
-from service.webhooks import Webhooks, WebhookSender
+from service.store.artifacts import Artifacts
 
 log = logging.getLogger("regtrain.worker")
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.broker import RUN_JOB_TASK
-from service.datafile import DataError
-from service.spec import JobSpec
+from service.contract.errors import ErrorType
+from service.contract.spec import JobSpec
+from service.data.datafile import DataError
+from service.queue.broker import RUN_JOB_TASK
 from worker import artifact_sync, leased_task, retention
 from worker.celery_app import app
 from worker.job_data import local_dataset
@@ -82,7 +83,7 @@ def _execute(job_id: str, rt: Runtime) -> None:
         try:
             dataset_file, found = local_dataset(artifacts, settings, spec)
         except DataError as e:
-            raise TrainingError("bad_data", str(e)) from None
+            raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
         provenance.update(found)
         # a job that ran before (on this worker or another) resumes from the bucket's copy
         artifact_sync.pull_resume(artifacts, job_id, store.checkpoints(job_id))

@@ -1,5 +1,5 @@
 """Webhook deliveries as rows: written with the change they announce, sent by whichever process
-claims them (service/webhooks.py), so a delivery outlives the process that scheduled it.
+claims them (service/notify/webhooks.py), so a delivery outlives the process that scheduled it.
 
 A delivery is leased like a job: a sender claims due rows with a conditional UPDATE (so two
 processes never send one at once) and holds them for the delivery's deadline; a sender that dies

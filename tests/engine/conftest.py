@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 from worker.training.data import Prepared, prepare, wants_images
 
 

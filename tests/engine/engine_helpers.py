@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -13,7 +13,7 @@ import torch
 from engine_helpers import make_spec
 from safetensors import safe_open
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
 from worker.training.loop import KEEP_EPOCH_CHECKPOINTS, evaluate

@@ -1,4 +1,4 @@
-"""Models: the engine builds exactly what service.architecture plans (same parameter count),
+"""Models: the engine builds exactly what service.contract.architecture plans (same parameter count),
 with dropout on hidden activations only."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from service.architecture import BUILTIN_SHAPES, DataShape, SpecError, parameter_count, plan_model
+from service.contract.architecture import BUILTIN_SHAPES, DataShape, parameter_count, plan_model
+from service.contract.errors import SpecError
 from worker.training.models import create_model
 
 

@@ -11,8 +11,8 @@ import torch
 from engine_helpers import make_spec, without_timing
 from torch import nn
 
-from service.architecture import BUILTIN_SHAPES
-from service.spec import JobSpec
+from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.spec import JobSpec
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
 from worker.training.loop import Callbacks, FitResult, fit

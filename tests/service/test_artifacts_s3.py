@@ -23,9 +23,9 @@ import pytest
 from fastapi.testclient import TestClient
 from s3_server import S3Server
 
-from service.artifacts import Artifacts, s3_store
 from service.settings import Settings
 from service.store import open_store
+from service.store.artifacts import Artifacts, s3_store
 from worker.tasks import execute
 
 
@@ -211,7 +211,7 @@ def test_bad_dataset_uris_fail_the_job_or_answer_4xx_naming_the_field(
 
 
 def make_limited(client: TestClient, tmp_path: Path, **overrides: Any) -> TestClient:
-    from service.app import create_app
+    from service.api.app import create_app
 
     settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
     limited = settings.model_copy(update={"data_dir": tmp_path / "limited", **overrides})

@@ -12,8 +12,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.artifacts import Artifacts
 from service.store import open_store
+from service.store.artifacts import Artifacts
 from worker.tasks import execute
 
 SPEC: dict[str, Any] = {

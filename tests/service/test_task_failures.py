@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from service.artifacts import Artifacts
 from service.settings import Settings
 from service.store import open_store
+from service.store.artifacts import Artifacts
 
 SPEC = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}, "training": {"epochs": 1}}
 
@@ -28,7 +28,7 @@ def rt(tmp_path: Path) -> Any:
 
 
 def _job(rt: Any) -> str:
-    from service.spec import JobSpec
+    from service.contract.spec import JobSpec
 
     spec = JobSpec.model_validate(SPEC).model_dump(mode="json")
     return str(rt.store.create_job(tenant="t", spec=spec, queue="cpu")["id"])

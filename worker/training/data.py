@@ -14,9 +14,8 @@ import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from service.architecture import DataShape
-from service.datafile import DataError, ParsedDataset, load_canonical
-from service.spec import (
+from service.contract.architecture import DataShape
+from service.contract.spec import (
     BuiltinDataset,
     CNNSpec,
     Conv2dLayer,
@@ -27,6 +26,7 @@ from service.spec import (
     UploadedDataset,
     UriDataset,
 )
+from service.data.datafile import DataError, ParsedDataset, load_canonical
 
 _BUILTIN_LOADERS = {
     "digits": skdatasets.load_digits,

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.architecture import DataShape
-from service.spec import JobSpec
+from service.contract.architecture import DataShape
+from service.contract.spec import JobSpec
 from worker.training.checkpoints import read_weights
 from worker.training.data import Standardization
 from worker.training.models import create_model

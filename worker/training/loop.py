@@ -19,8 +19,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from service.architecture import metric_names, parameter_count, plan_model
-from service.spec import JobSpec
+from service.contract.architecture import metric_names, parameter_count, plan_model
+from service.contract.errors import ErrorType
+from service.contract.spec import JobSpec
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
@@ -77,7 +78,7 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise TrainingError(
-                "device_unavailable", "training.device is 'cuda' but this worker has no CUDA device"
+                ErrorType.DEVICE_UNAVAILABLE, "training.device is 'cuda' but this worker has no CUDA device"
             )
         return torch.device("cuda")
     return torch.device("cpu")
@@ -147,7 +148,7 @@ def fit(
     )
     if monitor not in metric_names(task, has_val):
         raise TrainingError(
-            "bad_data",
+            ErrorType.BAD_DATA,
             f"training.early_stopping.monitor: {monitor!r} is not reported for this job; choose one of {sorted(metric_names(task, has_val))}",
         )
 
@@ -300,7 +301,7 @@ def fit(
                 if bad:
                     first = step + 1 - bad + 1
                     raise TrainingError(
-                        "diverged",
+                        ErrorType.DIVERGED,
                         f"the loss became NaN or infinite at epoch {epoch}, step {first}: lower the "
                         "learning rate, clip gradients or check the data",
                         epoch=epoch,
@@ -312,7 +313,7 @@ def fit(
                 if over_time():
                     finish_interrupted(epoch - 1, during=epoch)
                     raise TrainingError(
-                        "time_limit",
+                        ErrorType.TIME_LIMIT,
                         f"the time limit of {time_limit_s:g} s ran out during epoch {epoch}",
                         epoch=epoch,
                     )
@@ -374,7 +375,7 @@ def fit(
         if over_time() and epoch < tr.epochs:
             finish_interrupted(epoch)
             raise TrainingError(
-                "time_limit",
+                ErrorType.TIME_LIMIT,
                 f"the time limit of {time_limit_s:g} s ran out after epoch {epoch}",
                 epoch=epoch,
             )

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
 
-from service.spec import CosineScheduler, JobSpec, PlateauScheduler, StepScheduler
+from service.contract.spec import CosineScheduler, JobSpec, PlateauScheduler, StepScheduler
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.architecture import DataShape, plan_model
-from service.spec import CosineScheduler, JobSpec, MLPSpec, StepScheduler
+from service.contract.architecture import DataShape, plan_model
+from service.contract.spec import CosineScheduler, JobSpec, MLPSpec, StepScheduler
 from worker.training.data import Prepared
 from worker.training.loop import CHECK_EVERY, GAP_SAMPLES, resolve_device, use_cuda_graph
 from worker.training.models import ACTIVATIONS, build

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 import torch
 
-from service.datafile import DataError
-from service.spec import JobSpec
-from service.stacking import group_key, not_stackable
-from service.sweep_spec import SweepSpec, Trial
+from service.contract.errors import ErrorType
+from service.contract.spec import JobSpec
+from service.contract.stacking import group_key, not_stackable
+from service.contract.sweep_spec import SweepSpec, Trial
+from service.data.datafile import DataError
 from worker.training.data import Prepared, cv_folds, load_dataset, split_and_standardize
 from worker.training.errors import TrainingError
 from worker.training.loop import Callbacks, fit, resolve_device
@@ -97,7 +98,7 @@ def _summarize(
             trial.params,
             "failed",
             vectorized=vectorized,
-            error={"type": "diverged", "message": f"{metric} was not finite on every fold"},
+            error={"type": ErrorType.DIVERGED, "message": f"{metric} was not finite on every fold"},
         )
     keys = [
         k
@@ -165,7 +166,7 @@ def run_sweep(
     except _Cancelled:
         status = "cancelled"
     except DataError as e:
-        raise TrainingError("bad_data", str(e)) from None
+        raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
     for t in trials:
         if t.index not in outcomes:
             outcomes[t.index] = TrialOutcome(t.index, t.params, "cancelled")

@@ -1,0 +1,109 @@
+"""Predictions from a job's checkpoint, served by the API process.
+
+The one part of the API that runs a model: torch and the engine are imported on the first
+predict or export request only, so starting the API, and every other route, stays free of
+torch. Loaded models are kept in a small LRU cache keyed by the checkpoint's sha256, so a
+checkpoint written again (a new `best`) is loaded afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from service.contract.errors import NotFound, SpecError
+from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, job_prefix
+from service.store.repository import Row
+
+CACHE_SIZE = 8
+
+
+class Predictors:
+    """An LRU cache of loaded models, shared by the request threads."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, artifacts: Artifacts, job_id: str, row: Row) -> Any:
+        key = (job_id, row["name"], row["sha256"])
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            # Loading under the lock: two requests for one cold model load it once.
+            predictor = _load(checkpoint_file(artifacts, job_id, row))
+            self._models[key] = predictor
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+            return predictor
+
+    def predict(self, artifacts: Artifacts, job_id: str, row: Row, inputs: list[Any]) -> list[Any]:
+        from worker.training.inference import InputError
+
+        predictor = self.get(artifacts, job_id, row)
+        try:
+            return predictor.predict(inputs)
+        except InputError as e:
+            raise SpecError(("body", "inputs"), str(e).removeprefix("inputs: ")) from None
+
+
+def weights_key(job_id: str, row: Row) -> str:
+    """The checkpoint's key: its path comes from the store (written by the worker), never from
+    the request, and must still lie inside the job's own folder."""
+    parts = PurePosixPath(row["path"]).parts
+    if not parts or ".." in parts or parts[0] == "/":
+        raise NotFound(f"the file of checkpoint {row['name']!r} is gone")
+    return checkpoint_key(job_id, row["path"])
+
+
+def checkpoint_file(artifacts: Artifacts, job_id: str, row: Row) -> Path:
+    """A local file of the checkpoint's weights, with its sidecar beside it: the artifact itself
+    on the local backend, this API's cached copy of the bucket's (fetched again, sidecar too,
+    when the store's sha256 says the checkpoint was written again)."""
+    key = weights_key(job_id, row)
+    try:
+        return artifacts.fetch(key, row["sha256"], companions=(key.removesuffix(".safetensors") + ".json",))
+    except ArtifactMissing:
+        raise NotFound(f"the file of checkpoint {row['name']!r} is gone") from None
+
+
+def read_sidecar(weights: Path) -> dict[str, Any]:
+    """The JSON sidecar beside a checkpoint's weights (NAME.json beside NAME.safetensors)."""
+    path = weights.with_name(weights.name.removesuffix(".safetensors") + ".json")
+    if not path.is_file():
+        raise NotFound(f"checkpoint {weights.stem!r} has no sidecar")
+    return json.loads(path.read_text())
+
+
+_export_lock = threading.Lock()
+EXPORT_SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: str) -> Path:
+    """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
+    kept with the job's artifacts (named by the server: checkpoint name + weights hash, so any
+    API replica that finds it in the store serves it without exporting again)."""
+    key = f"{job_prefix(job_id)}/exports/{row['name']}-{row['sha256'][:16]}{EXPORT_SUFFIX[fmt]}"
+    with _export_lock:
+        try:
+            return artifacts.fetch(key)
+        except ArtifactMissing:
+            pass
+        from worker.training.export import export
+
+        weights = checkpoint_file(artifacts, job_id, row)
+        out = artifacts.local_path(key)
+        export(weights, read_sidecar(weights), fmt, out)  # type: ignore[arg-type]
+        artifacts.put(key, out)
+    return out
+
+
+def _load(weights: Path) -> Any:
+    from worker.training.inference import Predictor
+
+    return Predictor(weights, read_sidecar(weights))
