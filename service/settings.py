@@ -119,15 +119,16 @@ class Settings(BaseSettings):
     )
     webhook_private_targets: bool | None = Field(
         None,
-        description="May webhooks go to loopback, private or link-local addresses? Unset: only "
-        "where no REGTRAIN_API_KEYS are set (a single user); with keys, only if true.",
+        description="May webhooks and datasets by https:// URI go to loopback, private or "
+        "link-local addresses? Unset: only where no REGTRAIN_API_KEYS are set (a single user); "
+        "with keys, only if true.",
     )
     max_dataset_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1,
         description="Most bytes a dataset's arrays may take in memory once decompressed or "
         "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
-        "Parquet file's rows × features × 4).",
+        "Parquet file's rows × features × 4); also the most bytes read of a dataset given by URI.",
     )
     artifacts_url: str | None = Field(
         None,

@@ -5,7 +5,7 @@ limit); the worker, or the API registering a URI, `fetch`es it: streamed to a lo
 its sha256 is computed, never more than REGTRAIN_MAX_DATASET_BYTES read, and kept in a cache
 by content hash (found again from the URI and the object's ETag and size). An https:// host is
 resolved once and called on the checked address, refused when private or link-local unless
-such targets are allowed, as webhooks are (service.webhooks.resolve_target).
+such targets are allowed, as webhooks are (service.contract.addresses).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import obstore
 
+from service.contract.addresses import pinned, resolve_target
 from service.contract.spec import UriDataset
+from service.data.buckets import s3_store
 from service.data.datafile import file_format, parse_upload
 from service.data.parsed import DataError, ParsedDataset
-from service.notify.webhooks import pinned, resolve_target
-from service.store.artifacts import s3_store
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0

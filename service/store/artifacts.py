@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import obstore
-from obstore.store import S3Store
 
+from service.data.buckets import s3_store
 from service.settings import Settings
 
 CHUNK = 1 << 20
@@ -36,13 +36,6 @@ PRESIGN_FOR = timedelta(minutes=15)
 
 class ArtifactMissing(FileNotFoundError):
     """The key holds no object."""
-
-
-def s3_store(url: str) -> S3Store:
-    """A bucket (s3://bucket/prefix) configured from the standard AWS_* variables; plain http
-    only where the endpoint says so (an S3-compatible server on a private network or loopback)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
-    return S3Store.from_url(url, client_options={"allow_http": endpoint.startswith("http://")})
 
 
 def _inside(folder: Path, key: str) -> Path:

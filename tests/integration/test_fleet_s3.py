@@ -22,7 +22,7 @@ import pytest
 from live_service import Service, base_env, fleet_backend
 from s3_server import S3Server
 
-from service.store.artifacts import s3_store
+from service.data.buckets import s3_store
 
 pytestmark = pytest.mark.integration
 

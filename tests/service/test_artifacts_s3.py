@@ -23,9 +23,10 @@ import pytest
 from fastapi.testclient import TestClient
 from s3_server import S3Server
 
+from service.data.buckets import s3_store
 from service.settings import Settings
 from service.store import open_store
-from service.store.artifacts import Artifacts, s3_store
+from service.store.artifacts import Artifacts
 from worker.tasks import execute
 
 
