@@ -9,6 +9,7 @@ from typing import Any
 
 from service.contract.architecture import (
     DataShape,
+    LayerPlan,
     check_feasible,
     check_memory,
     estimate_memory_bytes,
@@ -57,17 +58,9 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
         return CheckedSpec(spec=spec, shape=None, parameters=None, memory_bytes_per_batch=None, queue=queue)
     shape = data_shape(spec, store, tenant)
     try:
-        layers = check_feasible(spec, shape, settings.max_parameters)
-        check_memory(shape, layers, spec.training.batch_size, settings.max_worker_memory_bytes)
+        layers = check_shape(spec, shape, settings)
     except SpecError as e:
-        raise SpecError(("body", *e.loc), e.message) from None
-    work = spec.training.epochs * (shape.n_samples or 0)
-    if work > settings.max_epoch_samples:
-        raise SpecError(
-            ("body", "training", "epochs"),
-            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
-            f"limit of {settings.max_epoch_samples:,} sample passes per job",
-        )
+        raise e.under("body") from None
     return CheckedSpec(
         spec=spec,
         shape=shape,
@@ -75,6 +68,22 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
         memory_bytes_per_batch=estimate_memory_bytes(layers, spec.training.batch_size),
         queue=queue_for_device(settings, spec.training.device),
     )
+
+
+def check_shape(spec: JobSpec, shape: DataShape, settings: Settings) -> list[LayerPlan]:
+    """The model's plan once the data's shape is known (at submit; for a dataset by URI, in the
+    worker that read it): SpecError naming the field when the model, the worker memory it needs
+    or the work it asks for (epochs × samples) is over the server's limits."""
+    layers = check_feasible(spec, shape, settings.max_parameters)
+    check_memory(shape, layers, spec.training.batch_size, settings.max_worker_memory_bytes)
+    work = spec.training.epochs * (shape.n_samples or 0)
+    if work > settings.max_epoch_samples:
+        raise SpecError(
+            ("training", "epochs"),
+            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
+            f"limit of {settings.max_epoch_samples:,} sample passes per job",
+        )
+    return layers
 
 
 def _capped(spec: JobSpec, settings: Settings) -> JobSpec:

@@ -210,6 +210,17 @@ def test_bad_dataset_uris_fail_the_job_or_answer_4xx_naming_the_field(
     wrong = failed({"uri": _put(bucket, "data/really-parquet.csv", _parquet())})
     assert "the URI's format is csv, but the object holds parquet" in wrong["message"]
 
+    # the limits the API applies to data of a known shape, applied once the worker knows it
+    tight = make_limited(client, tmp_path, max_epoch_samples=100)
+    r = tight.post("/v1/jobs", json={"dataset": {"uri": _put(bucket, "data/e.parquet", _parquet())},
+                                     "model": model, "training": {"epochs": 1}})  # fmt: skip
+    assert r.status_code == 202, r.text
+    execute(r.json()["id"], _worker_rt(tight.app.state.settings, tmp_path / "worker2"))  # type: ignore[attr-defined]
+    job = tight.get(f"/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "failed" and job["error"]["type"] == "bad_data"
+    assert job["error"]["message"].startswith("training.epochs: 1 epochs × 120 samples")
+    assert job["progress"]["epoch"] == 0  # refused before any training
+
 
 def make_limited(client: TestClient, tmp_path: Path, **overrides: Any) -> TestClient:
     from service.api.app import create_app

@@ -94,10 +94,10 @@ def _register(
     ds: UriDataset, name: str, store: StoreDep, settings: SettingsDep, artifacts: ArtifactsDep, tenant: str
 ) -> dict[str, Any]:
     cache = settings.data_dir / "cache" / "datasets"
+    # the API reads it as it would an upload of it: within both limits
+    limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
     try:
-        fetched = dataset_uri.fetch(
-            ds, cache, allow_private=settings.private_targets, max_bytes=settings.max_dataset_bytes
-        )
+        fetched = dataset_uri.fetch(ds, cache, allow_private=settings.private_targets, max_bytes=limit)
         data = dataset_uri.parse(
             ds,
             fetched,
