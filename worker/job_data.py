@@ -71,7 +71,7 @@ def local_dataset(
 def _read_shape(path: Path) -> DataShape:
     doc = json.loads(path.read_text())
     image = tuple(doc["image_shape"]) if doc["image_shape"] else None
-    return DataShape(doc["task"], doc["n_features"], doc["n_outputs"], image, doc["n_samples"])  # type: ignore[arg-type]
+    return DataShape(doc["task"], doc["n_features"], doc["n_outputs"], image, doc["n_samples"])
 
 
 def _write_shape(path: Path, data: ParsedDataset) -> None:

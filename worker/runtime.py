@@ -13,9 +13,9 @@ from functools import cached_property, lru_cache
 import sqlalchemy as sa
 from celery import Celery
 
-from service.notify.webhooks import Webhooks, WebhookSender
+from service.notify.listeners import tell_on_change
+from service.notify.webhooks import WebhookSender
 from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
-from service.queue.doorbell import Doorbell
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
 from service.store.artifacts import Artifacts
@@ -39,9 +39,7 @@ class Runtime:
     @cached_property
     def store(self) -> Repository:
         store = open_store(self.settings.store_url)
-        self.webhooks = WebhookSender(self.settings, store)
-        # After each change to a job: wake its event streams (a fleet), send its webhooks.
-        store.listeners += [Doorbell(self.settings).ring, Webhooks(store, self.webhooks)]
+        self.webhooks = tell_on_change(store, self.settings)
         return store
 
     def start_reaper(self, app: Celery) -> None:

@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -136,7 +136,9 @@ def run_search(
 ) -> str:
     """Ask, train and tell until `trials` trials have ended: "succeeded" or "cancelled"."""
     assert sweep.space is not None
-    directions = ["maximize" if o.mode == "max" else "minimize" for o in sweep.objectives]
+    directions: list[Literal["minimize", "maximize"]] = [
+        "maximize" if o.mode == "max" else "minimize" for o in sweep.objectives
+    ]
     mode = sweep.primary.mode
     folds = max(sweep.cv_folds, 1)
     max_steps = folds * sweep.base.training.epochs

@@ -124,7 +124,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         )
         return
     if best is None:
-        error = {
+        error: dict[str, Any] | None = {
             "type": ErrorType.NO_TRIAL_SUCCEEDED,
             "message": "every trial failed; see each trial's error",
         }

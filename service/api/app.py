@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -21,21 +20,15 @@ from service.api.routes import dashboard, datasets, docs, events, health, jobs, 
 from service.api.telemetry import RequestTimer, make_registry
 from service.api.text_guard import TextGuard
 from service.contract.errors import DomainError
-from service.notify.webhooks import Webhooks, WebhookSender
+from service.notify.listeners import tell_on_change
 from service.queue.broker import Broker
-from service.queue.doorbell import Doorbell, Listener
+from service.queue.doorbell import Listener
 from service.settings import Settings, get_settings
 from service.store import open_store
 from service.store.artifacts import Artifacts
+from service.version import regtrain_version
 
 log = logging.getLogger("regtrain.api")
-
-
-def _version() -> str:
-    try:
-        return version("regtrain")
-    except PackageNotFoundError:  # run from a source tree without installing
-        return "0+unknown"
 
 
 DESCRIPTION = """Train regularized PyTorch models over HTTP.
@@ -112,7 +105,7 @@ def _document_errors(router: APIRouter) -> None:
         if not isinstance(route, APIRoute) or not route.path.startswith("/v1"):
             continue
         codes = [401]
-        if route.methods & {"POST", "PUT", "PATCH"}:
+        if (route.methods or set()) & {"POST", "PUT", "PATCH"}:
             codes += [400, 409, 413, 503]
             if route.path == "/v1/jobs":
                 codes.append(429)
@@ -127,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="regtrain",
-        version=_version(),
+        version=regtrain_version(),
         description=DESCRIPTION,
         responses={404: {"description": "Unknown id (or another tenant's)"}},
         # /docs and /redoc come from service.api.routes.docs, with files that ship in service/api/static
@@ -142,10 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry, latency = make_registry(app.state.store)
     app.state.artifacts = Artifacts(settings)
     app.state.predictors = Predictors()
-    # After each change to a job: ring its event streams' Redis doorbell (a fleet; without it
-    # they read the store on a timer), and send its webhooks.
-    sender = WebhookSender(settings, app.state.store)  # started on first use
-    app.state.store.listeners += [Doorbell(settings).ring, Webhooks(app.state.store, sender)]
+    tell_on_change(app.state.store, settings)
     app.state.listener = Listener(settings)
     settings.datasets_dir.mkdir(parents=True, exist_ok=True)
 

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from service.contract.errors import NotFound, SpecError
+from service.contract.exports import EXPORT_SUFFIX, ExportFormat
 from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, job_prefix
 from service.store.repository import Row
 
@@ -81,10 +82,9 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
 
 
 _export_lock = threading.Lock()
-EXPORT_SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
-def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: str) -> Path:
+def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat) -> Path:
     """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
     kept with the job's artifacts (named by the server: checkpoint name + weights hash, so any
     API replica that finds it in the store serves it without exporting again)."""
@@ -98,7 +98,7 @@ def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: str) -> Path
 
         weights = checkpoint_file(artifacts, job_id, row)
         out = artifacts.local_path(key)
-        export(weights, read_sidecar(weights), fmt, out)  # type: ignore[arg-type]
+        export(weights, read_sidecar(weights), fmt, out)
         artifacts.put(key, out)
     return out
 

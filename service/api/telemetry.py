@@ -61,8 +61,8 @@ class StoreCollector(Collector):
             labels=["status"],
         )
         histogram = self.store.job_duration_histogram(DURATION_BUCKETS)
-        for status, (counts, total, seconds) in sorted(histogram.items()):
-            buckets = [(str(float(b)), float(n)) for b, n in zip(DURATION_BUCKETS, counts, strict=True)]
+        for status, (cumulative, total, seconds) in sorted(histogram.items()):
+            buckets = [(str(float(b)), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
             buckets.append(("+Inf", float(total)))
             durations.add_metric([status], buckets, seconds)
         yield durations

@@ -175,9 +175,9 @@ def jobs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     for j in found:
         metric = None
         if j.result is not None:
-            found = j.result.metrics
-            name = next((k for k in ("test_accuracy", "test_r2", "test_mse") if k in found), None)
-            metric = (name, found[name]) if name else next(iter(found.items()), None)
+            metrics = j.result.metrics
+            name = next((k for k in ("test_accuracy", "test_r2", "test_mse") if k in metrics), None)
+            metric = (name, metrics[name]) if name else next(iter(metrics.items()), None)
         rows.append((j.id, j.name or "", j.status, f"{j.progress.epoch}/{j.progress.epochs}",
                      j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                      f"{metric[0]} {_fmt(metric[1])}" if metric and metric[1] is not None else ""))  # fmt: skip

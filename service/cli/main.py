@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -27,7 +27,10 @@ from service.cli import client_commands
 from service.cli.pipes import quiet_when_piped
 from service.settings import Settings, get_settings
 
-QUEUE_KINDS = ("cpu", "gpu")
+if TYPE_CHECKING:
+    from service.queue.broker import QueueKind
+
+QUEUE_KINDS: tuple[QueueKind, ...] = ("cpu", "gpu")
 # A job's event stream lasts as long as the job: on shutdown, requests in flight get this long,
 # then open streams are cut (clients resume elsewhere with Last-Event-ID).
 WORKER_RESTARTS = 3  # quick deaths in a row before `regtrain up` gives up
@@ -73,12 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _queue_list(raw: str) -> list[str]:
-    kinds = [k.strip() for k in raw.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in QUEUE_KINDS]
-    if bad or not kinds:
+def _queue_list(raw: str) -> list[QueueKind]:
+    named = [k.strip() for k in raw.split(",") if k.strip()]
+    kinds: list[QueueKind] = [k for k in QUEUE_KINDS if k in named]
+    bad = [k for k in named if k not in QUEUE_KINDS]
+    if bad or not named:
         raise argparse.ArgumentTypeError(f"queues are {', '.join(QUEUE_KINDS)}; got {raw!r}")
-    return kinds
+    return sorted(kinds, key=named.index)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,7 +201,7 @@ def run_api(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-def run_worker(settings: Settings, *, gpu: int | None, kinds: list[str] | None, loglevel: str) -> int:
+def run_worker(settings: Settings, *, gpu: int | None, kinds: list[QueueKind] | None, loglevel: str) -> int:
     if gpu is not None:
         # Before anything imports torch: this process then sees GPU N alone, as cuda:0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -207,8 +211,8 @@ def run_worker(settings: Settings, *, gpu: int | None, kinds: list[str] | None, 
 
     open_store_or_exit()  # before Celery starts: a store that fails is one line and exit 1
 
-    kinds = kinds or (["gpu"] if gpu is not None else ["cpu"])
-    queues = ",".join(queue_name(settings, k) for k in kinds)  # type: ignore[arg-type]
+    chosen: list[QueueKind] = kinds or (["gpu"] if gpu is not None else ["cpu"])
+    queues = ",".join(queue_name(settings, k) for k in chosen)
     label = f"gpu{gpu}" if gpu is not None else "cpu"
     app.worker_main(
         [

@@ -7,8 +7,10 @@ walked here, and a test holds the two to the same parameter count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from service.contract.errors import SpecError
 from service.contract.spec import (
@@ -36,6 +38,19 @@ class DataShape:
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) where the data are images
     n_samples: int | None = None
 
+    @classmethod
+    def of(
+        cls, task: Task, sample_shape: Sequence[int], n_classes: int, n_samples: int | None = None
+    ) -> DataShape:
+        """The shape of data whose samples are `sample_shape`: (F,) rows or (C, H, W) images."""
+        dims = tuple(int(v) for v in sample_shape)
+        image = (dims[0], dims[1], dims[2]) if len(dims) == 3 else None
+        return cls(task, math.prod(dims), n_classes if task == "classification" else 1, image, n_samples)
+
+    def flat(self) -> DataShape:
+        """The same data seen as flat rows (how a stacked MLP takes images)."""
+        return replace(self, image_shape=None)
+
 
 BUILTIN_SHAPES: dict[str, DataShape] = {
     "digits": DataShape("classification", 64, 10, (1, 8, 8), 1797),
@@ -52,8 +67,7 @@ def known_shape(spec: JobSpec) -> DataShape | None:
     if isinstance(ds, BuiltinDataset):
         return BUILTIN_SHAPES[ds.name]
     if isinstance(ds, SyntheticDataset):
-        n_out = ds.n_classes if ds.task == "classification" else 1
-        return DataShape(ds.task, ds.n_features, n_out, None, ds.n_samples)
+        return DataShape.of(ds.task, (ds.n_features,), ds.n_classes, ds.n_samples)
     return None
 
 
@@ -68,12 +82,21 @@ class LayerPlan:
 
 
 def _linear(n_in: int, n_out: int) -> LayerPlan:
-    return LayerPlan("linear", {"in": n_in, "out": n_out}, n_in * n_out + n_out, n_out)
+    args: dict[str, int | float | str] = {"in": n_in, "out": n_out}
+    return LayerPlan("linear", args, n_in * n_out + n_out, n_out)
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int, pad: int, h: int, w: int) -> LayerPlan:
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    args = {"in": c_in, "out": c_out, "kernel": k, "stride": stride, "padding": pad, "h": ho, "w": wo}
+    args: dict[str, int | float | str] = {
+        "in": c_in,
+        "out": c_out,
+        "kernel": k,
+        "stride": stride,
+        "padding": pad,
+        "h": ho,
+        "w": wo,
+    }
     return LayerPlan("conv2d", args, c_in * c_out * k * k + c_out, c_out * ho * wo)
 
 
@@ -91,44 +114,92 @@ def _mlp_tail(
     layers.append(_linear(n_in, out))
 
 
+# --- model types: one registered planner per spec `type` ------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelType:
+    """What the planner, the data loader and the stacker need to know of one model type."""
+
+    plan: Callable[[Any, DataShape], list[LayerPlan]]
+    wants_images: Callable[[Any], bool]  # does it take (C, H, W) samples rather than flat rows
+    not_stackable: Callable[[Any], str | None]  # why its trials train one by one (None: they stack)
+
+
+MODEL_TYPES: dict[str, ModelType] = {}
+
+
+def model_type(
+    name: str,
+    *,
+    wants_images: Callable[[Any], bool] = lambda _: False,
+    not_stackable: Callable[[Any], str | None] = lambda _: None,
+) -> Callable[[Callable[[Any, DataShape], list[LayerPlan]]], Callable[[Any, DataShape], list[LayerPlan]]]:
+    """Register the decorated planner for specs whose model `type` is `name` (as timm
+    registers models): a new model type is one function here and its spec class."""
+
+    def register(
+        plan: Callable[[Any, DataShape], list[LayerPlan]],
+    ) -> Callable[[Any, DataShape], list[LayerPlan]]:
+        MODEL_TYPES[name] = ModelType(plan, wants_images, not_stackable)
+        return plan
+
+    return register
+
+
 def plan_model(spec: JobSpec, shape: DataShape) -> list[LayerPlan]:
     """The layers of the spec's model on data of this shape; SpecError if it cannot be built."""
-    m = spec.model
+    return MODEL_TYPES[spec.model.type].plan(spec.model, shape)
+
+
+def wants_images(spec: JobSpec) -> bool:
+    """Does the spec's model take image-shaped samples (the loader keeps (C, H, W))?"""
+    return MODEL_TYPES[spec.model.type].wants_images(spec.model)
+
+
+def _is_spatial(m: SequentialSpec) -> bool:
+    return any(isinstance(layer, Conv2dLayer | MaxPool2dLayer) for layer in m.layers)
+
+
+@model_type("mlp", not_stackable=lambda m: "batch_norm models train trial by trial" if m.batch_norm else None)
+def _plan_mlp(m: MLPSpec, shape: DataShape) -> list[LayerPlan]:
     layers: list[LayerPlan] = []
-    if isinstance(m, MLPSpec):
-        _mlp_tail(layers, shape.n_features, m.hidden, m.activation, m.dropout, m.batch_norm, shape.n_outputs)
-        return layers
-    if isinstance(m, CNNSpec):
-        if shape.image_shape is None:
+    _mlp_tail(layers, shape.n_features, m.hidden, m.activation, m.dropout, m.batch_norm, shape.n_outputs)
+    return layers
+
+
+@model_type("cnn", wants_images=lambda _: True, not_stackable=lambda _: "cnn models train trial by trial")
+def _plan_cnn(m: CNNSpec, shape: DataShape) -> list[LayerPlan]:
+    if shape.image_shape is None:
+        raise SpecError(("model", "type"), "a cnn needs image data (such as digits); this dataset is tabular")
+    layers: list[LayerPlan] = []
+    c, h, w = shape.image_shape
+    for i, ch in enumerate(m.channels):
+        conv = _conv(c, ch, m.kernel_size, 1, m.kernel_size // 2, h, w)
+        layers.append(conv)
+        c, h, w = ch, int(conv.args["h"]), int(conv.args["w"])
+        if m.batch_norm:
+            layers.append(LayerPlan("batch_norm2d", {"n": c}, 2 * c, c * h * w))
+        layers.append(LayerPlan("act", {"fn": m.activation}, 0, c * h * w))
+        h, w = h // 2, w // 2
+        if h < 1 or w < 1:
             raise SpecError(
-                ("model", "type"), "a cnn needs image data (such as digits); this dataset is tabular"
+                ("model", "channels", i),
+                f"too many conv blocks for {shape.image_shape[1]}x{shape.image_shape[2]} images: each halves the size",
             )
-        c, h, w = shape.image_shape
-        for i, ch in enumerate(m.channels):
-            conv = _conv(c, ch, m.kernel_size, 1, m.kernel_size // 2, h, w)
-            layers.append(conv)
-            c, h, w = ch, int(conv.args["h"]), int(conv.args["w"])
-            if m.batch_norm:
-                layers.append(LayerPlan("batch_norm2d", {"n": c}, 2 * c, c * h * w))
-            layers.append(LayerPlan("act", {"fn": m.activation}, 0, c * h * w))
-            h, w = h // 2, w // 2
-            if h < 1 or w < 1:
-                raise SpecError(
-                    ("model", "channels", i),
-                    f"too many conv blocks for {shape.image_shape[1]}x{shape.image_shape[2]} images: each halves the size",
-                )
-            layers.append(LayerPlan("max_pool2d", {"kernel": 2}, 0, c * h * w))
-            if m.dropout2d > 0:
-                layers.append(LayerPlan("dropout2d", {"p": m.dropout2d}, 0, c * h * w))
-        layers.append(LayerPlan("flatten", {}, 0, c * h * w))
-        _mlp_tail(layers, c * h * w, m.hidden, m.activation, m.dropout, m.batch_norm, shape.n_outputs)
-        return layers
-    assert isinstance(m, SequentialSpec)
-    return _plan_sequential(m, shape)
+        layers.append(LayerPlan("max_pool2d", {"kernel": 2}, 0, c * h * w))
+        if m.dropout2d > 0:
+            layers.append(LayerPlan("dropout2d", {"p": m.dropout2d}, 0, c * h * w))
+    layers.append(LayerPlan("flatten", {}, 0, c * h * w))
+    _mlp_tail(layers, c * h * w, m.hidden, m.activation, m.dropout, m.batch_norm, shape.n_outputs)
+    return layers
 
 
+@model_type(
+    "sequential", wants_images=_is_spatial, not_stackable=lambda _: "sequential models train trial by trial"
+)
 def _plan_sequential(m: SequentialSpec, shape: DataShape) -> list[LayerPlan]:
-    spatial = any(isinstance(layer, Conv2dLayer | MaxPool2dLayer) for layer in m.layers)
+    spatial = _is_spatial(m)
     if spatial and shape.image_shape is None:
         raise SpecError(("model", "layers"), "conv2d and max_pool2d need image data; this dataset is tabular")
     image: tuple[int, int, int] | None = shape.image_shape if spatial else None
@@ -189,7 +260,7 @@ def _plan_sequential(m: SequentialSpec, shape: DataShape) -> list[LayerPlan]:
             layers.append(LayerPlan("flatten", {}, 0, flat))
         elif layer.type == "dropout":
             kind = "dropout" if image is None else "dropout2d"
-            layers.append(LayerPlan(kind, {"p": layer.p}, 0, size))  # type: ignore[union-attr]
+            layers.append(LayerPlan(kind, {"p": layer.p}, 0, size))
         else:
             layers.append(LayerPlan("act", {"fn": layer.type}, 0, size))
     if image is not None or flat != shape.n_outputs:

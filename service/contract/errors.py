@@ -45,10 +45,6 @@ class SpecError(DomainError, ValueError):
     def __str__(self) -> str:
         return f"{'.'.join(map(str, self.loc))}: {self.message}"
 
-    def under(self, *prefix: str | int) -> SpecError:
-        """The same error, its path placed under `prefix` (a spec checked inside a request body)."""
-        return SpecError((*prefix, *self.loc), self.message)
-
 
 class NotFound(DomainError):
     pass

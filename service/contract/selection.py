@@ -31,9 +31,10 @@ def pareto(spec: dict[str, Any], trials: list[Row]) -> list[int]:
     def point(t: Row) -> list[float] | None:
         m = t["metrics"] or {}
         vals = [m.get(o["metric"]) for o in objs]
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in vals):
+        finite = [float(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
+        if len(finite) < len(vals):
             return None
-        return [float(v) if o.get("mode") == "max" else -float(v) for v, o in zip(vals, objs, strict=True)]
+        return [v if o.get("mode") == "max" else -v for v, o in zip(finite, objs, strict=True)]
 
     points = {
         t["trial_index"]: p for t in trials if t["status"] == "succeeded" and (p := point(t)) is not None

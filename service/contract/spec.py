@@ -244,7 +244,8 @@ class SequentialSpec(Strict):
         if not linears:
             raise ValueError("layers must contain at least one linear layer (the output layer)")
         for i in linears[:-1]:
-            if self.layers[i].out_features is None:
+            layer = self.layers[i]
+            if isinstance(layer, LinearLayer) and layer.out_features is None:
                 raise ValueError(f"layers.{i}.out_features is required except on the last linear layer")
         if any(isinstance(layer, DropoutLayer) for layer in self.layers[linears[-1] + 1 :]):
             raise ValueError("dropout after the output layer is not allowed (it would drop logits)")
@@ -367,7 +368,7 @@ class NotifySpec(Strict):
 
     url: str = Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(?:[/?#]\S*)?$")
     events: list[Literal["status", "done"]] = Field(
-        default_factory=lambda: ["done"],
+        default_factory=lambda: ["done"],  # type: ignore[arg-type]  # pydantic-mypy reads the lambda as list[str], not the Literal
         min_length=1,
         max_length=2,
         description="done: once, when the job has finished (succeeded, failed or cancelled); "

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from service.contract.spec import CNNSpec, JobSpec, MLPSpec, PlateauScheduler, SequentialSpec
+from service.contract.architecture import MODEL_TYPES
+from service.contract.spec import JobSpec, PlateauScheduler
 
 # What may differ between the trials of one group; everything else must be equal.
 VARYING = (
@@ -21,13 +22,9 @@ VARYING = (
 
 def not_stackable(spec: JobSpec) -> str | None:
     """Why a trial cannot train in a stacked group (None when it can)."""
-    m = spec.model
-    if isinstance(m, CNNSpec):
-        return "cnn models train trial by trial"
-    if isinstance(m, SequentialSpec):
-        return "sequential models train trial by trial"
-    if isinstance(m, MLPSpec) and m.batch_norm:
-        return "batch_norm models train trial by trial"
+    why = MODEL_TYPES[spec.model.type].not_stackable(spec.model)
+    if why is not None:
+        return why
     if isinstance(spec.optimizer.scheduler, PlateauScheduler):
         return "a plateau scheduler differs per trial; it trains trial by trial"
     if spec.training.grad_clip_norm is not None:

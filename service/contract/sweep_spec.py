@@ -46,7 +46,8 @@ class Distribution(Strict):
 
     def sample(self, rng: np.random.Generator) -> Any:
         if self.uniform is not None:
-            return float(rng.uniform(*self.uniform))
+            low, high = self.uniform
+            return float(rng.uniform(low, high))
         if self.log_uniform is not None:
             lo, hi = self.log_uniform
             return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
@@ -168,9 +169,12 @@ class SweepSpec(Strict):
 
     @property
     def kind(self) -> Literal["grid", "random", "path", "space"]:
-        for k in ("grid", "random", "path"):
-            if getattr(self, k) is not None:
-                return k  # type: ignore[return-value]
+        if self.grid is not None:
+            return "grid"
+        if self.random is not None:
+            return "random"
+        if self.path is not None:
+            return "path"
         return "space"
 
 
@@ -272,8 +276,8 @@ def expand(
         known = [*metric_names(shape.task, True), "generalization_gap", "weight_l2_norm", "weight_sparsity"]
         for i, o in enumerate(sweep.objectives):
             if o.metric not in known:
-                where = ("objective", "metric") if len(sweep.objectives) == 1 else ("objective", i, "metric")
-                raise SpecError(where, f"{o.metric!r} is not reported; choose one of {', '.join(known)}")
+                loc = ("objective", "metric") if len(sweep.objectives) == 1 else ("objective", i, "metric")
+                raise SpecError(loc, f"{o.metric!r} is not reported; choose one of {', '.join(known)}")
     return trials
 
 

@@ -107,13 +107,14 @@ def parse_upload(
     max_bytes: int | None = None,
 ) -> ParsedDataset:
     """Parse by content (a Parquet or zip file's magic bytes), else by suffix; CSV otherwise."""
-    limits = dict(max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
     fmt = file_format(filename, source)
     if fmt == "parquet":
-        return parse_parquet(source, target, task, **limits)  # type: ignore[arg-type]
+        return parse_parquet(
+            source, target, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes
+        )
     if fmt == "npz":
-        return parse_npz(source, task, **limits)  # type: ignore[arg-type]
-    return parse_csv(source, target, task, **limits)  # type: ignore[arg-type]
+        return parse_npz(source, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
+    return parse_csv(source, target, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
 
 
 def save_canonical(data: ParsedDataset, path: Path) -> None:
@@ -128,4 +129,5 @@ def load_canonical(path: Path) -> ParsedDataset:
     if not path.is_file():
         raise DataError(f"dataset file {path.name} is missing")
     with np.load(path, allow_pickle=False) as npz:
-        return ParsedDataset(npz["X"], npz["y"], str(npz["task"]), npz["classes"])  # type: ignore[arg-type]
+        task: Task = "classification" if str(npz["task"]) == "classification" else "regression"
+        return ParsedDataset(npz["X"], npz["y"], task, npz["classes"])

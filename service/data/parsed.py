@@ -70,7 +70,10 @@ class ParsedDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
-        return tuple(int(v) for v in self.X.shape[1:]) if self.X.ndim == 4 else None  # type: ignore[return-value]
+        if self.X.ndim != 4:
+            return None
+        _, c, h, w = self.X.shape
+        return int(c), int(h), int(w)
 
     def sha256(self) -> str:
         h = hashlib.sha256()

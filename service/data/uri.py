@@ -69,7 +69,8 @@ def head(ds: UriDataset, *, allow_private: bool, max_bytes: int) -> Head:
     else:
         url, headers, extensions = _https(ds.uri, allow_private)
         try:
-            r = httpx.head(url, headers=headers, extensions=extensions, timeout=TIMEOUT_S)
+            with httpx.Client(timeout=TIMEOUT_S) as client:
+                r = client.head(url, headers=headers, extensions=extensions)
         except httpx.HTTPError as e:
             raise DataError(f"the URL cannot be reached: {type(e).__name__}") from None
         if r.status_code in (404, 410):
@@ -97,7 +98,10 @@ def _chunks(ds: UriDataset, allow_private: bool) -> Iterator[bytes]:
             yield bytes(chunk)
         return
     url, headers, extensions = _https(ds.uri, allow_private)
-    with httpx.stream("GET", url, headers=headers, extensions=extensions, timeout=TIMEOUT_S) as r:
+    with (
+        httpx.Client(timeout=TIMEOUT_S) as client,
+        client.stream("GET", url, headers=headers, extensions=extensions) as r,
+    ):
         if r.status_code != 200:  # a redirect too: its target was never checked
             raise DataError(f"the URL answers {r.status_code}")
         yield from r.iter_bytes(CHUNK)

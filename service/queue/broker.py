@@ -26,7 +26,7 @@ def queue_name(settings: Settings, kind: QueueKind) -> str:
 
 def queue_for_device(settings: Settings, device: str) -> str:
     """cuda jobs go to the gpu queue, cpu jobs to the cpu queue, auto where configured."""
-    kind: QueueKind = {"cuda": "gpu", "cpu": "cpu"}.get(device, settings.auto_device_queue)  # type: ignore[assignment]
+    kind: QueueKind = "gpu" if device == "cuda" else "cpu" if device == "cpu" else settings.auto_device_queue
     return queue_name(settings, kind)
 
 
@@ -45,9 +45,8 @@ def make_celery(settings: Settings) -> Celery:
         }
     else:
         # No server to install: messages are files in the data dir (one machine only).
+        # The folders are made when a channel opens (file_broker.Channel), never at import.
         root = settings.data_dir / "broker"
-        for sub in ("queue", "control", "staging"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
         broker_url = f"{file_broker.SCHEME}://localhost/"
         transport_options = {
             "data_folder_in": str(root / "queue"),

@@ -91,9 +91,11 @@ class Listener:
     async def _listen(self) -> None:
         import redis.asyncio as aioredis
 
+        url = self.url
+        assert url is not None, "started only with a redis:// broker"
         while True:
             try:
-                client: Any = aioredis.Redis.from_url(self.url)  # type: ignore[arg-type]
+                client: Any = aioredis.Redis.from_url(url)
                 async with client, client.pubsub() as pubsub:
                     await pubsub.psubscribe(self.prefix + "*")
                     async for message in pubsub.listen():

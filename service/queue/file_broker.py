@@ -23,19 +23,29 @@ from kombu.utils.objects import cached_property
 try:  # Linux only; elsewhere the transport polls as kombu's does
     from inotify_simple import INotify, flags
 except ImportError:  # pragma: no cover
-    INotify = None  # type: ignore[assignment,misc]
+    INotify = None
 
 SCHEME = "regtrain-files"
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The queue's folders appear when a connection first opens a channel (a send, a
+        # worker's consumer, a depth check), so importing the Celery app touches no disk.
+        for key in ("data_folder_in", "data_folder_out", "control_folder"):
+            if folder := self.transport_options.get(key):
+                Path(folder).mkdir(parents=True, exist_ok=True)
+
     @cached_property
     def staging_folder(self) -> Path:
         folder = Path(self.transport_options.get("staging_folder") or f"{self.data_folder_out}.staging")
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's own filesystem.Channel._put has this signature; its AbstractChannel names the
+    # argument `message`, so the override mypy sees is kombu's inconsistency, not ours.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         # The same name kombu gives a message (its time orders the queue), written elsewhere first.
         name = f"{round(filesystem.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         staged = self.staging_folder / name
@@ -55,15 +65,17 @@ class Transport(filesystem.Transport):
     Channel = Channel
     IDLE_LOOK_S = 1.0
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         watch = self._watch()
         if watch is None:
             super().drain_events(connection, timeout=timeout)
             return
         started = monotonic()
+        cycle = self.cycle
+        assert cycle is not None, "kombu sets the cycle when the connection opens"
         while True:
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 left = self.IDLE_LOOK_S if timeout is None else timeout - (monotonic() - started)
@@ -81,7 +93,7 @@ class Transport(filesystem.Transport):
     def _watch(self) -> INotify | None:
         if "watch" not in self.__dict__:
             self.__dict__["watch"] = None
-            folder = self.client.transport_options.get("data_folder_in")
+            folder = self.client.transport_options.get("data_folder_in") if self.client else None
             if INotify is not None and folder:
                 try:
                     watch = INotify()

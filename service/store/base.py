@@ -97,6 +97,10 @@ class StoreBase:
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
+    def job_finished(self, job_id: str) -> None:
+        """Called after a job's final state is written; the sweeps' repository settles the
+        sweep waiting on it (its best trial, retrained)."""
+
     def ping(self) -> None:
         with self._read() as conn:
             conn.execute(sa.text("SELECT 1"))

@@ -184,10 +184,11 @@ class JobStore(StoreBase):
         if checkpoint_after is not None:
             ckpts = ckpts.where(checkpoints.c.at > checkpoint_after)
         with self._read() as conn:
-            return tuple(  # type: ignore[return-value]
+            history, metrics, records = (
                 [dict(r) for r in conn.execute(q).mappings()]
                 for q in (hist, rows, ckpts.order_by(checkpoints.c.at))
             )
+        return history, metrics, records
 
     def job_status_counts(self) -> dict[tuple[str, str], int]:
         """{(status, queue): number of jobs}, over every tenant (for /metrics)."""
@@ -375,8 +376,7 @@ class JobStore(StoreBase):
                     job_id=job_id, status=status, at=at, attempt=attempt, worker=owner
                 )
             )
-        for sweep_id in self.sweeps_awaiting(job_id):  # a sweep's best trial, retrained
-            self.settle_sweep(sweep_id)
+        self.job_finished(job_id)
         return True
 
     @rings

@@ -309,6 +309,10 @@ class SweepStore(StoreBase):
             ).rowcount
         return status if done else None
 
+    def job_finished(self, job_id: str) -> None:
+        for sweep_id in self.sweeps_awaiting(job_id):
+            self.settle_sweep(sweep_id)
+
     def sweeps_awaiting(self, job_id: str) -> list[str]:
         query = sa.select(sweeps.c.id).where(
             sweeps.c.best_job_id == job_id, sweeps.c.status == "running", sweeps.c.lease_owner.is_(None)

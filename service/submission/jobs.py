@@ -60,7 +60,7 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
     try:
         layers = check_shape(spec, shape, settings)
     except SpecError as e:
-        raise e.under("body") from None
+        raise SpecError(("body", *e.loc), e.message) from None
     return CheckedSpec(
         spec=spec,
         shape=shape,
@@ -113,10 +113,8 @@ def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ..
 
 
 def dataset_shape(row: Row) -> DataShape:
-    task = row["task"]
-    image = tuple(row["image_shape"]) if row["image_shape"] else None
-    n_out = int(row["n_classes"]) if task == "classification" else 1
-    return DataShape(task, int(row["n_features"]), n_out, image, int(row["n_samples"]))  # type: ignore[arg-type]
+    sample = row["image_shape"] or [row["n_features"]]
+    return DataShape.of(row["task"], sample, int(row["n_classes"] or 0), int(row["n_samples"]))
 
 
 def submit(

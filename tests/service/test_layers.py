@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "service.data": {"service.contract", "service.settings"},
     "service.store": {"service.contract", "service.data", "service.settings"},
     "service.queue": {"service.settings"},
-    "service.notify": {"service.contract", "service.store", "service.settings"},
+    "service.notify": {"service.contract", "service.store", "service.queue", "service.settings"},
     "service.submission": {
         "service.contract",
         "service.data",
@@ -32,14 +32,16 @@ ALLOWED: dict[str, set[str]] = {
         "service.notify",
         "service.submission",
         "service.settings",
+        "service.version",
         # predictions run a trained checkpoint: the engine's inference, imported on first use
         "worker.training",
     },
     "service.cli": {"service", "worker"},
     "service.settings": set(),
+    "service.version": set(),
     "service": set(),  # service/__init__.py: a docstring
     # the engine reads datasets through service.data (numpy and pyarrow, no store, no torch)
-    "worker.training": {"service.contract", "service.data"},
+    "worker.training": {"service.contract", "service.data", "service.version"},
     "worker": {
         "service.contract",
         "service.data",
@@ -48,6 +50,7 @@ ALLOWED: dict[str, set[str]] = {
         "service.notify",
         "service.submission",
         "service.settings",
+        "service.version",
         "worker.training",
     },
 }

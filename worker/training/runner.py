@@ -13,7 +13,8 @@ from service.contract.architecture import check_feasible
 from service.contract.errors import ErrorType, SpecError
 from service.contract.spec import JobSpec
 from service.data.datafile import DataError
-from worker.training.checkpoints import CheckpointRecord, regtrain_version
+from service.version import regtrain_version
+from worker.training.checkpoints import CheckpointRecord
 from worker.training.data import prepare
 from worker.training.errors import TrainingError
 from worker.training.loop import Callbacks, fit, resolve_device

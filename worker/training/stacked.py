@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.contract.architecture import DataShape, plan_model
+from service.contract.architecture import plan_model
 from service.contract.spec import CosineScheduler, JobSpec, MLPSpec, StepScheduler
 from worker.training.data import Prepared
 from worker.training.loop import CHECK_EVERY, GAP_SAMPLES, resolve_device, use_cuda_graph
 from worker.training.models import ACTIVATIONS, build
+from worker.training.regularization import EarlyStopping
 from worker.training.step import WARMUP_STEPS
 
 
@@ -93,9 +94,7 @@ class StackedTrainer:
         self.shared_batches = len(set(self.seeds)) == 1
 
         # Each trial's initial weights exactly as a solo run draws them.
-        shape = DataShape(
-            data.shape.task, data.shape.n_features, data.shape.n_outputs, None, data.shape.n_samples
-        )
+        shape = data.shape.flat()
         per_trial: list[list[nn.Linear]] = []
         for t in trials:
             torch.manual_seed(t.training.seed)
@@ -388,12 +387,10 @@ class StackedTrainer:
         has_val = len(self.Xv) > 0
         es = [t.training.early_stopping for t in self.trials]
         monitor = [e.monitor if e else ("val_loss" if has_val else "train_eval_loss") for e in es]
-        mode = [e.mode if e else "min" for e in es]
-        best: list[float | None] = [None] * G
-        best_epoch: list[int | None] = [None] * G
+        # each trial's early stopping, exactly as a solo run keeps it (no patience: never stops)
+        trackers = [EarlyStopping.for_spec(e, monitor[g]) for g, e in enumerate(es)]
         best_row: list[dict[str, Any]] = [{} for _ in range(G)]
         self.last_row: list[dict[str, Any]] = [{} for _ in range(G)]
-        bad = [0] * G
         done = [False] * G
         self.pruned = [False] * G
         completed = [0] * G
@@ -402,9 +399,9 @@ class StackedTrainer:
         for epoch in range(1, base.epochs + 1):
             t0 = time.perf_counter()
             f = self._lr_factor(epoch)
-            s = self.trials[0].optimizer.scheduler
-            if isinstance(s, CosineScheduler):
-                self.lr.copy_(s.eta_min + (self.base_lr - s.eta_min) * f)
+            schedule = self.trials[0].optimizer.scheduler
+            if isinstance(schedule, CosineScheduler):
+                self.lr.copy_(schedule.eta_min + (self.base_lr - schedule.eta_min) * f)
             else:
                 self.lr.copy_(self.base_lr * f)
             perms = {s2: torch.randperm(n, generator=g, device=dev) for s2, g in gens}
@@ -416,6 +413,7 @@ class StackedTrainer:
                 else:
                     self.step(torch.stack([perms[s2][step * bs : (step + 1) * bs] for s2 in self.seeds]))
                 if (step + 1) % CHECK_EVERY == 0 and should_stop():
+                    best_epoch = [t.best_epoch for t in trackers]
                     return self._results(best_epoch, completed, done, best_row, best_params, cancelled=True)
             seconds = time.perf_counter() - t0
             data_loss = (self.loss_sum / n).tolist()
@@ -455,25 +453,13 @@ class StackedTrainer:
                 self.last_row[g] = row
                 if on_epoch:
                     on_epoch(g, row)
-                value = row[monitor[g]]
-                delta = es[g].min_delta if es[g] else 0.0
-                better = (
-                    value is not None
-                    and math.isfinite(value)
-                    and (
-                        best[g] is None
-                        or (value < best[g] - delta if mode[g] == "min" else value > best[g] + delta)
-                    )
-                )
-                if better:
-                    best[g], best_epoch[g], best_row[g], bad[g] = value, epoch, row, 0
+                if trackers[g].update(row[monitor[g]], epoch):
+                    best_row[g] = row
                     with torch.no_grad():
                         for bp, p in zip(best_params, self.params, strict=True):
                             m = self._b((torch.arange(self.G, device=dev) == at).float(), p).bool()
                             bp.copy_(torch.where(m, p, bp))
-                else:
-                    bad[g] += 1
-                if not math.isfinite(row["train_loss"]) or (es[g] and bad[g] >= es[g].patience):
+                if not math.isfinite(row["train_loss"]) or trackers[g].should_stop:
                     done[g] = True
                     self.active[at] = 0.0
             position = {g: at for at, g in enumerate(self.slots)}
@@ -489,6 +475,7 @@ class StackedTrainer:
                 tests = self._test_metrics(best_params)
                 self.dropped_tests.update({g: tests[g] for g in self.slots if done[g]})
                 best_params = self._repack(live, best_params)
+        best_epoch = [t.best_epoch for t in trackers]
         return self._results(best_epoch, completed, done, best_row, best_params, cancelled=False)
 
     def _results(

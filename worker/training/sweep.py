@@ -91,8 +91,8 @@ def _summarize(
     vectorized: bool,
 ) -> TrialOutcome:
     metric = sweep.primary.metric
-    scores = [r.get(metric) for r in rows]
-    if not rows or any(s is None or not math.isfinite(s) for s in scores):
+    scores = [float(s) for r in rows if (s := r.get(metric)) is not None and math.isfinite(s)]
+    if not rows or len(scores) < len(rows):
         return TrialOutcome(
             trial.index,
             trial.params,
@@ -174,7 +174,7 @@ def run_sweep(
     best = None
     if done:
         sign = 1 if sweep.primary.mode == "min" else -1
-        best = min(done, key=lambda o: (sign * o.score, o.index)).index  # type: ignore[operator]
+        best = min((sign * o.score, o.index) for o in done if o.score is not None)[1]
     return SweepOutcome(status, [outcomes[t.index] for t in trials], best)
 
 
@@ -215,9 +215,8 @@ def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return rows[0]
     out: dict[str, Any] = {}
     for k, v in rows[0].items():
-        vals = [r.get(k) for r in rows]
-        ok = all(isinstance(x, int | float) and not isinstance(x, bool) for x in vals)
-        out[k] = statistics.fmean(vals) if ok else v  # type: ignore[arg-type]
+        nums = [float(x) for r in rows if isinstance(x := r.get(k), int | float) and not isinstance(x, bool)]
+        out[k] = statistics.fmean(nums) if len(nums) == len(rows) else v
     return out
 
 

@@ -135,7 +135,7 @@ def _upload(
     try:
         data = parse_upload(
             display_name,
-            upload,  # type: ignore[arg-type]
+            upload,
             target,
             task,
             max_rows=settings.max_dataset_rows,

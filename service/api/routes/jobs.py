@@ -10,12 +10,13 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from service.api import render
 from service.api.deps import ArtifactsDep, BrokerDep, SettingsDep, StoreDep, TenantDep
-from service.api.predict import EXPORT_SUFFIX, exported_file, weights_key
+from service.api.predict import exported_file, weights_key
 from service.api.routes import lookup, pages
 from service.api.routes.documents import json_document
 from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
+from service.contract.exports import EXPORT_SUFFIX
 from service.contract.spec import JobSpec
 from service.store.artifacts import ArtifactMissing, remove_job_files
 from service.store.repository import Row
@@ -23,6 +24,7 @@ from service.submission import jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
+# pydantic types json_schema_extra as a dict or a callable; JobSpec's is the dict it declares
 _EXAMPLE = JobSpec.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
 SpecBody = Annotated[
     JobSpec,
@@ -84,7 +86,10 @@ def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Respo
 
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
-    job, history = lookup.found("job", job_id, store.job_with_history(job_id, tenant))
+    found = store.job_with_history(job_id, tenant)
+    if found is None:
+        raise NotFound(f"no job {job_id!r}")
+    job, history = found
     return json_document(job_document(job, history))
 
 
