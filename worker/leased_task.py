@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import obstore.exceptions
 import sqlalchemy as sa
 from celery.exceptions import Reject
 
@@ -33,6 +34,9 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
     sa.exc.TimeoutError,
+    # the artifact bucket unreachable (after obstore's own retries): the job resumes later from
+    # what the bucket holds
+    obstore.exceptions.GenericError,
 )
 
 

@@ -101,7 +101,7 @@ def _execute(job_id: str, rt: Runtime) -> None:
     callbacks = EngineCallbacks(
         on_epoch=lambda row: store.record_epoch(job_id, owner, finite(row)),
         on_checkpoint=on_checkpoint,
-        on_checkpoint_removed=lambda name: removed(name),
+        on_checkpoint_removed=removed,
         should_stop=lease.should_stop,
     )
     limit = min(spec.training.time_limit_s or math.inf, settings.max_time_limit_s)
