@@ -7,11 +7,15 @@ a bucket, a job resumes on any worker from what the last one put there.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, dataset_key
-from service.store.repository import Row
+from service.store.leased import FINISHED
+from service.store.repository import Repository, Row
+
+log = logging.getLogger("regtrain.worker")
 
 # The files of one checkpoint NAME; an epoch checkpoint also has its resume state.
 WEIGHTS = (".safetensors", ".json")
@@ -56,6 +60,21 @@ def pull_resume(artifacts: Artifacts, job_id: str, rows: list[Row]) -> int | Non
                 artifacts.fetch(key)
         return epoch
     return None
+
+
+def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir: Path) -> None:
+    """A finished job's files in this worker's scratch folder, once the bucket holds them all:
+    removed, so a worker's disk does not fill with every job it ever trained. (A job still
+    running, under another worker after this one lost its lease, is left alone.)"""
+    if not artifacts.remote:
+        return  # the folder is the artifact store itself
+    try:
+        job = store.get_job(job_id)
+    except Exception:
+        log.exception("job %s: could not read its status; its scratch folder stays", job_id)
+        return
+    if job is not None and job["status"] in FINISHED:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def fetch_dataset(artifacts: Artifacts, dataset_id: str) -> Path:

@@ -39,6 +39,7 @@ def execute(job_id: str, rt: Runtime) -> None:
         # Whatever the outcome, a job that has now finished keeps only what retention allows
         # (a job left running, for the reaper or another worker, is left alone).
         retention.prune(rt.store, rt.artifacts, job_id, rt.settings.keep_epoch_checkpoints)
+        artifact_sync.drop_scratch(rt.store, rt.artifacts, job_id, rt.settings.jobs_dir / job_id)
 
 
 def _execute(job_id: str, rt: Runtime) -> None:

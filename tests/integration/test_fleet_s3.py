@@ -87,10 +87,11 @@ def test_a_killed_workers_job_resumes_on_another_from_the_bucket_and_is_served(
     found = job["result"]["environment"]["dataset"]
     assert found["sha256"] == hashlib.sha256(data).hexdigest() and found["size_bytes"] == len(data)
 
-    # the survivor pulled the resume point from the bucket into its own data dir; the API's
-    # data dir holds nothing of the job yet
+    # The survivor could only resume from what the bucket held (its data dir is its own); once
+    # the job finished it dropped its scratch copy. The API's data dir holds nothing of the job yet.
     survivor = next(i for i, p in enumerate(svc.workers) if p is not victim)
-    assert (root / f"worker{survivor}" / "jobs" / job_id / "checkpoints" / "final.safetensors").is_file()
+    assert (root / f"worker{survivor}" / "jobs").is_dir()
+    assert not (root / f"worker{survivor}" / "jobs" / job_id).exists()
     assert not (root / "api" / "jobs" / job_id).exists()
 
     rows = {c["name"]: c for c in svc.http.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]}

@@ -134,8 +134,9 @@ def test_a_job_from_an_s3_parquet_uri_trains_and_is_served_from_the_bucket(
     stems = {k.rsplit("/", 1)[1].split(".")[0] for k in keys}
     assert stems == {"best", "final", "epoch-4"}
     assert f"run/jobs/{job_id}/checkpoints/epoch-4.state.safetensors" in keys
-    # nothing of the job in the API's data dir until it asks
+    # nothing of the job in the API's data dir until it asks; the worker dropped its scratch copy
     assert not (settings.data_dir / "jobs" / job_id).exists()
+    assert (tmp_path / "worker" / "jobs").is_dir() and not (tmp_path / "worker" / "jobs" / job_id).exists()
 
     rows = {c["name"]: c for c in client.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]}
     r = client.get(f"/v1/jobs/{job_id}/checkpoints/best")
