@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import obstore
 
@@ -127,35 +127,39 @@ class Artifacts:
         if fresh and all(self.local_path(c).is_file() for c in companions):
             return path
         for other in companions:
-            _atomic_copy(self.stream(other), self.local_path(other))
-        _atomic_copy(self.stream(key), path)
+            _atomic_copy(self.stream(other)[1], self.local_path(other))
+        _atomic_copy(self.stream(key)[1], path)
         return path
 
-    def stream(self, key: str) -> Iterator[bytes]:
-        """The object's bytes in chunks, without holding it whole."""
+    def stream(self, key: str) -> tuple[int, Iterator[bytes]]:
+        """(the object's size, its bytes in chunks), without holding it whole. The object is
+        opened here (a missing one raises now, not part-way through a response), and the size
+        is the opened object's own, even if the key is written again meanwhile."""
         if not self.remote:
             path = self.local_path(key)
-            if not path.is_file():
-                raise ArtifactMissing(key)
-            return _file_chunks(path)
+            try:
+                f = path.open("rb")
+            except FileNotFoundError:
+                raise ArtifactMissing(key) from None
+            return os.fstat(f.fileno()).st_size, _file_chunks(f)
         try:
             result = obstore.get(self._store, key)
         except FileNotFoundError:
             raise ArtifactMissing(key) from None
-        return (bytes(chunk) for chunk in result.stream(CHUNK))
+        return int(result.meta["size"]), (bytes(chunk) for chunk in result.stream(CHUNK))
 
     def presigned_url(self, key: str) -> str:
         return obstore.sign(self._store, "GET", key, PRESIGN_FOR)
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
+def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
+    with f:
         yield from iter(lambda: f.read(CHUNK), b"")
 
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    for chunk in _file_chunks(path):
+    for chunk in _file_chunks(path.open("rb")):
         h.update(chunk)
     return h.hexdigest()
 

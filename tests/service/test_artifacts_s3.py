@@ -68,7 +68,8 @@ def test_artifacts_on_a_bucket_put_fetch_stream_presign_delete(s3: S3Server, tmp
     # a stale cached copy (a `best` written again) is fetched again
     got.write_bytes(b"old")
     assert reader.fetch("jobs/j1/checkpoints/best.safetensors", sha).read_bytes() == src.read_bytes()
-    assert b"".join(reader.stream("jobs/j1/checkpoints/best.safetensors")) == src.read_bytes()
+    size, chunks = reader.stream("jobs/j1/checkpoints/best.safetensors")
+    assert size == src.stat().st_size and b"".join(chunks) == src.read_bytes()
     assert httpx.get(reader.presigned_url("jobs/j1/checkpoints/best.safetensors")).content == src.read_bytes()
 
     with pytest.raises(FileNotFoundError):

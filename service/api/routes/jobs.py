@@ -168,7 +168,7 @@ def download_checkpoint(
     if artifacts.presign:
         return RedirectResponse(artifacts.presigned_url(key), status_code=307)
     try:
-        chunks = artifacts.stream(key)  # the first read happens here: a missing file is a 404
+        size, chunks = artifacts.stream(key)  # opened here: a missing file is a 404
     except ArtifactMissing:
         raise NotFound(f"the file of checkpoint {row['name']!r} is gone") from None
     return StreamingResponse(
@@ -176,6 +176,6 @@ def download_checkpoint(
         media_type="application/octet-stream",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}.safetensors"',
-            "Content-Length": str(row["size_bytes"]),
+            "Content-Length": str(size),
         },
     )
