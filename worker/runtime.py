@@ -71,6 +71,9 @@ class Runtime:
             log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
             app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
         self._resend_lost(app)
+        gone = self.webhooks.outbox.purge(s.webhook_history_s)
+        if gone:
+            log.info("webhooks: %d ended deliveries older than %gs deleted", gone, s.webhook_history_s)
 
     def _resend_lost(self, app: Celery) -> None:
         """Messages the broker lost (a Redis restart, a send that failed after the store had

@@ -1,4 +1,5 @@
-"""Uploaded and registered datasets in the store: create, read, list and delete (refused while a job or sweep that trains on it is active)."""
+"""Uploaded and registered datasets in the store: create, read, list and delete (refused while a job or
+sweep that trains on it is active)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Jobs in the store: submit, read, list, cancel and delete them (the API side); claim, heartbeat, record epochs and checkpoints, finish, release and reap them (the worker side)."""
+"""Jobs in the store: submit, read, list, cancel and delete them (the API side); claim,
+heartbeat, record epochs and checkpoints, finish, release and reap them (the worker side).
+
+About 450 lines in one module on purpose: each conditional UPDATE of the lease lifecycle sits
+beside the reads and writes it races with, and one class keeps a job's whole life in view."""
 
 from __future__ import annotations
 

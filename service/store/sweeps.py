@@ -1,4 +1,5 @@
-"""Sweeps and their trials in the store: submit, read, cancel (the API side); claim, record trials and units, wait for the retrain job, finish and reap (the worker side)."""
+"""Sweeps and their trials in the store: submit, read, cancel (the API side); claim, record trials and
+units, wait for the retrain job, finish and reap (the worker side)."""
 
 from __future__ import annotations
 

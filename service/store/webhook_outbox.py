@@ -92,6 +92,17 @@ class WebhookOutbox:
     # Each outcome is written only by the try that holds the delivery (its claim's attempt
     # number): a sender whose lease lapsed mid-request cannot undo a later sender's claim.
 
+    def purge(self, older_than_s: float, limit: int = 1000) -> int:
+        """Delete up to `limit` delivered or failed deliveries that ended more than
+        `older_than_s` ago; how many went. Bounded so one pass never holds the lock long."""
+        cutoff = now() - timedelta(seconds=older_than_s)
+        ended = sa.select(deliveries.c.id).where(
+            deliveries.c.status.in_(("delivered", "failed")), deliveries.c.finished_at < cutoff
+        )
+        with self._write() as conn:
+            doomed = ended.limit(limit).scalar_subquery()
+            return conn.execute(deliveries.delete().where(deliveries.c.id.in_(doomed))).rowcount
+
     def delivered(self, d: Delivery) -> None:
         self._end(d, "delivered", None)
 
