@@ -32,7 +32,20 @@ SERVER = textwrap.dedent(
     """
     import http.server, ssl, sys
     root, cert, key = sys.argv[1:4]
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=root)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        # /stream/NAME: the file with no Content-Length (HEAD and GET), as a server streaming
+        # generated data answers; the reader only learns the size by reading
+        def send_head(self):
+            if not self.path.startswith("/stream/"):
+                return super().send_head()
+            body = open(root + "/" + self.path.removeprefix("/stream/"), "rb")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            return body
+
+    handler = lambda *a: Handler(*a, directory=root)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -118,7 +131,15 @@ def test_a_job_reads_its_dataset_from_an_https_url(
     assert r.status_code == 201, r.text
     assert (r.json()["name"], r.json()["n_samples"], r.json()["n_classes"]) == ("data.csv", 60, 2)
 
-    # bounded while streaming: a limit under the object's size refuses it at the HEAD
+    # a limit under the object's size refuses it at the HEAD ...
     small = make_client(max_dataset_bytes=100)
     r = small.post("/v1/jobs", json=spec)
     assert r.status_code == 422 and "exceed the limit of 100" in r.text
+    # ... and, where no size is announced, while streaming: no more than the limit is read
+    r = small.post("/v1/jobs", json={**spec, "dataset": {"uri": f"{base}/stream/data.csv"}})
+    assert r.status_code == 202, r.text
+    small_settings: Settings = small.app.state.settings  # type: ignore[attr-defined]
+    execute(r.json()["id"], _worker(small_settings, small_settings.data_dir))
+    job = small.get(f"/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "failed" and job["error"]["type"] == "bad_data"
+    assert job["error"]["message"] == "dataset.uri: the object exceeds the limit of 100 bytes"
