@@ -191,6 +191,11 @@ def test_bad_dataset_uris_fail_the_job_or_answer_4xx_naming_the_field(
     assert r.status_code == 422 and "format" in r.text
     r = submit({"uri": "ftp://example.com/x.csv"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "dataset", "uri"]
+    # a sweep trains on a registered dataset (its shape is known before any trial is built)
+    base = {"dataset": {"uri": f"s3://{bucket}/data/any.parquet"}, "model": model}
+    r = client.post("/v1/sweeps", json={"base": base, "grid": {"regularization.l2": [0.0, 0.01]}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "base", "dataset", "uri"]
+    assert "POST /v1/datasets" in r.json()["detail"][0]["msg"]
 
     big = _put(bucket, "data/big.csv", b"a,b\n" + b"1,2\n" * 100)
     small = make_limited(client, tmp_path, max_dataset_bytes=100)
