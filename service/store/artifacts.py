@@ -77,15 +77,18 @@ class Artifacts:
 
     # --- writing --------------------------------------------------------------------------
 
-    def put(self, key: str, source: Path) -> None:
+    def put(self, key: str, source: Path, *, keep_copy: bool = True) -> None:
         """Make `source` the key's object. On the local backend a file already at its key's
-        place stays where it is (the worker wrote it there, atomically)."""
+        place stays where it is (the worker wrote it there, atomically). On a bucket,
+        keep_copy=False removes this process's copy once the bucket has it."""
         dest = self.local_path(key)
         if not self.remote:
             if source.resolve() != dest:
                 _atomic_copy(source, dest)
             return
         obstore.put(self._store, key, source)
+        if not keep_copy:
+            source.unlink(missing_ok=True)
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:

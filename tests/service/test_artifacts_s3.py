@@ -268,6 +268,7 @@ def test_register_a_dataset_by_uri(bucket_client: TestClient) -> None:
     )
     assert ds["source_sha256"] == hashlib.sha256(data).hexdigest()
     assert f"run/datasets/{ds['id']}.npz" in _keys(bucket, "run/datasets")
+    assert not (settings.data_dir / "datasets" / f"{ds['id']}.npz").exists()  # no copy kept
     # a job on its id checks against the registered shape, as for an upload
     r = client.post("/v1/jobs:validate", json={"dataset": {"id": ds["id"]}, "model": {"type": "mlp"}})
     assert r.status_code == 200 and r.json()["n_features"] == 4

@@ -156,7 +156,8 @@ def _keep(
     key = dataset_key(dataset_id)
     path = artifacts.local_path(key)
     save_canonical(data, path)
-    artifacts.put(key, path)
+    size = path.stat().st_size
+    artifacts.put(key, path, keep_copy=False)  # the API reads it no more; workers fetch it
     row = store.create_dataset(
         dataset_id=dataset_id,
         tenant=tenant,
@@ -167,7 +168,7 @@ def _keep(
         n_classes=data.n_classes,
         image_shape=list(data.image_shape) if data.image_shape else None,
         sha256=data.sha256(),
-        size_bytes=path.stat().st_size,
+        size_bytes=size,
         **source,
     )
     return _uploaded(row)
