@@ -14,11 +14,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import obstore.exceptions
 import sqlalchemy as sa
 from celery.exceptions import Reject
 
 from service.contract.errors import ErrorType
+from service.data.buckets import BucketUnreachable
 from worker.celery_app import app
 from worker.lease import Lease
 from worker.runtime import Runtime
@@ -34,9 +34,9 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
     sa.exc.TimeoutError,
-    # the artifact bucket unreachable (after obstore's own retries): the job resumes later from
-    # what the bucket holds
-    obstore.exceptions.GenericError,
+    # a bucket unreachable (after obstore's own retries): the artifacts' or a dataset's; the
+    # job resumes later from what the artifact bucket holds
+    BucketUnreachable,
 )
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import os
 
+from obstore.exceptions import GenericError
 from obstore.store import S3Store
+
+# What obstore raises once its own retries are spent on a bucket it cannot reach (a network
+# failure, a server error): an outage, not a missing or refused object.
+BucketUnreachable = GenericError
 
 
 def s3_store(url: str) -> S3Store:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import obstore
+from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+from obstore.store import S3Store
 
 from service.contract.addresses import pinned, resolve_target
 from service.contract.spec import UriDataset
@@ -27,6 +29,8 @@ from service.data.parsed import DataError, ParsedDataset
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0
+# The bucket refuses this server: the dataset's fault (or its owner's), not an outage.
+DENIED = (PermissionDeniedError, UnauthenticatedError)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Fetched:
     size_bytes: int
 
 
-def _s3(uri: str) -> tuple[object, str]:
+def _s3(uri: str) -> tuple[S3Store, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return s3_store(f"s3://{bucket}"), key
 
@@ -55,16 +59,18 @@ def _https(uri: str, allow_private: bool) -> tuple[str, dict[str, str], dict[str
 
 
 def head(ds: UriDataset, *, allow_private: bool, max_bytes: int) -> Head:
-    """The object's size and ETag, or DataError naming what is wrong (missing, too large,
-    unreachable)."""
+    """The object's size and ETag, or DataError naming what is wrong (missing, refused, too
+    large, an https host unreachable). A bucket that cannot be reached raises obstore's own
+    error: an outage, which the caller answers 503 (the API) or retries (a worker)."""
     if ds.uri.startswith("s3://"):
         store, key = _s3(ds.uri)
         try:
-            meta = obstore.head(store, key)  # type: ignore[arg-type]
+            meta = obstore.head(store, key)
         except FileNotFoundError:
             raise DataError("no such object in the bucket") from None
-        except Exception as e:
-            raise DataError(f"the bucket cannot be read: {type(e).__name__}") from None
+        except DENIED:
+            raise DataError("the server's credentials may not read this object") from None
+        # anything else (the bucket unreachable) is no fault of the dataset: it propagates
         found = Head(int(meta["size"]), meta.get("e_tag"))
     else:
         url, headers, extensions = _https(ds.uri, allow_private)
@@ -91,9 +97,11 @@ def _chunks(ds: UriDataset, allow_private: bool) -> Iterator[bytes]:
     if ds.uri.startswith("s3://"):
         store, key = _s3(ds.uri)
         try:
-            result = obstore.get(store, key)  # type: ignore[arg-type]
+            result = obstore.get(store, key)
         except FileNotFoundError:
             raise DataError("no such object in the bucket") from None
+        except DENIED:
+            raise DataError("the server's credentials may not read this object") from None
         for chunk in result.stream(CHUNK):
             yield bytes(chunk)
         return

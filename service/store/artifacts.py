@@ -6,8 +6,8 @@ Keys are `jobs/{job_id}/checkpoints/NAME.safetensors` (+ NAME.json, NAME.state.*
 - a local folder (the default: REGTRAIN_DATA_DIR itself), where a key is the file the worker
   wrote, so nothing is copied and `regtrain up` works as it always has;
 - an S3-compatible bucket (REGTRAIN_ARTIFACTS_URL=s3://bucket/prefix; endpoint, region and
-  credentials from the AWS_* variables), through obstore, where each process keeps local copies in its own data
-  dir (scratch and cache only) and puts what it wrote.
+  credentials from the AWS_* variables), through obstore, where each process keeps local
+  copies in its own data dir (scratch and cache only) and puts what it wrote.
 
 A reader never sees half a file: a PUT (single or multipart) becomes visible only once complete,
 a local write is a temporary file renamed, and the store's row is written after the put.
@@ -106,15 +106,6 @@ class Artifacts:
                 obstore.delete(self._store, keys)
 
     # --- reading --------------------------------------------------------------------------
-
-    def exists(self, key: str) -> bool:
-        if not self.remote:
-            return self.local_path(key).is_file()
-        try:
-            obstore.head(self._store, key)
-        except FileNotFoundError:
-            return False
-        return True
 
     def fetch(self, key: str, sha256: str | None = None, companions: tuple[str, ...] = ()) -> Path:
         """A local file holding the key's object: the artifact itself (local backend), or this

@@ -19,6 +19,7 @@ from service.contract.architecture import (
 from service.contract.errors import AtCapacity, SpecError, Unavailable
 from service.contract.spec import JobSpec, UploadedDataset, UriDataset
 from service.data import uri as dataset_uri
+from service.data.buckets import BucketUnreachable
 from service.data.parsed import DataError
 from service.queue.broker import Broker, queue_for_device
 from service.settings import Settings
@@ -54,6 +55,8 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
             )
         except DataError as e:
             raise SpecError(("body", "dataset", "uri"), str(e)) from None
+        except BucketUnreachable:
+            raise Unavailable("the bucket of dataset.uri cannot be reached; try again") from None
         queue = queue_for_device(settings, spec.training.device)
         return CheckedSpec(spec=spec, shape=None, parameters=None, memory_bytes_per_batch=None, queue=queue)
     shape = data_shape(spec, store, tenant)

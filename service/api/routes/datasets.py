@@ -16,9 +16,10 @@ from service.api.errors import BadRequest
 from service.api.schemas import Dataset, DatasetList
 from service.api.text_guard import find_bad_text
 from service.contract.architecture import BUILTIN_SHAPES
-from service.contract.errors import Conflict, NotFound, SpecError, TooLarge
+from service.contract.errors import Conflict, NotFound, SpecError, TooLarge, Unavailable
 from service.contract.spec import UriDataset
 from service.data import uri as dataset_uri
+from service.data.buckets import BucketUnreachable
 from service.data.datafile import DataError, ParsedDataset, parse_upload, save_canonical
 from service.data.parsed import Task
 from service.store.artifacts import dataset_key, remove_dataset_file
@@ -107,6 +108,8 @@ def _register(
         )
     except DataError as e:
         raise BadRequest(f"uri: {e}") from None
+    except BucketUnreachable:
+        raise Unavailable("the bucket of uri cannot be reached; try again") from None
     return _keep(data, name, store, artifacts, tenant, uri=ds.uri, source_sha256=fetched.sha256)
 
 
