@@ -25,6 +25,7 @@ from service.queue.broker import RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, Broker, qu
 from service.store.repository import SweepClaim
 from service.submission import jobs
 from worker import leased_task
+from worker.artifact_sync import fetch_sweep_dataset
 from worker.celery_app import app
 from worker.lease import SweepLease
 from worker.runtime import Runtime, runtime
@@ -77,6 +78,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     lease = leased_task.hold(rt, SweepLease, sweep_id)
 
     def run() -> str:
+        fetch_sweep_dataset(rt.artifacts, sweep)
         if sweep.path is None:  # grids, random and searches: units that any worker takes
             from worker.coordinator import coordinate
 

@@ -22,6 +22,7 @@ from service.contract.sweep_spec import SweepSpec, Trial
 from service.queue.broker import RUN_SWEEP_UNIT_TASK
 from service.store.sweep_units import UnitClaim
 from worker import leased_task
+from worker.artifact_sync import fetch_sweep_dataset
 from worker.celery_app import app
 from worker.lease import UnitLease
 from worker.leased_task import finite, outcome_fields
@@ -102,6 +103,7 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
 
     def run() -> str:
         nonlocal search
+        fetch_sweep_dataset(rt.artifacts, sweep)
         if sweep.space is not None:
             from worker.search import UnitSearch
 

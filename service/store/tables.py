@@ -153,6 +153,9 @@ datasets = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by migration 0007: where a dataset registered by reference was read from.
+    sa.Column("uri", sa.Text),
+    sa.Column("source_sha256", sa.String(64)),
 )
 
 # Added by migration 0004: a sweep is leased, reaped and cancelled like a job.
@@ -194,12 +197,12 @@ sweep_trials = sa.Table(
     sa.Column("started_at", UTCDateTime),
     sa.Column("progress", Json),  # while it trains: {"fold", "epoch", "step", "value"}
     sa.Column("updated_at", UTCDateTime),  # every write: the sweep's event stream reads past it
-    # Added by migration 0007: the objective after every step ([[step, value], ...]), so the
+    # Added by migration 0008: the objective after every step ([[step, value], ...]), so the
     # sweep page draws each trial's curve, a pruned one's up to where it stopped.
     sa.Column("curve", Json),
 )
 
-# Added by migration 0007: a sweep's work in units (a batch of trials trained together), each
+# Added by migration 0008: a sweep's work in units (a batch of trials trained together), each
 # leased like a job (store/leased.py), so that any worker on the sweep's queue trains one and a
 # unit whose worker died is handed to another (store/sweep_units.py).
 sweep_units = sa.Table(

@@ -8,16 +8,16 @@ The tests run in file order and share the processes; the second one kills a work
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from live_service import FINISHED, Service
+from live_service import FINISHED, Service, base_env, fleet_backend
 
 pytestmark = pytest.mark.integration
 
@@ -39,21 +39,21 @@ SWEEP: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def fleet(fleet_env: tuple[Path, dict[str, str]]) -> Iterator[Service]:
-    root, env = fleet_env
-    env = {
-        **env,
-        "REGTRAIN_LEASE_SECONDS": "3",
-        "REGTRAIN_HEARTBEAT_SECONDS": "0.3",
-        "REGTRAIN_REAPER_INTERVAL_S": "0.5",
-        "REGTRAIN_TORCH_THREADS": "1",
-    }
-    svc = Service("fleet", env, root, worker_args=["--queues", "cpu"])
-    try:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("regtrain-sweep-units")
+    with contextlib.ExitStack() as stack:
+        env = {
+            **base_env(root / "data"),
+            **stack.enter_context(fleet_backend()),
+            "REGTRAIN_LEASE_SECONDS": "3",
+            "REGTRAIN_HEARTBEAT_SECONDS": "0.3",
+            "REGTRAIN_REAPER_INTERVAL_S": "0.5",
+            "REGTRAIN_TORCH_THREADS": "1",
+        }
+        svc = Service("fleet", env, root, worker_args=["--queues", "cpu"])
+        stack.callback(svc.close)  # every process it started, killed ones included
         svc.start_worker()
         yield svc
-    finally:
-        svc.close()  # every process it started, killed ones included
 
 
 def _name(pid: int) -> str:
