@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import onnx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from live_service import Service, base_env, fleet_backend
+from live_service import FINISHED, Service, base_env, fleet_backend
 from s3_server import S3Server
 
 from service.data.buckets import s3_store
@@ -52,6 +53,39 @@ def fleet(
         stack.callback(svc.close)
         svc.start_worker()
         yield svc, bucket, root
+
+
+def test_a_sweep_on_an_upload_trains_its_units_on_both_workers_from_the_bucket(
+    fleet: tuple[Service, str, Path],
+) -> None:
+    """Each worker that takes one of the sweep's units fetches the upload from the bucket into
+    its own data dir (first in this file: both workers are alive)."""
+    svc, _, root = fleet
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((2000, 8))
+    rows = [",".join([*(f"{v:.5f}" for v in x), str(int(x[0] > 0))]) for x in X]
+    csv = ("\n".join([",".join([*(f"x{i}" for i in range(8)), "label"]), *rows]) + "\n").encode()
+    r = svc.http.post("/v1/datasets", files={"file": ("up.csv", csv)}, data={"target": "label"})
+    assert r.status_code == 201, r.text
+    dataset_id = r.json()["id"]
+    r = svc.http.post("/v1/sweeps", json={
+        "base": {"dataset": {"id": dataset_id}, "model": {"type": "mlp", "hidden": [128, 128]},
+                 "training": {"epochs": 15, "batch_size": 16, "device": "cpu"}},
+        "grid": {"regularization.l2": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.3, 1.0]},
+        "cv_folds": 2,
+        "parallel": 2,
+    })  # fmt: skip
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 240
+    while (sweep := svc.http.get(f"/v1/sweeps/{r.json()['id']}").json())["status"] not in FINISHED:
+        assert time.monotonic() < deadline, sweep["units"]
+        time.sleep(0.3)
+    assert sweep["status"] == "succeeded", sweep["error"]
+    assert all(t["status"] == "succeeded" for t in sweep["trials"]), [t["error"] for t in sweep["trials"]]
+    assert len({u["worker"] for u in sweep["units"]}) == 2, sweep["units"]
+    # every worker read the upload from its own data dir, fetched there from the bucket
+    for i in range(len(svc.workers)):
+        assert (root / f"worker{i}" / "datasets").is_dir()
 
 
 def test_a_killed_workers_job_resumes_on_another_from_the_bucket_and_is_served(
