@@ -127,9 +127,12 @@ def get_throughput(svc: Live, seconds: float) -> dict[str, float]:
     (root / "doc.json").write_text(json.dumps(job))
     (root / "bare_app.py").write_text(BARE_APP)
     port = free_port()
+    # The same process model as `regtrain api`: one uvicorn process, its access log on (info),
+    # written to a file.
+    log = open(root / "bare.log", "wb")  # noqa: SIM115 (closed with the process)
     bare = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level", "warning"],
-        cwd=root, env={**svc.env, "BENCH_DOC": str(root / "doc.json")},
+        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level", "info"],
+        cwd=root, env={**svc.env, "BENCH_DOC": str(root / "doc.json")}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         for _ in range(100):
@@ -143,6 +146,7 @@ def get_throughput(svc: Live, seconds: float) -> dict[str, float]:
     finally:
         bare.terminate()
         bare.wait()
+        log.close()
     return {"get_rps": regtrain, "bare_rps": baseline, "get_over_bare": regtrain / baseline}
 
 

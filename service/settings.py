@@ -128,6 +128,15 @@ class Settings(BaseSettings):
         "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
         "Parquet file's rows × features × 4).",
     )
+    db_pool_size: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Connections each process keeps open to the store. The API runs at most this "
+        "many requests' blocking work at once (its thread pool), so a burst waits in the process "
+        "instead of opening and closing connections; on a fleet, replicas × this (+ workers) must "
+        "stay under PostgreSQL's max_connections.",
+    )
     keep_epoch_checkpoints: int = Field(
         3,
         ge=0,

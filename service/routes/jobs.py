@@ -76,7 +76,8 @@ def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant:
 def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
     """Newest first; follow `next_cursor` for older jobs."""
     page, next_cursor = query.fetch(functools.partial(store.list_jobs, tenant))
-    return json_document({"jobs": jobs.documents(store, page), "next_cursor": next_cursor})
+    docs = [jobs.document(row, row["history"]) for row in page]
+    return json_document({"jobs": docs, "next_cursor": next_cursor})
 
 
 @router.get("/jobs/{job_id}", response_model=Job)

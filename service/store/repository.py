@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from service.store import leased, migrate
-from service.store.engine import make_engine, write_transaction
+from service.store import job_reads, leased, migrate
+from service.store.engine import DEFAULT_POOL_SIZE, READ, make_engine, write_transaction
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
     checkpoints,
@@ -93,7 +93,14 @@ class Repository:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.listeners: list[Listener] = []  # called after each change to a job; see _rings
-        self._autocommit_reads = engine.dialect.name == "postgresql"
+        # PostgreSQL: no BEGIN and COMMIT round trips around a read; SQLite: no BEGIN (see
+        # engine.READ). Each statement sees its own snapshot; the reads that need one snapshot
+        # are one statement.
+        self._read_options: dict[str, Any] = (
+            {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {READ: True}
+        )
+        dialect = engine.dialect.name
+        self._job_by_id = {t: job_reads.by_id(dialect, tenant=t) for t in (False, True)}
 
     def _write(self) -> AbstractContextManager[sa.Connection]:
         return write_transaction(self.engine)
@@ -101,13 +108,7 @@ class Repository:
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
         with self.engine.connect() as conn:
-            if self._autocommit_reads:
-                # PostgreSQL: no BEGIN and COMMIT round trips around a read (each statement
-                # sees its own snapshot; the reads that need one snapshot are one statement).
-                yield conn.execution_options(isolation_level="AUTOCOMMIT")
-                return
-            with conn.begin():
-                yield conn
+            yield conn.execution_options(**self._read_options)
 
     def _first(self, query: sa.Select[Any]) -> Row | None:
         with self._read() as conn:
@@ -157,22 +158,12 @@ class Repository:
         return self._first(leased.by_id(jobs, job_id, tenant))
 
     def job_with_history(self, job_id: str, tenant: str | None = None) -> tuple[Row, list[Row]] | None:
-        """A job and its transitions in one statement (one round trip, one snapshot): GET
-        /v1/jobs/{id}, the API's hottest read. One row per transition, the job's columns on each."""
-        h = job_history
-        query = (
-            leased.by_id(jobs, job_id, tenant)
-            .add_columns(*(c.label(f"h_{c.name}") for c in h.c))
-            .outerjoin(h, h.c.job_id == jobs.c.id)
-            .order_by(h.c.seq)
-        )
+        """A job and its transitions in one statement (one round trip, one snapshot, one row):
+        GET /v1/jobs/{id}, the API's hottest read (see job_reads)."""
+        params = {"job_id": job_id} if tenant is None else {"job_id": job_id, "tenant": tenant}
         with self._read() as conn:
-            rows = conn.execute(query).mappings().all()
-        if not rows:
-            return None
-        job = {c.name: rows[0][c.name] for c in jobs.c}
-        history = [{c.name: r[f"h_{c.name}"] for c in h.c} for r in rows if r["h_seq"] is not None]
-        return job, history
+            row = conn.execute(self._job_by_id[tenant is not None], params).mappings().first()
+        return job_reads.decode(row) if row is not None else None
 
     def job_by_idempotency_key(self, tenant: str, key: str) -> Row | None:
         return self._first(leased.by_idempotency_key(jobs, tenant, key))
@@ -194,8 +185,14 @@ class Repository:
             return int(conn.execute(query).scalar() or 0)
 
     def list_jobs(self, tenant: str, *, status: str | None, limit: int, before_seq: int | None) -> list[Row]:
-        """Newest first; `before_seq` is the cursor (the seq of the last job of the last page)."""
-        return self._all(leased.page(jobs, tenant, status=status, limit=limit, before_seq=before_seq))
+        """Newest first; `before_seq` is the cursor (the seq of the last job of the last page).
+        Each row holds its transitions under `history`, read in the same statement."""
+        query = job_reads.page(
+            self.engine.dialect.name, tenant, status=status, limit=limit, before_seq=before_seq
+        )
+        with self._read() as conn:
+            rows = [job_reads.decode(r) for r in conn.execute(query).mappings()]
+        return [{**job, "history": history} for job, history in rows]
 
     def histories(self, job_ids: list[str]) -> dict[str, list[Row]]:
         out: dict[str, list[Row]] = {job_id: [] for job_id in job_ids}
@@ -970,8 +967,8 @@ def _settle_trials(conn: sa.Connection, sweep_ids: list[str], status: str, at: d
         )
 
 
-def open_store(url: str, *, migrate_schema: bool = True) -> Repository:
-    engine = make_engine(url)
+def open_store(url: str, *, migrate_schema: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Repository:
+    engine = make_engine(url, pool_size)
     if migrate_schema:
         migrate.upgrade(engine)
     return Repository(engine)

@@ -245,6 +245,51 @@ def test_reaper_resends_the_message_of_a_long_queued_job(store: Repository) -> N
     assert store.get_job(job_id)["status"] == "queued"  # type: ignore[index]
 
 
+def test_the_api_reads_carry_each_job_history_in_order(store: Repository) -> None:
+    # GET /v1/jobs/{id} and GET /v1/jobs read a job's transitions inside its row (a JSON array
+    # aggregated in SQL): the same entries, in the same order and types, as the history table.
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(job_id, "w1", 30, 3)
+    assert store.finish(job_id, "w1", "succeeded", result={"ok": True})
+    expected = [{k: v for k, v in h.items() if k != "job_id"} for h in store.histories([job_id])[job_id]]
+    assert [h["status"] for h in expected] == ["queued", "running", "succeeded"]
+    found = store.job_with_history(job_id, "t")
+    assert found is not None
+    job, history = found
+    assert job["status"] == "succeeded" and job["result"] == {"ok": True} and job["spec"] == SPEC
+    assert history == expected and history[0]["at"].tzinfo is not None
+    assert store.job_with_history(job_id, "other-tenant") is None
+    other = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    page = store.list_jobs("t", status=None, limit=10, before_seq=None)
+    assert [r["id"] for r in page] == [other, job_id]
+    assert page[1]["history"] == expected and [h["status"] for h in page[0]["history"]] == ["queued"]
+
+
+def test_a_dead_pooled_postgresql_connection_is_replaced_not_failed(pg_url: str) -> None:
+    # No pool_pre_ping on every checkout (a round trip per read): a connection idle past
+    # PING_AFTER_IDLE_S is pinged, and one the server dropped (a restart) is replaced.
+    import psycopg
+
+    from service.store.engine import PING_AFTER_IDLE_S
+
+    store = open_store(pg_url)
+    try:
+        job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+        db = sa.make_url(pg_url).database
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (db,),
+            ).fetchone()[0]  # type: ignore[index]
+        assert killed, "the pooled connection should have been there to drop"
+        time.sleep(PING_AFTER_IDLE_S + 0.2)
+        found = store.job_with_history(job_id, "t")
+        assert found is not None and found[0]["id"] == job_id
+    finally:
+        store.engine.dispose()
+
+
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     # WAL: the worker writes metrics while the API reads, neither waiting on the other.
     store = open_store(f"sqlite:///{tmp_path / 'wal.db'}")
