@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse
 
-from service import jobs
+from service import deps, jobs
 from service.artifacts import remove_job_files
 from service.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.errors import Conflict, NotFound
@@ -73,16 +73,17 @@ def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
+async def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
     """Newest first; follow `next_cursor` for older jobs."""
-    page, next_cursor = query.fetch(functools.partial(store.list_jobs, tenant))
+    page, next_cursor = await deps.read(store, query.fetch, functools.partial(store.list_jobs, tenant))
     docs = [jobs.document(row, row["history"]) for row in page]
     return json_document({"jobs": docs, "next_cursor": next_cursor})
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
-    job, history = lookup.found("job", job_id, store.job_with_history(job_id, tenant))
+async def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
+    found = await deps.read(store, store.job_with_history, job_id, tenant)
+    job, history = lookup.found("job", job_id, found)
     return json_document(jobs.document(job, history))
 
 

@@ -100,6 +100,10 @@ class Repository:
             {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {READ: True}
         )
         dialect = engine.dialect.name
+        # A read of a local SQLite file in WAL mode never waits on a writer and takes tens of
+        # microseconds: an async route may run it on the event loop, where handing it to a
+        # thread costs more than the read. A network database's reads go to a thread.
+        self.reads_inline = dialect == "sqlite"
         self._job_by_id = {t: job_reads.by_id(dialect, tenant=t) for t in (False, True)}
 
     def _write(self) -> AbstractContextManager[sa.Connection]:

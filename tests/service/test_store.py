@@ -346,3 +346,15 @@ def test_delete_and_retention_on_both_backends(store: Repository) -> None:
     assert store.delete_job(job_id, "t") == "deleted"
     assert store.get_job(job_id) is None and store.metrics(job_id) == [] and store.checkpoints(job_id) == []
     assert store.delete_job(job_id, "t") == "missing"
+
+
+def test_json_columns_decode_what_pythons_encoder_wrote() -> None:
+    # orjson decodes the JSON columns; the NaN and Infinity that json.dumps writes (a diverged
+    # epoch's loss, on SQLite) still read back, through the stdlib's decoder.
+    import math
+
+    from service.store.engine import json_loads
+
+    assert json_loads(b'{"spec": {"epochs": 3}}') == {"spec": {"epochs": 3}}
+    row = json_loads(json.dumps({"val_loss": float("nan"), "train_loss": float("inf")}))
+    assert math.isnan(row["val_loss"]) and row["train_loss"] == math.inf
