@@ -92,12 +92,12 @@ def service_vs_cli(svc: Live) -> dict[str, float]:
     return {"cli_s": cli, "service_s": service, "service_over_cli": service / cli}
 
 
-def _rps(url: str, path: str, seconds: float, threads: int = 8) -> float:
-    """Requests per second: wrk -t1 -c32 where it is installed (a client that costs the server's
-    two cores little), else `threads` Python clients."""
+def _rps(url: str, path: str, seconds: float, threads: int = 8, connections: int = 32) -> float:
+    """Requests per second: wrk -t1 -c`connections` where it is installed (a client that costs
+    the server's two cores little), else `threads` Python clients."""
     if shutil.which("wrk"):
         out = subprocess.run(
-            ["wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", url + path],
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", url + path],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         if "Non-2xx" in out:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from service.store import job_reads, leased, migrate
+from service.store import job_counts, job_reads, leased, migrate
 from service.store.engine import DEFAULT_POOL_SIZE, READ, make_engine, write_transaction
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
@@ -287,41 +287,19 @@ class Repository:
 
     def job_status_counts(self) -> dict[tuple[str, str], int]:
         """{(status, queue): number of jobs}, over every tenant (for /metrics)."""
-        query = sa.select(jobs.c.status, jobs.c.queue, sa.func.count()).group_by(jobs.c.status, jobs.c.queue)
         with self._read() as conn:
-            return {(s, q): int(n) for s, q, n in conn.execute(query)}
+            return job_counts.status_counts(conn)
 
     def job_duration_histogram(self, buckets: Sequence[float]) -> dict[str, tuple[list[int], int, float]]:
-        """status → (cumulative count ≤ each bucket, count, sum of seconds) of the finished jobs
-        that started, counted in SQL: a scrape moves one row per status, not one per job."""
-        if self.engine.dialect.name == "sqlite":
-            seconds = (sa.func.julianday(jobs.c.finished_at) - sa.func.julianday(jobs.c.started_at)) * 86400.0
-        else:
-            seconds = sa.func.extract("epoch", jobs.c.finished_at - jobs.c.started_at)
-        query = (
-            sa.select(
-                jobs.c.status,
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(seconds), 0.0),
-                *(sa.func.sum(sa.case((seconds <= b, 1), else_=0)) for b in buckets),
-            )
-            .where(
-                jobs.c.status.in_(FINISHED), jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None)
-            )
-            .group_by(jobs.c.status)
-        )
+        """status → (cumulative count ≤ each bucket, count, sum of seconds) of the jobs that
+        finished after they started, kept as they finished (see job_counts)."""
         with self._read() as conn:
-            return {
-                str(r[0]): ([int(c or 0) for c in r[3:]], int(r[1]), float(r[2])) for r in conn.execute(query)
-            }
+            return job_counts.histogram(conn, buckets)
 
     def epochs_recorded(self, since: datetime | None = None) -> int:
-        """Metrics rows (trained epochs) in the store, or those written after `since`."""
-        query = sa.select(sa.func.count()).select_from(job_metrics)
-        if since is not None:
-            query = query.where(job_metrics.c.at > since)
+        """Epochs trained (metrics rows written), or the metrics rows written after `since`."""
         with self._read() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            return job_counts.epochs(conn, since)
 
     # --- jobs: the worker side -------------------------------------------------------------
 
@@ -394,6 +372,7 @@ class Repository:
                 job_metrics.delete().where(job_metrics.c.job_id == job_id, job_metrics.c.epoch == epoch)
             )
             conn.execute(job_metrics.insert().values(job_id=job_id, epoch=epoch, row=row, at=now()))
+            job_counts.count_epoch(conn)
             conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(progress_epoch=epoch, latest_metrics=row)
             )
@@ -468,6 +447,8 @@ class Repository:
             attempt = leased.finish(conn, jobs, job_id, owner, status, at, result=result, error=error)
             if attempt is None:
                 return False
+            started = conn.execute(sa.select(jobs.c.started_at).where(jobs.c.id == job_id)).scalar()
+            job_counts.count_finished(conn, [(status, started, at)])
             conn.execute(
                 job_history.insert().values(
                     job_id=job_id, status=status, at=at, attempt=attempt, worker=owner
@@ -505,6 +486,12 @@ class Repository:
                 conn.execute(
                     job_history.insert().values(job_id=job_id, status=status, at=at, message="lease expired")
                 )
+            ended = [job_id for status, job_id, _ in transitions if status != "queued"]
+            if ended:
+                rows = conn.execute(
+                    sa.select(jobs.c.status, jobs.c.started_at).where(jobs.c.id.in_(ended))
+                ).all()
+                job_counts.count_finished(conn, [(r.status, r.started_at, at) for r in rows])
             stale = leased.resend_stale(conn, jobs, resend_after_s, at)
         return _requeued(transitions) + stale
 

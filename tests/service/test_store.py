@@ -298,27 +298,56 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     store.engine.dispose()
 
 
-def test_the_duration_histogram_is_counted_in_sql(store: Repository) -> None:
-    from datetime import UTC, datetime, timedelta
+def test_the_duration_histogram_is_kept_as_jobs_finish(store: Repository) -> None:
+    # /metrics reads job_durations (a row per status and bucket), which the transaction that
+    # finishes a job updates: a worker's finish and the reaper's worker_lost alike. A job that
+    # never started has no duration; a deleted job stays counted (a histogram only grows).
+    from datetime import timedelta
 
-    import sqlalchemy as sa
-
+    from service.store.repository import now
     from service.store.tables import jobs
 
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    for seconds, status in ((2, "succeeded"), (40, "succeeded"), (4000, "failed")):
-        job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    def started_ago(job_id: str, seconds: float) -> None:
         with store.engine.begin() as conn:
             conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id)
-                .values(status=status, started_at=start, finished_at=start + timedelta(seconds=seconds))
+                .values(started_at=now() - timedelta(seconds=seconds))
             )
+
+    for seconds, status in ((2, "succeeded"), (40, "succeeded"), (4000, "failed")):
+        job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+        assert store.claim(job_id, "w1", 30, 3)
+        started_ago(job_id, seconds)
+        assert store.finish(job_id, "w1", status)  # type: ignore[arg-type]
+    lost = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(lost, "w1", 0.1, 1)
+    started_ago(lost, 3)
+    time.sleep(0.2)
+    store.reap(1, 3600)  # out of attempts: failed worker_lost, after ~3 s of running
+    store.cancel(store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"])  # never started
     store.create_job(tenant="t", spec=SPEC, queue="cpu")  # queued: not counted
-    histogram = store.job_duration_histogram((1, 5, 60, 3600, 7200))
+    assert store.delete_job(job_id, "t") == "deleted"
+    histogram = store.job_duration_histogram((1, 5, 60, 3600, 4 * 3600))
     assert histogram["succeeded"][0] == [0, 1, 2, 2, 2] and histogram["succeeded"][1] == 2
-    assert abs(histogram["succeeded"][2] - 42) < 1e-3
-    assert histogram["failed"][:2] == ([0, 0, 0, 0, 1], 1)
+    assert abs(histogram["succeeded"][2] - 42) < 1
+    assert histogram["failed"][:2] == ([0, 1, 1, 1, 2], 2)
+    assert "cancelled" not in histogram
+
+
+def test_the_epoch_counter_counts_each_metrics_row_written(store: Repository) -> None:
+    from datetime import timedelta
+
+    from service.store.repository import now
+
+    before = store.epochs_recorded()
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(job_id, "w1", 30, 3)
+    for epoch in (1, 2, 3):
+        assert store.record_epoch(job_id, "w1", {"epoch": epoch, "train_loss": 1.0})
+    assert store.epochs_recorded() == before + 3
+    assert store.epochs_recorded(since=now() - timedelta(seconds=60)) == 3
+    assert store.epochs_recorded(since=now() + timedelta(seconds=1)) == 0
 
 
 def test_delete_and_retention_on_both_backends(store: Repository) -> None:

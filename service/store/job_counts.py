@@ -1,0 +1,109 @@
+"""What GET /metrics reads of the jobs, at a cost that does not grow with the store's history.
+
+- The job duration histogram is kept as jobs finish: `job_durations` holds one row per
+  (final status, bucket), incremented in the transaction that finishes the job, so a scrape
+  reads a few dozen rows however many jobs have finished. Like any Prometheus histogram it only
+  grows: deleting a finished job leaves it counted.
+- Epochs trained: a counter in `store_counters`, incremented with each metrics row; the last
+  minute's epochs are counted through the index on job_metrics.at (rows of that minute only).
+- Jobs by status and queue: counted through the (status, queue) index (an index-only scan).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.store.tables import job_durations, job_metrics, jobs, store_counters
+
+# Upper bounds of the duration buckets, in seconds (Prometheus' `le`). Changing them leaves the
+# counts already kept under the old bounds; a scrape adds each to the first new bound above it.
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+EPOCHS = "epochs"
+# (status, started_at, finished_at) of a job that has just finished.
+Finished = tuple[str, datetime | None, datetime]
+
+
+def bucket(seconds: float) -> float:
+    """The upper bound of the bucket a duration falls in (infinity past the last)."""
+    return next((float(b) for b in DURATION_BUCKETS if seconds <= b), math.inf)
+
+
+def count_finished(conn: sa.Connection, finished: Iterable[Finished]) -> None:
+    """Add jobs that have just finished to the duration histogram, in the caller's transaction
+    (the one that finished them). A job that never started has no duration and is left out."""
+    for status, started_at, finished_at in finished:
+        if started_at is None:
+            continue
+        seconds = max((finished_at - started_at).total_seconds(), 0.0)
+        _upsert(conn, status, bucket(seconds), seconds)
+
+
+def _upsert(conn: sa.Connection, status: str, le: float, seconds: float) -> None:
+    insert: Any = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(job_durations)
+    stmt = insert.values(status=status, le=le, count=1, seconds=seconds)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[job_durations.c.status, job_durations.c.le],
+            set_={
+                "count": job_durations.c.count + 1,
+                "seconds": job_durations.c.seconds + stmt.excluded.seconds,
+            },
+        )
+    )
+
+
+def count_epoch(conn: sa.Connection) -> None:
+    """One more epoch trained (the counter's row is made by migration 0007)."""
+    conn.execute(
+        store_counters.update()
+        .where(store_counters.c.name == EPOCHS)
+        .values(value=store_counters.c.value + 1)
+    )
+
+
+def scrape_statements(dialect: str) -> dict[str, sa.Select[Any]]:
+    """The statements a scrape runs (bench/full_store.py shows their plans)."""
+    del dialect  # the same on both backends
+    return {
+        "jobs by status": sa.select(jobs.c.status, jobs.c.queue, sa.func.count()).group_by(
+            jobs.c.status, jobs.c.queue
+        ),
+        "durations": sa.select(
+            job_durations.c.status, job_durations.c.le, job_durations.c.count, job_durations.c.seconds
+        ),
+        "epochs": sa.select(store_counters.c.value).where(store_counters.c.name == EPOCHS),
+        "recent epochs": sa.select(sa.func.count())
+        .select_from(job_metrics)
+        .where(job_metrics.c.at > sa.bindparam("since", type_=job_metrics.c.at.type)),
+    }
+
+
+def status_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    rows = conn.execute(scrape_statements(conn.dialect.name)["jobs by status"])
+    return {(s, q): int(n) for s, q, n in rows}
+
+
+def histogram(conn: sa.Connection, buckets: Sequence[float]) -> dict[str, tuple[list[int], int, float]]:
+    """status → (cumulative count ≤ each of `buckets`, count, sum of seconds)."""
+    out: dict[str, tuple[list[int], int, float]] = {}
+    for status, le, n, seconds in conn.execute(scrape_statements(conn.dialect.name)["durations"]):
+        counts, total, total_s = out.get(status, ([0] * len(buckets), 0, 0.0))
+        for i, b in enumerate(buckets):
+            if le <= b:
+                counts[i] += int(n)
+        out[status] = (counts, total + int(n), total_s + float(seconds))
+    return out
+
+
+def epochs(conn: sa.Connection, since: datetime | None = None) -> int:
+    """Epochs trained in all, or metrics rows written after `since`."""
+    statements = scrape_statements(conn.dialect.name)
+    if since is None:
+        return int(conn.execute(statements["epochs"]).scalar() or 0)
+    return int(conn.execute(statements["recent epochs"], {"since": since}).scalar() or 0)
