@@ -43,7 +43,8 @@ class StoreCollector(Collector):
         queued: dict[str, int] = defaultdict(int)
         for (status, queue), n in counts.items():
             by_status[status] = by_status.get(status, 0) + n
-            queued[queue] += n if status == "queued" else 0
+            if queue:  # finished jobs are counted whatever their queue (under "")
+                queued[queue] += n if status == "queued" else 0
         jobs = GaugeMetricFamily("regtrain_jobs", "Jobs in the store, by status.", labels=["status"])
         for status, n in by_status.items():
             jobs.add_metric([status], n)

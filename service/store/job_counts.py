@@ -6,7 +6,9 @@
   grows: deleting a finished job leaves it counted.
 - Epochs trained: a counter in `store_counters`, incremented with each metrics row; the last
   minute's epochs are counted through the index on job_metrics.at (rows of that minute only).
-- Jobs by status and queue: counted through the (status, queue) index (an index-only scan).
+- Jobs by status: queued and running ones counted through the (status, queue) index (a range
+  of the few active jobs); finished ones in `store_counters` (`jobs:<status>`), moved in the
+  transactions that finish, re-queue or delete a job.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from service.store.tables import job_durations, job_metrics, jobs, store_counter
 # counts already kept under the old bounds; a scrape adds each to the first new bound above it.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 EPOCHS = "epochs"
+FINISHED = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
 # (status, started_at, finished_at) of a job that has just finished.
 Finished = tuple[str, datetime | None, datetime]
 
@@ -35,13 +39,27 @@ def bucket(seconds: float) -> float:
 
 
 def count_finished(conn: sa.Connection, finished: Iterable[Finished]) -> None:
-    """Add jobs that have just finished to the duration histogram, in the caller's transaction
-    (the one that finished them). A job that never started has no duration and is left out."""
+    """Count jobs that have just finished, in the caller's transaction (the one that finished
+    them): by status, and in the duration histogram where they started (a job cancelled or
+    failed while queued has no duration)."""
     for status, started_at, finished_at in finished:
-        if started_at is None:
-            continue
-        seconds = max((finished_at - started_at).total_seconds(), 0.0)
-        _upsert(conn, status, bucket(seconds), seconds)
+        _add(conn, f"jobs:{status}", 1)
+        if started_at is not None:
+            seconds = max((finished_at - started_at).total_seconds(), 0.0)
+            _upsert(conn, status, bucket(seconds), seconds)
+
+
+def uncount_finished(conn: sa.Connection, status: str) -> None:
+    """A finished job left `status` (deleted, or a broker_unavailable failure sent again). The
+    histogram keeps it: it counts jobs that finished, and a histogram only grows."""
+    _add(conn, f"jobs:{status}", -1)
+
+
+def _add(conn: sa.Connection, name: str, n: int) -> None:
+    """Move a counter (its row is made by migration 0007)."""
+    conn.execute(
+        store_counters.update().where(store_counters.c.name == name).values(value=store_counters.c.value + n)
+    )
 
 
 def _upsert(conn: sa.Connection, status: str, le: float, seconds: float) -> None:
@@ -59,20 +77,19 @@ def _upsert(conn: sa.Connection, status: str, le: float, seconds: float) -> None
 
 
 def count_epoch(conn: sa.Connection) -> None:
-    """One more epoch trained (the counter's row is made by migration 0007)."""
-    conn.execute(
-        store_counters.update()
-        .where(store_counters.c.name == EPOCHS)
-        .values(value=store_counters.c.value + 1)
-    )
+    """One more epoch trained."""
+    _add(conn, EPOCHS, 1)
 
 
 def scrape_statements(dialect: str) -> dict[str, sa.Select[Any]]:
     """The statements a scrape runs (bench/full_store.py shows their plans)."""
     del dialect  # the same on both backends
     return {
-        "jobs by status": sa.select(jobs.c.status, jobs.c.queue, sa.func.count()).group_by(
-            jobs.c.status, jobs.c.queue
+        "active jobs": sa.select(jobs.c.status, jobs.c.queue, sa.func.count())
+        .where(jobs.c.status.in_(ACTIVE))
+        .group_by(jobs.c.status, jobs.c.queue),
+        "finished jobs": sa.select(store_counters.c.name, store_counters.c.value).where(
+            store_counters.c.name.in_([f"jobs:{s}" for s in FINISHED])
         ),
         "durations": sa.select(
             job_durations.c.status, job_durations.c.le, job_durations.c.count, job_durations.c.seconds
@@ -85,8 +102,12 @@ def scrape_statements(dialect: str) -> dict[str, sa.Select[Any]]:
 
 
 def status_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
-    rows = conn.execute(scrape_statements(conn.dialect.name)["jobs by status"])
-    return {(s, q): int(n) for s, q, n in rows}
+    """{(status, queue): jobs}; finished jobs are counted whatever their queue, under queue ""."""
+    statements = scrape_statements(conn.dialect.name)
+    out = {(s, q): int(n) for s, q, n in conn.execute(statements["active jobs"])}
+    for name, n in conn.execute(statements["finished jobs"]):
+        out[(name.removeprefix("jobs:"), "")] = int(n)
+    return out
 
 
 def histogram(conn: sa.Connection, buckets: Sequence[float]) -> dict[str, tuple[list[int], int, float]]:

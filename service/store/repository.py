@@ -217,6 +217,7 @@ class Repository:
             outcome = leased.cancel(conn, jobs, job_id, tenant, at)
             if outcome == "cancelled":
                 conn.execute(job_history.insert().values(job_id=job_id, status="cancelled", at=at))
+                job_counts.count_finished(conn, [("cancelled", None, at)])
         return outcome
 
     @_rings
@@ -226,6 +227,7 @@ class Repository:
         with self._write() as conn:
             if leased.fail_queued(conn, jobs, job_id, error, at):
                 conn.execute(job_history.insert().values(job_id=job_id, status="failed", at=at))
+                job_counts.count_finished(conn, [("failed", None, at)])
 
     @_rings
     def requeue_unsent(self, job_id: str) -> bool:
@@ -237,6 +239,7 @@ class Repository:
                 conn.execute(
                     job_history.insert().values(job_id=job_id, status="queued", at=at, message="sent again")
                 )
+                job_counts.uncount_finished(conn, "failed")
         return done
 
     def metrics(self, job_id: str) -> list[Row]:
@@ -882,7 +885,8 @@ class Repository:
                 return "active"
             for child in (job_history, job_metrics, checkpoints):
                 conn.execute(child.delete().where(child.c.job_id == job_id))
-            conn.execute(jobs.delete().where(owned, jobs.c.status.in_(FINISHED)))
+            if conn.execute(jobs.delete().where(owned, jobs.c.status.in_(FINISHED))).rowcount:
+                job_counts.uncount_finished(conn, status)
         return "deleted"
 
     def delete_dataset(self, dataset_id: str, tenant: str) -> DeleteOutcome:

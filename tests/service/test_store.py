@@ -286,6 +286,8 @@ def test_a_dead_pooled_postgresql_connection_is_replaced_not_failed(pg_url: str)
         time.sleep(PING_AFTER_IDLE_S + 0.2)
         found = store.job_with_history(job_id, "t")
         assert found is not None and found[0]["id"] == job_id
+        # Leave the session's database as the other tests expect it: without this job.
+        assert store.cancel(job_id) == "cancelled" and store.delete_job(job_id, "t") == "deleted"
     finally:
         store.engine.dispose()
 
@@ -333,6 +335,13 @@ def test_the_duration_histogram_is_kept_as_jobs_finish(store: Repository) -> Non
     assert abs(histogram["succeeded"][2] - 42) < 1
     assert histogram["failed"][:2] == ([0, 1, 1, 1, 2], 2)
     assert "cancelled" not in histogram
+    # Jobs by status: the deleted one (the 4000 s failure) is gone, the cancelled-while-queued
+    # one counted.
+    counts = store.job_status_counts()
+    assert counts[("succeeded", "")] == 2 and counts[("failed", "")] == 1
+    assert counts[("cancelled", "")] == 1 and counts[("queued", "cpu")] == 1, counts
+    assert store.fail_queued(store.create_job(tenant="t", spec=SPEC, queue="gpu")["id"], {}) is None
+    assert store.job_status_counts()[("failed", "")] == 2
 
 
 def test_the_epoch_counter_counts_each_metrics_row_written(store: Repository) -> None:

@@ -1,5 +1,5 @@
-"""What /metrics reads, kept as jobs finish: the duration histogram (job_durations), the epochs
-counter (store_counters), and the indexes that count jobs by status and the last minute's
+"""What /metrics reads, kept as jobs finish: the duration histogram (job_durations), the counters
+of epochs and of finished jobs by status (store_counters), and the indexes that count jobs by status and the last minute's
 epochs without reading the whole history. Existing jobs and metrics rows are counted once, here.
 
 Revision ID: 0007
@@ -69,7 +69,14 @@ def upgrade() -> None:
         op.bulk_insert(durations, rows)
     metrics = sa.table("job_metrics", sa.column("job_id"))
     epochs = conn.execute(sa.select(sa.func.count()).select_from(metrics)).scalar() or 0
-    op.bulk_insert(counters, [{"name": "epochs", "value": int(epochs)}])
+    finished = dict.fromkeys(("succeeded", "failed", "cancelled"), 0)
+    by_status = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+    finished.update({s: int(n) for s, n in conn.execute(by_status) if s in finished})
+    op.bulk_insert(
+        counters,
+        [{"name": "epochs", "value": int(epochs)}]
+        + [{"name": f"jobs:{s}", "value": n} for s, n in finished.items()],
+    )
 
 
 def downgrade() -> None:
