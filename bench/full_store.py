@@ -1,21 +1,24 @@
 """What a full store costs: the API's reads on a store with 100,000 finished jobs (and their
 history and metrics rows) against the same reads on a nearly empty one, in the same run.
 
-1. Start the API (no worker) on a fresh store; submit a few jobs, finish them through the
-   store as a worker would; measure GET /v1/jobs/{id}, GET /v1/jobs?limit=50 and GET /metrics
-   (requests per second with wrk -t1 -c8 where installed, else Python clients).
-2. Bulk-insert --jobs finished jobs with SQL (not via the API), each with three history rows
-   and --epochs metrics rows; measure the same three requests again.
-3. Print each cost ratio full / empty (1/rps) against its target, and the query plans
-   (EXPLAIN) of the statements those routes run.
+1. Start two APIs (no worker), each on a fresh store; in each, submit 60 jobs and finish them
+   through the store as a worker would.
+2. Bulk-insert --jobs finished jobs with SQL (not via the API) into the second store, each
+   with three history rows and --epochs metrics rows.
+3. Measure GET /v1/jobs/{id}, GET /v1/jobs?limit=50 and GET /metrics on both (requests per
+   second with wrk -t1 -c8 where installed, else Python clients), the two stores taking turns,
+   --rounds times; print each cost ratio full / empty (the medians' 1/rps) against its target,
+   and the query plans (EXPLAIN) of the statements those routes run on the full store.
 
-Usage: python -m bench.full_store [--fleet] [--jobs 100000] [--epochs 5] [--seconds 3] [--json PATH]
+Usage: python -m bench.full_store [--fleet] [--jobs 100000] [--epochs 5] [--seconds 3] [--rounds 3]
+       [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -118,12 +121,22 @@ def _after_bulk_insert(engine: sa.Engine) -> None:
             conn.commit()
 
 
-def measure(svc: Live, job_id: str, seconds: float) -> dict[str, float]:
-    paths = {"job": f"/v1/jobs/{job_id}", "list": "/v1/jobs?limit=50", "metrics": "/metrics"}
-    with httpx.Client(base_url=svc.url, timeout=30) as http:
-        for path in paths.values():
-            http.get(path).raise_for_status()  # warm: every statement compiled and cached
-    return {name: _rps(svc.url, path, seconds, connections=8) for name, path in paths.items()}
+PATHS = {"job": "/v1/jobs/{id}", "list": "/v1/jobs?limit=50", "metrics": "/metrics"}
+
+
+def measure(stores: dict[str, tuple[Live, str]], seconds: float, rounds: int) -> dict[str, dict[str, float]]:
+    """Median requests per second of each route on each store, the stores taking turns, so
+    that a neighbour's load on the machine falls on both alike."""
+    for svc, job_id in stores.values():
+        with httpx.Client(base_url=svc.url, timeout=30) as http:
+            for path in PATHS.values():  # warm: every statement compiled and cached
+                http.get(path.format(id=job_id)).raise_for_status()
+    runs: dict[str, dict[str, list[float]]] = {side: {name: [] for name in PATHS} for side in stores}
+    for _ in range(rounds):
+        for name, path in PATHS.items():
+            for side, (svc, job_id) in stores.items():
+                runs[side][name].append(_rps(svc.url, path.format(id=job_id), seconds, connections=8))
+    return {side: {name: statistics.median(v) for name, v in by.items()} for side, by in runs.items()}
 
 
 def plans(store_url: str) -> dict[str, list[str]]:
@@ -143,8 +156,9 @@ def plans(store_url: str) -> dict[str, list[str]]:
     explain = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
     with engine.connect() as conn:
         for name, stmt in statements.items():
-            compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": False})
-            params = {"job_id": "x", "tenant": "default", **compiled.params}
+            compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+            values = {"job_id": "x", "tenant": "default", "since": datetime.now(UTC).replace(tzinfo=None)}
+            params = {**compiled.params, **{k: v for k, v in values.items() if k in compiled.params}}
             rows = conn.exec_driver_sql(explain + str(compiled), _driver_params(compiled, params)).all()
             out[name] = [" ".join(str(c) for c in r) for r in rows]
     engine.dispose()
@@ -163,17 +177,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--fleet", action="store_true", help="PostgreSQL (+ Redis) instead of SQLite")
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--epochs", type=int, default=5, help="metrics rows per bulk job")
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="per wrk run")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per route and store (the median counts)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     out: dict[str, Any] = {"backend": "postgresql" if args.fleet else "sqlite", "jobs": args.jobs}
-    with live(args.fleet, workers=0) as svc:
-        store_url = svc.env.get("REGTRAIN_DATABASE_URL") or f"sqlite:///{svc.root / 'data' / 'regtrain.db'}"
-        job_id = _finish_some(store_url, 60)
-        out["empty_rps"] = measure(svc, job_id, args.seconds)
-        out["insert_s"] = round(bulk_insert(store_url, args.jobs, args.epochs), 1)
-        out["full_rps"] = measure(svc, job_id, args.seconds)
-        out["plans"] = plans(store_url)
+    with live(args.fleet, workers=0) as empty, live(args.fleet, workers=0) as full:
+        stores = {}
+        for side, svc in (("empty", empty), ("full", full)):
+            url = svc.env.get("REGTRAIN_DATABASE_URL") or f"sqlite:///{svc.root / 'data' / 'regtrain.db'}"
+            stores[side] = (svc, _finish_some(url, 60))
+        full_url = full.env.get("REGTRAIN_DATABASE_URL") or f"sqlite:///{full.root / 'data' / 'regtrain.db'}"
+        out["insert_s"] = round(bulk_insert(full_url, args.jobs, args.epochs), 1)
+        rps = measure(stores, args.seconds, args.rounds)
+        out["empty_rps"], out["full_rps"] = rps["empty"], rps["full"]
+        out["plans"] = plans(full_url)
     out["cost_ratio"] = {k: out["empty_rps"][k] / out["full_rps"][k] for k in TARGETS}
     print(f"backend {out['backend']}: {args.jobs:,} finished jobs inserted in {out['insert_s']} s")
     for name, target in TARGETS.items():
