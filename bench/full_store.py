@@ -21,6 +21,7 @@ import json
 import statistics
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,14 +58,20 @@ def _finish_some(store_url: str, n: int) -> str:
 
 
 def bulk_insert(store_url: str, jobs_n: int, epochs: int, batch: int = 5000) -> float:
-    """Insert jobs_n finished jobs (three history rows, `epochs` metrics rows each) with SQL;
-    the seconds it took. Older than every job the API made, as a store's history is."""
+    """Insert jobs_n finished jobs (three history rows, `epochs` metrics rows each) with SQL,
+    and count them as their finishes would have (job_counts); the seconds it took. Older than
+    every job the API made, as a store's history is."""
+    from service.store import job_counts
     from service.store.engine import make_engine
-    from service.store.tables import job_history, job_metrics, jobs
+    from service.store.tables import job_history, job_metrics, jobs, store_counters
 
     engine = make_engine(store_url)
     t0 = time.perf_counter()
     base = datetime(2026, 1, 1, tzinfo=UTC)
+    # What the finishes would have counted (job_counts): by status, and each duration's bucket.
+    by_status: Counter[str] = Counter()
+    durations: Counter[tuple[str, float]] = Counter()
+    seconds_in: Counter[tuple[str, float]] = Counter()
     with engine.begin() as conn:
         for start in range(0, jobs_n, batch):
             job_rows, hist_rows, metric_rows = [], [], []
@@ -73,6 +80,11 @@ def bulk_insert(store_url: str, jobs_n: int, epochs: int, batch: int = 5000) -> 
                 created = base + timedelta(seconds=i)
                 started, finished = created + timedelta(seconds=1), created + timedelta(seconds=2 + i % 4000)
                 status = ("succeeded", "failed", "cancelled")[i % 3]
+                seconds = (finished - started).total_seconds()
+                key = (status, job_counts.bucket(seconds))
+                by_status[status] += 1
+                durations[key] += 1
+                seconds_in[key] += seconds
                 job_rows.append(
                     {
                         "id": job_id,
@@ -105,6 +117,19 @@ def bulk_insert(store_url: str, jobs_n: int, epochs: int, batch: int = 5000) -> 
             conn.execute(jobs.insert(), job_rows)
             conn.execute(job_history.insert(), hist_rows)
             conn.execute(job_metrics.insert(), metric_rows)
+        for (status, le), n in durations.items():
+            job_counts.add_durations(conn, status, le, n, seconds_in[(status, le)])
+        for status, n in by_status.items():
+            conn.execute(
+                store_counters.update()
+                .where(store_counters.c.name == f"jobs:{status}")
+                .values(value=store_counters.c.value + n)
+            )
+        conn.execute(
+            store_counters.update()
+            .where(store_counters.c.name == job_counts.EPOCHS)
+            .values(value=store_counters.c.value + jobs_n * epochs)
+        )
     _after_bulk_insert(engine)
     engine.dispose()
     return time.perf_counter() - t0

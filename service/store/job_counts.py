@@ -46,7 +46,7 @@ def count_finished(conn: sa.Connection, finished: Iterable[Finished]) -> None:
         _add(conn, f"jobs:{status}", 1)
         if started_at is not None:
             seconds = max((finished_at - started_at).total_seconds(), 0.0)
-            _upsert(conn, status, bucket(seconds), seconds)
+            add_durations(conn, status, bucket(seconds), 1, seconds)
 
 
 def uncount_finished(conn: sa.Connection, status: str) -> None:
@@ -62,14 +62,15 @@ def _add(conn: sa.Connection, name: str, n: int) -> None:
     )
 
 
-def _upsert(conn: sa.Connection, status: str, le: float, seconds: float) -> None:
+def add_durations(conn: sa.Connection, status: str, le: float, n: int, seconds: float) -> None:
+    """n more jobs of `status` in bucket `le`, lasting `seconds` in all (an upsert)."""
     insert: Any = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(job_durations)
-    stmt = insert.values(status=status, le=le, count=1, seconds=seconds)
+    stmt = insert.values(status=status, le=le, count=n, seconds=seconds)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[job_durations.c.status, job_durations.c.le],
             set_={
-                "count": job_durations.c.count + 1,
+                "count": job_durations.c.count + stmt.excluded.count,
                 "seconds": job_durations.c.seconds + stmt.excluded.seconds,
             },
         )

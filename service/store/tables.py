@@ -96,8 +96,10 @@ jobs = sa.Table(
     # Added by migration 0003: when the job's message was last sent (see Repository.reap).
     sa.Column("enqueued_at", UTCDateTime),
     *_indexes("jobs"),
-    # Added by migration 0007: /metrics counts jobs by status and queue from this index alone.
+    # Added by migration 0007: /metrics counts jobs by status and queue from this index alone;
+    # a tenant's newest jobs (GET /v1/jobs) are a range of the second, however many others have.
     sa.Index("ix_jobs_status_queue", "status", "queue"),
+    sa.Index("ix_jobs_tenant_seq", "tenant", "seq"),
     # Added by migration 0005: the job's own webhook secret (notify.secret), never served.
     sa.Column("notify_secret", sa.String(200)),
 )

@@ -1,6 +1,7 @@
-"""What /metrics reads, kept as jobs finish: the duration histogram (job_durations), the counters
-of epochs and of finished jobs by status (store_counters), and the indexes that count jobs by status and the last minute's
-epochs without reading the whole history. Existing jobs and metrics rows are counted once, here.
+"""What /metrics reads, kept as jobs finish: the duration histogram (job_durations), the
+counters of epochs and of finished jobs by status (store_counters), and the indexes that count
+the active jobs, the last minute's epochs and a tenant's newest jobs without reading the whole
+history. Existing jobs and metrics rows are counted once, here.
 
 Revision ID: 0007
 Revises: 0006
@@ -37,6 +38,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_job_metrics_at", "job_metrics", ["at"])
     op.create_index("ix_jobs_status_queue", "jobs", ["status", "queue"])
+    op.create_index("ix_jobs_tenant_seq", "jobs", ["tenant", "seq"])
 
     conn = op.get_bind()
     jobs = sa.table(
@@ -80,6 +82,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_tenant_seq", "jobs")
     op.drop_index("ix_jobs_status_queue", "jobs")
     op.drop_index("ix_job_metrics_at", "job_metrics")
     op.drop_table("store_counters")
