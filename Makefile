@@ -33,6 +33,7 @@ up: install
 test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: install

@@ -1,4 +1,4 @@
-"""CSV parsing: the former Python reader (bench/legacy_csv.py) against pyarrow (service/tabular.py).
+"""CSV parsing: the former Python reader (bench/legacy_csv.py) against pyarrow (service/data/tabular.py).
 
     python -m bench.parse [--rows 190000] [--features 24] [--json PATH]
 
@@ -33,7 +33,7 @@ if which == "old":
     from bench.legacy_csv import parse_csv
     run = lambda: parse_csv(path.read_bytes(), "label")
 else:
-    from service.datafile import parse_csv
+    from service.data.datafile import parse_csv
     import pyarrow  # imported before the baseline RSS, like the old reader's numpy
     run = lambda: parse_csv(path, "label", max_rows=10**7, max_columns=10**4)
 before = rss()

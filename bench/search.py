@@ -44,8 +44,8 @@ def _base(epochs: int, device: str) -> dict[str, Any]:
 
 
 def _run(sweep_doc: dict[str, Any], store_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    from service.contract.sweep_spec import SweepSpec, expand
     from service.store import open_store
-    from service.sweep_spec import SweepSpec, expand
     from worker.training.sweep import SweepCallbacks, run_sweep
 
     sweep = SweepSpec.model_validate(sweep_doc)

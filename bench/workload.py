@@ -23,7 +23,7 @@ def tensors() -> tuple[Any, Any]:
 
 def prepared() -> Any:
     """The data as the engine takes it: all of it to train on, no validation or test split."""
-    from service.architecture import DataShape
+    from service.contract.architecture import DataShape
     from worker.training.data import Prepared, Standardization
 
     X, y = tensors()
@@ -45,7 +45,7 @@ def prepared() -> Any:
 
 def spec(batch: int, device: str, epochs: int, **regularization: float) -> Any:
     """The tutorial's JobSpec; regularization overrides l1/l2."""
-    from service.spec import JobSpec
+    from service.contract.spec import JobSpec
 
     return JobSpec.model_validate(
         {

@@ -1,1 +1,2 @@
-"""regtrain's API side: the JobSpec contract, the store, the HTTP routes and the CLI."""
+"""regtrain's server side, in rooms named for layers (docs/ARCHITECTURE.md): contract, data, store,
+queue, notify, submission, api and cli. The worker and its engine live in worker/."""

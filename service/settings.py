@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         description="The secret of tenant `default` (a server without REGTRAIN_API_KEYS), kept for "
         "older installs; with keys, give each tenant its own in REGTRAIN_WEBHOOK_SECRETS.",
     )
+    webhook_history_s: float = Field(
+        7 * 86400,
+        gt=0,
+        description="How long a delivered or failed webhook delivery stays in the store (seconds); "
+        "every worker's reaper deletes older ones, so the outbox does not grow with the store's history.",
+    )
     webhook_private_targets: bool | None = Field(
         None,
         description="May webhooks go to loopback, private or link-local addresses? Unset: only "

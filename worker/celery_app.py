@@ -1,7 +1,7 @@
-"""The worker's Celery app: the same configuration the API sends with (service.broker), plus
+"""The worker's Celery app: the same configuration the API sends with (service.queue.broker), plus
 the tasks and the hooks that start the store and the reaper in the worker process.
 
-Start it with `regtrain worker` (one process per GPU, solo pool): see service/cli.py.
+Start it with `regtrain worker` (one process per GPU, solo pool): see service/cli/main.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from celery import signals
 from celery.exceptions import Reject
 
-from service.broker import make_celery
+from service.queue.broker import make_celery
 from service.settings import get_settings
 
 log = logging.getLogger("regtrain.worker")

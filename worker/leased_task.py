@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import sqlalchemy as sa
 from celery.exceptions import Reject
 
+from service.contract.errors import ErrorType
 from worker.celery_app import app
 from worker.lease import Lease
 from worker.runtime import Runtime
@@ -83,7 +84,7 @@ def hold(rt: Runtime, lease_class: type[Lease], row_id: str) -> Lease:
 
 def bad_spec(e: Exception) -> dict[str, Any]:
     """The error of a stored spec that no longer validates (final: another attempt fails alike)."""
-    return {"type": "bad_spec", "message": str(e)[:2000]}
+    return {"type": ErrorType.BAD_SPEC, "message": str(e)[:2000]}
 
 
 def run_engine(
@@ -120,7 +121,7 @@ def run_engine(
         # A bug, not a user's error: fail `internal` (retrying would only repeat it), and this
         # process lives on to take the next message.
         log.exception("%s %s: unexpected error", kind, row_id)
-        fail({"type": "internal", "message": f"{type(e).__name__}: {e}"[:2000]})
+        fail({"type": ErrorType.INTERNAL, "message": f"{type(e).__name__}: {e}"[:2000]})
     finally:
         _release_accelerator_memory()
     return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.search_space import Pruner
+from service.contract.search_space import Pruner
 
 
 class RungRule:

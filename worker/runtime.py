@@ -13,11 +13,11 @@ from functools import cached_property, lru_cache
 import sqlalchemy as sa
 from celery import Celery
 
-from service.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
-from service.doorbell import Doorbell
+from service.notify.listeners import tell_on_change
+from service.notify.webhooks import WebhookSender
+from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
-from service.webhooks import Webhooks, WebhookSender
 
 log = logging.getLogger("regtrain.worker")
 
@@ -34,9 +34,7 @@ class Runtime:
     @cached_property
     def store(self) -> Repository:
         store = open_store(self.settings.store_url)
-        self.webhooks = WebhookSender(self.settings, store)
-        # After each change to a job: wake its event streams (a fleet), send its webhooks.
-        store.listeners += [Doorbell(self.settings).ring, Webhooks(store, self.webhooks)]
+        self.webhooks = tell_on_change(store, self.settings)
         return store
 
     def start_reaper(self, app: Celery) -> None:
@@ -68,6 +66,9 @@ class Runtime:
             log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
             app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
         self._resend_lost(app)
+        gone = self.webhooks.outbox.purge(s.webhook_history_s)
+        if gone:
+            log.info("webhooks: %d ended deliveries older than %gs deleted", gone, s.webhook_history_s)
 
     def _resend_lost(self, app: Celery) -> None:
         """Messages the broker lost (a Redis restart, a send that failed after the store had

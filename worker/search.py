@@ -17,17 +17,17 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
 from sqlalchemy import event as sa_event
 
-from service.architecture import SpecError
-from service.search_space import Dimension, Pruner, ordered, study_name, trial_spec
+from service.contract.errors import ErrorType, SpecError
+from service.contract.search_space import Dimension, Pruner, ordered, study_name, trial_spec
+from service.contract.sweep_spec import SweepSpec, Trial
 from service.store import Repository
-from service.sweep_spec import SweepSpec, Trial
 from worker.leased_task import finite, outcome_fields
 from worker.pruning import GapRule, RungRule
 
@@ -136,7 +136,9 @@ def run_search(
 ) -> str:
     """Ask, train and tell until `trials` trials have ended: "succeeded" or "cancelled"."""
     assert sweep.space is not None
-    directions = ["maximize" if o.mode == "max" else "minimize" for o in sweep.objectives]
+    directions: list[Literal["minimize", "maximize"]] = [
+        "maximize" if o.mode == "max" else "minimize" for o in sweep.objectives
+    ]
     mode = sweep.primary.mode
     folds = max(sweep.cv_folds, 1)
     max_steps = folds * sweep.base.training.epochs
@@ -183,7 +185,7 @@ def run_search(
                 batch.append(Trial(ot.number, params, trial_spec(sweep, params)))
             except (ValidationError, KeyError, SpecError) as e:
                 study.tell(ot, state=TrialState.FAIL)
-                error = {"type": "bad_params", "message": str(e)[:2000]}
+                error = {"type": ErrorType.BAD_PARAMS, "message": str(e)[:2000]}
                 store.record_trial(sweep_id, owner, ot.number, status="failed", error=error)
         if batch and _train_unit(ctx, asked, batch) == "cancelled":
             return "cancelled"

@@ -15,13 +15,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service import jobs, selection
-from service.broker import RUN_SWEEP_TASK, Broker
-from service.errors import ApiError, Unavailable
-from service.search_space import trial_spec
+from service.contract import selection
+from service.contract.errors import DomainError, ErrorType, SpecError, Unavailable
+from service.contract.search_space import trial_spec
+from service.contract.selection import leaderboard
+from service.contract.sweep_spec import SweepSpec, Trial, best_job_spec, expand
+from service.queue.broker import RUN_SWEEP_TASK, Broker
 from service.store.repository import SweepClaim
-from service.sweep_spec import SweepError, SweepSpec, Trial, best_job_spec, expand
-from service.sweeps import leaderboard
+from service.submission import jobs
 from worker import leased_task
 from worker.celery_app import app
 from worker.lease import SweepLease
@@ -52,7 +53,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     try:
         sweep = SweepSpec.model_validate(claim.spec)
         trials = expand(sweep, None, settings.max_parameters)
-    except (ValidationError, SweepError) as e:
+    except (ValidationError, SpecError) as e:
         store.finish_sweep(sweep_id, owner, "failed", error=leased_task.bad_spec(e))
         return
     search = sweep.space is not None
@@ -111,7 +112,10 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         )
         return
     if best is None:
-        error = {"type": "no_trial_succeeded", "message": "every trial failed; see each trial's error"}
+        error: dict[str, Any] | None = {
+            "type": ErrorType.NO_TRIAL_SUCCEEDED,
+            "message": "every trial failed; see each trial's error",
+        }
         store.finish_sweep(sweep_id, owner, "failed", error=error)
         return
     chosen = by_index[best]
@@ -151,10 +155,10 @@ def _retrain(
                 if attempt + 1 == RETRAIN_SEND_TRIES or rt.shutdown.wait(2.0):
                     raise
         raise AssertionError("unreachable")
-    except (ApiError, ValidationError) as e:
+    except (DomainError, ValidationError) as e:
         existing = store.job_by_idempotency_key(claim.tenant, key)
         if existing is not None:  # created, then refused by the broker: the job says why
             return str(existing["id"]), None
-        detail = e.detail if isinstance(e, ApiError) else str(e)
+        detail = e.detail if isinstance(e, DomainError) else str(e)
         log.warning("sweep %s: the retrain of trial %d was refused: %s", claim.sweep_id, trial.index, detail)
-        return None, {"type": "retrain_refused", "message": str(detail)[:2000]}
+        return None, {"type": ErrorType.RETRAIN_REFUSED, "message": str(detail)[:2000]}

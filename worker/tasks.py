@@ -12,8 +12,8 @@ import math
 
 from pydantic import ValidationError
 
-from service.broker import RUN_JOB_TASK
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
+from service.queue.broker import RUN_JOB_TASK
 from worker import leased_task, retention
 from worker.celery_app import app
 from worker.lease import Lease

@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.architecture import SpecError, check_feasible, known_shape
+from service.contract.architecture import check_feasible, known_shape
+from service.contract.errors import SpecError
+from service.contract.spec import JobSpec
 from service.settings import get_settings
-from service.spec import JobSpec
 from worker.training.errors import TrainingError
 from worker.training.runner import Callbacks, run_job
 

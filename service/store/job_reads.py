@@ -9,6 +9,7 @@ a read skips building and hashing the query, which cost as much as running it on
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,8 +37,10 @@ def history_column(dialect: str) -> sa.ScalarSelect[Any]:
     return sa.select(sa.type_coerce(array, sa.JSON)).where(h.c.job_id == jobs.c.id).scalar_subquery()
 
 
+@functools.cache
 def by_id(dialect: str, *, tenant: bool) -> sa.Select[Any]:
-    """One job with its `history`; bound parameters `job_id` (and `tenant`)."""
+    """One job with its `history`; bound parameters `job_id` (and `tenant`). Built once per
+    dialect and kind (see the module's docstring)."""
     query = sa.select(jobs, history_column(dialect).label("history")).where(
         jobs.c.id == sa.bindparam("job_id")
     )

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from service.contract.errors import ErrorType
+
 FINISHED = ("succeeded", "failed", "cancelled")
 CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
 Row = dict[str, Any]
@@ -120,7 +122,7 @@ def fail_queued(
     return done is not None
 
 
-UNSENT = "broker_unavailable"  # the error of a row whose message could not be sent
+UNSENT = ErrorType.BROKER_UNAVAILABLE  # the error of a row whose message could not be sent
 
 
 def requeue_unsent(conn: sa.Connection, table: sa.Table, row_id: str, at: datetime) -> bool:
@@ -228,7 +230,7 @@ def expire(conn: sa.Connection, table: sa.Table, max_attempts: int, at: datetime
     """Deal with running rows whose lease expired (their worker died): cancel the ones flagged
     for cancel, fail worker_lost the ones out of attempts, put the rest back on the queue."""
     expired = (table.c.status == "running") & (table.c.lease_expires_at < at)
-    lost = {"type": "worker_lost", "message": f"the worker stopped answering, {max_attempts} times"}
+    lost = {"type": ErrorType.WORKER_LOST, "message": f"the worker stopped answering, {max_attempts} times"}
     transitions: list[Transition] = []
     for status, cond, values in (
         ("cancelled", table.c.cancel_requested, {"finished_at": at}),

@@ -44,11 +44,6 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         conn.commit()
 
 
-def current_revision(conn: sa.Connection) -> str | None:
-    """regtrain's recorded revision (None on an empty database)."""
-    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-
-
 def _move_revision(conn: sa.Connection) -> None:
     """A database migrated before regtrain had a version table of its own: stamp its revision
     in `regtrain_alembic_version` and take it out of `alembic_version` (dropped once empty,

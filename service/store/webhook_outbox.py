@@ -1,5 +1,5 @@
 """Webhook deliveries as rows: written with the change they announce, sent by whichever process
-claims them (service/webhooks.py), so a delivery outlives the process that scheduled it.
+claims them (service/notify/webhooks.py), so a delivery outlives the process that scheduled it.
 
 A delivery is leased like a job: a sender claims due rows with a conditional UPDATE (so two
 processes never send one at once) and holds them for the delivery's deadline; a sender that dies
@@ -91,6 +91,17 @@ class WebhookOutbox:
 
     # Each outcome is written only by the try that holds the delivery (its claim's attempt
     # number): a sender whose lease lapsed mid-request cannot undo a later sender's claim.
+
+    def purge(self, older_than_s: float, limit: int = 1000) -> int:
+        """Delete up to `limit` delivered or failed deliveries that ended more than
+        `older_than_s` ago; how many went. Bounded so one pass never holds the lock long."""
+        cutoff = now() - timedelta(seconds=older_than_s)
+        ended = sa.select(deliveries.c.id).where(
+            deliveries.c.status.in_(("delivered", "failed")), deliveries.c.finished_at < cutoff
+        )
+        with self._write() as conn:
+            doomed = ended.limit(limit).scalar_subquery()
+            return conn.execute(deliveries.delete().where(deliveries.c.id.in_(doomed))).rowcount
 
     def delivered(self, d: Delivery) -> None:
         self._end(d, "delivered", None)

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from service.spec import JobSpec
-from worker.training.data import Prepared, prepare, wants_images
+from service.contract.architecture import wants_images
+from service.contract.spec import JobSpec
+from worker.training.data import Prepared, prepare
 
 
 @pytest.fixture(scope="session", autouse=True)

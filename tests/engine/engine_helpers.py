@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.spec import JobSpec
+import torch
+
+from service.contract.spec import JobSpec
+from worker.training.regularization import Penalty
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -50,3 +53,11 @@ def example(name: str, **parts: Any) -> JobSpec:
 
 def without_timing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def penalty_term(penalty: Penalty) -> torch.Tensor:
+    """The penalty as a differentiable term, the reference the engine's own gradient
+    (Penalty.add_gradient, folded weight decay, proximal steps) is checked against."""
+    params = penalty.params
+    start = torch.zeros((), device=params[0].device) if params else torch.zeros(())
+    return sum((penalty.l1 * p.abs().sum() + penalty.l2 * p.square().sum() for p in params), start=start)

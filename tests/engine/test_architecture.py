@@ -1,11 +1,11 @@
-"""Shape arithmetic of service.architecture: refusals name their field (SpecError.loc)."""
+"""Shape arithmetic of service.contract.architecture: refusals name their field (SpecError.loc)."""
 
 from __future__ import annotations
 
 import pytest
 from engine_helpers import make_spec
 
-from service.architecture import (
+from service.contract.architecture import (
     BUILTIN_SHAPES,
     SpecError,
     check_feasible,

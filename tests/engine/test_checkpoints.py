@@ -13,10 +13,11 @@ import torch
 from engine_helpers import make_spec
 from safetensors import safe_open
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
-from worker.training.loop import KEEP_EPOCH_CHECKPOINTS, evaluate
+from worker.training.evaluation import evaluate
+from worker.training.loop import KEEP_EPOCH_CHECKPOINTS
 from worker.training.models import create_model
 from worker.training.runner import Callbacks, JobOutcome, run_job
 
@@ -26,7 +27,7 @@ Prepare = Callable[[JobSpec], Prepared]
 def evaluate_checkpoint(spec: JobSpec, data: Prepared, path: Path) -> dict[str, float]:
     """Load a checkpoint into a fresh model of the spec and evaluate it on the test split."""
     model = create_model(spec, data.shape)
-    ckpt.load_into(model, path)
+    model.load_state_dict(ckpt.read_weights(path))
     ev = evaluate(
         model,
         torch.as_tensor(data.X_test),
@@ -189,7 +190,7 @@ def test_epoch_metrics_are_those_of_the_epoch_weights_in_eval_mode(
     folder = work / "checkpoints"
     row = ckpt.read_sidecar(folder, "epoch-5")["metrics"]
     model = create_model(spec, data.shape)
-    ckpt.load_into(model, folder / "epoch-5.safetensors")
+    model.load_state_dict(ckpt.read_weights(folder / "epoch-5.safetensors"))
     model.train()  # evaluate() must switch to eval mode itself
     ev = evaluate(
         model,

@@ -7,7 +7,7 @@ import pytest
 from engine_helpers import make_spec
 from pydantic import ValidationError
 
-from service.datafile import DataError, ParsedDataset
+from service.data.datafile import DataError, ParsedDataset
 from worker.training.data import Standardization, prepare, split_and_standardize
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.datafile import DataError, load_canonical, parse_csv, parse_npz, parse_upload, save_canonical
+from service.data.datafile import (
+    DataError,
+    load_canonical,
+    parse_csv,
+    parse_npz,
+    parse_upload,
+    save_canonical,
+)
 
 LIMITS = {"max_rows": 10_000, "max_columns": 100}
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 from worker.training.data import prepare
 from worker.training.export import export
 from worker.training.inference import Predictor

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 from worker.training.data import prepare
 from worker.training.loop import Callbacks, fit
 from worker.training.optim import create_optimizer, folds_l2

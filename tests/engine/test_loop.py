@@ -10,7 +10,7 @@ import pytest
 import torch
 from engine_helpers import make_spec, without_timing
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 from worker.training import checkpoints as ckpt
 from worker.training.errors import TrainingError
 from worker.training.runner import Callbacks, JobOutcome, run_job

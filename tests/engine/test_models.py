@@ -1,4 +1,4 @@
-"""Models: the engine builds exactly what service.architecture plans (same parameter count),
+"""Models: the engine builds exactly what service.contract.architecture plans (same parameter count),
 with dropout on hidden activations only."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from service.architecture import BUILTIN_SHAPES, DataShape, SpecError, parameter_count, plan_model
+from service.contract.architecture import BUILTIN_SHAPES, DataShape, parameter_count, plan_model
+from service.contract.errors import SpecError
 from worker.training.models import create_model
 
 
@@ -151,3 +152,25 @@ def test_planned_parameter_count_equals_the_built_model(case: tuple[dict[str, An
     assert parameter_count(plan) == n_params(model)
     assert len(model) == len(plan)
     assert_no_dropout_after_last_linear(model)
+
+
+def test_every_model_type_the_spec_accepts_has_a_registered_planner() -> None:
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    from service.contract.architecture import MODEL_TYPES
+    from service.contract.spec import JobSpec
+
+    def members(tp: object) -> list[type[BaseModel]]:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return [tp]
+        return [m for arg in get_args(tp) for m in members(arg)]
+
+    accepted = {
+        value
+        for cls in members(JobSpec.model_fields["model"].annotation)
+        for value in get_args(cls.model_fields["type"].annotation)
+    }
+    assert accepted == {"mlp", "cnn", "sequential"}
+    assert set(MODEL_TYPES) == accepted

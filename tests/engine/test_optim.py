@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from engine_helpers import make_spec
 
-from service.spec import JobSpec
+from service.contract.spec import JobSpec
 from worker.training.data import Prepared
 from worker.training.loop import Callbacks, fit
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from engine_helpers import BASE, make_spec, merge
 
-from service.architecture import BUILTIN_SHAPES
-from service.sweep_spec import SweepSpec, Trial, expand
+from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.sweep_spec import SweepSpec, Trial, expand
 from worker.training.data import load_dataset, split_and_standardize
 from worker.training.stacked import StackedTrainer
 from worker.training.sweep import SweepCallbacks, run_sweep

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import torch
-from engine_helpers import make_spec, without_timing
+from engine_helpers import make_spec, penalty_term, without_timing
 from torch import nn
 
-from service.architecture import BUILTIN_SHAPES
-from service.spec import JobSpec
+from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.spec import JobSpec
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
 from worker.training.loop import Callbacks, FitResult, fit
@@ -88,11 +88,11 @@ def test_1_l2_penalty_is_lambda_sum_of_squares_with_gradient_2_lambda_w() -> Non
     penalty = Penalty(inside, 0.0, lam, "subgradient")
     expected = lam * sum(float((w.detach().double() ** 2).sum()) for w in weights_of(model))
     assert float(penalty.value()) == pytest.approx(expected, rel=1e-5)
-    assert float(penalty.term().detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(penalty_term(penalty).detach()) == pytest.approx(expected, rel=1e-5)
     # not the tutorial's λ·‖w‖ (the norm, not its square)
     assert expected != pytest.approx(lam * sum(float(w.detach().norm()) for w in weights_of(model)), rel=1e-3)
 
-    grads = torch.autograd.grad(penalty.term(), inside)
+    grads = torch.autograd.grad(penalty_term(penalty), inside)
     for w, g in zip(inside, grads, strict=True):
         torch.testing.assert_close(g, 2 * lam * w.detach())
     zero_grads(model)
@@ -129,7 +129,7 @@ def test_2_l1_gradient_is_lambda_sign_w() -> None:
     penalty = Penalty(inside, lam, 0.0, "subgradient")
     expected = lam * sum(float(w.detach().abs().sum()) for w in weights_of(model))
     assert float(penalty.value()) == pytest.approx(expected, rel=1e-5)
-    for w, g in zip(inside, torch.autograd.grad(penalty.term(), inside), strict=True):
+    for w, g in zip(inside, torch.autograd.grad(penalty_term(penalty), inside), strict=True):
         torch.testing.assert_close(g, lam * torch.sign(w.detach()))
     zero_grads(model)
     penalty.add_gradient()
@@ -204,7 +204,7 @@ def sgd_steps(l2: float, weight_decay: float, explicit: bool = False, steps: int
     for _ in range(steps):
         optimizer.zero_grad()
         loss = nn.functional.cross_entropy(model(X), y)
-        (loss + reference.term() if explicit else loss).backward()
+        (loss + penalty_term(reference) if explicit else loss).backward()
         penalty.add_gradient()
         optimizer.step()
     return [p.detach().clone() for p in model.parameters()]
@@ -273,7 +273,7 @@ def adam_like(
             zero_grads(model)
         else:
             loss = nn.functional.cross_entropy(model(X), y)
-            (loss + reference.term() if explicit else loss).backward()
+            (loss + penalty_term(reference) if explicit else loss).backward()
         penalty.add_gradient()
         optimizer.step()
     return before, [p.detach().clone() for p in model.parameters()]

@@ -11,7 +11,7 @@ import pytest
 from engine_helpers import example, make_spec
 from sklearn.datasets import load_iris
 
-from service.datafile import parse_csv, parse_npz, save_canonical
+from service.data.datafile import parse_csv, parse_npz, save_canonical
 from worker.training.checkpoints import read_sidecar
 from worker.training.runner import Callbacks, run_job
 

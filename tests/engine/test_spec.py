@@ -9,7 +9,7 @@ import pytest
 from engine_helpers import BASE, make_spec, merge
 from pydantic import ValidationError
 
-from service.spec import MAX_EPOCHS, JobSpec
+from service.contract.spec import MAX_EPOCHS, JobSpec
 
 
 def errors_of(raw: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from engine_helpers import BASE, make_spec, merge, without_timing
 
-from service.architecture import BUILTIN_SHAPES
-from service.datafile import ParsedDataset
-from service.spec import JobSpec
-from service.sweep_spec import SweepSpec, Trial, expand
+from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.spec import JobSpec
+from service.contract.sweep_spec import SweepSpec, Trial, expand
+from service.data.datafile import ParsedDataset
 from worker.training import sweep as sweep_module
 from worker.training.data import Prepared, Standardization, cv_folds, load_dataset, split_and_standardize
 from worker.training.errors import TrainingError

@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.architecture import BUILTIN_SHAPES
-from service.stacking import group_key, not_stackable, vectorize_refusal
-from service.sweep_spec import MAX_TRIALS, SweepError, SweepSpec, best_job_spec, expand
+from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.errors import SpecError
+from service.contract.stacking import group_key, not_stackable, vectorize_refusal
+from service.contract.sweep_spec import MAX_TRIALS, SweepSpec, best_job_spec, expand
 
 IRIS = BUILTIN_SHAPES["iris"]
 MAX_PARAMETERS = 10_000_000
@@ -195,7 +196,7 @@ def test_cv_folds_without_a_validation_split_is_fine() -> None:
 
 @pytest.mark.parametrize("path", ["regularization.l3", "model.nope", "nope.l2", "regularization.l2.x"])
 def test_unknown_field_path_is_named(path: str) -> None:
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         trials_of(grid={path: [0.1]})
     assert e.value.loc == ("grid", path)
     assert "unknown field path" in e.value.message
@@ -203,10 +204,10 @@ def test_unknown_field_path_is_named(path: str) -> None:
 
 
 def test_unknown_field_path_in_random_and_path_searches() -> None:
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         trials_of(random={"regularization.l3": {"uniform": [0, 1]}})
     assert e.value.loc == ("random", "regularization.l3")
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         trials_of(path={"regularization.l3": [1, 0.1]})
     assert e.value.loc == ("path", "regularization.l3")
 
@@ -222,7 +223,7 @@ def test_unknown_field_path_in_random_and_path_searches() -> None:
 )
 def test_a_value_that_fails_jobspec_validation_names_the_field(path: str, values: list[Any]) -> None:
     section, field = path.split(".")
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         trials_of(grid={path: values})
     assert e.value.loc == ("grid", path)
     bad = len(values) - 1
@@ -233,7 +234,7 @@ def test_a_value_that_fails_jobspec_validation_names_the_field(path: str, values
 
 def test_the_refused_field_is_named_when_another_field_comes_first() -> None:
     # the loc is the grid field whose value failed, not the first field of the grid
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         trials_of(grid={"regularization.l2": [0.0, 1e-3], "model.dropout": [0.0, 1.5]})
     assert "trial 1" in e.value.message and "dropout" in e.value.message
     assert e.value.loc == ("grid", "model.dropout")
@@ -242,7 +243,7 @@ def test_the_refused_field_is_named_when_another_field_comes_first() -> None:
 def test_more_than_max_trials_combinations_is_refused() -> None:
     n = math.isqrt(MAX_TRIALS) + 1  # n² > MAX_TRIALS
     values = [i / 1000 for i in range(n)]
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         trials_of(grid={"regularization.l2": values, "regularization.l1": values})
     assert e.value.loc == ("grid",)
     assert str(n * n) in e.value.message and str(MAX_TRIALS) in e.value.message
@@ -261,7 +262,7 @@ def test_an_objective_the_dataset_does_not_report_is_refused(dataset: str, metri
         objective={"metric": metric, "mode": "max"},
         base={"dataset": {"name": dataset}},
     )
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         expand(s, BUILTIN_SHAPES[dataset], MAX_PARAMETERS)
     assert e.value.loc == ("objective", "metric")
     assert metric in e.value.message
@@ -279,7 +280,7 @@ def test_a_reported_objective_is_accepted(dataset: str, metric: str) -> None:
 
 def test_an_infeasible_trial_is_refused_with_its_field() -> None:
     s = sweep(grid={"model.hidden": [[16], [4096, 4096]]})
-    with pytest.raises(SweepError) as e:
+    with pytest.raises(SpecError) as e:
         expand(s, IRIS, 100_000)
     assert e.value.loc == ("grid", "model")
     assert "trial 1" in e.value.message and "parameters" in e.value.message

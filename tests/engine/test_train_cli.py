@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from engine_helpers import EXAMPLES, merge
 
-from service.datafile import parse_csv, save_canonical
+from service.data.datafile import parse_csv, save_canonical
 from service.settings import get_settings
 from worker.train_cli import main
 

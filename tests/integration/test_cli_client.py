@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from live_service import Service
 
-from service import cli_client
-from service.cli import main
+from service.cli import client_commands, main
 
 pytestmark = [
     pytest.mark.integration,
@@ -80,7 +79,7 @@ def test_failures_exit_non_zero(
     service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REGTRAIN_URL", service.url)
-    monkeypatch.setattr(cli_client, "RETRIES", 1)
+    monkeypatch.setattr(client_commands, "RETRIES", 1)
     diverges = tmp_path / "diverges.json"
     diverges.write_text(json.dumps({"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [64]},
                                     "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.9},

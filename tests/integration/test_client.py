@@ -180,7 +180,7 @@ def test_prometheus_metrics_parse(service: Service) -> None:
 def test_predict_reproduces_the_jobs_test_metrics(client: Client, dataset: str, tmp_path: Any) -> None:
     import numpy as np
 
-    from service.spec import JobSpec
+    from service.contract.spec import JobSpec
     from worker.training.data import prepare
 
     spec = {"name": f"predict-{dataset}", "dataset": {"name": dataset},
@@ -221,7 +221,7 @@ def _readme_recipe(weights: Any, raw: Any) -> list[Any]:
     import torch
     from safetensors.torch import load_file
 
-    from service.spec import JobSpec
+    from service.contract.spec import JobSpec
     from worker.training.inference import data_shape
     from worker.training.models import create_model
 

@@ -1,5 +1,5 @@
 """/docs (Swagger UI) and /redoc (ReDoc) in headless Chromium with no network: both are drawn
-from files that ship in service/static and list the API's operations."""
+from files that ship in service/api/static and list the API's operations."""
 
 from __future__ import annotations
 

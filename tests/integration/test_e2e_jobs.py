@@ -13,8 +13,8 @@ import pytest
 from live_service import FINISHED, Service
 from safetensors.torch import load as load_safetensors
 
-from service.architecture import BUILTIN_SHAPES
-from service.spec import JobSpec
+from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.spec import JobSpec
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from live_service import Service, base_env, free_port
 
-from service.broker import Broker
+from service.queue.broker import Broker
 from service.settings import Settings
 
 pytestmark = pytest.mark.integration

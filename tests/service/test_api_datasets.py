@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
-from service.datafile import load_canonical
+from service.data.datafile import load_canonical
 
 
 def _csv(rows: int = 30) -> bytes:

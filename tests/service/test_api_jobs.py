@@ -201,7 +201,7 @@ def test_health_and_readiness(client: TestClient, make_client: Any) -> None:
 
 
 def test_job_documents_sent_without_the_response_model_still_match_it(client: TestClient) -> None:
-    from service.schemas import Job, JobList
+    from service.api.schemas import Job, JobList
 
     job = _submit(client)
     one = client.get(f"/v1/jobs/{job['id']}")

@@ -10,8 +10,8 @@ from pathlib import Path
 PROBE = """
 import json, sys
 from fastapi.testclient import TestClient
-from service.app import create_app
-from service.cli import build_parser
+from service.api.app import create_app
+from service.cli.main import build_parser
 from service.settings import Settings
 
 client = TestClient(create_app(Settings(data_dir=sys.argv[1])))

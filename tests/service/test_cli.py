@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from service.cli import _refuse_open_port, build_parser, settings_table
+from service.cli.main import _refuse_open_port, build_parser, settings_table
 from service.settings import Settings
 
 

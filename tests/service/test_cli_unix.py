@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from service.cli_pipes import CLOSED_PIPE_STATUS
+from service.cli.pipes import CLOSED_PIPE_STATUS
 
 
 def _into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 
 # Not checked: the Allow header of a 405. Starlette lists only the methods of the first route

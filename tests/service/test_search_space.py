@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import selection
-from service.search_space import Dimension, Pruner, edge_warnings, probe_params, study_storage
-from service.sweep_spec import SweepSpec
+from service.contract import selection
+from service.contract.search_space import Dimension, Pruner, edge_warnings, probe_params, study_storage
+from service.contract.sweep_spec import SweepSpec
 from worker.pruning import GapRule, RungRule
 
 BASE: dict[str, Any] = {

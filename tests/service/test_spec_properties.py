@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.spec import BUILTIN_DATASETS, JobSpec
+from service.contract.spec import BUILTIN_DATASETS, JobSpec
 
 PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

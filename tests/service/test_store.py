@@ -32,7 +32,9 @@ def _head() -> str | None:
 
 def _revision(engine: sa.Engine) -> str | None:
     with engine.connect() as conn:
-        return migrations.current_revision(conn)
+        return MigrationContext.configure(
+            conn, opts={"version_table": migrations.VERSION_TABLE}
+        ).get_current_revision()
 
 
 def _shared_revision(engine: sa.Engine) -> str | None:

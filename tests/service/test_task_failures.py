@@ -25,7 +25,7 @@ def rt(tmp_path: Path) -> Any:
 
 
 def _job(rt: Any) -> str:
-    from service.spec import JobSpec
+    from service.contract.spec import JobSpec
 
     spec = JobSpec.model_validate(SPEC).model_dump(mode="json")
     return str(rt.store.create_job(tenant="t", spec=spec, queue="cpu")["id"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.webhooks import resolve_target
+from service.notify.webhooks import resolve_target
 
 DIGITS_MLP = {
     "dataset": {"name": "digits"},

@@ -14,23 +14,14 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 FORMAT = "regtrain-checkpoint/1"
 _EPOCH = re.compile(r"^epoch-(\d+)$")
-
-
-def regtrain_version() -> str:
-    try:
-        return version("regtrain")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass
@@ -151,8 +142,3 @@ def remove_checkpoint(folder: Path, name: str) -> None:
     # the state file goes first: without it the checkpoint no longer counts as resumable
     for suffix in (".state.safetensors", ".state.json", ".safetensors", ".json"):
         (folder / f"{name}{suffix}").unlink(missing_ok=True)
-
-
-def load_into(model: nn.Module, path: Path) -> None:
-    """Load a safetensors checkpoint into a model built from the same spec."""
-    model.load_state_dict(read_weights(path))

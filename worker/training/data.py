@@ -14,18 +14,14 @@ import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from service.architecture import DataShape
-from service.datafile import DataError, ParsedDataset, load_canonical
-from service.spec import (
+from service.contract.architecture import DataShape, Task, wants_images
+from service.contract.spec import (
     BuiltinDataset,
-    CNNSpec,
-    Conv2dLayer,
     JobSpec,
-    MaxPool2dLayer,
-    SequentialSpec,
     SyntheticDataset,
     UploadedDataset,
 )
+from service.data.datafile import DataError, ParsedDataset, load_canonical
 
 _BUILTIN_LOADERS = {
     "digits": skdatasets.load_digits,
@@ -85,17 +81,8 @@ class Prepared:
     classes: list[Any] = field(default_factory=list)  # labels with their type: int, float, bool or str
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         return self.shape.task
-
-
-def wants_images(spec: JobSpec) -> bool:
-    m = spec.model
-    if isinstance(m, CNNSpec):
-        return True
-    if isinstance(m, SequentialSpec):
-        return any(isinstance(layer, Conv2dLayer | MaxPool2dLayer) for layer in m.layers)
-    return False
 
 
 def load_dataset(spec: JobSpec, datasets_dir: Path | None) -> ParsedDataset:
@@ -234,14 +221,7 @@ def _assemble(
             return y[i].astype(np.int64)
         return ((y[i] - st.target_mean) / st.target_std).astype(np.float32)
 
-    n_out = len(data.classes) if classification else 1
-    shape = DataShape(
-        data.task,
-        int(np.prod(X.shape[1:])),
-        n_out,
-        tuple(int(v) for v in X.shape[1:]) if X.ndim == 4 else None,  # type: ignore[arg-type]
-        len(X),
-    )
+    shape = DataShape.of(data.task, X.shape[1:], len(data.classes), len(X))
     return Prepared(
         shape=shape,
         input_shape=tuple(int(v) for v in X.shape[1:]),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-ErrorType = Literal["diverged", "out_of_memory", "time_limit", "bad_data", "internal"]
+from service.contract.errors import ErrorType
 
 
 class TrainingError(Exception):
@@ -17,4 +17,4 @@ class TrainingError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, **self.details}
+        return {"type": str(self.type), "message": self.message, **self.details}

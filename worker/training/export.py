@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from service.contract.exports import ExportFormat
 from worker.training.data import Standardization
 from worker.training.inference import load_model
-
-Format = Literal["torchscript", "onnx"]
-SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 class RawInputs(nn.Module):
     """model((x − mean) / std), then × target_std + target_mean for regression."""
+
+    # buffers, declared so a reader (and mypy) knows them as tensors, not submodules
+    mean: torch.Tensor
+    std: torch.Tensor
+    out_scale: torch.Tensor
+    out_shift: torch.Tensor
 
     def __init__(self, model: nn.Module, st: Standardization, regression: bool) -> None:
         super().__init__()
@@ -38,7 +42,7 @@ class RawInputs(nn.Module):
         return self.model((x - self.mean) / self.std) * self.out_scale + self.out_shift
 
 
-def export(weights: Path, sidecar: dict[str, Any], fmt: Format, out: Path) -> Path:
+def export(weights: Path, sidecar: dict[str, Any], fmt: ExportFormat, out: Path) -> Path:
     """Write the checkpoint's model as `fmt` to `out` (atomically) and return it."""
     model = load_model(weights, sidecar)
     st = Standardization.from_dict(sidecar["standardization"])

@@ -43,8 +43,9 @@ class HostBatches:
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """X[idx], y[idx] on the device (idx on the host)."""
         k, self.turn = self.turn, 1 - self.turn
-        if self.copied[k] is not None:
-            self.copied[k].synchronize()  # type: ignore[union-attr]
+        copied = self.copied[k]
+        if copied is not None:
+            copied.synchronize()
         xs, ys = self.buffers[k]
         n = len(idx)
         torch.index_select(self.X, 0, idx, out=xs[:n])

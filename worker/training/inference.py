@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.architecture import DataShape
-from service.spec import JobSpec
+from service.contract.architecture import DataShape, Task
+from service.contract.spec import JobSpec
 from worker.training.checkpoints import read_weights
 from worker.training.data import Standardization
 from worker.training.models import create_model
@@ -29,11 +29,8 @@ class InputError(ValueError):
 
 def data_shape(sidecar: dict[str, Any]) -> DataShape:
     """The shape of the data a checkpoint's model was trained on, from its sidecar."""
-    input_shape = tuple(int(v) for v in sidecar["input_shape"])
-    task = sidecar["task"]
-    n_out = len(sidecar["classes"]) if task == "classification" else 1
-    image = input_shape if len(input_shape) == 3 else None
-    return DataShape(task, math.prod(input_shape), n_out, image)  # type: ignore[arg-type]
+    task: Task = "classification" if sidecar["task"] == "classification" else "regression"
+    return DataShape.of(task, sidecar["input_shape"], len(sidecar["classes"]))
 
 
 def load_model(weights: Path, sidecar: dict[str, Any]) -> torch.nn.Module:

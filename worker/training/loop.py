@@ -4,6 +4,10 @@ Data lives on the device as tensors and is shuffled by index: no DataLoader, no 
 from the host. The loss, the penalty and the first non-finite step are kept on the device and
 read every CHECK_EVERY steps (with the cancel flag and the time limit), so the step itself never
 waits for the host. The last partial batch of an epoch is kept, so every sample counts.
+
+`fit` is the epoch loop, one screen; its pieces follow in the order they run (setup, resume,
+an epoch's steps, its metrics row, what follows an epoch, the finish) over one state object,
+`_Run`. They stay in one module (about 440 lines) so the loop reads top to bottom.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from service.architecture import metric_names, parameter_count, plan_model
-from service.spec import JobSpec
+from service.contract.architecture import LayerPlan, metric_names, parameter_count, plan_model
+from service.contract.errors import ErrorType
+from service.contract.spec import JobSpec
+from service.version import regtrain_version
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
+from worker.training.evaluation import evaluate
 from worker.training.hostdata import HostBatches, keep_on_host
 from worker.training.models import build
 from worker.training.optim import create_optimizer, create_scheduler, folds_l2
@@ -38,7 +45,6 @@ from worker.training.step import Stepper
 CHECK_EVERY = 16  # steps between reads of the loss, the cancel flag and the clock...
 CHECK_SECONDS = 0.2  # ...when at least this long has passed since the last read
 KEEP_EPOCH_CHECKPOINTS = 3
-EVAL_CHUNK = 8192
 GAP_SAMPLES = 4096  # train samples evaluated in eval mode each epoch, for the generalization gap
 
 
@@ -77,49 +83,71 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise TrainingError(
-                "device_unavailable", "training.device is 'cuda' but this worker has no CUDA device"
+                ErrorType.DEVICE_UNAVAILABLE, "training.device is 'cuda' but this worker has no CUDA device"
             )
         return torch.device("cuda")
     return torch.device("cpu")
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: str, target_std: float, autocast: Any
-) -> dict[str, float]:
-    """Loss and task metrics in eval mode (no dropout, running batch-norm statistics).
-    Regression errors are reported in the target's own units, the loss in standardized units."""
-    model.eval()
-    device = next(model.parameters()).device
-    loss = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.float64)
-    abs_err = torch.zeros((), device=device, dtype=torch.float64)
-    for i in range(0, len(X), EVAL_CHUNK):
-        # a no-op for data on the device; a chunk at a time for data kept on the host
-        xb = X[i : i + EVAL_CHUNK].to(device, non_blocking=True)
-        yb = y[i : i + EVAL_CHUNK].to(device, non_blocking=True)
-        with autocast:
-            out = model(xb)
-        out = out.float()
-        if task == "classification":
-            loss += nn.functional.cross_entropy(out, yb, reduction="sum")
-            correct += (out.argmax(1) == yb).sum()
-        else:
-            err = out.squeeze(-1) - yb
-            loss += err.square().sum()
-            abs_err += err.abs().sum()
-    n = len(X)
-    mean_loss = float(loss) / n
-    if task == "classification":
-        return {"loss": mean_loss, "accuracy": float(correct) / n}
-    mse = mean_loss * target_std**2
-    var = float(y.double().var(unbiased=False)) * target_std**2
-    return {
-        "loss": mean_loss,
-        "mse": mse,
-        "mae": float(abs_err) / n * target_std,
-        "r2": 1 - mse / var if var > 0 else 0.0,
-    }
+@dataclass
+class _Run:
+    """One fit's state: what setup builds, and what the epochs change (best weights, last row)."""
+
+    spec: JobSpec
+    data: Prepared
+    cb: Callbacks
+    device: torch.device
+    autocast: Any
+    monitor: str
+    plan: list[LayerPlan]
+    model: nn.Module
+    in_scope: list[torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    tracker: EarlyStopping
+    shuffle: torch.Generator
+    stepper: Stepper
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # train, val, test, gap (train samples)
+    folder: Path | None
+    sidecar: dict[str, Any]
+    deadline: float | None  # time.monotonic() when the time limit runs out
+    time_limit_s: float | None
+    best_state: dict[str, torch.Tensor] | None = None
+    last_row: dict[str, Any] | None = None
+    resumed_from: int | None = None
+
+    @property
+    def has_val(self) -> bool:
+        return len(self.data.X_val) > 0
+
+    def save(
+        self, name: str, epoch: int, metrics: dict[str, Any], state: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        if self.folder is None:
+            return
+        weights = state if state is not None else self.model.state_dict()
+        rec = ckpt.write_weights(
+            self.folder, name, weights, {**self.sidecar, "epoch": epoch, "metrics": metrics}
+        )
+        self.cb.on_checkpoint(rec)
+
+    def over_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def time_ran_out(self, epoch: int, during: int | None = None) -> TrainingError:
+        """Keep what was trained as `final` (labelled with the last whole epoch), and say so."""
+        extra = {"interrupted_in_epoch": during} if during else {}
+        self.save("final", epoch, {**(self.last_row or {}), **extra})
+        when = f"during epoch {during}" if during else f"after epoch {epoch}"
+        return TrainingError(
+            ErrorType.TIME_LIMIT,
+            f"the time limit of {self.time_limit_s:g} s ran out {when}",
+            epoch=during or epoch,
+        )
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        X, y = self.splits[split]
+        return evaluate(self.model, X, y, self.data.task, self.data.standardization.target_std, self.autocast)
 
 
 def fit(
@@ -134,20 +162,53 @@ def fit(
 ) -> FitResult:
     """Train spec on data; checkpoints under work_dir (None: none). init_weights warm-starts the
     model (a regularization path step) instead of the seed's initialization."""
-    cb = callbacks or Callbacks()
-    t_start = time.monotonic()
+    run = _setup(spec, data, work_dir, callbacks or Callbacks(), time_limit_s, sidecar_extra, init_weights)
+    start_epoch = _resume(run)
+    tr, es = spec.training, spec.training.early_stopping
+    status: Literal["succeeded", "cancelled"] = "succeeded"
+    completed = start_epoch - 1  # the last epoch trained to its end
+    # a job that had stopped early before its worker was lost has nothing left to train
+    stopped_early = es is not None and run.tracker.should_stop
+    epoch = completed
+    for epoch in range(start_epoch, (completed if stopped_early else tr.epochs) + 1):
+        t0, lr = time.perf_counter(), run.stepper.lr
+        if not _train_epoch(run, epoch):
+            status = "cancelled"
+            break
+        row = _epoch_row(run, epoch, lr, t0, train_seconds=time.perf_counter() - t0)
+        run.last_row = row
+        run.cb.on_epoch(row)
+        _after_epoch(run, epoch, row)
+        stopped_early, completed = es is not None and run.tracker.should_stop, epoch
+        if stopped_early:
+            break
+        if run.cb.should_stop():
+            status = "cancelled"
+            break
+        if run.over_time() and epoch < tr.epochs:
+            raise run.time_ran_out(epoch)
+    return _finish(run, status, completed, epoch, stopped_early)
+
+
+def _setup(
+    spec: JobSpec,
+    data: Prepared,
+    work_dir: Path | None,
+    cb: Callbacks,
+    time_limit_s: float | None,
+    sidecar_extra: dict[str, Any] | None,
+    init_weights: dict[str, torch.Tensor] | None,
+) -> _Run:
+    """Model, penalty, optimizer, schedule, early stopping, data on its device, and the stepper."""
+    deadline = time.monotonic() + time_limit_s if time_limit_s is not None else None
     tr, reg = spec.training, spec.regularization
     device = resolve_device(tr.device)
-    task = data.task
-    has_val = len(data.X_val) > 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tr.precision == "bf16")
-
-    monitor = (
-        tr.early_stopping.monitor if tr.early_stopping else ("val_loss" if has_val else "train_eval_loss")
-    )
+    task, has_val = data.task, len(data.X_val) > 0
+    es = tr.early_stopping
+    monitor = es.monitor if es else ("val_loss" if has_val else "train_eval_loss")
     if monitor not in metric_names(task, has_val):
         raise TrainingError(
-            "bad_data",
+            ErrorType.BAD_DATA,
             f"training.early_stopping.monitor: {monitor!r} is not reported for this job; choose one of {sorted(metric_names(task, has_val))}",
         )
 
@@ -160,97 +221,31 @@ def fit(
     in_scope, out_of_scope = split_parameters(model, reg.apply_to)
     penalty = Penalty(in_scope, reg.l1, reg.l2, reg.l1_mode, l2_in_optimizer=folds_l2(spec))
     optimizer = create_optimizer(spec, in_scope, out_of_scope, device)
-    scheduler = create_scheduler(spec, optimizer)
     arrays = (data.X_train, data.y_train, data.X_val, data.y_val, data.X_test, data.y_test)
     on_host = keep_on_host(sum(a.nbytes for a in arrays), device)
     data_device = torch.device("cpu") if on_host else device
     shuffle = torch.Generator(device=data_device)  # the permutation lives where the data does
     shuffle.manual_seed(tr.seed)
-    es = tr.early_stopping
-    tracker = EarlyStopping(
-        monitor, es.mode if es else "min", es.patience if es else 1 << 30, es.min_delta if es else 0.0
+    tracker = EarlyStopping.for_spec(es, monitor)
+    criterion: nn.Module = (
+        nn.CrossEntropyLoss(label_smoothing=reg.label_smoothing) if task == "classification" else nn.MSELoss()
     )
-    if task == "classification":
-        criterion: nn.Module = nn.CrossEntropyLoss(label_smoothing=reg.label_smoothing)
-    else:
-        criterion = nn.MSELoss()
 
     def tensors(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.as_tensor(X, device=data_device), torch.as_tensor(y, device=data_device)
 
     X, y = tensors(data.X_train, data.y_train)
-    Xv, yv = tensors(data.X_val, data.y_val)
-    Xt, yt = tensors(data.X_test, data.y_test)
-    n, bs = len(X), min(tr.batch_size, len(X))
-    steps = math.ceil(n / bs)
-    gap_idx = torch.randperm(n, generator=torch.Generator().manual_seed(tr.seed))[:GAP_SAMPLES]
-    Xg, yg = X[gap_idx.to(data_device)].to(device), y[gap_idx.to(data_device)].to(device)
-
-    folder = work_dir / "checkpoints" if work_dir else None
-    sidecar_base = {
-        "spec": spec.model_dump(mode="json"),
-        "task": task,
-        "input_shape": list(data.input_shape),
-        "classes": data.classes,
-        "standardization": data.standardization.to_dict(),
-        "seed": tr.seed,
-        "data_sha256": data.sha256,
-        "versions": {"torch": torch.__version__, "regtrain": ckpt.regtrain_version()},
-        **(sidecar_extra or {}),
+    n = len(X)
+    gap_idx = torch.randperm(n, generator=torch.Generator().manual_seed(tr.seed))[:GAP_SAMPLES].to(
+        data_device
+    )
+    splits = {
+        "train": (X, y),
+        "val": tensors(data.X_val, data.y_val),
+        "test": tensors(data.X_test, data.y_test),
+        "gap": (X[gap_idx].to(device), y[gap_idx].to(device)),
     }
-
-    def save(
-        name: str, epoch: int, metrics: dict[str, Any], state: dict[str, torch.Tensor] | None = None
-    ) -> None:
-        if folder is None:
-            return
-        rec = ckpt.write_weights(
-            folder,
-            name,
-            state if state is not None else model.state_dict(),
-            {**sidecar_base, "epoch": epoch, "metrics": metrics},
-        )
-        cb.on_checkpoint(rec)
-
-    def rng_state() -> dict[str, torch.Tensor]:
-        state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-        if device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state()
-        return state
-
-    # Resume from the newest complete epoch checkpoint: same weights, optimizer moments, LR
-    # schedule, RNG streams and early-stopping counters as the uninterrupted run.
-    start_epoch, resumed_from, best_state, last_row = 1, None, None, None
-    epochs_done = ckpt.epoch_checkpoints(folder) if folder else []
-    if epochs_done:
-        k = epochs_done[-1]
-        model.load_state_dict(ckpt.read_weights(folder / f"epoch-{k}.safetensors"))  # type: ignore[operator]
-        opt_state, rng, loop_state = ckpt.read_resume_state(folder, f"epoch-{k}")  # type: ignore[arg-type]
-        optimizer.load_state_dict(opt_state)
-        if scheduler is not None and loop_state.get("scheduler"):
-            scheduler.load_state_dict(loop_state["scheduler"])
-        tracker.load_state_dict(loop_state["tracker"])
-        torch.set_rng_state(rng["torch"])
-        shuffle.set_state(rng["shuffle"])
-        if "cuda" in rng and device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"])
-        if (folder / "best.safetensors").exists():  # type: ignore[operator]
-            best_state = {
-                k2: v.to(device) for k2, v in ckpt.read_weights(folder / "best.safetensors").items()
-            }  # type: ignore[operator]
-        last_row = loop_state.get("last_row")
-        start_epoch, resumed_from = k + 1, k
-
-    def stop_requested() -> bool:
-        return bool(cb.should_stop())
-
-    def over_time() -> bool:
-        return time_limit_s is not None and time.monotonic() - t_start > time_limit_s
-
-    def finish_interrupted(epoch: int, during: int | None = None) -> None:
-        # weights part-way through epoch `during` are labelled with the last whole epoch
-        save("final", epoch, {**(last_row or {}), **({"interrupted_in_epoch": during} if during else {})})
-
+    bs = min(tr.batch_size, n)
     stepper = Stepper(
         model,
         criterion,
@@ -267,134 +262,185 @@ def fit(
         use_graph=use_cuda_graph(device),
         host_batches=HostBatches(X, y, bs, device) if on_host else None,
     )
-    status: Literal["succeeded", "cancelled"] = "succeeded"
-    completed = start_epoch - 1  # the last epoch trained to its end
-    # a job that had stopped early before its worker was lost has nothing left to train
-    stopped_early = es is not None and tracker.should_stop
-    last_epoch = completed if stopped_early else tr.epochs
-    epoch = completed
-    for epoch in range(start_epoch, last_epoch + 1):
-        t0 = time.perf_counter()
-        lr = stepper.lr
-        model.train()
-        stepper.reset()
-        perm = torch.randperm(n, generator=shuffle, device=data_device)
+    sidecar = {
+        "spec": spec.model_dump(mode="json"),
+        "task": task,
+        "input_shape": list(data.input_shape),
+        "classes": data.classes,
+        "standardization": data.standardization.to_dict(),
+        "seed": tr.seed,
+        "data_sha256": data.sha256,
+        "versions": {"torch": torch.__version__, "regtrain": regtrain_version()},
+        **(sidecar_extra or {}),
+    }
+    return _Run(
+        spec=spec,
+        data=data,
+        cb=cb,
+        device=device,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=tr.precision == "bf16"),
+        monitor=monitor,
+        plan=plan,
+        model=model,
+        in_scope=in_scope,
+        optimizer=optimizer,
+        scheduler=create_scheduler(spec, optimizer),
+        tracker=tracker,
+        shuffle=shuffle,
+        stepper=stepper,
+        splits=splits,
+        folder=work_dir / "checkpoints" if work_dir else None,
+        sidecar=sidecar,
+        deadline=deadline,
+        time_limit_s=time_limit_s,
+    )
+
+
+def _resume(run: _Run) -> int:
+    """Resume from the newest complete epoch checkpoint: same weights, optimizer moments, LR
+    schedule, RNG streams and early-stopping counters as the uninterrupted run. The first
+    epoch left to train."""
+    folder = run.folder
+    epochs_done = ckpt.epoch_checkpoints(folder) if folder else []
+    if folder is None or not epochs_done:
+        return 1
+    k = epochs_done[-1]
+    run.model.load_state_dict(ckpt.read_weights(folder / f"epoch-{k}.safetensors"))
+    opt_state, rng, loop_state = ckpt.read_resume_state(folder, f"epoch-{k}")
+    run.optimizer.load_state_dict(opt_state)
+    if run.scheduler is not None and loop_state.get("scheduler"):
+        run.scheduler.load_state_dict(loop_state["scheduler"])
+    run.tracker.load_state_dict(loop_state["tracker"])
+    torch.set_rng_state(rng["torch"])
+    run.shuffle.set_state(rng["shuffle"])
+    if "cuda" in rng and run.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"])
+    if (folder / "best.safetensors").exists():
+        best = ckpt.read_weights(folder / "best.safetensors")
+        run.best_state = {name: v.to(run.device) for name, v in best.items()}
+    run.last_row = loop_state.get("last_row")
+    run.resumed_from = k
+    return k + 1
+
+
+def _train_epoch(run: _Run, epoch: int) -> bool:
+    """One pass over the train split; False if a cancel was asked for part-way.
+
+    The device is read back only every CHECK_EVERY steps (and CHECK_SECONDS): each read waits
+    for the GPU to drain its queue. A non-finite loss fails the job at the step it began."""
+    X, y = run.splits["train"]
+    n, bs = len(X), run.stepper.bs
+    steps = math.ceil(n / bs)
+    run.model.train()
+    run.stepper.reset()
+    perm = torch.randperm(n, generator=run.shuffle, device=X.device)
+    last_check = time.monotonic()
+    for step in range(steps):
+        run.stepper.step(X, y, perm[step * bs : (step + 1) * bs])
+        if step < steps - 1 and not (
+            (step + 1) % CHECK_EVERY == 0 and time.monotonic() - last_check >= CHECK_SECONDS
+        ):
+            continue
         last_check = time.monotonic()
-        for step in range(steps):
-            stepper.step(X, y, perm[step * bs : (step + 1) * bs])
-            # Read the device back only every CHECK_EVERY steps (and CHECK_SECONDS): each
-            # read waits for the GPU to drain its queue.
-            if step == steps - 1 or (
-                (step + 1) % CHECK_EVERY == 0 and time.monotonic() - last_check >= CHECK_SECONDS
-            ):
-                last_check = time.monotonic()
-                bad = int(stepper.nonfinite)
-                if bad:
-                    first = step + 1 - bad + 1
-                    raise TrainingError(
-                        "diverged",
-                        f"the loss became NaN or infinite at epoch {epoch}, step {first}: lower the "
-                        "learning rate, clip gradients or check the data",
-                        epoch=epoch,
-                        step=first,
-                    )
-                if stop_requested():
-                    status = "cancelled"
-                    break
-                if over_time():
-                    finish_interrupted(epoch - 1, during=epoch)
-                    raise TrainingError(
-                        "time_limit",
-                        f"the time limit of {time_limit_s:g} s ran out during epoch {epoch}",
-                        epoch=epoch,
-                    )
-        if status == "cancelled":
-            break
-        loss_sum, pen_sum = stepper.loss_sum, stepper.penalty_sum
-        train_seconds = time.perf_counter() - t0
-
-        data_loss = float(loss_sum) / n
-        pen = float(pen_sum) / n
-        gap_eval = evaluate(model, Xg, yg, task, data.standardization.target_std, autocast)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": data_loss + pen,
-            "data_loss": data_loss,
-            "penalty": pen,
-            "train_eval_loss": gap_eval["loss"],
-        }
-        if has_val:
-            ev = evaluate(model, Xv, yv, task, data.standardization.target_std, autocast)
-            row["val_loss"] = ev["loss"]
-            row.update({f"val_{k2}": v for k2, v in ev.items() if k2 != "loss"})
-            row["generalization_gap"] = ev["loss"] - gap_eval["loss"]
-        else:
-            row["val_loss"] = None
-            row["generalization_gap"] = None
-        row["weight_l2_norm"], row["weight_sparsity"] = weight_stats(in_scope)
-        row["lr"] = lr
-        row["seconds"] = time.perf_counter() - t0
-        row["samples_per_second"] = n / train_seconds if train_seconds > 0 else None
-        last_row = row
-        cb.on_epoch(row)
-
-        if tracker.update(row[monitor], epoch):
-            best_state = {k2: v.detach().clone() for k2, v in model.state_dict().items()}
-            save("best", epoch, row, best_state)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(row["val_loss"] if has_val else row["train_eval_loss"])
-        elif scheduler is not None:
-            scheduler.step()
-        stopped_early = es is not None and tracker.should_stop
-        completed = epoch
-
-        if folder is not None and tr.checkpoint_every and epoch % tr.checkpoint_every == 0:
-            name = f"epoch-{epoch}"
-            save(name, epoch, row)
-            loop_state = {
-                "tracker": tracker.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler else None,
-                "last_row": row,
-            }
-            ckpt.write_resume_state(folder, name, optimizer, rng_state(), loop_state)
-            for old in ckpt.epoch_checkpoints(folder)[:-KEEP_EPOCH_CHECKPOINTS]:
-                ckpt.remove_checkpoint(folder, f"epoch-{old}")
-                cb.on_checkpoint_removed(f"epoch-{old}")
-        if stopped_early:
-            break
-        if stop_requested():
-            status = "cancelled"
-            break
-        if over_time() and epoch < tr.epochs:
-            finish_interrupted(epoch)
+        bad = int(run.stepper.nonfinite)
+        if bad:
+            first = step + 1 - bad + 1
             raise TrainingError(
-                "time_limit",
-                f"the time limit of {time_limit_s:g} s ran out after epoch {epoch}",
+                ErrorType.DIVERGED,
+                f"the loss became NaN or infinite at epoch {epoch}, step {first}: lower the "
+                "learning rate, clip gradients or check the data",
                 epoch=epoch,
+                step=first,
             )
-    if status == "succeeded" and es is not None and es.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+        if run.cb.should_stop():
+            return False
+        if run.over_time():
+            raise run.time_ran_out(epoch - 1, during=epoch)
+    return True
 
-    test: dict[str, float] = {}
-    if len(Xt):
-        ev = evaluate(model, Xt, yt, task, data.standardization.target_std, autocast)
-        test = {f"test_{k2}": v for k2, v in ev.items()}
-    final_metrics = {**(last_row or {}), **test}
-    if status == "succeeded" and es is not None and es.restore_best and tracker.best_epoch is not None:
-        final_metrics["restored_best_epoch"] = tracker.best_epoch
+
+def _epoch_row(run: _Run, epoch: int, lr: float, t0: float, train_seconds: float) -> dict[str, Any]:
+    """The epoch's metrics row, as the store records it and docs/API.md names its fields."""
+    n = len(run.splits["train"][0])
+    data_loss = float(run.stepper.loss_sum) / n
+    pen = float(run.stepper.penalty_sum) / n
+    gap_eval = run.evaluate("gap")
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": data_loss + pen,
+        "data_loss": data_loss,
+        "penalty": pen,
+        "train_eval_loss": gap_eval["loss"],
+    }
+    if run.has_val:
+        ev = run.evaluate("val")
+        row["val_loss"] = ev["loss"]
+        row.update({f"val_{k}": v for k, v in ev.items() if k != "loss"})
+        row["generalization_gap"] = ev["loss"] - gap_eval["loss"]
+    else:
+        row["val_loss"] = None
+        row["generalization_gap"] = None
+    row["weight_l2_norm"], row["weight_sparsity"] = weight_stats(run.in_scope)
+    row["lr"] = lr
+    row["seconds"] = time.perf_counter() - t0
+    row["samples_per_second"] = n / train_seconds if train_seconds > 0 else None
+    return row
+
+
+def _after_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
+    """Early stopping's best, the LR schedule's step, and every checkpoint_every epochs an epoch
+    checkpoint with the resume state (older ones beyond KEEP_EPOCH_CHECKPOINTS removed)."""
+    if run.tracker.update(row[run.monitor], epoch):
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        run.save("best", epoch, row, run.best_state)
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        run.scheduler.step(row["val_loss"] if run.has_val else row["train_eval_loss"])
+    elif run.scheduler is not None:
+        run.scheduler.step()
+    every = run.spec.training.checkpoint_every
+    if run.folder is None or not every or epoch % every:
+        return
+    name = f"epoch-{epoch}"
+    run.save(name, epoch, row)
+    loop_state = {
+        "tracker": run.tracker.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler else None,
+        "last_row": row,
+    }
+    rng = {"torch": torch.get_rng_state(), "shuffle": run.shuffle.get_state()}
+    if run.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state()
+    ckpt.write_resume_state(run.folder, name, run.optimizer, rng, loop_state)
+    for old in ckpt.epoch_checkpoints(run.folder)[:-KEEP_EPOCH_CHECKPOINTS]:
+        ckpt.remove_checkpoint(run.folder, f"epoch-{old}")
+        run.cb.on_checkpoint_removed(f"epoch-{old}")
+
+
+def _finish(
+    run: _Run, status: Literal["succeeded", "cancelled"], completed: int, epoch: int, stopped_early: bool
+) -> FitResult:
+    """Restore the best weights if asked, test, write `final` and say what happened."""
+    es = run.spec.training.early_stopping
+    restore = status == "succeeded" and es is not None and es.restore_best
+    if restore and run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+    test = {f"test_{k}": v for k, v in run.evaluate("test").items()} if len(run.splits["test"][0]) else {}
+    final_metrics = {**(run.last_row or {}), **test}
+    if restore and run.tracker.best_epoch is not None:
+        final_metrics["restored_best_epoch"] = run.tracker.best_epoch
     if status == "cancelled" and completed < epoch:
         final_metrics["interrupted_in_epoch"] = epoch
-    save("final", completed, final_metrics)
-    l2n, sparsity = weight_stats(in_scope)
+    run.save("final", completed, final_metrics)
+    l2n, sparsity = weight_stats(run.in_scope)
     return FitResult(
         status=status,
         epochs_completed=max(completed, 0),
-        best_epoch=tracker.best_epoch,
+        best_epoch=run.tracker.best_epoch,
         stopped_early=stopped_early,
         test_metrics=test,
         weight_l2_norm=l2n,
         weight_sparsity=sparsity,
-        parameters=parameter_count(plan),
-        resumed_from_epoch=resumed_from,
-        model=model,
+        parameters=parameter_count(run.plan),
+        resumed_from_epoch=run.resumed_from,
+        model=run.model,
     )

@@ -1,8 +1,8 @@
-"""Models: one factory that builds the layers service.architecture plans.
+"""Models: one factory that builds the layers service.contract.architecture plans.
 
 The plan is computed without torch by the API too, so the parameter count the API checks is
 the one the engine builds. Adding a layer kind is one entry in LAYERS; adding a model type is
-one planner in service.architecture.
+one planner in service.contract.architecture.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from service.architecture import DataShape, LayerPlan, plan_model
-from service.spec import JobSpec
+from service.contract.architecture import DataShape, LayerPlan, plan_model
+from service.contract.spec import JobSpec
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,

@@ -4,10 +4,9 @@ two parameter groups, the tensors in scope decayed, the rest not."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
 
-from service.spec import CosineScheduler, JobSpec, PlateauScheduler, StepScheduler
+from service.contract.spec import CosineScheduler, JobSpec, PlateauScheduler, StepScheduler
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 
@@ -20,7 +19,7 @@ def folds_l2(spec: JobSpec) -> bool:
 
 
 def create_optimizer(
-    spec: JobSpec, in_scope: list[nn.Parameter], out_of_scope: list[nn.Parameter], device: torch.device
+    spec: JobSpec, in_scope: list[torch.Tensor], out_of_scope: list[torch.Tensor], device: torch.device
 ) -> torch.optim.Optimizer:
     o = spec.optimizer
     wd = o.weight_decay + (2 * spec.regularization.l2 if folds_l2(spec) else 0.0)
@@ -37,9 +36,13 @@ def create_optimizer(
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **fast)
     if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **fast, **capturable)  # type: ignore[arg-type]
+        return torch.optim.Adam(
+            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, **fast, **capturable
+        )
     if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **fast, **capturable)  # type: ignore[arg-type]
+        return torch.optim.AdamW(
+            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, **fast, **capturable
+        )
     return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum, eps=o.eps, foreach=True, **capturable)
 
 

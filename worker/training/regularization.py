@@ -16,13 +16,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from service.contract.spec import EarlyStoppingSpec
+
 
 def split_parameters(
     model: nn.Module, apply_to: Literal["weights", "all"]
-) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(in scope, out of scope): weights and kernels are tensors of 2+ dimensions; biases and
     normalization parameters are 1-D and join the scope only with apply_to="all"."""
-    inside, outside = [], []
+    inside: list[torch.Tensor] = []
+    outside: list[torch.Tensor] = []
     for p in model.parameters():
         (inside if apply_to == "all" or p.ndim >= 2 else outside).append(p)
     return inside, outside
@@ -37,7 +40,7 @@ class Penalty:
     """
 
     def __init__(
-        self, params: list[nn.Parameter], l1: float, l2: float, l1_mode: str, l2_in_optimizer: bool = False
+        self, params: list[torch.Tensor], l1: float, l2: float, l1_mode: str, l2_in_optimizer: bool = False
     ) -> None:
         self.params = params
         self.l1, self.l2 = l1, l2
@@ -59,18 +62,13 @@ class Penalty:
             total += self.l1 * torch.stack([p.abs().sum() for p in self.params]).sum()
         return total
 
-    def term(self) -> torch.Tensor:
-        """The same penalty as a differentiable term (for tests and for anyone adding it to a loss)."""
-        start = torch.zeros((), device=self.params[0].device) if self.params else torch.zeros(())
-        return sum((self.l1 * p.abs().sum() + self.l2 * p.square().sum() for p in self.params), start=start)
-
     @torch.no_grad()
     def add_gradient(self) -> None:
         """g += 2λ₂w (unless folded into the optimizer) + λ₁·sign(w) in subgradient mode."""
         if not self.active:
             return
         params = [p for p in self.params if p.grad is not None]
-        grads = [p.grad for p in params]
+        grads = [g for p in params if (g := p.grad) is not None]
         if self.l2 > 0 and not self.l2_in_optimizer:
             torch._foreach_add_(grads, params, alpha=2 * self.l2)
         if self.l1 > 0 and not self.proximal:
@@ -94,7 +92,7 @@ def apply_max_norm(model: nn.Module, c: float) -> None:
 
 
 @torch.no_grad()
-def weight_stats(params: list[nn.Parameter]) -> tuple[float, float]:
+def weight_stats(params: list[torch.Tensor]) -> tuple[float, float]:
     """(L2 norm, fraction of exact zeros) of the regularized tensors, as reported each epoch."""
     if not params:
         return 0.0, 0.0
@@ -115,8 +113,16 @@ class EarlyStopping:
     best_epoch: int | None = None
     bad_evaluations: int = 0
 
-    def improved(self, value: float) -> bool:
-        if not math.isfinite(value):
+    @classmethod
+    def for_spec(cls, spec: EarlyStoppingSpec | None, monitor: str) -> EarlyStopping:
+        """A job's early stopping; with none in its spec, one that only keeps the best epoch."""
+        if spec is None:
+            return cls(monitor, "min", 1 << 30, 0.0)
+        return cls(monitor, spec.mode, spec.patience, spec.min_delta)
+
+    def improved(self, value: float | None) -> bool:
+        """A missing (None) or non-finite value never improves."""
+        if value is None or not math.isfinite(value):
             return False
         if self.best is None:
             return True
@@ -124,9 +130,9 @@ class EarlyStopping:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def update(self, value: float, epoch: int) -> bool:
+    def update(self, value: float | None, epoch: int) -> bool:
         """Record one evaluation; True when it improved on the best."""
-        if self.improved(value):
+        if value is not None and self.improved(value):
             self.best, self.best_epoch, self.bad_evaluations = value, epoch, 0
             return True
         self.bad_evaluations += 1

@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 import torch
 
-from service.architecture import SpecError, check_feasible
-from service.datafile import DataError
-from service.spec import JobSpec
-from worker.training.checkpoints import CheckpointRecord, regtrain_version
+from service.contract.architecture import check_feasible
+from service.contract.errors import ErrorType, SpecError
+from service.contract.spec import JobSpec
+from service.data.datafile import DataError
+from service.version import regtrain_version
+from worker.training.checkpoints import CheckpointRecord
 from worker.training.data import prepare
 from worker.training.errors import TrainingError
 from worker.training.loop import Callbacks, fit, resolve_device
@@ -42,7 +44,7 @@ def run_job(
         data = prepare(spec, datasets_dir)
         check_feasible(spec, data.shape, max_parameters)
     except (DataError, SpecError) as e:
-        raise TrainingError("bad_data", str(e)) from None
+        raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
     limit = min(filter(None, (time_limit_s, spec.training.time_limit_s)), default=None)
     device = resolve_device(spec.training.device)
     try:
@@ -57,7 +59,7 @@ def run_job(
         gc.collect()
         torch.cuda.empty_cache()
         raise TrainingError(
-            "out_of_memory",
+            ErrorType.OUT_OF_MEMORY,
             f"the GPU ran out of memory (batch size {spec.training.batch_size}): lower "
             "training.batch_size or the model's size",
         )

@@ -12,6 +12,10 @@ alone), its own shuffles (trials with different seeds gather their own batches),
 optimizer state, early stopping and best weights. Differences from training alone: dropout
 masks come from one random stream for the whole group, so a trial with dropout matches its solo
 run in distribution, not bit for bit; a cosine schedule uses the closed form.
+
+One module of about 600 lines, because its parts (the stacked parameters, the per-trial
+hyper-parameter tensors, the captured step, the repacking of a shrinking group) are one
+object's state; `fit` is its epoch loop.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.architecture import DataShape, plan_model
-from service.spec import CosineScheduler, JobSpec, MLPSpec, StepScheduler
+from service.contract.architecture import plan_model
+from service.contract.spec import CosineScheduler, JobSpec, MLPSpec, StepScheduler
 from worker.training.data import Prepared
 from worker.training.loop import CHECK_EVERY, GAP_SAMPLES, resolve_device, use_cuda_graph
 from worker.training.models import ACTIVATIONS, build
+from worker.training.regularization import EarlyStopping
 from worker.training.step import WARMUP_STEPS
 
 
@@ -93,9 +98,7 @@ class StackedTrainer:
         self.shared_batches = len(set(self.seeds)) == 1
 
         # Each trial's initial weights exactly as a solo run draws them.
-        shape = DataShape(
-            data.shape.task, data.shape.n_features, data.shape.n_outputs, None, data.shape.n_samples
-        )
+        shape = data.shape.flat()
         per_trial: list[list[nn.Linear]] = []
         for t in trials:
             torch.manual_seed(t.training.seed)
@@ -388,12 +391,10 @@ class StackedTrainer:
         has_val = len(self.Xv) > 0
         es = [t.training.early_stopping for t in self.trials]
         monitor = [e.monitor if e else ("val_loss" if has_val else "train_eval_loss") for e in es]
-        mode = [e.mode if e else "min" for e in es]
-        best: list[float | None] = [None] * G
-        best_epoch: list[int | None] = [None] * G
+        # each trial's early stopping, exactly as a solo run keeps it (no patience: never stops)
+        trackers = [EarlyStopping.for_spec(e, monitor[g]) for g, e in enumerate(es)]
         best_row: list[dict[str, Any]] = [{} for _ in range(G)]
         self.last_row: list[dict[str, Any]] = [{} for _ in range(G)]
-        bad = [0] * G
         done = [False] * G
         self.pruned = [False] * G
         completed = [0] * G
@@ -401,12 +402,7 @@ class StackedTrainer:
 
         for epoch in range(1, base.epochs + 1):
             t0 = time.perf_counter()
-            f = self._lr_factor(epoch)
-            s = self.trials[0].optimizer.scheduler
-            if isinstance(s, CosineScheduler):
-                self.lr.copy_(s.eta_min + (self.base_lr - s.eta_min) * f)
-            else:
-                self.lr.copy_(self.base_lr * f)
+            self._set_lr(epoch)
             perms = {s2: torch.randperm(n, generator=g, device=dev) for s2, g in gens}
             self.loss_sum.zero_()
             self.penalty_sum.zero_()
@@ -416,64 +412,24 @@ class StackedTrainer:
                 else:
                     self.step(torch.stack([perms[s2][step * bs : (step + 1) * bs] for s2 in self.seeds]))
                 if (step + 1) % CHECK_EVERY == 0 and should_stop():
+                    best_epoch = [t.best_epoch for t in trackers]
                     return self._results(best_epoch, completed, done, best_row, best_params, cancelled=True)
-            seconds = time.perf_counter() - t0
-            data_loss = (self.loss_sum / n).tolist()
-            pens = (self.penalty_sum / n).tolist()
-            val = {k: v.tolist() for k, v in self.evaluate(self.Xv, self.yv).items()} if has_val else {}
-            # one evaluation per distinct seed (its own train subset), not one per trial
-            gap_loss = {s2: self.evaluate(self.X[i], self.y[i])["loss"].tolist() for s2, i in gap_idx.items()}
-            gap = [gap_loss[s2][g] for g, s2 in enumerate(self.seeds)]
-            norms = torch.zeros(self.G, device=dev)
-            zeros = torch.zeros(self.G, device=dev)
-            count = 0
-            for p in self.in_scope:
-                norms += self._per_trial_sum(p.detach().square(), p)
-                zeros += self._per_trial_sum((p.detach() == 0).float(), p)
-                count += p.numel() // self.G
-            norms_l, zeros_l = norms.sqrt().tolist(), (zeros / max(count, 1)).tolist()
+            rows = self._epoch_rows(epoch, time.perf_counter() - t0, gap_idx)
             for at, g in enumerate(self.slots):  # `at`: the trial's position in the stack
                 if done[g]:
                     continue
-                row: dict[str, Any] = {
-                    "epoch": epoch,
-                    "train_loss": data_loss[at] + pens[at],
-                    "data_loss": data_loss[at],
-                    "penalty": pens[at],
-                    "train_eval_loss": gap[at],
-                    "val_loss": val["loss"][at] if has_val else None,
-                }
-                for k, v in val.items():
-                    if k != "loss":
-                        row[f"val_{k}"] = v[at]
-                row["generalization_gap"] = row["val_loss"] - gap[at] if has_val else None
-                row["weight_l2_norm"], row["weight_sparsity"] = norms_l[at], zeros_l[at]
-                row["lr"] = float(self.lr[at])
-                row["seconds"] = seconds
-                row["samples_per_second"] = n * self.G / seconds
+                row = rows[at]
                 completed[g] = epoch
                 self.last_row[g] = row
                 if on_epoch:
                     on_epoch(g, row)
-                value = row[monitor[g]]
-                delta = es[g].min_delta if es[g] else 0.0
-                better = (
-                    value is not None
-                    and math.isfinite(value)
-                    and (
-                        best[g] is None
-                        or (value < best[g] - delta if mode[g] == "min" else value > best[g] + delta)
-                    )
-                )
-                if better:
-                    best[g], best_epoch[g], best_row[g], bad[g] = value, epoch, row, 0
+                if trackers[g].update(row[monitor[g]], epoch):
+                    best_row[g] = row
                     with torch.no_grad():
                         for bp, p in zip(best_params, self.params, strict=True):
                             m = self._b((torch.arange(self.G, device=dev) == at).float(), p).bool()
                             bp.copy_(torch.where(m, p, bp))
-                else:
-                    bad[g] += 1
-                if not math.isfinite(row["train_loss"]) or (es[g] and bad[g] >= es[g].patience):
+                if not math.isfinite(row["train_loss"]) or trackers[g].should_stop:
                     done[g] = True
                     self.active[at] = 0.0
             position = {g: at for at, g in enumerate(self.slots)}
@@ -489,7 +445,56 @@ class StackedTrainer:
                 tests = self._test_metrics(best_params)
                 self.dropped_tests.update({g: tests[g] for g in self.slots if done[g]})
                 best_params = self._repack(live, best_params)
+        best_epoch = [t.best_epoch for t in trackers]
         return self._results(best_epoch, completed, done, best_row, best_params, cancelled=False)
+
+    def _set_lr(self, epoch: int) -> None:
+        """Every trial's learning rate for `epoch`, from the group's shared schedule."""
+        f = self._lr_factor(epoch)
+        schedule = self.trials[0].optimizer.scheduler
+        if isinstance(schedule, CosineScheduler):
+            self.lr.copy_(schedule.eta_min + (self.base_lr - schedule.eta_min) * f)
+        else:
+            self.lr.copy_(self.base_lr * f)
+
+    def _epoch_rows(
+        self, epoch: int, seconds: float, gap_idx: dict[int, torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        """The epoch's metrics row of the trial at each position of the stack, as a solo run
+        writes it (the same fields, each trial's own numbers)."""
+        n, has_val = len(self.X), len(self.Xv) > 0
+        data_loss = (self.loss_sum / n).tolist()
+        pens = (self.penalty_sum / n).tolist()
+        val = {k: v.tolist() for k, v in self.evaluate(self.Xv, self.yv).items()} if has_val else {}
+        # one evaluation per distinct seed (its own train subset), not one per trial
+        gap_loss = {s: self.evaluate(self.X[i], self.y[i])["loss"].tolist() for s, i in gap_idx.items()}
+        gap = [gap_loss[s][at] for at, s in enumerate(self.seeds)]
+        norms = torch.zeros(self.G, device=self.device)
+        zeros = torch.zeros(self.G, device=self.device)
+        count = 0
+        for p in self.in_scope:
+            norms += self._per_trial_sum(p.detach().square(), p)
+            zeros += self._per_trial_sum((p.detach() == 0).float(), p)
+            count += p.numel() // self.G
+        norms_l, zeros_l = norms.sqrt().tolist(), (zeros / max(count, 1)).tolist()
+        rows = []
+        for at in range(len(self.slots)):
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": data_loss[at] + pens[at],
+                "data_loss": data_loss[at],
+                "penalty": pens[at],
+                "train_eval_loss": gap[at],
+                "val_loss": val["loss"][at] if has_val else None,
+            }
+            row.update({f"val_{k}": v[at] for k, v in val.items() if k != "loss"})
+            row["generalization_gap"] = row["val_loss"] - gap[at] if has_val else None
+            row["weight_l2_norm"], row["weight_sparsity"] = norms_l[at], zeros_l[at]
+            row["lr"] = float(self.lr[at])
+            row["seconds"] = seconds
+            row["samples_per_second"] = n * self.G / seconds
+            rows.append(row)
+        return rows
 
     def _results(
         self,

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 import torch
 
-from service.datafile import DataError
-from service.spec import JobSpec
-from service.stacking import group_key, not_stackable
-from service.sweep_spec import SweepSpec, Trial
+from service.contract.errors import ErrorType
+from service.contract.spec import JobSpec
+from service.contract.stacking import group_key, not_stackable
+from service.contract.sweep_spec import SweepSpec, Trial
+from service.data.datafile import DataError
 from worker.training.data import Prepared, cv_folds, load_dataset, split_and_standardize
 from worker.training.errors import TrainingError
 from worker.training.loop import Callbacks, fit, resolve_device
@@ -90,14 +91,14 @@ def _summarize(
     vectorized: bool,
 ) -> TrialOutcome:
     metric = sweep.primary.metric
-    scores = [r.get(metric) for r in rows]
-    if not rows or any(s is None or not math.isfinite(s) for s in scores):
+    scores = [float(s) for r in rows if (s := r.get(metric)) is not None and math.isfinite(s)]
+    if not rows or len(scores) < len(rows):
         return TrialOutcome(
             trial.index,
             trial.params,
             "failed",
             vectorized=vectorized,
-            error={"type": "diverged", "message": f"{metric} was not finite on every fold"},
+            error={"type": ErrorType.DIVERGED, "message": f"{metric} was not finite on every fold"},
         )
     keys = [
         k
@@ -165,7 +166,7 @@ def run_sweep(
     except _Cancelled:
         status = "cancelled"
     except DataError as e:
-        raise TrainingError("bad_data", str(e)) from None
+        raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
     for t in trials:
         if t.index not in outcomes:
             outcomes[t.index] = TrialOutcome(t.index, t.params, "cancelled")
@@ -173,7 +174,7 @@ def run_sweep(
     best = None
     if done:
         sign = 1 if sweep.primary.mode == "min" else -1
-        best = min(done, key=lambda o: (sign * o.score, o.index)).index  # type: ignore[operator]
+        best = min((sign * o.score, o.index) for o in done if o.score is not None)[1]
     return SweepOutcome(status, [outcomes[t.index] for t in trials], best)
 
 
@@ -214,9 +215,8 @@ def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return rows[0]
     out: dict[str, Any] = {}
     for k, v in rows[0].items():
-        vals = [r.get(k) for r in rows]
-        ok = all(isinstance(x, int | float) and not isinstance(x, bool) for x in vals)
-        out[k] = statistics.fmean(vals) if ok else v  # type: ignore[arg-type]
+        nums = [float(x) for r in rows if isinstance(x := r.get(k), int | float) and not isinstance(x, bool)]
+        out[k] = statistics.fmean(nums) if len(nums) == len(rows) else v
     return out
 
 

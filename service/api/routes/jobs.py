@@ -1,0 +1,167 @@
+"""/v1/jobs: submit, dry-run, read, list, cancel, delete, metrics and checkpoints."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi.responses import FileResponse
+
+from service.api import deps, render
+from service.api.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
+from service.api.predict import checkpoint_file, exported_file
+from service.api.routes import lookup, pages
+from service.api.routes.documents import json_document
+from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validation
+from service.contract.documents import job_document
+from service.contract.errors import Conflict, NotFound
+from service.contract.exports import EXPORT_SUFFIX
+from service.contract.spec import JobSpec
+from service.store.artifacts import remove_job_files
+from service.store.repository import Row
+from service.submission import jobs
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+# pydantic types json_schema_extra as a dict or a callable; JobSpec's is the dict it declares
+_EXAMPLE = JobSpec.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+SpecBody = Annotated[
+    JobSpec,
+    Body(
+        openapi_examples={
+            "digits-l2-dropout": {"summary": "An MLP on digits with L2 and dropout", "value": _EXAMPLE},
+            "minimal": {
+                "summary": "Only the required fields",
+                "value": {"dataset": {"name": "iris"}, "model": {"type": "mlp"}},
+            },
+        }
+    ),
+]
+
+
+def _job_or_404(store: StoreDep, tenant: str, job_id: str) -> Row:
+    return lookup.found("job", job_id, store.get_job(job_id, tenant))
+
+
+@router.post("/jobs", status_code=202, response_model=Job)
+def create_job(
+    spec: SpecBody,
+    response: Response,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Queue a training job. Only `dataset` and `model` are required."""
+    checked = jobs.check_spec(spec, store, tenant, settings)
+    job, _ = jobs.submit(checked, store, broker, tenant, idempotency_key, max_active=settings.max_active_jobs)
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return render.job_documents(store, [job])[0]
+
+
+@router.post("/jobs:validate", response_model=Validation)
+def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> dict[str, Any]:
+    """Dry run: the filled spec, its parameter count and memory estimate; nothing is queued."""
+    checked = jobs.check_spec(spec, store, tenant, settings)
+    return {
+        "spec": checked.spec.model_dump(mode="json"),
+        "parameters": checked.parameters,
+        "memory_bytes_per_batch": checked.memory_bytes_per_batch,
+        "task": checked.shape.task,
+        "n_features": checked.shape.n_features,
+        "n_outputs": checked.shape.n_outputs,
+        "queue": checked.queue,
+    }
+
+
+@router.get("/jobs", response_model=JobList)
+async def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
+    """Newest first; follow `next_cursor` for older jobs."""
+    page, next_cursor = await deps.read(store, query.fetch, functools.partial(store.list_jobs, tenant))
+    # Each row holds its history, read in the same statement (store/job_reads.py).
+    docs = [job_document(row, row["history"]) for row in page]
+    return json_document({"jobs": docs, "next_cursor": next_cursor})
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+async def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
+    found = await deps.read(store, store.job_with_history, job_id, tenant)
+    if found is None:
+        raise NotFound(f"no job {job_id!r}")
+    job, history = found
+    return json_document(job_document(job, history))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)
+def cancel_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """A queued job is cancelled at once; a running one stops within a heartbeat, keeping its
+    last checkpoint (and `final`). A finished job → 409."""
+    outcome = store.cancel(job_id, tenant)
+    job = lookup.cancelled("job", job_id, outcome, lambda: store.get_job(job_id, tenant))
+    return render.job_documents(store, [job])[0]
+
+
+@router.delete("/jobs/{job_id}", status_code=204, response_class=Response)
+def delete_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+    """Delete a finished job: its row, metrics, checkpoints and every file it wrote (weights,
+    sidecars, resume state, exports). A queued or running job → 409 (cancel it first)."""
+    outcome = store.delete_job(job_id, tenant)
+    if outcome == "missing":
+        raise NotFound(f"no job {job_id!r}")
+    if outcome == "active":
+        raise Conflict(f"job {job_id} is queued or running: cancel it first, then delete it")
+    remove_job_files(settings, job_id)
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=Metrics)
+def job_metrics(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    _job_or_404(store, tenant, job_id)
+    return {"epochs": store.metrics(job_id)}
+
+
+@router.get("/jobs/{job_id}/checkpoints", response_model=CheckpointList)
+def job_checkpoints(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    _job_or_404(store, tenant, job_id)
+    return {"checkpoints": store.checkpoints(job_id)}
+
+
+@router.get(
+    "/jobs/{job_id}/checkpoints/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "safetensors weights, or a TorchScript / ONNX model taking raw inputs",
+        }
+    },
+)
+def download_checkpoint(
+    job_id: str,
+    name: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    format: Annotated[
+        Literal["safetensors", "torchscript", "onnx"],
+        Query(
+            description="safetensors: the state dict (load it into the model the spec builds); "
+            "torchscript or onnx: the whole model, standardizing raw inputs itself "
+            "(classification returns logits; class labels are in the sidecar)."
+        ),
+    ] = "safetensors",
+) -> FileResponse:
+    """The checkpoint's weights (default), or the model exported as TorchScript or ONNX."""
+    _job_or_404(store, tenant, job_id)
+    row = store.checkpoint(job_id, name)
+    if row is None:
+        raise NotFound(f"job {job_id} has no checkpoint {name!r}")
+    if format == "safetensors":
+        path, suffix = checkpoint_file(settings, job_id, row), ".safetensors"
+    else:
+        path, suffix = exported_file(settings, job_id, row, format), EXPORT_SUFFIX[format]
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"{job_id}-{row['name']}{suffix}"
+    )

@@ -1,0 +1,76 @@
+"""Models for use: POST /v1/jobs/{id}/predict applies a trained job's model to raw inputs, and
+GET /v1/jobs/{id}/checkpoints/{name}/sidecar hands out what using the weights elsewhere needs
+(the filled spec, input shape, class labels and the standardization fitted on the train split)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.deps import SettingsDep, StoreDep, TenantDep
+from service.api.predict import checkpoint_file, read_sidecar
+from service.contract.errors import NotFound
+from service.store.repository import Row
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+MAX_ROWS = 10_000
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_ROWS,
+        description="Rows in the dataset's raw feature space (the server applies the job's "
+        "standardization): a list of features each, or nested to the input's shape (digits: "
+        "64 numbers, or 1x8x8).",
+    )
+    checkpoint: str = Field("best", max_length=100, description='"best", "final" or "epoch-K".')
+
+
+class Predictions(BaseModel):
+    predictions: list[Any] = Field(
+        description="Class labels for classification, values in the target's units for regression."
+    )
+    checkpoint: str
+    epoch: int
+
+
+def _checkpoint_or_404(store: StoreDep, tenant: str, job_id: str, name: str) -> Row:
+    if store.get_job(job_id, tenant) is None:
+        raise NotFound(f"no job {job_id!r}")
+    row = store.checkpoint(job_id, name)
+    if row is None:
+        raise NotFound(f"job {job_id} has no checkpoint {name!r}")
+    return row
+
+
+@router.post("/jobs/{job_id}/predict", response_model=Predictions)
+def predict(
+    job_id: str,
+    body: PredictRequest,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+) -> dict[str, Any]:
+    """Predict with one of the job's checkpoints (default `best`). The model is loaded once and
+    kept in memory for the next request."""
+    row = _checkpoint_or_404(store, tenant, job_id, body.checkpoint)
+    predictions = request.app.state.predictors.predict(settings, job_id, row, body.inputs)
+    return {"predictions": predictions, "checkpoint": row["name"], "epoch": row["epoch"]}
+
+
+@router.get("/jobs/{job_id}/checkpoints/{name}/sidecar")
+def checkpoint_sidecar(
+    job_id: str, name: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """The checkpoint's JSON sidecar: `spec`, `task`, `input_shape`, `classes`,
+    `standardization` (`mean`, `std`, `shape`, `target_mean`, `target_std`), `epoch`, `metrics`,
+    versions and the data's sha256."""
+    row = _checkpoint_or_404(store, tenant, job_id, name)
+    return read_sidecar(checkpoint_file(settings, job_id, row))

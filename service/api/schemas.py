@@ -1,0 +1,199 @@
+"""What the API answers (read schemas). What it accepts is service.contract.spec.JobSpec."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class HistoryEntry(BaseModel):
+    status: JobStatus
+    at: datetime
+    attempt: int | None = None
+    worker: str | None = None
+    resumed_from_epoch: int | None = Field(
+        None, description="On a running entry: the epoch checkpoint this attempt resumed from."
+    )
+    message: str | None = None
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="Epochs completed.")
+    epochs: int = Field(description="Epochs asked for (early stopping may end sooner).")
+    fraction: float
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="diverged, out_of_memory, time_limit, bad_data, worker_lost, internal, ...")
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    cancel_requested: bool
+    history: list[HistoryEntry]
+    progress: Progress
+    latest_metrics: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: JobError | None
+    spec: dict[str, Any] = Field(description="The JobSpec with every default filled in.")
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")
+
+
+class Metrics(BaseModel):
+    epochs: list[dict[str, Any]] = Field(description="One row per epoch, in order.")
+
+
+class Checkpoint(BaseModel):
+    name: str = Field(description='"epoch-K", "best" or "final".')
+    epoch: int
+    size_bytes: int
+    sha256: str
+    metrics: dict[str, Any] | None
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[Checkpoint]
+
+
+class Validation(BaseModel):
+    spec: dict[str, Any] = Field(description="The JobSpec with every default filled in.")
+    parameters: int = Field(description="Trainable parameters of the model on this dataset.")
+    memory_bytes_per_batch: int = Field(
+        description="Rough float32 footprint of one training step (weights, gradients, "
+        "optimizer state, activations)."
+    )
+    task: Literal["classification", "regression"]
+    n_features: int
+    n_outputs: int
+    queue: str = Field(description="The queue the job would go to.")
+
+
+class Dataset(BaseModel):
+    id: str | None = Field(description='Pass as {"dataset": {"id": ...}}; null for a built-in.')
+    name: str
+    task: Literal["classification", "regression"]
+    n_samples: int | None
+    n_features: int
+    n_classes: int | None
+    image_shape: list[int] | None = None
+    sha256: str | None
+    builtin: bool = False
+    created_at: datetime | None = None
+
+
+class DatasetList(BaseModel):
+    datasets: list[Dataset]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class SweepTrial(BaseModel):
+    index: int
+    params: dict[str, Any] = Field(description="The field paths this trial sets, and their values.")
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
+    metrics: dict[str, float | None] | None = Field(
+        description="Fold means of the metrics row of the weights the trial keeps, plus the "
+        "objective's standard deviation over folds (`<metric>_std`)."
+    )
+    score: float | None = Field(description="The objective metric's mean over the folds.")
+    fold_scores: list[float] | None
+    vectorized: bool = Field(description="Trained as part of a stacked model with other trials.")
+    error: JobError | None
+    epochs_trained: int | None = Field(
+        None, description="Epochs actually trained, summed over folds and seeds."
+    )
+    pruned_at_epoch: int | None = Field(
+        None, description="Pruned: the epoch (counted across folds: fold k's epoch e is k·epochs + e)."
+    )
+    reason: str | None = Field(None, description="Why the pruner stopped it.")
+    progress: dict[str, Any] | None = Field(
+        None, description='Its latest epoch: {"fold", "epoch", "step", <objective metric>}.'
+    )
+    unit: int | None = None
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class SweepUnit(BaseModel):
+    index: int
+    status: str
+    worker: str | None
+    trials: list[int]
+
+
+class SweepStudy(BaseModel):
+    name: str
+    storage: str = Field(
+        description="optuna.load_study(study_name=name, storage=<this URL, with its password>)."
+    )
+
+
+class SweepBest(BaseModel):
+    index: int
+    params: dict[str, Any]
+    metrics: dict[str, float | None] | None = Field(description="The trial's cross-validation metrics.")
+    score: float | None
+    job_id: str | None = Field(
+        description="The job retraining this trial on train + validation data and testing it; "
+        "its test metrics appear on that job."
+    )
+    score_std: float | None = Field(
+        None, description="The objective's standard deviation over folds and seeds."
+    )
+    job_status: JobStatus | None = None
+    test_metrics: dict[str, float | None] | None = Field(
+        None, description="The retrained job's test metrics (once it has finished)."
+    )
+
+
+class Sweep(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    cancel_requested: bool
+    trials: list[SweepTrial]
+    leaderboard: list[int] = Field(description="Indices of the scored trials, best first.")
+    best: SweepBest | None
+    objective: dict[str, Any]
+    objectives: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Every objective; `objective` is the first, which ranks the leaderboard.",
+    )
+    pareto: list[int] | None = Field(
+        None, description="Several objectives: the indexes of the trials on the Pareto front."
+    )
+    units: list[SweepUnit] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    study: SweepStudy | None = Field(None, description="A search's Optuna study, in regtrain's database.")
+    spec: dict[str, Any] = Field(description="The SweepSpec with every default filled in.")
+    error: JobError | None
+
+
+class SweepList(BaseModel):
+    sweeps: list[Sweep]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")

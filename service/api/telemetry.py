@@ -1,0 +1,126 @@
+"""What GET /metrics exports, in Prometheus' text format.
+
+Job counts, queue depth, job durations and the epoch rate are read from the store at scrape time,
+so every API replica reports the whole fleet the same way (no per-process counters to add up).
+Request latency is the one per-process measure, timed by a middleware around every route.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.store import Repository
+from service.store.job_counts import DURATION_BUCKETS
+from service.store.repository import now
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RATE_WINDOW_S = 60
+# A stream lasts as long as its job: its "latency" would drown every other route's.
+UNTIMED_ROUTES = frozenset({"/v1/jobs/{job_id}/events"})
+
+
+class StoreCollector(Collector):
+    def __init__(self, store: Repository) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.store.job_status_counts()
+        by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        queued: dict[str, int] = defaultdict(int)
+        for (status, queue), n in counts.items():
+            by_status[status] = by_status.get(status, 0) + n
+            if queue:  # finished jobs are counted whatever their queue (under "")
+                queued[queue] += n if status == "queued" else 0
+        jobs = GaugeMetricFamily("regtrain_jobs", "Jobs in the store, by status.", labels=["status"])
+        for status, n in by_status.items():
+            jobs.add_metric([status], n)
+        yield jobs
+        depth = GaugeMetricFamily(
+            "regtrain_queue_depth", "Jobs queued and not yet taken by a worker, by queue.", labels=["queue"]
+        )
+        for queue, n in sorted(queued.items()):
+            depth.add_metric([queue], n)
+        yield depth
+
+        durations = HistogramMetricFamily(
+            "regtrain_job_duration_seconds",
+            "Time from a job's start to its end, of finished jobs, by final status.",
+            labels=["status"],
+        )
+        histogram = self.store.job_duration_histogram(DURATION_BUCKETS)
+        for status, (cumulative, total, seconds) in sorted(histogram.items()):
+            buckets = [(str(float(b)), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
+            buckets.append(("+Inf", float(total)))
+            durations.add_metric([status], buckets, seconds)
+        yield durations
+
+        yield CounterMetricFamily(
+            "regtrain_epochs",
+            "Epochs trained (metrics rows written, counted as they are written).",
+            value=self.store.epochs_recorded(),
+        )
+        recent = self.store.epochs_recorded(since=now() - timedelta(seconds=RATE_WINDOW_S))
+        yield GaugeMetricFamily(
+            "regtrain_epochs_per_second",
+            f"Epochs trained per second over the last {RATE_WINDOW_S} s, across every worker.",
+            value=recent / RATE_WINDOW_S,
+        )
+
+
+def make_registry(store: Repository) -> tuple[CollectorRegistry, Histogram]:
+    """The app's own registry (two apps in one process never share counters)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StoreCollector(store))
+    latency = Histogram(
+        "regtrain_http_request_duration_seconds",
+        "Time to answer an API request, by method, route template and status code.",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    return registry, latency
+
+
+class RequestTimer:
+    """ASGI middleware: observe each request's latency under its route template (not its raw
+    path, so ids never become label values)."""
+
+    def __init__(self, app: ASGIApp, latency: Histogram) -> None:
+        self.app = app
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            if template not in UNTIMED_ROUTES:
+                self.latency.labels(scope["method"], template, str(status)).observe(
+                    time.perf_counter() - start
+                )

@@ -1,0 +1,130 @@
+"""The documents of docs/API.md, rendered from the store's rows: a job (with its history), a
+sweep (its trials, leaderboard, best, Pareto front, units and study). Pure functions of the rows:
+the API's routes and streams and the webhooks' payloads render through them alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.contract import selection
+from service.contract.search_space import study_name, study_storage
+from service.contract.selection import Row
+
+
+def job_document(job: Row, history: list[Row]) -> dict[str, Any]:
+    """The job as docs/API.md spells it."""
+    epochs = int(job["spec"].get("training", {}).get("epochs", 1))
+    epoch = int(job["progress_epoch"] or 0)
+    fraction = 1.0 if job["status"] == "succeeded" else min(epoch / epochs, 1.0)
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "status": job["status"],
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+        "attempts": job["attempts"],
+        "cancel_requested": bool(job["cancel_requested"]),
+        "history": [
+            {k: h[k] for k in ("status", "at", "attempt", "worker", "resumed_from_epoch", "message")}
+            for h in history
+        ],
+        "progress": {"epoch": epoch, "epochs": epochs, "fraction": round(fraction, 4)},
+        "latest_metrics": job["latest_metrics"],
+        "result": job["result"],
+        "error": job["error"],
+        "spec": job["spec"],
+    }
+
+
+def trial_document(t: Row) -> dict[str, Any]:
+    return {
+        "index": t["trial_index"],
+        "params": t["params"],
+        "status": t["status"],
+        "metrics": t["metrics"],
+        "score": t["score"],
+        "fold_scores": t["fold_scores"],
+        "vectorized": bool(t["vectorized"]),
+        "error": t["error"],
+        "epochs_trained": t["epochs_trained"],
+        "pruned_at_epoch": t["pruned_at_epoch"],
+        "reason": t["reason"],
+        "progress": t["progress"],
+        "unit": t["unit"],
+        "worker": t["worker"],
+        "started_at": t["started_at"],
+        "finished_at": t["finished_at"],
+    }
+
+
+def _units(sweep: Row, trials: list[Row]) -> list[dict[str, Any]]:
+    """The units of work: a search's batches of asked trials (each trained together on one
+    worker); a grid's, random or path sweep's trials are one unit on the sweep's worker."""
+    by_unit: dict[int, list[Row]] = {}
+    for t in trials:
+        by_unit.setdefault(t["unit"] if t["unit"] is not None else 0, []).append(t)
+    out = []
+    for index, members in sorted(by_unit.items()):
+        statuses = {m["status"] for m in members}
+        status = "running" if statuses & {"running", "queued"} else "succeeded"
+        if statuses == {"queued"}:
+            status = "queued"
+        worker = next((m["worker"] for m in members if m["worker"]), None) or sweep["lease_owner"]
+        out.append(
+            {
+                "index": index,
+                "status": status,
+                "worker": worker,
+                "trials": [m["trial_index"] for m in members],
+            }
+        )
+    return out
+
+
+def sweep_document(
+    sweep: Row, trials: list[Row], best_job: Row | None = None, storage_url: str | None = None
+) -> dict[str, Any]:
+    """The sweep as docs/API.md spells it."""
+    by_index = {t["trial_index"]: t for t in trials}
+    best_row = by_index.get(sweep["best_index"]) if sweep["best_index"] is not None else None
+    best = None
+    if best_row is not None:
+        result = (best_job or {}).get("result") or {}
+        best = {
+            "index": best_row["trial_index"],
+            "params": best_row["params"],
+            "metrics": best_row["metrics"],
+            "score": best_row["score"],
+            "score_std": (best_row["metrics"] or {}).get(
+                f"{selection.primary(sweep['spec']).get('metric')}_std"
+            ),
+            "job_id": sweep["best_job_id"],
+            "job_status": (best_job or {}).get("status"),
+            "test_metrics": result.get("metrics"),
+        }
+    spec = sweep["spec"]
+    doc = {
+        "id": sweep["id"],
+        "name": sweep["name"],
+        "status": sweep["status"],
+        "created_at": sweep["created_at"],
+        "started_at": sweep["started_at"],
+        "finished_at": sweep["finished_at"],
+        "attempts": sweep["attempts"],
+        "cancel_requested": bool(sweep["cancel_requested"]),
+        "trials": [trial_document(t) for t in trials],
+        "leaderboard": selection.leaderboard(spec, trials),
+        "best": best,
+        "objective": selection.primary(spec),
+        "objectives": selection.objectives(spec),
+        "pareto": selection.pareto(spec, trials) if len(selection.objectives(spec)) > 1 else None,
+        "units": _units(sweep, trials),
+        "warnings": sweep["warnings"] or [],
+        "study": None,
+        "spec": spec,
+        "error": sweep["error"],
+    }
+    if spec.get("space") is not None and storage_url is not None:
+        doc["study"] = {"name": study_name(sweep["id"]), "storage": study_storage(storage_url)}
+    return doc

@@ -1,0 +1,373 @@
+"""The JobSpec: what a client asks regtrain to train (the contract of docs/API.md).
+
+Plain pydantic, no torch: the API validates specs without loading the engine. Every field has
+its default written here, so the OpenAPI schema documents it and a job records the filled spec.
+Numbers are strict (no "NaN" or "1e-3" strings, no booleans for numbers) and finite; unknown
+fields are refused, so a misspelt option never silently falls back to its default.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_WIDTH = 65_536
+MAX_LAYERS = 64
+MAX_SYNTHETIC_SAMPLES = 1_000_000
+MAX_SYNTHETIC_FEATURES = 10_000
+MAX_CLASSES = 1_000
+
+BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+
+
+class Strict(BaseModel):
+    """Base of every spec model: strict types, finite numbers, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# --- dataset -------------------------------------------------------------------------------
+
+
+class BuiltinDataset(Strict):
+    """A dataset that ships inside scikit-learn, read offline."""
+
+    name: Literal["digits", "iris", "wine", "breast_cancer", "diabetes"] = Field(
+        description="digits (8x8 images, 10 classes), iris, wine, breast_cancer "
+        "(classification) or diabetes (regression)."
+    )
+
+
+class SyntheticDataset(Strict):
+    """Seeded synthetic data (scikit-learn's make_classification / make_regression)."""
+
+    name: Literal["synthetic"]
+    task: Literal["classification", "regression"] = "classification"
+    n_samples: int = Field(1000, ge=10, le=MAX_SYNTHETIC_SAMPLES)
+    n_features: int = Field(20, ge=1, le=MAX_SYNTHETIC_FEATURES)
+    n_classes: int = Field(2, ge=2, le=MAX_CLASSES, description="Ignored for regression.")
+    noise: float = Field(0.1, ge=0, le=100, description="Label noise (regression: target noise).")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _enough_features(self) -> SyntheticDataset:
+        # make_classification puts each class on a vertex of a hypercube of the informative
+        # features: C classes need at least ceil(log2 C) of them.
+        need = math.ceil(math.log2(self.n_classes))
+        if self.task == "classification" and self.n_features < need:
+            raise ValueError(f"{self.n_classes} classes need n_features ≥ {need}")
+        return self
+
+
+class UploadedDataset(Strict):
+    """A dataset uploaded through POST /v1/datasets."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+def _dataset_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "id" in value:
+            return "uploaded"
+        return "synthetic" if value.get("name") == "synthetic" else "builtin"
+    if isinstance(value, UploadedDataset):
+        return "uploaded"
+    if isinstance(value, SyntheticDataset):
+        return "synthetic"
+    if isinstance(value, BuiltinDataset):
+        return "builtin"
+    return None
+
+
+DatasetSpec = Annotated[
+    Annotated[BuiltinDataset, Tag("builtin")]
+    | Annotated[SyntheticDataset, Tag("synthetic")]
+    | Annotated[UploadedDataset, Tag("uploaded")],
+    Discriminator(_dataset_tag),
+]
+
+
+class SplitSpec(Strict):
+    """Seeded train/validation/test split, stratified for classification."""
+
+    validation: float = Field(0.2, ge=0, lt=1, description="Fraction held out for validation.")
+    test: float = Field(0.2, ge=0, lt=1, description="Fraction held out for the final test.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _leave_training_data(self) -> SplitSpec:
+        if self.validation + self.test > 0.9:
+            raise ValueError("validation + test must leave at least 10% of the data to train on")
+        return self
+
+
+# --- model ---------------------------------------------------------------------------------
+
+Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "silu"]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+
+
+class MLPSpec(Strict):
+    """Fully connected network: Linear → [BatchNorm] → activation → [Dropout] per hidden layer."""
+
+    type: Literal["mlp"]
+    hidden: list[Width] = Field(default_factory=lambda: [128], max_length=MAX_LAYERS)
+    activation: Activation = "relu"
+    dropout: Dropout = Field(0.0, description="Dropout after each hidden activation, never on the output.")
+    batch_norm: bool = False
+
+
+class CNNSpec(Strict):
+    """Conv blocks (Conv2d → [BatchNorm2d] → activation → MaxPool2d(2) → [Dropout2d]) then an MLP head."""
+
+    type: Literal["cnn"]
+    channels: list[Width] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=16)
+    kernel_size: int = Field(3, ge=1, le=11, description="Odd sizes keep the spatial shape ('same' padding).")
+    hidden: list[Width] = Field(default_factory=lambda: [64], max_length=MAX_LAYERS)
+    activation: Activation = "relu"
+    dropout: Dropout = Field(0.0, description="Dropout after each hidden activation of the head.")
+    dropout2d: Dropout = Field(0.0, description="Dropout2d (whole channels) between conv blocks.")
+    batch_norm: bool = False
+
+
+class LinearLayer(Strict):
+    type: Literal["linear"]
+    out_features: Width | None = Field(
+        None, description="Omit on the last linear layer: the output size comes from the data."
+    )
+
+
+class Conv2dLayer(Strict):
+    type: Literal["conv2d"]
+    out_channels: Width
+    kernel_size: int = Field(3, ge=1, le=11)
+    stride: int = Field(1, ge=1, le=8)
+    padding: int = Field(0, ge=0, le=8)
+
+
+class ActivationLayer(Strict):
+    type: Literal["relu", "gelu", "tanh"]
+
+
+class DropoutLayer(Strict):
+    type: Literal["dropout"]
+    p: Dropout = 0.5
+
+
+class BatchNormLayer(Strict):
+    type: Literal["batch_norm"]
+
+
+class FlattenLayer(Strict):
+    type: Literal["flatten"]
+
+
+class MaxPool2dLayer(Strict):
+    type: Literal["max_pool2d"]
+    kernel_size: int = Field(2, ge=1, le=8)
+
+
+LayerSpec = Annotated[
+    LinearLayer
+    | Conv2dLayer
+    | ActivationLayer
+    | DropoutLayer
+    | BatchNormLayer
+    | FlattenLayer
+    | MaxPool2dLayer,
+    Field(discriminator="type"),
+]
+
+
+class SequentialSpec(Strict):
+    """An explicit list of layers; input and output sizes come from the data."""
+
+    type: Literal["sequential"]
+    layers: list[LayerSpec] = Field(min_length=1, max_length=MAX_LAYERS)
+
+    @model_validator(mode="after")
+    def _ends_with_linear(self) -> SequentialSpec:
+        linears = [i for i, layer in enumerate(self.layers) if isinstance(layer, LinearLayer)]
+        if not linears:
+            raise ValueError("layers must contain at least one linear layer (the output layer)")
+        for i in linears[:-1]:
+            layer = self.layers[i]
+            if isinstance(layer, LinearLayer) and layer.out_features is None:
+                raise ValueError(f"layers.{i}.out_features is required except on the last linear layer")
+        if any(isinstance(layer, DropoutLayer) for layer in self.layers[linears[-1] + 1 :]):
+            raise ValueError("dropout after the output layer is not allowed (it would drop logits)")
+        return self
+
+
+ModelSpec = Annotated[MLPSpec | CNNSpec | SequentialSpec, Field(discriminator="type")]
+
+
+# --- regularization and optimization -------------------------------------------------------
+
+
+class RegularizationSpec(Strict):
+    """Explicit penalties. L2 is λ·Σw² (gradient 2λw); L1 is λ·Σ|w|."""
+
+    l1: float = Field(0.0, ge=0, le=100, description="λ₁ of λ₁·Σ|w|.")
+    l2: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="λ₂ of λ₂·Σw² (Keras' convention, gradient 2λ₂w). An sgd/adam weight_decay "
+        "of wd equals l2 = wd/2.",
+    )
+    apply_to: Literal["weights", "all"] = Field(
+        "weights",
+        description="weights: tensors of 2+ dimensions (weight matrices, kernels); all: biases "
+        "and normalization parameters too. Also the scope of optimizer.weight_decay.",
+    )
+    l1_mode: Literal["subgradient", "proximal"] = Field(
+        "subgradient",
+        description="proximal soft-thresholds after each step, giving exact zeros (exact for "
+        "sgd; a heuristic with adaptive optimizers).",
+    )
+    max_norm: float | None = Field(
+        None, gt=0, le=1e6, description="Cap on each unit's incoming weight-vector norm."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Classification only.")
+
+
+class StepScheduler(Strict):
+    type: Literal["step"]
+    step_size: int = Field(10, ge=1, le=MAX_EPOCHS, description="Epochs between decays.")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class CosineScheduler(Strict):
+    type: Literal["cosine"]
+    t_max: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Default: training.epochs.")
+    eta_min: float = Field(0.0, ge=0)
+
+
+class PlateauScheduler(Strict):
+    type: Literal["plateau"]
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(5, ge=0, le=MAX_EPOCHS)
+    min_lr: float = Field(0.0, ge=0)
+
+
+SchedulerSpec = Annotated[StepScheduler | CosineScheduler | PlateauScheduler, Field(discriminator="type")]
+
+
+class OptimizerSpec(Strict):
+    """The optimizer. weight_decay keeps PyTorch's meaning (see RegularizationSpec.l2)."""
+
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
+    lr: float = Field(0.001, gt=0, le=10)
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd and rmsprop only.")
+    nesterov: bool = Field(False, description="sgd only; needs momentum > 0.")
+    betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2, description="adam/adamw."
+    )
+    eps: float = Field(1e-8, gt=0, le=1)
+    weight_decay: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Coupled (g += wd·w, equal to l2 = wd/2) for sgd, adam, rmsprop; decoupled "
+        "(w -= lr·wd·w) for adamw.",
+    )
+    scheduler: SchedulerSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimizerSpec:
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov needs name 'sgd' and momentum > 0")
+        if self.momentum and self.name not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum applies to sgd and rmsprop, not {self.name}")
+        return self
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+class EarlyStoppingSpec(Strict):
+    monitor: str = Field("val_loss", pattern=r"^(val|train)_[a-z0-9_]+$|^data_loss$")
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(5, ge=1, le=MAX_EPOCHS, description="Evaluations without improvement.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest absolute change that counts.")
+    restore_best: bool = Field(True, description="Leave the best epoch's weights in `final`.")
+
+
+class TrainingSpec(Strict):
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast on CUDA.")
+    grad_clip_norm: float | None = Field(None, gt=0, le=1e6, description="Global-norm clipping.")
+    early_stopping: EarlyStoppingSpec | None = None
+    checkpoint_every: int = Field(
+        1, ge=0, le=MAX_EPOCHS, description="Save epoch-K every K epochs (0: only best and final)."
+    )
+    time_limit_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+
+
+class NotifySpec(Strict):
+    """A webhook: regtrain POSTs `{"event", "job"}` (the job as GET /v1/jobs/{id} shows it) to
+    `url` when the job changes status, signed by the Standard Webhooks scheme (webhook-id,
+    webhook-timestamp, webhook-signature) with `secret`, or else the tenant's secret."""
+
+    url: str = Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(?:[/?#]\S*)?$")
+    events: list[Literal["status", "done"]] = Field(
+        default_factory=lambda: ["done"],  # type: ignore[arg-type]  # pydantic-mypy reads the lambda as list[str], not the Literal
+        min_length=1,
+        max_length=2,
+        description="done: once, when the job has finished (succeeded, failed or cancelled); "
+        "status: at every change of status (queued, running, and the final one).",
+    )
+    # exclude: write-only. The stored spec, and so every document served, leaves it out.
+    secret: str | None = Field(
+        None,
+        exclude=True,
+        pattern=r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$",
+        description="A Standard Webhooks secret (whsec_ + base64 of 24 to 64 random bytes) that "
+        "signs this job's deliveries; write-only, never shown. Default: the tenant's secret "
+        "(REGTRAIN_WEBHOOK_SECRETS).",
+    )
+
+
+class JobSpec(Strict):
+    """A training job. Only `dataset` and `model` are required."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "seed-l2",
+                    "dataset": {"name": "digits"},
+                    "split": {"validation": 0.2, "test": 0.2, "seed": 0},
+                    "model": {"type": "mlp", "hidden": [128], "activation": "relu", "dropout": 0.5},
+                    "regularization": {"l1": 0.0, "l2": 0.0001, "apply_to": "weights"},
+                    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0},
+                    "training": {"epochs": 20, "batch_size": 64, "seed": 0, "device": "auto"},
+                }
+            ]
+        }
+    )
+
+    name: str | None = Field(None, max_length=200)
+    dataset: DatasetSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ModelSpec
+    regularization: RegularizationSpec = Field(default_factory=RegularizationSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    notify: NotifySpec | None = Field(None, description="A webhook called when the job changes status.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        es = self.training.early_stopping
+        if (es and es.monitor.startswith("val_")) and self.split.validation == 0:
+            raise ValueError("early_stopping monitors a validation metric but split.validation is 0")
+        return self

@@ -1,0 +1,313 @@
+"""The SweepSpec: which λ (or dropout, or lr) is best, by grid or random search, k-fold cross
+validation, or a warm-started regularization path. No torch: the API expands a sweep into its
+trials and validates every trial's JobSpec before anything is queued.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, ValidationError, model_validator
+
+from service.contract.architecture import DataShape, check_feasible, check_memory, metric_names
+from service.contract.errors import SpecError
+from service.contract.search_space import Dimension, Pruner, Sampler, ordered
+from service.contract.spec import JobSpec, Strict
+
+MAX_TRIALS = 256
+MAX_PATH_STEPS = 64
+
+
+class Distribution(Strict):
+    """One of uniform [lo, hi], log_uniform [lo, hi] (lo > 0), or choice [values...]."""
+
+    uniform: list[float] | None = Field(None, min_length=2, max_length=2)
+    log_uniform: list[float] | None = Field(None, min_length=2, max_length=2)
+    choice: list[Any] | None = Field(None, min_length=1, max_length=MAX_TRIALS)
+
+    @model_validator(mode="after")
+    def _one(self) -> Distribution:
+        given = [k for k in ("uniform", "log_uniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of uniform, log_uniform or choice")
+        for k in ("uniform", "log_uniform"):
+            lo_hi = getattr(self, k)
+            if lo_hi is not None:
+                lo, hi = lo_hi
+                if not lo <= hi:
+                    raise ValueError(f"{k}: low must not exceed high")
+                if k == "log_uniform" and lo <= 0:
+                    raise ValueError("log_uniform needs a low bound > 0")
+        return self
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        if self.uniform is not None:
+            low, high = self.uniform
+            return float(rng.uniform(low, high))
+        if self.log_uniform is not None:
+            lo, hi = self.log_uniform
+            return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        assert self.choice is not None
+        return self.choice[int(rng.integers(len(self.choice)))]
+
+
+class Objective(Strict):
+    metric: str = Field("val_loss", description="A per-epoch metric, e.g. val_loss, val_accuracy, val_r2.")
+    mode: Literal["min", "max"] = "min"
+
+
+class SweepSpec(Strict):
+    """A search over JobSpec fields. Give exactly one of grid, random (with trials) or path."""
+
+    name: str | None = Field(None, max_length=200)
+    base: JobSpec
+    grid: dict[str, list[Any]] | None = Field(
+        None,
+        description='Field path → values, e.g. {"regularization.l2": [0, 1e-4, 1e-3]}; all combinations.',
+    )
+    random: dict[str, Distribution] | None = Field(None, description="Field path → distribution.")
+    trials: int = Field(16, ge=1, le=MAX_TRIALS, description="Random search: how many trials.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random search: the sampling seed.")
+    path: dict[str, list[float]] | None = Field(
+        None,
+        description="One field → values from strong to weak; each step warm-starts from the last "
+        "one's weights, as glmnet does.",
+    )
+    objective: Objective | list[Objective] = Field(
+        default_factory=Objective,
+        description="One metric and mode, or a list of them (several objectives: the sweep reports "
+        "the Pareto front; the first one ranks the leaderboard).",
+    )
+    cv_folds: int = Field(
+        0, ge=0, le=10, description="k-fold cross validation (stratified); 0 uses base.split.validation."
+    )
+    # --- search and prune (service/contract/search_space.py) ---
+    space: dict[str, Dimension] | None = Field(
+        None, description="Field path → dimension, searched by `sampler` (Optuna) for `trials` trials."
+    )
+    sampler: Sampler | None = Field(
+        None, description="tpe (the default with a space), random, grid, cmaes, nsga2."
+    )
+    pruner: Pruner = Field(default_factory=Pruner)
+    seeds: int = Field(
+        1, ge=1, le=10, description="Train each configuration with this many seeds (mean ± std)."
+    )
+    select: Literal["best", "one_se"] = Field(
+        "best",
+        description="one_se (grids and paths): the most regularized trial within one standard error "
+        "of the best, glmnet's lambda.1se.",
+    )
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="space: trials asked at once and trained together (default 8)."
+    )
+    vectorize: Literal["auto"] | bool = Field(
+        "auto",
+        description="Train trials that share architecture, data and batch size as one stacked "
+        "model: auto where possible, true (refuse otherwise), false (trial by trial).",
+    )
+
+    @model_validator(mode="after")
+    def _one_search(self) -> SweepSpec:
+        given = [k for k in ("grid", "random", "path", "space") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of grid, random or path, or a space to search")
+        self._check_search(given[0])
+        if self.grid is not None and (not self.grid or any(not v for v in self.grid.values())):
+            raise ValueError("grid: give at least one field with at least one value")
+        if self.random is not None and not self.random:
+            raise ValueError("random: give at least one field")
+        if self.path is not None:
+            if len(self.path) != 1:
+                raise ValueError("path: give exactly one field")
+            (values,) = self.path.values()
+            if not 2 <= len(values) <= MAX_PATH_STEPS:
+                raise ValueError(f"path: give between 2 and {MAX_PATH_STEPS} values")
+        if self.cv_folds == 1:
+            raise ValueError("cv_folds: use 0 (a single validation split) or at least 2 folds")
+        if self.cv_folds == 0 and self.base.split.validation == 0:
+            raise ValueError("a sweep needs validation data: set base.split.validation > 0 or cv_folds ≥ 2")
+        return self
+
+    def _check_search(self, kind: str) -> None:
+        if isinstance(self.objective, list):
+            if not 1 <= len(self.objective) <= 4:
+                raise ValueError("objective: give between 1 and 4 objectives")
+            if self.pruner.type != "none" and len(self.objective) > 1:
+                raise ValueError(
+                    "pruner: a pruner judges one objective; several objectives train every trial"
+                )
+        if self.select == "one_se":
+            if kind not in ("grid", "path"):
+                raise ValueError("select: one_se chooses among a grid's or a path's trials")
+            if self.cv_folds < 2 and self.seeds < 2:
+                raise ValueError("select: one_se needs a standard error: cv_folds ≥ 2 or seeds ≥ 2")
+        if kind != "space":
+            if self.sampler is not None or self.pruner.type != "none":
+                raise ValueError("sampler and pruner go with a space")
+            return
+        assert self.space is not None
+        if not self.space:
+            raise ValueError("space: give at least one field")
+        ordered(self.space)  # conditions name fields of the space, no cycles
+        if self.sampler == "grid":
+            for name, dim in self.space.items():
+                if dim.kind not in ("choice", "int"):
+                    raise ValueError(f"space.{name}: the grid sampler needs choice or int dimensions")
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def primary(self) -> Objective:
+        """The objective that ranks the leaderboard and chooses the trial to retrain."""
+        return self.objectives[0]
+
+    @property
+    def kind(self) -> Literal["grid", "random", "path", "space"]:
+        if self.grid is not None:
+            return "grid"
+        if self.random is not None:
+            return "random"
+        if self.path is not None:
+            return "path"
+        return "space"
+
+
+@dataclass
+class Trial:
+    index: int
+    params: dict[str, Any]
+    spec: JobSpec
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Set doc["a"]["b"] for "a.b"; the field must already exist in the filled spec."""
+    *parents, leaf = path.split(".")
+    node: Any = doc
+    for part in parents:
+        if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+            raise KeyError(path)
+        node = node[part]
+    if leaf not in node:
+        raise KeyError(path)
+    node[leaf] = value
+
+
+def trial_count(sweep: SweepSpec) -> int:
+    """How many trials the sweep makes, from the grid's lengths alone: a grid of 10 keys × 60
+    values is refused in microseconds instead of being built (60^10 dicts) to be counted."""
+    if sweep.space is not None:
+        return sweep.trials
+    if sweep.grid is not None:
+        return math.prod(len(v) for v in sweep.grid.values())
+    if sweep.random is not None:
+        return sweep.trials
+    assert sweep.path is not None
+    return sum(len(v) for v in sweep.path.values())
+
+
+def trainings(sweep: SweepSpec) -> int:
+    """The trainings the sweep costs: every trial once per fold and seed (the retrained best
+    aside); pruning may stop some early, never add any."""
+    return trial_count(sweep) * max(sweep.cv_folds, 1) * sweep.seeds
+
+
+def _param_sets(sweep: SweepSpec) -> tuple[str, list[dict[str, Any]]]:
+    if sweep.space is not None:  # asked one by one from the sampler; `expand` checks its corners
+        from service.contract.search_space import probe_params
+
+        return "space", probe_params(sweep.space)
+    if sweep.grid is not None:
+        n = trial_count(sweep)
+        if n > MAX_TRIALS:
+            raise SpecError(("grid",), f"{n:,} combinations exceed the maximum of {MAX_TRIALS} trials")
+        keys = list(sweep.grid)
+        combos = itertools.product(*(sweep.grid[k] for k in keys))
+        return "grid", [dict(zip(keys, c, strict=True)) for c in combos]
+    if sweep.random is not None:
+        rng = np.random.default_rng(sweep.seed)
+        return "random", [{k: d.sample(rng) for k, d in sweep.random.items()} for _ in range(sweep.trials)]
+    assert sweep.path is not None
+    ((key, values),) = sweep.path.items()
+    return "path", [{key: v} for v in values]
+
+
+def expand(
+    sweep: SweepSpec,
+    shape: DataShape | None,
+    max_parameters: int,
+    *,
+    max_memory_bytes: int | None = None,
+) -> list[Trial]:
+    """Every trial's validated JobSpec; SpecError naming the field path and value that fails."""
+    kind, sets = _param_sets(sweep)
+    base = sweep.base.model_dump(mode="json")
+    trials = []
+    for i, params in enumerate(sets):
+        doc = _deep_copy(base)
+        for path, value in params.items():
+            try:
+                set_path(doc, path, value)
+            except KeyError:
+                raise SpecError((kind, path), f"unknown field path {path!r} for this base spec") from None
+        try:
+            spec = JobSpec.model_validate(doc)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(map(str, err["loc"]))
+            raise SpecError(
+                (kind, _failed_param(params, err["loc"])), f"trial {i} ({params}): {where}: {err['msg']}"
+            ) from None
+        if shape is not None:
+            try:
+                layers = check_feasible(spec, shape, max_parameters)
+                if max_memory_bytes is not None:
+                    check_memory(shape, layers, spec.training.batch_size, max_memory_bytes)
+            except SpecError as e:
+                raise SpecError((kind, *e.loc), f"trial {i} ({params}): {e.message}") from None
+        trials.append(Trial(i, params, spec))
+    if shape is not None:
+        # a row's weight statistics and gap may be objectives too (say accuracy and sparsity)
+        known = [*metric_names(shape.task, True), "generalization_gap", "weight_l2_norm", "weight_sparsity"]
+        for i, o in enumerate(sweep.objectives):
+            if o.metric not in known:
+                loc = ("objective", "metric") if len(sweep.objectives) == 1 else ("objective", i, "metric")
+                raise SpecError(loc, f"{o.metric!r} is not reported; choose one of {', '.join(known)}")
+    return trials
+
+
+def _failed_param(params: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """The swept field a validation error is about: its path's parts appear in order in the
+    error's location (which may hold union tags too, e.g. model.mlp.dropout)."""
+    for path in params:
+        it = iter(map(str, loc))
+        if all(part in it for part in path.split(".")):
+            return path
+    return next(iter(params))
+
+
+def _deep_copy(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _deep_copy(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_deep_copy(v) for v in doc]
+    return doc
+
+
+def best_job_spec(sweep: SweepSpec, trial: Trial, best_epoch: float | None) -> JobSpec:
+    """The winning trial retrained on train + validation data and tested on the held-out test
+    split (the same test rows: the split takes the test set first, with the same seed). Early
+    stopping needs validation data, so it gives way to the trial's mean best epoch."""
+    doc = trial.spec.model_dump(mode="json")
+    doc["name"] = f"{sweep.name or 'sweep'}-best"
+    doc["split"]["validation"] = 0.0
+    if doc["training"].get("early_stopping"):
+        doc["training"]["early_stopping"] = None
+        if best_epoch:
+            doc["training"]["epochs"] = max(1, round(best_epoch))
+    return JobSpec.model_validate(doc)

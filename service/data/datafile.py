@@ -1,0 +1,133 @@
+"""Uploaded datasets: parse a CSV, Parquet or NPZ file as data only, and keep it in one canonical form.
+
+No torch: the API parses an upload to answer with its shape, and the engine reads the canonical
+file back. The readers live in service.data.tabular (CSV and Parquet, through pyarrow) and
+service.data.npzfile (NPZ, checked from its headers first); the labels' rules in service.data.parsed. The
+canonical file is an NPZ with `X` (float32, 2-D, or 4-D (N, C, H, W) images), `y` (int64 class
+indices, or float32 targets), `task` and `classes` (the original labels, with their type).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from service.data.parsed import DataError, Limits, ParsedDataset, Task
+
+__all__ = [
+    "DataError",
+    "Limits",
+    "ParsedDataset",
+    "load_canonical",
+    "parse_csv",
+    "parse_npz",
+    "parse_parquet",
+    "parse_upload",
+    "save_canonical",
+]
+
+Source = bytes | BinaryIO | Path
+PARQUET_MAGIC = b"PAR1"
+ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _limits(max_rows: int, max_columns: int, max_bytes: int | None) -> Limits:
+    return Limits(max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
+
+
+def parse_csv(
+    source: Source,
+    target: str | None,
+    task: Task | None = None,
+    *,
+    max_rows: int,
+    max_columns: int,
+    max_bytes: int | None = None,
+) -> ParsedDataset:
+    from service.data.tabular import parse_csv as read  # pyarrow: loaded by the first upload only
+
+    return read(source, target, task, limits=_limits(max_rows, max_columns, max_bytes))
+
+
+def parse_parquet(
+    source: Source,
+    target: str | None,
+    task: Task | None = None,
+    *,
+    max_rows: int,
+    max_columns: int,
+    max_bytes: int | None = None,
+) -> ParsedDataset:
+    from service.data.tabular import parse_parquet as read
+
+    return read(source, target, task, limits=_limits(max_rows, max_columns, max_bytes))
+
+
+def parse_npz(
+    source: Source, task: Task | None = None, *, max_rows: int, max_columns: int, max_bytes: int | None = None
+) -> ParsedDataset:
+    from service.data.npzfile import parse_npz as read
+
+    return read(source, task, limits=_limits(max_rows, max_columns, max_bytes))
+
+
+def _head(source: Source) -> bytes:
+    if isinstance(source, bytes):
+        return source[:8]
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            return f.read(8)
+    source.seek(0)
+    head = source.read(8)
+    source.seek(0)
+    return head
+
+
+def file_format(filename: str, source: Source) -> str:
+    """ "parquet", "npz" or "csv": by content first (magic bytes), then by the name's suffix."""
+    head, name = _head(source), filename.lower()
+    if head.startswith(PARQUET_MAGIC) or name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if head.startswith((ZIP_MAGIC, NPY_MAGIC)) or name.endswith((".npz", ".npy")):
+        return "npz"  # a bare .npy is refused there, with the reason
+    return "csv"
+
+
+def parse_upload(
+    filename: str,
+    source: Source,
+    target: str | None,
+    task: Task | None,
+    *,
+    max_rows: int,
+    max_columns: int,
+    max_bytes: int | None = None,
+) -> ParsedDataset:
+    """Parse by content (a Parquet or zip file's magic bytes), else by suffix; CSV otherwise."""
+    fmt = file_format(filename, source)
+    if fmt == "parquet":
+        return parse_parquet(
+            source, target, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes
+        )
+    if fmt == "npz":
+        return parse_npz(source, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
+    return parse_csv(source, target, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
+
+
+def save_canonical(data: ParsedDataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    classes = data.classes if data.classes.dtype.kind in "biufU" else data.classes.astype(str)
+    np.savez(tmp, X=data.X, y=data.y, task=np.array(data.task), classes=classes)
+    tmp.replace(path)  # atomic: a worker never reads half a file
+
+
+def load_canonical(path: Path) -> ParsedDataset:
+    if not path.is_file():
+        raise DataError(f"dataset file {path.name} is missing")
+    with np.load(path, allow_pickle=False) as npz:
+        task: Task = "classification" if str(npz["task"]) == "classification" else "regression"
+        return ParsedDataset(npz["X"], npz["y"], task, npz["classes"])

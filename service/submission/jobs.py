@@ -1,0 +1,155 @@
+"""Jobs as the API sees them: check a spec against its data, submit it, render the document."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from service.contract.architecture import (
+    DataShape,
+    check_feasible,
+    check_memory,
+    estimate_memory_bytes,
+    known_shape,
+    parameter_count,
+)
+from service.contract.errors import AtCapacity, SpecError, Unavailable
+from service.contract.spec import JobSpec, UploadedDataset
+from service.queue.broker import Broker, queue_for_device
+from service.settings import Settings
+from service.store import Repository
+from service.store.leased import UNSENT
+from service.store.repository import Row
+from service.submission import idempotency
+
+# What a 429 tells a client to wait: long enough for small jobs to finish, short enough that a
+# polling client does not sit idle behind a queue that has drained.
+RETRY_AFTER_S = 10
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    spec: JobSpec  # with time_limit_s capped at the server's limit
+    shape: DataShape
+    parameters: int
+    memory_bytes_per_batch: int
+    queue: str
+
+
+def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings) -> CheckedSpec:
+    """Refuse (422, naming the field) a spec that cannot run on its data or is too large."""
+    shape = data_shape(spec, store, tenant)
+    try:
+        layers = check_feasible(spec, shape, settings.max_parameters)
+        check_memory(shape, layers, spec.training.batch_size, settings.max_worker_memory_bytes)
+    except SpecError as e:
+        raise SpecError(("body", *e.loc), e.message) from None
+    work = spec.training.epochs * (shape.n_samples or 0)
+    if work > settings.max_epoch_samples:
+        raise SpecError(
+            ("body", "training", "epochs"),
+            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
+            f"limit of {settings.max_epoch_samples:,} sample passes per job",
+        )
+    limit = spec.training.time_limit_s
+    if limit is not None and limit > settings.max_time_limit_s:
+        training = spec.training.model_copy(update={"time_limit_s": settings.max_time_limit_s})
+        spec = spec.model_copy(update={"training": training})
+    return CheckedSpec(
+        spec=spec,
+        shape=shape,
+        parameters=parameter_count(layers),
+        memory_bytes_per_batch=estimate_memory_bytes(layers, spec.training.batch_size),
+        queue=queue_for_device(settings, spec.training.device),
+    )
+
+
+def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ...] = ("body",)) -> DataShape:
+    """The shape of the spec's data: built in, synthetic, or one of the tenant's uploads; a 422
+    at `loc` (where the spec sits in the request) when the tenant has no such upload."""
+    shape = known_shape(spec)
+    if shape is not None:
+        return shape
+    assert isinstance(spec.dataset, UploadedDataset)
+    row = store.get_dataset(spec.dataset.id, tenant)
+    if row is None:
+        raise SpecError((*loc, "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
+    return dataset_shape(row)
+
+
+def dataset_shape(row: Row) -> DataShape:
+    sample = row["image_shape"] or [row["n_features"]]
+    return DataShape.of(row["task"], sample, int(row["n_classes"] or 0), int(row["n_samples"]))
+
+
+def submit(
+    checked: CheckedSpec,
+    store: Repository,
+    broker: Broker,
+    tenant: str,
+    idempotency_key: str | None,
+    *,
+    max_active: int | None = None,
+) -> tuple[Row, bool]:
+    """Store the job, then ring the broker. Returns (job row, created); a retried POST with the
+    same Idempotency-Key and the same spec returns the first job, with another spec a 409.
+    A tenant with `max_active` jobs queued or running gets a 429 (a retried POST of a job it
+    already has does not: that job is counted already)."""
+    spec = checked.spec.model_dump(mode="json")
+    find = functools.partial(store.job_by_idempotency_key, tenant)
+    once = idempotency.Once(find, idempotency_key, spec, "job spec")
+    existing = once.previous()
+    if existing is not None:
+        # A retry after a 503 (the broker was down): the job never reached the queue; now it may.
+        if store.requeue_unsent(existing["id"]):
+            send(broker.enqueue, store.fail_queued, existing["id"], checked.queue)
+            return store.get_job(existing["id"]) or existing, True
+        return existing, False
+    if max_active is not None:
+        check_capacity(store, tenant, max_active)
+    job, created = once.create(
+        lambda: store.create_job(
+            tenant=tenant,
+            spec=spec,
+            queue=checked.queue,
+            idempotency_key=idempotency_key,
+            request_sha256=once.request_sha256,
+            notify_secret=checked.spec.notify.secret if checked.spec.notify else None,
+        )
+    )
+    if not created:
+        return job, False
+    send(broker.enqueue, store.fail_queued, job["id"], checked.queue)
+    return job, True
+
+
+def check_capacity(store: Repository, tenant: str, max_active: int) -> None:
+    """429 for a tenant with max_active jobs and sweeps queued or running (what
+    REGTRAIN_MAX_ACTIVE_JOBS counts: a sweep counts once, its trainings are bounded by
+    REGTRAIN_MAX_SWEEP_TRAININGS). Counted, then inserted: concurrent submits may pass the cap
+    by a few; it bounds a tenant's share of the queue, not an exact quota."""
+    if store.active_jobs(tenant) + store.active_sweeps(tenant) >= max_active:
+        raise AtCapacity(
+            f"this tenant has {max_active} jobs and sweeps queued or running, the most allowed; "
+            "retry once some have finished",
+            retry_after_s=RETRY_AFTER_S,
+        )
+
+
+def send(
+    enqueue: Callable[[str, str], None],
+    fail: Callable[[str, dict[str, Any]], None],
+    row_id: str,
+    queue: str,
+) -> None:
+    """Ring the broker for a stored row; when it cannot be reached, fail the row (so it never
+    runs behind the back of a client told 503; a retry under its Idempotency-Key revives it)."""
+    try:
+        enqueue(row_id, queue)
+    except Exception as e:
+        fail(row_id, {"type": UNSENT, "message": str(e)[:500]})
+        raise Unavailable(
+            f"the broker is unreachable; {row_id} was not queued (retry with the same Idempotency-Key)"
+        ) from e
