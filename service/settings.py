@@ -16,7 +16,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path.home() / ".regtrain",
         description="Where the SQLite database, the embedded broker's queue, uploaded datasets "
-        "and checkpoints live. Share it between the API and the workers.",
+        "and checkpoints live. Share it between the API and the workers, unless "
+        "REGTRAIN_ARTIFACTS_URL names a bucket: then it is each process's own scratch and cache.",
     )
     database_url: str | None = Field(
         None,
@@ -124,15 +125,29 @@ class Settings(BaseSettings):
     )
     webhook_private_targets: bool | None = Field(
         None,
-        description="May webhooks go to loopback, private or link-local addresses? Unset: only "
-        "where no REGTRAIN_API_KEYS are set (a single user); with keys, only if true.",
+        description="May webhooks and datasets by https:// URI go to loopback, private or "
+        "link-local addresses? Unset: only where no REGTRAIN_API_KEYS are set (a single user); "
+        "with keys, only if true.",
     )
     max_dataset_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1,
         description="Most bytes a dataset's arrays may take in memory once decompressed or "
         "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
-        "Parquet file's rows × features × 4).",
+        "Parquet file's rows × features × 4); also the most bytes read of a dataset given by URI.",
+    )
+    artifacts_url: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\\]*)?$",
+        description="s3://bucket/prefix: checkpoints, resume state, exports and uploaded datasets "
+        "go to this bucket (endpoint, region and credentials from AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), and no process needs a shared "
+        "file system. Default: the data dir.",
+    )
+    artifacts_presign: bool = Field(
+        False,
+        description="Checkpoint downloads answer 307 to a presigned URL of the bucket (valid 15 "
+        "minutes) instead of streaming through the API. Only with REGTRAIN_ARTIFACTS_URL.",
     )
     db_pool_size: int = Field(
         20,
@@ -158,6 +173,13 @@ class Settings(BaseSettings):
             if sep and tenant.strip() and secret.strip():
                 out[tenant.strip()] = secret.strip()
         return out
+
+    @property
+    def private_targets(self) -> bool:
+        """May the server call loopback, private or link-local addresses for a tenant (webhooks,
+        datasets by https:// URI)? Only a single-user server, unless told so explicitly."""
+        allowed = self.webhook_private_targets
+        return allowed if allowed is not None else not self.api_keys
 
     @property
     def datasets_dir(self) -> Path:

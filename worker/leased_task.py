@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from celery.exceptions import Reject
 
 from service.contract.errors import ErrorType
+from service.data.buckets import BucketUnreachable
 from worker.celery_app import app
 from worker.lease import Lease
 from worker.runtime import Runtime
@@ -33,6 +34,9 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
     sa.exc.TimeoutError,
+    # a bucket unreachable (after obstore's own retries): the artifacts' or a dataset's; the
+    # job resumes later from what the artifact bucket holds
+    BucketUnreachable,
 )
 
 

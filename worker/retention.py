@@ -5,14 +5,15 @@ then their files go."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
+from service.store.artifacts import Artifacts
 from service.store.repository import Repository
+from worker import artifact_sync
 
 log = logging.getLogger("regtrain.worker")
 
 
-def prune(store: Repository, job_id: str, work_dir: Path, keep: int) -> list[str]:
+def prune(store: Repository, artifacts: Artifacts, job_id: str, keep: int) -> list[str]:
     """The names removed (none while the job is still queued or running). Never raises: a
     failed pruning leaves files behind, not a failed task."""
     try:
@@ -22,9 +23,11 @@ def prune(store: Repository, job_id: str, work_dir: Path, keep: int) -> list[str
         return []
     if not names:
         return []
-    from worker.training.checkpoints import remove_checkpoint  # torch: only where files go
-
-    for name in names:
-        remove_checkpoint(work_dir / "checkpoints", name)
+    try:
+        for name in names:
+            artifact_sync.remove_checkpoint(artifacts, job_id, name)
+    except Exception:
+        log.exception("job %s: could not remove pruned checkpoint files", job_id)
+        return names
     log.info("job %s: removed %d epoch checkpoints (keeping the last %d)", job_id, len(names), keep)
     return names

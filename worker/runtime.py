@@ -18,6 +18,7 @@ from service.notify.webhooks import WebhookSender
 from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, queue_depth
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
+from service.store.artifacts import Artifacts
 
 log = logging.getLogger("regtrain.worker")
 
@@ -30,6 +31,10 @@ class Runtime:
         self.shutdown = threading.Event()
         self._reaper: threading.Thread | None = None
         self.webhooks: WebhookSender  # set with the store
+
+    @cached_property
+    def artifacts(self) -> Artifacts:
+        return Artifacts(self.settings)
 
     @cached_property
     def store(self) -> Repository:

@@ -19,11 +19,14 @@ from service.contract import selection
 from service.contract.errors import DomainError, ErrorType, SpecError, Unavailable
 from service.contract.search_space import trial_spec
 from service.contract.selection import leaderboard
+from service.contract.spec import UploadedDataset
 from service.contract.sweep_spec import SweepSpec, Trial, best_job_spec, expand
 from service.queue.broker import RUN_SWEEP_TASK, Broker
+from service.store.artifacts import ArtifactMissing
 from service.store.repository import SweepClaim
 from service.submission import jobs
 from worker import leased_task
+from worker.artifact_sync import fetch_dataset
 from worker.celery_app import app
 from worker.lease import SweepLease
 from worker.runtime import Runtime, runtime
@@ -44,6 +47,7 @@ def run_sweep_task(sweep_id: str) -> None:
 
 def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     # Torch only in a process that trains (see worker.tasks.execute).
+    from worker.training.errors import TrainingError
     from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
 
     settings, store, owner = rt.settings, rt.store, rt.name
@@ -74,6 +78,14 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     lease = leased_task.hold(rt, SweepLease, sweep_id)
 
     def run() -> str:
+        if isinstance(sweep.base.dataset, UploadedDataset):
+            # in the folder the engine reads datasets from (a copy, when they live in a bucket)
+            try:
+                fetch_dataset(rt.artifacts, sweep.base.dataset.id)
+            except ArtifactMissing:
+                raise TrainingError(
+                    ErrorType.BAD_DATA, "base.dataset.id: the dataset's file is gone"
+                ) from None
         if search:
             from worker.search import run_search
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from pydantic import ValidationError
 
+from service.contract.errors import ErrorType
 from service.contract.spec import JobSpec
+from service.data.datafile import DataError
 from service.queue.broker import RUN_JOB_TASK
-from worker import leased_task, retention
+from worker import artifact_sync, leased_task, retention
 from worker.celery_app import app
+from worker.job_data import local_dataset
 from worker.lease import Lease
 from worker.leased_task import finite
 from worker.runtime import Runtime, runtime
@@ -34,16 +38,17 @@ def execute(job_id: str, rt: Runtime) -> None:
     finally:
         # Whatever the outcome, a job that has now finished keeps only what retention allows
         # (a job left running, for the reaper or another worker, is left alone).
-        retention.prune(rt.store, job_id, rt.settings.jobs_dir / job_id, rt.settings.keep_epoch_checkpoints)
+        retention.prune(rt.store, rt.artifacts, job_id, rt.settings.keep_epoch_checkpoints)
+        artifact_sync.drop_scratch(rt.store, rt.artifacts, job_id, rt.settings.jobs_dir / job_id)
 
 
 def _execute(job_id: str, rt: Runtime) -> None:
     # Imported here, not at module level: the Celery app (and whatever imports it) loads
     # without torch; only a process that trains pays for it.
     from worker.training.runner import Callbacks as EngineCallbacks
-    from worker.training.runner import CheckpointRecord, run_job
+    from worker.training.runner import CheckpointRecord, TrainingError, run_job
 
-    settings, store, owner = rt.settings, rt.store, rt.name
+    settings, store, owner, artifacts = rt.settings, rt.store, rt.name, rt.artifacts
     claim = leased_task.claim(rt, "job", job_id, store.claim)
     if claim is None:
         return
@@ -55,6 +60,8 @@ def _execute(job_id: str, rt: Runtime) -> None:
     work_dir = settings.jobs_dir / job_id
 
     def on_checkpoint(rec: CheckpointRecord) -> None:
+        # the files first, then the row: a listed checkpoint is always in the artifact store
+        artifact_sync.push_checkpoint(artifacts, job_id, work_dir, rec.name)
         store.record_checkpoint(
             job_id,
             owner,
@@ -66,11 +73,36 @@ def _execute(job_id: str, rt: Runtime) -> None:
             metrics=finite(rec.metrics),
         )
 
+    def removed(name: str) -> None:
+        store.remove_checkpoint(job_id, owner, name)
+        artifact_sync.remove_checkpoint(artifacts, job_id, name)
+
+    provenance: dict[str, Any] = {}
+
+    def train() -> Any:
+        # Inside the lease: fetching a large dataset keeps the job's heartbeat going.
+        try:
+            dataset_file, found = local_dataset(artifacts, settings, spec)
+        except DataError as e:
+            raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
+        provenance.update(found)
+        # a job that ran before (on this worker or another) resumes from the bucket's copy
+        artifact_sync.pull_resume(artifacts, job_id, store.checkpoints(job_id))
+        return run_job(
+            spec,
+            work_dir,
+            callbacks,
+            datasets_dir=settings.datasets_dir,
+            dataset_file=dataset_file,
+            time_limit_s=limit,
+            max_parameters=settings.max_parameters,
+        )
+
     lease = leased_task.hold(rt, Lease, job_id)
     callbacks = EngineCallbacks(
         on_epoch=lambda row: store.record_epoch(job_id, owner, finite(row)),
         on_checkpoint=on_checkpoint,
-        on_checkpoint_removed=lambda name: store.remove_checkpoint(job_id, owner, name),
+        on_checkpoint_removed=removed,
         should_stop=lease.should_stop,
     )
     limit = min(spec.training.time_limit_s or math.inf, settings.max_time_limit_s)
@@ -78,14 +110,7 @@ def _execute(job_id: str, rt: Runtime) -> None:
         "job",
         job_id,
         lease,
-        lambda: run_job(
-            spec,
-            work_dir,
-            callbacks,
-            datasets_dir=settings.datasets_dir,
-            time_limit_s=limit,
-            max_parameters=settings.max_parameters,
-        ),
+        train,
         lambda error: store.finish(job_id, owner, "failed", error=error),
         retry_infrastructure=True,
     )
@@ -94,6 +119,8 @@ def _execute(job_id: str, rt: Runtime) -> None:
 
     if outcome.resumed_from_epoch != claim.resumed_from_epoch:
         store.note_resumed_from(job_id, claim.attempt, outcome.resumed_from_epoch)
+    if provenance:  # a dataset by URI: the object this job trained on, for reproducibility
+        outcome.result["environment"]["dataset"] = provenance
     result = finite(outcome.result)
     if outcome.status == "succeeded":
         store.finish(job_id, owner, "succeeded", result=result)

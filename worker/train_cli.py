@@ -16,9 +16,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.contract.architecture import check_feasible, known_shape
-from service.contract.errors import SpecError
+from service.contract.errors import ErrorType, SpecError
 from service.contract.spec import JobSpec
+from service.data.datafile import DataError
 from service.settings import get_settings
+from service.store.artifacts import Artifacts
+from worker.job_data import local_dataset
 from worker.training.errors import TrainingError
 from worker.training.runner import Callbacks, run_job
 
@@ -73,13 +76,20 @@ def main(spec_path: str, out_dir: str) -> int:
     started = _now()
     doc: dict[str, Any] = {"name": spec.name, "started_at": started, "spec": spec.model_dump(mode="json")}
     try:
+        try:  # a dataset by URI is fetched as a worker would (an upload: from the artifact store)
+            dataset_file, provenance = local_dataset(Artifacts(settings), settings, spec)
+        except DataError as e:
+            raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
         outcome = run_job(
             spec,
             out,
             Callbacks(on_epoch=on_epoch),
-            datasets_dir=get_settings().datasets_dir,
-            max_parameters=get_settings().max_parameters,
+            datasets_dir=settings.datasets_dir,
+            dataset_file=dataset_file,
+            max_parameters=settings.max_parameters,
         )
+        if provenance:
+            outcome.result["environment"]["dataset"] = provenance
     except TrainingError as e:
         doc.update(status="failed", finished_at=_now(), result=None, error=e.to_dict())
         (out / "result.json").write_text(json.dumps(doc, indent=1))

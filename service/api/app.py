@@ -28,6 +28,7 @@ from service.queue.broker import Broker
 from service.queue.doorbell import Listener
 from service.settings import Settings, get_settings
 from service.store import open_store
+from service.store.artifacts import Artifacts
 from service.version import regtrain_version
 
 log = logging.getLogger("regtrain.api")
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.store_url, pool_size=settings.db_pool_size)
     app.state.broker = Broker(settings)
     app.state.registry, latency = make_registry(app.state.store)
+    app.state.artifacts = Artifacts(settings)
     app.state.predictors = Predictors()
     tell_on_change(app.state.store, settings)
     app.state.listener = Listener(settings)

@@ -15,6 +15,7 @@ from service.api.auth import tenant_for
 from service.queue.broker import Broker
 from service.settings import Settings
 from service.store import Repository
+from service.store.artifacts import Artifacts
 
 
 async def _settings(request: Request) -> Settings:
@@ -23,6 +24,10 @@ async def _settings(request: Request) -> Settings:
 
 async def _store(request: Request) -> Repository:
     return request.app.state.store
+
+
+async def _artifacts(request: Request) -> Artifacts:
+    return request.app.state.artifacts
 
 
 async def _broker(request: Request) -> Broker:
@@ -35,6 +40,7 @@ async def _tenant(request: Request, authorization: Annotated[str | None, Header(
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Repository, Depends(_store)]
+ArtifactsDep = Annotated[Artifacts, Depends(_artifacts)]
 BrokerDep = Annotated[Broker, Depends(_broker)]
 TenantDep = Annotated[str, Depends(_tenant)]
 

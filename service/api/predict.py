@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from service.contract.errors import NotFound, SpecError
 from service.contract.exports import EXPORT_SUFFIX, ExportFormat
-from service.settings import Settings
+from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, job_prefix
 from service.store.repository import Row
 
 CACHE_SIZE = 8
@@ -30,37 +30,47 @@ class Predictors:
         self._models: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, settings: Settings, job_id: str, row: Row) -> Any:
+    def get(self, artifacts: Artifacts, job_id: str, row: Row) -> Any:
         key = (job_id, row["name"], row["sha256"])
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
             # Loading under the lock: two requests for one cold model load it once.
-            predictor = _load(checkpoint_file(settings, job_id, row))
+            predictor = _load(checkpoint_file(artifacts, job_id, row))
             self._models[key] = predictor
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
             return predictor
 
-    def predict(self, settings: Settings, job_id: str, row: Row, inputs: list[Any]) -> list[Any]:
+    def predict(self, artifacts: Artifacts, job_id: str, row: Row, inputs: list[Any]) -> list[Any]:
         from worker.training.inference import InputError
 
-        predictor = self.get(settings, job_id, row)
+        predictor = self.get(artifacts, job_id, row)
         try:
             return predictor.predict(inputs)
         except InputError as e:
             raise SpecError(("body", "inputs"), str(e).removeprefix("inputs: ")) from None
 
 
-def checkpoint_file(settings: Settings, job_id: str, row: Row) -> Path:
-    """The checkpoint's file: its path comes from the store (written by the worker), never from
-    the request, and must still lie inside the job's own directory."""
-    job_dir = (settings.jobs_dir / job_id).resolve()
-    path = (job_dir / row["path"]).resolve()
-    if not path.is_relative_to(job_dir) or not path.is_file():
+def weights_key(job_id: str, row: Row) -> str:
+    """The checkpoint's key: its path comes from the store (written by the worker), never from
+    the request, and must still lie inside the job's own folder."""
+    parts = PurePosixPath(row["path"]).parts
+    if not parts or ".." in parts or parts[0] == "/":
         raise NotFound(f"the file of checkpoint {row['name']!r} is gone")
-    return path
+    return checkpoint_key(job_id, row["path"])
+
+
+def checkpoint_file(artifacts: Artifacts, job_id: str, row: Row) -> Path:
+    """A local file of the checkpoint's weights, with its sidecar beside it: the artifact itself
+    on the local backend, this API's cached copy of the bucket's (fetched again, sidecar too,
+    when the store's sha256 says the checkpoint was written again)."""
+    key = weights_key(job_id, row)
+    try:
+        return artifacts.fetch(key, row["sha256"], companions=(key.removesuffix(".safetensors") + ".json",))
+    except ArtifactMissing:
+        raise NotFound(f"the file of checkpoint {row['name']!r} is gone") from None
 
 
 def read_sidecar(weights: Path) -> dict[str, Any]:
@@ -74,16 +84,22 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
 _export_lock = threading.Lock()
 
 
-def exported_file(settings: Settings, job_id: str, row: Row, fmt: ExportFormat) -> Path:
+def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat) -> Path:
     """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
-    kept beside the job's checkpoints (named by the server: checkpoint name + weights hash)."""
-    weights = checkpoint_file(settings, job_id, row)
-    out = weights.parent.parent / "exports" / f"{row['name']}-{row['sha256'][:16]}{EXPORT_SUFFIX[fmt]}"
+    kept with the job's artifacts (named by the server: checkpoint name + weights hash, so any
+    API replica that finds it in the store serves it without exporting again)."""
+    key = f"{job_prefix(job_id)}/exports/{row['name']}-{row['sha256'][:16]}{EXPORT_SUFFIX[fmt]}"
     with _export_lock:
-        if not out.is_file():
-            from worker.training.export import export
+        try:
+            return artifacts.fetch(key)
+        except ArtifactMissing:
+            pass
+        from worker.training.export import export
 
-            export(weights, read_sidecar(weights), fmt, out)
+        weights = checkpoint_file(artifacts, job_id, row)
+        out = artifacts.local_path(key)
+        export(weights, read_sidecar(weights), fmt, out)
+        artifacts.put(key, out)
     return out
 
 

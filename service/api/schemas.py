@@ -73,15 +73,17 @@ class CheckpointList(BaseModel):
 
 
 class Validation(BaseModel):
+    """The shape-driven figures are null for a dataset by URI: the worker reads its shape."""
+
     spec: dict[str, Any] = Field(description="The JobSpec with every default filled in.")
-    parameters: int = Field(description="Trainable parameters of the model on this dataset.")
-    memory_bytes_per_batch: int = Field(
+    parameters: int | None = Field(description="Trainable parameters of the model on this dataset.")
+    memory_bytes_per_batch: int | None = Field(
         description="Rough float32 footprint of one training step (weights, gradients, "
         "optimizer state, activations)."
     )
-    task: Literal["classification", "regression"]
-    n_features: int
-    n_outputs: int
+    task: Literal["classification", "regression"] | None
+    n_features: int | None
+    n_outputs: int | None
     queue: str = Field(description="The queue the job would go to.")
 
 
@@ -96,6 +98,8 @@ class Dataset(BaseModel):
     sha256: str | None
     builtin: bool = False
     created_at: datetime | None = None
+    uri: str | None = Field(None, description="Where a dataset registered by reference was read from.")
+    source_sha256: str | None = Field(None, description="The sha256 of the object read from `uri`.")
 
 
 class DatasetList(BaseModel):

@@ -69,13 +69,60 @@ class UploadedDataset(Strict):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
+DATA_FORMATS = ("parquet", "csv", "npz")
+_SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".npz": "npz"}
+
+
+def format_from_uri(uri: str) -> str | None:
+    """The format a URI's suffix names (its path, before any query), or None."""
+    path = uri.split("?", 1)[0].split("#", 1)[0].lower()
+    return next((f for suffix, f in _SUFFIX_FORMAT.items() if path.endswith(suffix)), None)
+
+
+class UriDataset(Strict):
+    """A dataset read from an S3-compatible bucket or an https:// URL, fetched by the worker
+    (which records its sha256 and size in the job's result, and caches it by hash)."""
+
+    uri: str = Field(
+        min_length=8,
+        max_length=2000,
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+|https://[^\s/]+/[^\s]*)$",
+        description="s3://bucket/key (credentials and endpoint: the server's AWS_* settings) or "
+        "https://host/path.",
+    )
+    format: Literal["parquet", "csv", "npz"] | None = Field(
+        None, description="Default: from the URI's suffix (.parquet/.pq, .csv, .npz)."
+    )
+    target: str | None = Field(
+        None, max_length=300, description="The column to predict (CSV, Parquet; default: the last)."
+    )
+    task: Literal["classification", "regression"] | None = Field(
+        None, description="Default: inferred (few distinct integer targets: classification)."
+    )
+
+    @model_validator(mode="after")
+    def _known_format(self) -> UriDataset:
+        if self.format is None:
+            fmt = format_from_uri(self.uri)
+            if fmt is None:
+                raise ValueError(
+                    "format: the URI's suffix names no format; give format (parquet, csv or npz)"
+                )
+            self.format = fmt  # type: ignore[assignment]
+        return self
+
+
 def _dataset_tag(value: Any) -> str | None:
     if isinstance(value, dict):
+        if "uri" in value:
+            return "uri"
         if "id" in value:
             return "uploaded"
         return "synthetic" if value.get("name") == "synthetic" else "builtin"
     if isinstance(value, UploadedDataset):
         return "uploaded"
+    if isinstance(value, UriDataset):
+        return "uri"
     if isinstance(value, SyntheticDataset):
         return "synthetic"
     if isinstance(value, BuiltinDataset):
@@ -86,7 +133,8 @@ def _dataset_tag(value: Any) -> str | None:
 DatasetSpec = Annotated[
     Annotated[BuiltinDataset, Tag("builtin")]
     | Annotated[SyntheticDataset, Tag("synthetic")]
-    | Annotated[UploadedDataset, Tag("uploaded")],
+    | Annotated[UploadedDataset, Tag("uploaded")]
+    | Annotated[UriDataset, Tag("uri")],
     Discriminator(_dataset_tag),
 ]
 

@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic_core import to_jsonable_python
 from standardwebhooks import Webhook
 
+from service.contract.addresses import pinned, resolve_target
 from service.contract.documents import job_document
 from service.settings import Settings
 from service.store import Repository
@@ -61,35 +59,6 @@ def _transition(method: str, out: Any) -> bool:
     # fail_queued (the broker was down) sends nothing: the client was answered 503, the job
     # never ran, and a retry under its Idempotency-Key revives it (requeue_unsent above).
     return False
-
-
-def resolve_target(url: str, allow_private: bool) -> str | None:
-    """The address to call for `url`: its host's first address, once every address it resolves
-    to may be called; None when one may not (or it does not resolve)."""
-    host = urlsplit(url).hostname
-    if not host:
-        return None
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return None
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if not addresses:
-        return None
-    if not allow_private and any(not a.is_global or a.is_multicast for a in addresses):
-        return None
-    return str(addresses[0])
-
-
-def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """(url with the host replaced by `address`, the Host header, httpx extensions): the
-    request connects to the checked address while TLS still verifies the URL's host name."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    shown = f"[{address}]" if ":" in address else address
-    netloc = shown if parts.port is None else f"{shown}:{parts.port}"
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return urlunsplit(parts._replace(netloc=netloc)), {"Host": parts.netloc.rpartition("@")[2]}, extensions
 
 
 def signature_headers(delivery_id: str, body: str, secret: str | None, at: datetime) -> dict[str, str]:
@@ -144,8 +113,7 @@ class WebhookSender:
     def __init__(self, settings: Settings, store: Repository) -> None:
         self.outbox = WebhookOutbox(store.engine)
         self.secrets = settings.tenant_webhook_secrets()
-        private = settings.webhook_private_targets
-        self.allow_private = private if private is not None else not settings.api_keys
+        self.allow_private = settings.private_targets
         self._lock = threading.Lock()
         self._resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="regtrain-webhook-dns")
         self._loop: asyncio.AbstractEventLoop | None = None

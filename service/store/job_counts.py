@@ -56,7 +56,7 @@ def uncount_finished(conn: sa.Connection, status: str) -> None:
 
 
 def _add(conn: sa.Connection, name: str, n: int) -> None:
-    """Move a counter (its row is made by migration 0007)."""
+    """Move a counter (its row is made by migration 0008)."""
     conn.execute(
         store_counters.update().where(store_counters.c.name == name).values(value=store_counters.c.value + n)
     )

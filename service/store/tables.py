@@ -96,7 +96,7 @@ jobs = sa.Table(
     # Added by migration 0003: when the job's message was last sent (see Repository.reap).
     sa.Column("enqueued_at", UTCDateTime),
     *_indexes("jobs"),
-    # Added by migration 0007: /metrics counts jobs by status and queue from this index alone;
+    # Added by migration 0008: /metrics counts jobs by status and queue from this index alone;
     # a tenant's newest jobs (GET /v1/jobs) are a range of the second, however many others have.
     sa.Index("ix_jobs_status_queue", "status", "queue"),
     sa.Index("ix_jobs_tenant_seq", "tenant", "seq"),
@@ -126,7 +126,7 @@ job_metrics = sa.Table(
     sa.Column("epoch", sa.Integer, primary_key=True),
     sa.Column("row", Json, nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
-    # Added by migration 0007: /metrics counts the last minute's epochs.
+    # Added by migration 0008: /metrics counts the last minute's epochs.
     sa.Index("ix_job_metrics_at", "at"),
 )
 
@@ -159,6 +159,9 @@ datasets = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by migration 0007: where a dataset registered by reference was read from.
+    sa.Column("uri", sa.Text),
+    sa.Column("source_sha256", sa.String(64)),
 )
 
 # Added by migration 0004: a sweep is leased, reaped and cancelled like a job.
@@ -227,7 +230,7 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
 )
 
-# Added by migration 0007: what /metrics reads, kept as jobs finish and epochs are written, so a
+# Added by migration 0008: what /metrics reads, kept as jobs finish and epochs are written, so a
 # scrape costs the same with 100 jobs in the store or 100,000 (store/job_counts.py).
 job_durations = sa.Table(
     "job_durations",

@@ -9,6 +9,7 @@ from typing import Any
 
 from service.contract.architecture import (
     DataShape,
+    LayerPlan,
     check_feasible,
     check_memory,
     estimate_memory_bytes,
@@ -16,7 +17,10 @@ from service.contract.architecture import (
     parameter_count,
 )
 from service.contract.errors import AtCapacity, SpecError, Unavailable
-from service.contract.spec import JobSpec, UploadedDataset
+from service.contract.spec import JobSpec, UploadedDataset, UriDataset
+from service.data import uri as dataset_uri
+from service.data.buckets import BucketUnreachable
+from service.data.parsed import DataError
 from service.queue.broker import Broker, queue_for_device
 from service.settings import Settings
 from service.store import Repository
@@ -32,31 +36,34 @@ RETRY_AFTER_S = 10
 @dataclass(frozen=True)
 class CheckedSpec:
     spec: JobSpec  # with time_limit_s capped at the server's limit
-    shape: DataShape
-    parameters: int
-    memory_bytes_per_batch: int
+    shape: DataShape | None  # None: a dataset by URI, whose shape only the worker learns
+    parameters: int | None
+    memory_bytes_per_batch: int | None
     queue: str
 
 
 def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings) -> CheckedSpec:
     """Refuse (422, naming the field) a spec that cannot run on its data or is too large."""
+    spec = _capped(spec, settings)
+    if isinstance(spec.dataset, UriDataset):
+        # What can be known without downloading it: the object is there and under the limit.
+        # Its shape (and so the model's size) is checked by the worker, which fails the job
+        # naming the field.
+        try:
+            dataset_uri.head(
+                spec.dataset, allow_private=settings.private_targets, max_bytes=settings.max_dataset_bytes
+            )
+        except DataError as e:
+            raise SpecError(("body", "dataset", "uri"), str(e)) from None
+        except BucketUnreachable:
+            raise Unavailable("the bucket of dataset.uri cannot be reached; try again") from None
+        queue = queue_for_device(settings, spec.training.device)
+        return CheckedSpec(spec=spec, shape=None, parameters=None, memory_bytes_per_batch=None, queue=queue)
     shape = data_shape(spec, store, tenant)
     try:
-        layers = check_feasible(spec, shape, settings.max_parameters)
-        check_memory(shape, layers, spec.training.batch_size, settings.max_worker_memory_bytes)
+        layers = check_shape(spec, shape, settings)
     except SpecError as e:
         raise SpecError(("body", *e.loc), e.message) from None
-    work = spec.training.epochs * (shape.n_samples or 0)
-    if work > settings.max_epoch_samples:
-        raise SpecError(
-            ("body", "training", "epochs"),
-            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
-            f"limit of {settings.max_epoch_samples:,} sample passes per job",
-        )
-    limit = spec.training.time_limit_s
-    if limit is not None and limit > settings.max_time_limit_s:
-        training = spec.training.model_copy(update={"time_limit_s": settings.max_time_limit_s})
-        spec = spec.model_copy(update={"training": training})
     return CheckedSpec(
         spec=spec,
         shape=shape,
@@ -66,12 +73,41 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
     )
 
 
+def check_shape(spec: JobSpec, shape: DataShape, settings: Settings) -> list[LayerPlan]:
+    """The model's plan once the data's shape is known (at submit; for a dataset by URI, in the
+    worker that read it): SpecError naming the field when the model, the worker memory it needs
+    or the work it asks for (epochs × samples) is over the server's limits."""
+    layers = check_feasible(spec, shape, settings.max_parameters)
+    check_memory(shape, layers, spec.training.batch_size, settings.max_worker_memory_bytes)
+    work = spec.training.epochs * (shape.n_samples or 0)
+    if work > settings.max_epoch_samples:
+        raise SpecError(
+            ("training", "epochs"),
+            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
+            f"limit of {settings.max_epoch_samples:,} sample passes per job",
+        )
+    return layers
+
+
+def _capped(spec: JobSpec, settings: Settings) -> JobSpec:
+    limit = spec.training.time_limit_s
+    if limit is not None and limit > settings.max_time_limit_s:
+        training = spec.training.model_copy(update={"time_limit_s": settings.max_time_limit_s})
+        spec = spec.model_copy(update={"training": training})
+    return spec
+
+
 def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ...] = ("body",)) -> DataShape:
     """The shape of the spec's data: built in, synthetic, or one of the tenant's uploads; a 422
     at `loc` (where the spec sits in the request) when the tenant has no such upload."""
     shape = known_shape(spec)
     if shape is not None:
         return shape
+    if isinstance(spec.dataset, UriDataset):
+        raise SpecError(
+            (*loc, "dataset", "uri"),
+            "a sweep trains on a registered dataset: POST /v1/datasets with this uri, then give its id",
+        )
     assert isinstance(spec.dataset, UploadedDataset)
     row = store.get_dataset(spec.dataset.id, tenant)
     if row is None:

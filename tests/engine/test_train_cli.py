@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import obstore
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from engine_helpers import EXAMPLES, merge
+from s3_server import S3Server
 
+from service.data.buckets import s3_store
 from service.data.datafile import parse_csv, save_canonical
 from service.settings import get_settings
 from worker.train_cli import main
@@ -147,3 +155,28 @@ def test_uploaded_dataset_is_read_from_the_settings_data_dir(tmp_path: Path, dat
     assert main(write_spec(tmp_path, spec), str(out)) == 0
     metrics = json.loads((out / "result.json").read_text())["result"]["metrics"]
     assert {"test_mse", "test_mae", "test_r2"} <= set(metrics)
+
+
+def test_a_dataset_by_s3_uri_is_fetched_and_recorded(tmp_path: Path, s3: S3Server) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((90, 3)).astype(np.float32)
+    buf = io.BytesIO()
+    pq.write_table(
+        pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "y": (X[:, 0] > 0).astype(np.int64)}), buf
+    )
+    bucket = s3.bucket()
+    obstore.put(s3_store(f"s3://{bucket}"), "t.parquet", buf.getvalue())
+    spec = {
+        "dataset": {"uri": f"s3://{bucket}/t.parquet", "target": "y"},
+        "model": {"type": "mlp", "hidden": [4]},
+        "training": {"epochs": 1, "device": "cpu"},
+    }
+    out = tmp_path / "out"
+    assert main(write_spec(tmp_path, spec), str(out)) == 0
+    found = json.loads((out / "result.json").read_text())["result"]["environment"]["dataset"]
+    assert found["sha256"] == hashlib.sha256(buf.getvalue()).hexdigest()
+
+    spec["dataset"] = {"uri": f"s3://{bucket}/missing.parquet"}
+    assert main(write_spec(tmp_path, spec), str(out)) == 1
+    error = json.loads((out / "result.json").read_text())["error"]
+    assert error["type"] == "bad_data" and error["message"] == "dataset.uri: no such object in the bucket"

@@ -10,53 +10,20 @@ jobs the tests submit keep the suite fast on two cores. Never Celery's eager mod
 
 from __future__ import annotations
 
-import os
-import random
-import uuid
+import contextlib
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 import pytest
-import redis
-from live_service import Service, base_env
-
-PG_ADMIN = os.environ.get("REGTRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_BASE = os.environ.get("REGTRAIN_TEST_PG_BASE", "postgresql+psycopg://postgres@127.0.0.1:5432")
-REDIS = os.environ.get("REGTRAIN_TEST_REDIS", "redis://127.0.0.1:6379")
+from live_service import Service, base_env, fleet_backend
 
 
 @pytest.fixture(scope="session", params=["embedded", "fleet"])
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp(f"regtrain-{request.param}")
     env = base_env(root / "data")
-    cleanup: list[Any] = []
-    if request.param == "fleet":
-        db = f"regtrain_test_{uuid.uuid4().hex[:10]}"
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-        admin.execute(f'CREATE DATABASE "{db}"')
-        prefix = f"rt{uuid.uuid4().hex[:8]}-"
-        redis_db = random.randint(1, 15)
-        env.update(
-            REGTRAIN_DATABASE_URL=f"{PG_BASE}/{db}",
-            REGTRAIN_BROKER_URL=f"{REDIS}/{redis_db}",
-            REGTRAIN_QUEUE_PREFIX=prefix,
-        )
-
-        def drop() -> None:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
-            admin.execute(f'DROP DATABASE IF EXISTS "{db}"')
-            admin.close()
-            r = redis.Redis.from_url(f"{REDIS}/{redis_db}")
-            for key in r.scan_iter(f"{prefix}*"):
-                r.delete(key)
-            r.close()
-
-        cleanup.append(drop)
-    svc = Service(request.param, env, root)
-    try:
+    with contextlib.ExitStack() as stack:
+        if request.param == "fleet":
+            env.update(stack.enter_context(fleet_backend()))
+        svc = Service(request.param, env, root)
+        stack.callback(svc.close)
         yield svc
-    finally:
-        svc.close()
-        for fn in cleanup:
-            fn()

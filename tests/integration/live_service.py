@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+import redis
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -27,11 +33,19 @@ class Service:
     """A running API + worker pair, and the HTTP client to drive it."""
 
     def __init__(
-        self, backend: str, env: dict[str, str], logs: Path, worker_args: list[str] | None = None
+        self,
+        backend: str,
+        env: dict[str, str],
+        logs: Path,
+        worker_args: list[str] | None = None,
+        own_env: Callable[[str], dict[str, str]] | None = None,
     ) -> None:
         self.backend = backend
         self.worker_args = worker_args or ["--queues", "cpu,gpu"]
         self.env = env
+        # what one process ("api", "worker0", ...) sets on top of env: its own data dir, in a
+        # fleet with no shared file system
+        self.own_env = own_env or (lambda _label: {})
         self.logs = logs
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,7 +59,7 @@ class Service:
         log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 (closed with the process)
         return subprocess.Popen(
             [sys.executable, "-m", "service.cli", *args],
-            env=self.env,
+            env={**self.env, **self.own_env(label)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -112,6 +126,36 @@ class Service:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+PG_ADMIN = os.environ.get("REGTRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_BASE = os.environ.get("REGTRAIN_TEST_PG_BASE", "postgresql+psycopg://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("REGTRAIN_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+@contextmanager
+def fleet_backend() -> Iterator[dict[str, str]]:
+    """The fleet's store and broker for one run: a fresh PostgreSQL database and a Redis db with
+    a queue/key prefix of its own (the settings that point at them); dropped afterwards."""
+    db = f"regtrain_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    admin.execute(f'CREATE DATABASE "{db}"')
+    prefix = f"rt{uuid.uuid4().hex[:8]}-"
+    redis_db = random.randint(1, 15)
+    try:
+        yield {
+            "REGTRAIN_DATABASE_URL": f"{PG_BASE}/{db}",
+            "REGTRAIN_BROKER_URL": f"{REDIS}/{redis_db}",
+            "REGTRAIN_QUEUE_PREFIX": prefix,
+        }
+    finally:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+        admin.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        admin.close()
+        r = redis.Redis.from_url(f"{REDIS}/{redis_db}")
+        for key in r.scan_iter(f"{prefix}*"):
+            r.delete(key)
+        r.close()
 
 
 def base_env(data_dir: Path) -> dict[str, str]:

@@ -25,26 +25,46 @@ def compose() -> dict[str, Any]:
 
 def test_compose_names_the_fleet(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"redis", "postgres", "api", "worker-cpu", "worker-gpu"} <= set(services)
-    for name in ("redis", "postgres", "api"):
+    assert {"redis", "postgres", "minio", "minio-bucket", "api", "worker-cpu", "worker-gpu"} <= set(services)
+    for name in ("redis", "postgres", "minio", "api"):
         assert services[name]["healthcheck"]["test"], name
     gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"] and gpu["driver"] == "nvidia"
     assert "8000:8000" in services["api"]["ports"]
 
 
-def test_regtrain_services_share_a_volume_and_wait_for_healthy_servers(compose: dict[str, Any]) -> None:
+def test_regtrain_services_share_no_file_system_only_the_store_broker_and_bucket(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    bucket_cmd = " ".join(services["minio-bucket"]["entrypoint"])
+    volumes = []
     for name in ("api", "worker-cpu", "worker-gpu"):
-        svc = compose["services"][name]
-        assert "regtrain-data:/data" in svc["volumes"], name
-        assert svc["environment"]["REGTRAIN_DATA_DIR"] == "/data"
-        assert svc["environment"]["REGTRAIN_DATABASE_URL"].startswith("postgresql+psycopg://")
-        assert svc["environment"]["REGTRAIN_BROKER_URL"].startswith("redis://redis:")
+        svc = services[name]
+        env = svc["environment"]
+        # a data dir of its own: scratch and cache
+        assert env["REGTRAIN_DATA_DIR"] == "/data"
+        (volume,) = svc["volumes"]
+        assert volume.endswith(":/data") and volume.split(":")[0] in compose["volumes"], name
+        volumes.append(volume.split(":")[0])
+        assert env["REGTRAIN_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert env["REGTRAIN_BROKER_URL"].startswith("redis://redis:")
+        # the bucket: the one the init service makes, on the minio service
+        bucket = env["REGTRAIN_ARTIFACTS_URL"].removeprefix("s3://").split("/")[0]
+        assert env["REGTRAIN_ARTIFACTS_URL"].startswith("s3://") and f"local/{bucket}" in bucket_cmd
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= set(env)
+        Settings(artifacts_url=env["REGTRAIN_ARTIFACTS_URL"])  # a URL the setting accepts
         assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert "regtrain-data" in compose["volumes"]
-    for key in compose["services"]["api"]["environment"]:
-        assert key.removeprefix("REGTRAIN_").lower() in Settings.model_fields, key
+        assert svc["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    assert len(set(volumes)) == 3  # no two regtrain containers share one
+    assert services["minio-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    for key in services["api"]["environment"]:
+        if key.startswith("REGTRAIN_"):
+            assert key.removeprefix("REGTRAIN_").lower() in Settings.model_fields, key
+        else:
+            assert key.startswith("AWS_"), key
 
 
 def test_compose_commands_are_regtrain_subcommands(compose: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from service.store import open_store
+from service.store.artifacts import Artifacts
 from worker.tasks import execute
 
 SPEC: dict[str, Any] = {
@@ -29,7 +30,11 @@ def _train(client: TestClient, spec: dict[str, Any], **headers: str) -> str:
     assert r.status_code == 202, r.text
     settings = client.app.state.settings  # type: ignore[attr-defined]
     rt = SimpleNamespace(
-        settings=settings, store=open_store(settings.store_url), name="w1", shutdown=threading.Event()
+        settings=settings,
+        store=open_store(settings.store_url),
+        artifacts=Artifacts(settings),
+        name="w1",
+        shutdown=threading.Event(),
     )
     execute(r.json()["id"], rt)
     return str(r.json()["id"])

@@ -1,5 +1,5 @@
 """A bounded schemathesis run of the OpenAPI schema against the app (in-process ASGI, a real
-SQLite store and the embedded broker): no 5xx, and every response as the schema documents it
+SQLite store, the embedded broker and a real S3-compatible server for dataset URIs): no 5xx, and every response as the schema documents it
 (status code, content type, headers, body)."""
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from s3_server import S3Server
 from schemathesis import checks
 
 from service.api.app import create_app
@@ -31,6 +33,13 @@ _DATA = tempfile.TemporaryDirectory(prefix="regtrain-fuzz-")
 # A high cap: the run submits many jobs (none trains: no worker runs here).
 _APP = create_app(Settings(data_dir=Path(_DATA.name) / "data", max_active_jobs=100_000))
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
+
+
+@pytest.fixture(autouse=True)
+def _reachable_bucket_server(s3: S3Server) -> None:
+    """A server configured as a deployment is: its AWS_* variables point at a reachable S3
+    server (here moto's), so a dataset URI the fuzzer makes up is checked there (missing: 422)
+    instead of at an unreachable default endpoint (503, an outage)."""
 
 
 @schema.parametrize()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from service.settings import Settings
 from service.store import open_store
+from service.store.artifacts import Artifacts
 
 SPEC = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}, "training": {"epochs": 1}}
 
@@ -21,7 +22,9 @@ SPEC = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}, "t
 def rt(tmp_path: Path) -> Any:
     settings = Settings(data_dir=tmp_path, lease_seconds=30, heartbeat_seconds=0.05)
     store = open_store(settings.store_url)
-    return SimpleNamespace(settings=settings, store=store, name="w1", shutdown=threading.Event())
+    return SimpleNamespace(
+        settings=settings, store=store, artifacts=Artifacts(settings), name="w1", shutdown=threading.Event()
+    )
 
 
 def _job(rt: Any) -> str:

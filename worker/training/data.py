@@ -20,6 +20,7 @@ from service.contract.spec import (
     JobSpec,
     SyntheticDataset,
     UploadedDataset,
+    UriDataset,
 )
 from service.data.datafile import DataError, ParsedDataset, load_canonical
 
@@ -85,9 +86,15 @@ class Prepared:
         return self.shape.task
 
 
-def load_dataset(spec: JobSpec, datasets_dir: Path | None) -> ParsedDataset:
-    """The raw dataset a spec names; DataError with a reason when it cannot be had."""
+def load_dataset(spec: JobSpec, datasets_dir: Path | None, dataset_file: Path | None = None) -> ParsedDataset:
+    """The raw dataset a spec names; DataError with a reason when it cannot be had. A dataset
+    by URI is read from `dataset_file`, the canonical file the worker made of the fetched object
+    (the engine itself fetches nothing)."""
     ds = spec.dataset
+    if isinstance(ds, UriDataset):
+        if dataset_file is None:
+            raise DataError("dataset.uri: the worker has not fetched this dataset")
+        return load_canonical(dataset_file)
     if isinstance(ds, BuiltinDataset):
         bunch = _BUILTIN_LOADERS[ds.name]()
         X = np.asarray(bunch.data, dtype=np.float32)
@@ -143,9 +150,9 @@ def _synthetic(ds: SyntheticDataset) -> ParsedDataset:
     )
 
 
-def prepare(spec: JobSpec, datasets_dir: Path | None = None) -> Prepared:
+def prepare(spec: JobSpec, datasets_dir: Path | None = None, dataset_file: Path | None = None) -> Prepared:
     """Load, split and standardize the data of a spec."""
-    return split_and_standardize(spec, load_dataset(spec, datasets_dir))
+    return split_and_standardize(spec, load_dataset(spec, datasets_dir, dataset_file))
 
 
 def _arrays(spec: JobSpec, data: ParsedDataset) -> tuple[np.ndarray, np.ndarray]:

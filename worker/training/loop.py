@@ -121,7 +121,12 @@ class _Run:
         return len(self.data.X_val) > 0
 
     def save(
-        self, name: str, epoch: int, metrics: dict[str, Any], state: dict[str, torch.Tensor] | None = None
+        self,
+        name: str,
+        epoch: int,
+        metrics: dict[str, Any],
+        state: dict[str, torch.Tensor] | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         if self.folder is None:
             return
@@ -129,6 +134,13 @@ class _Run:
         rec = ckpt.write_weights(
             self.folder, name, weights, {**self.sidecar, "epoch": epoch, "metrics": metrics}
         )
+        if resume is not None:
+            # before the callback, which may put the checkpoint elsewhere (an artifact bucket):
+            # what it hands over is then complete, resume state included
+            rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()}
+            if self.device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state()
+            ckpt.write_resume_state(self.folder, name, self.optimizer, rng, resume)
         self.cb.on_checkpoint(rec)
 
     def over_time(self) -> bool:
@@ -400,17 +412,12 @@ def _after_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     every = run.spec.training.checkpoint_every
     if run.folder is None or not every or epoch % every:
         return
-    name = f"epoch-{epoch}"
-    run.save(name, epoch, row)
     loop_state = {
         "tracker": run.tracker.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler else None,
         "last_row": row,
     }
-    rng = {"torch": torch.get_rng_state(), "shuffle": run.shuffle.get_state()}
-    if run.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state()
-    ckpt.write_resume_state(run.folder, name, run.optimizer, rng, loop_state)
+    run.save(f"epoch-{epoch}", epoch, row, resume=loop_state)
     for old in ckpt.epoch_checkpoints(run.folder)[:-KEEP_EPOCH_CHECKPOINTS]:
         ckpt.remove_checkpoint(run.folder, f"epoch-{old}")
         run.cb.on_checkpoint_removed(f"epoch-{old}")

@@ -35,13 +35,14 @@ def run_job(
     callbacks: Callbacks | None = None,
     *,
     datasets_dir: Path | None = None,
+    dataset_file: Path | None = None,
     time_limit_s: float | None = None,
     max_parameters: int = 50_000_000,
 ) -> JobOutcome:
     """Train one job in work_dir (checkpoints in work_dir/checkpoints), resuming from the newest
     epoch checkpoint found there. Raises TrainingError with a typed reason on failure."""
     try:
-        data = prepare(spec, datasets_dir)
+        data = prepare(spec, datasets_dir, dataset_file)
         check_feasible(spec, data.shape, max_parameters)
     except (DataError, SpecError) as e:
         raise TrainingError(ErrorType.BAD_DATA, str(e)) from None

@@ -1,34 +1,68 @@
-"""/v1/datasets: upload (CSV, Parquet or NPZ), list with the built-in datasets, read, delete."""
+"""/v1/datasets: upload (CSV, Parquet or NPZ) or register by URI, list with the built-in
+datasets, read, delete."""
 
 from __future__ import annotations
 
 import os
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import SettingsDep, StoreDep, TenantDep
+from service.api.deps import ArtifactsDep, SettingsDep, StoreDep, TenantDep
 from service.api.errors import BadRequest
 from service.api.schemas import Dataset, DatasetList
 from service.api.text_guard import find_bad_text
 from service.contract.architecture import BUILTIN_SHAPES
-from service.contract.errors import Conflict, NotFound, SpecError, TooLarge
-from service.data.datafile import DataError, parse_upload, save_canonical
-from service.store.artifacts import remove_dataset_file
+from service.contract.errors import Conflict, NotFound, SpecError, TooLarge, Unavailable
+from service.contract.spec import UriDataset
+from service.data import uri as dataset_uri
+from service.data.buckets import BucketUnreachable
+from service.data.datafile import DataError, ParsedDataset, parse_upload, save_canonical
+from service.data.parsed import Task
+from service.store.artifacts import dataset_key, remove_dataset_file
 from service.store.repository import Row, new_id
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
 
-@router.post("/datasets", status_code=201, response_model=Dataset)
-def upload_dataset(
-    file: Annotated[
-        UploadFile, File(description="CSV with a header row, Parquet, or NPZ with arrays X and y.")
-    ],
+class DatasetRef(BaseModel):
+    """A dataset registered by reference (JSON body): the API reads the object once, bounded by
+    REGTRAIN_MAX_DATASET_BYTES, and keeps its canonical form like an upload's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="s3://bucket/key or https://host/path")
+    format: Literal["parquet", "csv", "npz"] | None = Field(None, description="Default: from the suffix.")
+    target: str | None = Field(None, max_length=300, description="The column to predict (default: the last).")
+    task: Literal["classification", "regression"] | None = None
+    name: str | None = Field(None, max_length=300, description="Shown back; default: the URI's last part.")
+
+
+_BOTH_BODIES = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": DatasetRef.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        }
+    }
+}
+
+
+@router.post("/datasets", status_code=201, response_model=Dataset, openapi_extra=_BOTH_BODIES)
+async def upload_dataset(
+    request: Request,
     store: StoreDep,
     settings: SettingsDep,
+    artifacts: ArtifactsDep,
     tenant: TenantDep,
+    file: Annotated[
+        UploadFile | None,
+        File(description="CSV with a header row, Parquet, or NPZ with arrays X and y."),
+    ] = None,
     target: Annotated[
         str | None, Form(max_length=300, description="CSV column to predict (default: the last).")
     ] = None,
@@ -36,6 +70,57 @@ def upload_dataset(
         Literal["classification", "regression"] | None,
         Form(description="Default: inferred (few distinct integer targets: classification)."),
     ] = None,
+) -> dict[str, Any]:
+    """Upload a file (multipart: `file`, `target`, `task`), or register one by reference (JSON:
+    `uri`, `format`, `target`, `task`, `name`)."""
+    if file is None:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise SpecError(("body", "file"), "send a file (multipart) or a JSON body with a uri")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise SpecError(("body",), "the body is not JSON") from None
+        try:
+            ref = DatasetRef.model_validate(body)
+            ds = UriDataset.model_validate(ref.model_dump(exclude={"name"}))
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise SpecError(("body", *[str(p) for p in first["loc"]]), first["msg"]) from None
+        name = ref.name or PurePosixPath(ds.uri.split("?", 1)[0]).name[:300] or "dataset"
+        return await run_in_threadpool(_register, ds, name, store, settings, artifacts, tenant)
+    return await run_in_threadpool(_upload, file, target, task, store, settings, artifacts, tenant)
+
+
+def _register(
+    ds: UriDataset, name: str, store: StoreDep, settings: SettingsDep, artifacts: ArtifactsDep, tenant: str
+) -> dict[str, Any]:
+    cache = settings.data_dir / "cache" / "datasets"
+    # the API reads it as it would an upload of it: within both limits
+    limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
+    try:
+        fetched = dataset_uri.fetch(ds, cache, allow_private=settings.private_targets, max_bytes=limit)
+        data = dataset_uri.parse(
+            ds,
+            fetched,
+            max_rows=settings.max_dataset_rows,
+            max_columns=settings.max_dataset_columns,
+            max_bytes=settings.max_dataset_bytes,
+        )
+    except DataError as e:
+        raise BadRequest(f"uri: {e}") from None
+    except BucketUnreachable:
+        raise Unavailable("the bucket of uri cannot be reached; try again") from None
+    return _keep(data, name, store, artifacts, tenant, uri=ds.uri, source_sha256=fetched.sha256)
+
+
+def _upload(
+    file: UploadFile,
+    target: str | None,
+    task: Task | None,
+    store: StoreDep,
+    settings: SettingsDep,
+    artifacts: ArtifactsDep,
+    tenant: str,
 ) -> dict[str, Any]:
     # The upload is parsed from the spooled file that received it (on disk beyond 1 MB), not
     # copied into memory first.
@@ -62,21 +147,32 @@ def upload_dataset(
         )
     except DataError as e:
         raise BadRequest(f"{display_name}: {e}") from None
+    return _keep(data, display_name, store, artifacts, tenant)
+
+
+def _keep(
+    data: ParsedDataset, name: str, store: StoreDep, artifacts: ArtifactsDep, tenant: str, **source: str
+) -> dict[str, Any]:
     dataset_id = new_id("ds-")
-    # The file name is the server's id; the user's file name is only shown back.
-    path = settings.datasets_dir / f"{dataset_id}.npz"
+    # The file name is the server's id; the user's file name is only shown back. The row comes
+    # after the put, so no listed dataset lacks its file.
+    key = dataset_key(dataset_id)
+    path = artifacts.local_path(key)
     save_canonical(data, path)
+    size = path.stat().st_size
+    artifacts.put(key, path, keep_copy=False)  # the API reads it no more; workers fetch it
     row = store.create_dataset(
         dataset_id=dataset_id,
         tenant=tenant,
-        name=display_name,
+        name=name,
         task=data.task,
         n_samples=data.n_samples,
         n_features=data.n_features,
         n_classes=data.n_classes,
         image_shape=list(data.image_shape) if data.image_shape else None,
         sha256=data.sha256(),
-        size_bytes=path.stat().st_size,
+        size_bytes=size,
+        **source,
     )
     return _uploaded(row)
 
@@ -110,7 +206,7 @@ def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep) -> dict[str
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
-def delete_dataset(dataset_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+def delete_dataset(dataset_id: str, store: StoreDep, artifacts: ArtifactsDep, tenant: TenantDep) -> Response:
     """Delete an uploaded dataset and its file. One that a queued or running job (or sweep)
     trains on → 409; finished jobs keep their results and checkpoints."""
     outcome = store.delete_dataset(dataset_id, tenant)
@@ -118,10 +214,15 @@ def delete_dataset(dataset_id: str, store: StoreDep, settings: SettingsDep, tena
         raise NotFound(f"no dataset {dataset_id!r}")
     if outcome == "active":
         raise Conflict(f"dataset {dataset_id} is used by a queued or running job or sweep")
-    remove_dataset_file(settings, dataset_id)
+    remove_dataset_file(artifacts, dataset_id)
     return Response(status_code=204)
 
 
 def _uploaded(row: Row) -> dict[str, Any]:
-    keys = ("id", "name", "task", "n_samples", "n_features", "n_classes", "image_shape", "sha256")
-    return {**{k: row[k] for k in keys}, "builtin": False, "created_at": row["created_at"]}
+    keys = ("id", "name", "task", "n_samples", "n_features", "n_classes", "image_shape", "sha256", "uri")
+    return {
+        **{k: row[k] for k in keys},
+        "source_sha256": row["source_sha256"],
+        "builtin": False,
+        "created_at": row["created_at"],
+    }

@@ -6,11 +6,11 @@ import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from service.api import deps, render
-from service.api.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
-from service.api.predict import checkpoint_file, exported_file
+from service.api.deps import ArtifactsDep, BrokerDep, SettingsDep, StoreDep, TenantDep
+from service.api.predict import exported_file, weights_key
 from service.api.routes import lookup, pages
 from service.api.routes.documents import json_document
 from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validation
@@ -18,7 +18,7 @@ from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
 from service.contract.exports import EXPORT_SUFFIX
 from service.contract.spec import JobSpec
-from service.store.artifacts import remove_job_files
+from service.store.artifacts import ArtifactMissing, remove_job_files
 from service.store.repository import Row
 from service.submission import jobs
 
@@ -65,13 +65,14 @@ def create_job(
 def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> dict[str, Any]:
     """Dry run: the filled spec, its parameter count and memory estimate; nothing is queued."""
     checked = jobs.check_spec(spec, store, tenant, settings)
+    shape = checked.shape
     return {
         "spec": checked.spec.model_dump(mode="json"),
         "parameters": checked.parameters,
         "memory_bytes_per_batch": checked.memory_bytes_per_batch,
-        "task": checked.shape.task,
-        "n_features": checked.shape.n_features,
-        "n_outputs": checked.shape.n_outputs,
+        "task": shape.task if shape else None,
+        "n_features": shape.n_features if shape else None,
+        "n_outputs": shape.n_outputs if shape else None,
         "queue": checked.queue,
     }
 
@@ -104,7 +105,7 @@ def cancel_job(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any
 
 
 @router.delete("/jobs/{job_id}", status_code=204, response_class=Response)
-def delete_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> Response:
+def delete_job(job_id: str, store: StoreDep, artifacts: ArtifactsDep, tenant: TenantDep) -> Response:
     """Delete a finished job: its row, metrics, checkpoints and every file it wrote (weights,
     sidecars, resume state, exports). A queued or running job → 409 (cancel it first)."""
     outcome = store.delete_job(job_id, tenant)
@@ -112,7 +113,7 @@ def delete_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: Tena
         raise NotFound(f"no job {job_id!r}")
     if outcome == "active":
         raise Conflict(f"job {job_id} is queued or running: cancel it first, then delete it")
-    remove_job_files(settings, job_id)
+    remove_job_files(artifacts, job_id)
     return Response(status_code=204)
 
 
@@ -135,14 +136,15 @@ def job_checkpoints(job_id: str, store: StoreDep, tenant: TenantDep) -> dict[str
         200: {
             "content": {"application/octet-stream": {}},
             "description": "safetensors weights, or a TorchScript / ONNX model taking raw inputs",
-        }
+        },
+        307: {"description": "With REGTRAIN_ARTIFACTS_PRESIGN: a presigned URL of the weights in the bucket"},
     },
 )
 def download_checkpoint(
     job_id: str,
     name: str,
     store: StoreDep,
-    settings: SettingsDep,
+    artifacts: ArtifactsDep,
     tenant: TenantDep,
     format: Annotated[
         Literal["safetensors", "torchscript", "onnx"],
@@ -152,16 +154,30 @@ def download_checkpoint(
             "(classification returns logits; class labels are in the sidecar)."
         ),
     ] = "safetensors",
-) -> FileResponse:
+) -> Response:
     """The checkpoint's weights (default), or the model exported as TorchScript or ONNX."""
     _job_or_404(store, tenant, job_id)
     row = store.checkpoint(job_id, name)
     if row is None:
         raise NotFound(f"job {job_id} has no checkpoint {name!r}")
-    if format == "safetensors":
-        path, suffix = checkpoint_file(settings, job_id, row), ".safetensors"
-    else:
-        path, suffix = exported_file(settings, job_id, row, format), EXPORT_SUFFIX[format]
-    return FileResponse(
-        path, media_type="application/octet-stream", filename=f"{job_id}-{row['name']}{suffix}"
+    filename = f"{job_id}-{row['name']}"
+    if format != "safetensors":
+        path = exported_file(artifacts, job_id, row, format)
+        return FileResponse(
+            path, media_type="application/octet-stream", filename=filename + EXPORT_SUFFIX[format]
+        )
+    key = weights_key(job_id, row)
+    if artifacts.presign:
+        return RedirectResponse(artifacts.presigned_url(key), status_code=307)
+    try:
+        size, chunks = artifacts.stream(key)  # opened here: a missing file is a 404
+    except ArtifactMissing:
+        raise NotFound(f"the file of checkpoint {row['name']!r} is gone") from None
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}.safetensors"',
+            "Content-Length": str(size),
+        },
     )

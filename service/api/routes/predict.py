@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.deps import SettingsDep, StoreDep, TenantDep
+from service.api.deps import ArtifactsDep, StoreDep, TenantDep
 from service.api.predict import checkpoint_file, read_sidecar
 from service.contract.errors import NotFound
 from service.store.repository import Row
@@ -55,22 +55,22 @@ def predict(
     body: PredictRequest,
     request: Request,
     store: StoreDep,
-    settings: SettingsDep,
+    artifacts: ArtifactsDep,
     tenant: TenantDep,
 ) -> dict[str, Any]:
     """Predict with one of the job's checkpoints (default `best`). The model is loaded once and
     kept in memory for the next request."""
     row = _checkpoint_or_404(store, tenant, job_id, body.checkpoint)
-    predictions = request.app.state.predictors.predict(settings, job_id, row, body.inputs)
+    predictions = request.app.state.predictors.predict(artifacts, job_id, row, body.inputs)
     return {"predictions": predictions, "checkpoint": row["name"], "epoch": row["epoch"]}
 
 
 @router.get("/jobs/{job_id}/checkpoints/{name}/sidecar")
 def checkpoint_sidecar(
-    job_id: str, name: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep
+    job_id: str, name: str, store: StoreDep, artifacts: ArtifactsDep, tenant: TenantDep
 ) -> dict[str, Any]:
     """The checkpoint's JSON sidecar: `spec`, `task`, `input_shape`, `classes`,
     `standardization` (`mean`, `std`, `shape`, `target_mean`, `target_std`), `epoch`, `metrics`,
     versions and the data's sha256."""
     row = _checkpoint_or_404(store, tenant, job_id, name)
-    return read_sidecar(checkpoint_file(settings, job_id, row))
+    return read_sidecar(checkpoint_file(artifacts, job_id, row))

@@ -3,8 +3,8 @@ counters of epochs and of finished jobs by status (store_counters), and the inde
 the active jobs, the last minute's epochs and a tenant's newest jobs without reading the whole
 history. Existing jobs and metrics rows are counted once, here.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import math
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,82 @@
+"""Between a worker's scratch folder and the artifact store: what a job needs before it trains
+(its dataset, its last resume point) and what it hands over as it trains (each checkpoint).
+
+On the local backend the scratch folder is the artifact store, so every call here is free; on
+a bucket, a job resumes on any worker from what the last one put there.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, dataset_key
+from service.store.leased import FINISHED
+from service.store.repository import Repository, Row
+
+log = logging.getLogger("regtrain.worker")
+
+# The files of one checkpoint NAME; an epoch checkpoint also has its resume state.
+WEIGHTS = (".safetensors", ".json")
+STATE = (".state.safetensors", ".state.json")
+
+
+def _keys(job_id: str, name: str) -> list[str]:
+    suffixes = WEIGHTS + STATE if name.startswith("epoch-") else WEIGHTS
+    return [checkpoint_key(job_id, f"checkpoints/{name}{s}") for s in suffixes]
+
+
+def push_checkpoint(artifacts: Artifacts, job_id: str, work_dir: Path, name: str) -> None:
+    """Put a checkpoint's files, resume state last: its presence marks a complete checkpoint."""
+    for key in _keys(job_id, name):
+        path = work_dir / key.removeprefix(f"jobs/{job_id}/")
+        if path.is_file():
+            artifacts.put(key, path)
+
+
+def remove_checkpoint(artifacts: Artifacts, job_id: str, name: str) -> None:
+    artifacts.delete(list(reversed(_keys(job_id, name))))
+
+
+def pull_resume(artifacts: Artifacts, job_id: str, rows: list[Row]) -> int | None:
+    """Fetch the newest epoch checkpoint the store lists (rows are written after their files
+    are put) and `best` into this worker's scratch folder; the epoch it holds, or None."""
+    if not artifacts.remote:
+        return None
+    # The bucket and the store are the truth: copies this worker kept from an earlier attempt
+    # may hold a file that was never put (it died first) or an older `best`.
+    shutil.rmtree(artifacts.local_path(checkpoint_key(job_id, "checkpoints")), ignore_errors=True)
+    epochs = sorted((r["epoch"], r["name"]) for r in rows if r["name"].startswith("epoch-"))
+    names = [r["name"] for r in rows if r["name"] == "best"]
+    for epoch, name in reversed(epochs):
+        try:
+            for key in _keys(job_id, name):
+                artifacts.fetch(key)
+        except ArtifactMissing:
+            continue  # removed by retention since the read: an older one will do
+        for other in names:
+            for key in _keys(job_id, other):
+                artifacts.fetch(key)
+        return epoch
+    return None
+
+
+def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir: Path) -> None:
+    """A finished job's files in this worker's scratch folder, once the bucket holds them all:
+    removed, so a worker's disk does not fill with every job it ever trained. (A job still
+    running, under another worker after this one lost its lease, is left alone.)"""
+    if not artifacts.remote:
+        return  # the folder is the artifact store itself
+    try:
+        job = store.get_job(job_id)
+    except Exception:
+        log.exception("job %s: could not read its status; its scratch folder stays", job_id)
+        return
+    if job is not None and job["status"] in FINISHED:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def fetch_dataset(artifacts: Artifacts, dataset_id: str) -> Path:
+    """An uploaded dataset's canonical file, in the folder the engine reads datasets from."""
+    return artifacts.fetch(dataset_key(dataset_id))
