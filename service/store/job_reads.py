@@ -35,7 +35,10 @@ def history_column(dialect: str) -> sa.ScalarSelect[Any]:
     """The job's transitions as a JSON array of objects, correlated to `jobs` in the outer query
     (unordered: SQLite before 3.44 has no ORDER BY inside an aggregate; see decode_history)."""
     h = job_history
-    pairs = [part for name in HISTORY_FIELDS for part in (sa.literal_column(f"'{name}'"), h.c[name])]
+    pairs: list[sa.ColumnElement[Any]] = []
+    for name in HISTORY_FIELDS:
+        pairs += [sa.literal_column(f"'{name}'"), h.c[name]]
+    array: sa.ColumnElement[Any]
     if dialect == "postgresql":
         array = sa.func.coalesce(
             sa.func.json_agg(sa.func.json_build_object(*pairs)), sa.literal_column("'[]'::json")
