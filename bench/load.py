@@ -179,6 +179,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--drain", type=float, default=60, help="then wait this long for running jobs")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between status polls")
     p.add_argument("--fleet", action="store_true", help="Redis + PostgreSQL instead of the embedded default")
+    p.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="nice(1) level of the two workers (default 10): on one small machine, the cores a "
+        "fleet's API would have to itself, while the workers still train; 0 to share them evenly",
+    )
     p.add_argument("--url", help="an API already running (with its own workers) instead of starting one")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
@@ -187,8 +194,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         # Two workers, as in the issue; one torch thread each (the host's cores are shared).
         env = {"OMP_NUM_THREADS": "1", "REGTRAIN_MAX_ACTIVE_JOBS": str(max(100, args.clients * 2))}
-        with live(args.fleet, workers=2, extra_env=env) as svc:
+        with live(args.fleet, workers=2, extra_env=env, worker_nice=args.worker_nice) as svc:
             out = asyncio.run(run(svc.url, args.clients, args.jobs, args.seconds, args.drain, args.poll))
+    out["worker_nice"] = 0 if args.url else args.worker_nice
     out["backend"] = "fleet (Redis + PostgreSQL)" if args.fleet else "embedded (SQLite + filesystem broker)"
     width = max(map(len, out))
     for k, v in out.items():

@@ -92,12 +92,12 @@ def service_vs_cli(svc: Live) -> dict[str, float]:
     return {"cli_s": cli, "service_s": service, "service_over_cli": service / cli}
 
 
-def _rps(url: str, path: str, seconds: float, threads: int = 8) -> float:
-    """Requests per second: wrk -t1 -c32 where it is installed (a client that costs the server's
-    two cores little), else `threads` Python clients."""
+def _rps(url: str, path: str, seconds: float, threads: int = 8, connections: int = 32) -> float:
+    """Requests per second: wrk -t1 -c`connections` where it is installed (a client that costs
+    the server's two cores little), else `threads` Python clients."""
     if shutil.which("wrk"):
         out = subprocess.run(
-            ["wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", url + path],
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", url + path],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         if "Non-2xx" in out:
@@ -127,9 +127,12 @@ def get_throughput(svc: Live, seconds: float) -> dict[str, float]:
     (root / "doc.json").write_text(json.dumps(job))
     (root / "bare_app.py").write_text(BARE_APP)
     port = free_port()
+    # The same process model as `regtrain api`: one uvicorn process, its access log on (info),
+    # written to a file.
+    log = open(root / "bare.log", "wb")  # noqa: SIM115 (closed with the process)
     bare = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level", "warning"],
-        cwd=root, env={**svc.env, "BENCH_DOC": str(root / "doc.json")},
+        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level", "info"],
+        cwd=root, env={**svc.env, "BENCH_DOC": str(root / "doc.json")}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         for _ in range(100):
@@ -143,6 +146,7 @@ def get_throughput(svc: Live, seconds: float) -> dict[str, float]:
     finally:
         bare.terminate()
         bare.wait()
+        log.close()
     return {"get_rps": regtrain, "bare_rps": baseline, "get_over_bare": regtrain / baseline}
 
 

@@ -149,6 +149,15 @@ class Settings(BaseSettings):
         description="Checkpoint downloads answer 307 to a presigned URL of the bucket (valid 15 "
         "minutes) instead of streaming through the API. Only with REGTRAIN_ARTIFACTS_URL.",
     )
+    db_pool_size: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Connections each process keeps open to the store. The API runs at most this "
+        "many requests' blocking work at once (its thread pool), so a burst waits in the process "
+        "instead of opening and closing connections; on a fleet, replicas × this (+ workers) must "
+        "stay under PostgreSQL's max_connections.",
+    )
     keep_epoch_checkpoints: int = Field(
         3,
         ge=0,

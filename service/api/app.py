@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -118,7 +121,17 @@ def _document_errors(router: APIRouter) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run in anyio's thread pool (40 threads by default). No more of them at once
+        # than the store's pool holds: a request past it would open a connection and close it
+        # again (SQLAlchemy's overflow), per request, just when the process is busiest.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="regtrain",
         version=regtrain_version(),
         description=DESCRIPTION,
@@ -130,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_keys = parse_api_keys(settings.api_keys)
     # Migrations run here, at start: an upgraded install keeps every job.
-    app.state.store = open_store(settings.store_url)
+    app.state.store = open_store(settings.store_url, pool_size=settings.db_pool_size)
     app.state.broker = Broker(settings)
     app.state.registry, latency = make_registry(app.state.store)
     app.state.artifacts = Artifacts(settings)

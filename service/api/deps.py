@@ -5,8 +5,10 @@ that cost more than the whole GET /v1/jobs/{id} handler."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Header, Request
 
 from service.api.auth import tenant_for
@@ -41,3 +43,16 @@ StoreDep = Annotated[Repository, Depends(_store)]
 ArtifactsDep = Annotated[Artifacts, Depends(_artifacts)]
 BrokerDep = Annotated[Broker, Depends(_broker)]
 TenantDep = Annotated[str, Depends(_tenant)]
+
+
+T = TypeVar("T")
+
+
+async def read(store: Repository, query: Callable[..., T], *args: object) -> T:
+    """Run the store's read `query(*args)` for an async route: on the event loop where the
+    store's reads never wait (SQLite, see Repository.reads_inline), else in the thread pool.
+    The hottest reads (GET /v1/jobs/{id}) skip the thread hop that way, which cost more than
+    the read itself."""
+    if store.reads_inline:
+        return query(*args)
+    return await anyio.to_thread.run_sync(query, *args)

@@ -24,10 +24,10 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.store import Repository
+from service.store.job_counts import DURATION_BUCKETS
 from service.store.repository import now
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 RATE_WINDOW_S = 60
 # A stream lasts as long as its job: its "latency" would drown every other route's.
 UNTIMED_ROUTES = frozenset({"/v1/jobs/{job_id}/events"})
@@ -43,7 +43,8 @@ class StoreCollector(Collector):
         queued: dict[str, int] = defaultdict(int)
         for (status, queue), n in counts.items():
             by_status[status] = by_status.get(status, 0) + n
-            queued[queue] += n if status == "queued" else 0
+            if queue:  # finished jobs are counted whatever their queue (under "")
+                queued[queue] += n if status == "queued" else 0
         jobs = GaugeMetricFamily("regtrain_jobs", "Jobs in the store, by status.", labels=["status"])
         for status, n in by_status.items():
             jobs.add_metric([status], n)
@@ -69,7 +70,7 @@ class StoreCollector(Collector):
 
         yield CounterMetricFamily(
             "regtrain_epochs",
-            "Epochs trained (metrics rows in the store).",
+            "Epochs trained (metrics rows written, counted as they are written).",
             value=self.store.epochs_recorded(),
         )
         recent = self.store.epochs_recorded(since=now() - timedelta(seconds=RATE_WINDOW_S))

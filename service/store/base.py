@@ -19,7 +19,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from service.store import leased
-from service.store.engine import write_transaction
+from service.store.engine import READ, write_transaction
 from service.store.leased import Row
 from service.store.tables import (
     jobs,
@@ -72,7 +72,16 @@ class StoreBase:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.listeners: list[Listener] = []  # called after each change to a job; see _rings
-        self._autocommit_reads = engine.dialect.name == "postgresql"
+        # PostgreSQL: no BEGIN and COMMIT round trips around a read; SQLite: no BEGIN (see
+        # engine.READ). Each statement sees its own snapshot; the reads that need one snapshot
+        # are one statement.
+        self._read_options: dict[str, Any] = (
+            {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {READ: True}
+        )
+        # A read of a local SQLite file in WAL mode never waits on a writer and takes tens of
+        # microseconds: an async route may run it on the event loop, where handing it to a
+        # thread costs more than the read. A network database's reads go to a thread.
+        self.reads_inline = engine.dialect.name == "sqlite"
 
     def _write(self) -> AbstractContextManager[sa.Connection]:
         return write_transaction(self.engine)
@@ -80,13 +89,7 @@ class StoreBase:
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
         with self.engine.connect() as conn:
-            if self._autocommit_reads:
-                # PostgreSQL: no BEGIN and COMMIT round trips around a read (each statement
-                # sees its own snapshot; the reads that need one snapshot are one statement).
-                yield conn.execution_options(isolation_level="AUTOCOMMIT")
-                return
-            with conn.begin():
-                yield conn
+            yield conn.execution_options(**self._read_options)
 
     def _first(self, query: sa.Select[Any]) -> Row | None:
         with self._read() as conn:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from service.store import leased
+from service.store import job_counts, job_reads, leased
 from service.store.base import DeleteOutcome, StoreBase, new_id, now, requeued, rings
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
@@ -74,22 +74,13 @@ class JobStore(StoreBase):
         return self._first(leased.by_id(jobs, job_id, tenant))
 
     def job_with_history(self, job_id: str, tenant: str | None = None) -> tuple[Row, list[Row]] | None:
-        """A job and its transitions in one statement (one round trip, one snapshot): GET
-        /v1/jobs/{id}, the API's hottest read. One row per transition, the job's columns on each."""
-        h = job_history
-        query = (
-            leased.by_id(jobs, job_id, tenant)
-            .add_columns(*(c.label(f"h_{c.name}") for c in h.c))
-            .outerjoin(h, h.c.job_id == jobs.c.id)
-            .order_by(h.c.seq)
-        )
+        """A job and its transitions in one statement (one round trip, one snapshot, one row):
+        GET /v1/jobs/{id}, the API's hottest read (see job_reads)."""
+        query = job_reads.by_id(self.engine.dialect.name, tenant=tenant is not None)
+        params = {"job_id": job_id} if tenant is None else {"job_id": job_id, "tenant": tenant}
         with self._read() as conn:
-            rows = conn.execute(query).mappings().all()
-        if not rows:
-            return None
-        job = {c.name: rows[0][c.name] for c in jobs.c}
-        history = [{c.name: r[f"h_{c.name}"] for c in h.c} for r in rows if r["h_seq"] is not None]
-        return job, history
+            row = conn.execute(query, params).mappings().first()
+        return job_reads.decode(row) if row is not None else None
 
     def job_by_idempotency_key(self, tenant: str, key: str) -> Row | None:
         return self._first(leased.by_idempotency_key(jobs, tenant, key))
@@ -103,8 +94,14 @@ class JobStore(StoreBase):
             return int(conn.execute(query).scalar() or 0)
 
     def list_jobs(self, tenant: str, *, status: str | None, limit: int, before_seq: int | None) -> list[Row]:
-        """Newest first; `before_seq` is the cursor (the seq of the last job of the last page)."""
-        return self._all(leased.page(jobs, tenant, status=status, limit=limit, before_seq=before_seq))
+        """Newest first; `before_seq` is the cursor (the seq of the last job of the last page).
+        Each row holds its transitions under `history`, read in the same statement."""
+        query = job_reads.page(
+            self.engine.dialect.name, tenant, status=status, limit=limit, before_seq=before_seq
+        )
+        with self._read() as conn:
+            rows = [job_reads.decode(r) for r in conn.execute(query).mappings()]
+        return [{**job, "history": history} for job, history in rows]
 
     def histories(self, job_ids: list[str]) -> dict[str, list[Row]]:
         out: dict[str, list[Row]] = {job_id: [] for job_id in job_ids}
@@ -125,6 +122,7 @@ class JobStore(StoreBase):
             outcome = leased.cancel(conn, jobs, job_id, tenant, at)
             if outcome == "cancelled":
                 conn.execute(job_history.insert().values(job_id=job_id, status="cancelled", at=at))
+                job_counts.count_finished(conn, [("cancelled", None, at)])
         return outcome
 
     @rings
@@ -134,6 +132,7 @@ class JobStore(StoreBase):
         with self._write() as conn:
             if leased.fail_queued(conn, jobs, job_id, error, at):
                 conn.execute(job_history.insert().values(job_id=job_id, status="failed", at=at))
+                job_counts.count_finished(conn, [("failed", None, at)])
 
     @rings
     def requeue_unsent(self, job_id: str) -> bool:
@@ -145,6 +144,7 @@ class JobStore(StoreBase):
                 conn.execute(
                     job_history.insert().values(job_id=job_id, status="queued", at=at, message="sent again")
                 )
+                job_counts.uncount_finished(conn, "failed")
         return done
 
     def metrics(self, job_id: str) -> list[Row]:
@@ -196,43 +196,20 @@ class JobStore(StoreBase):
 
     def job_status_counts(self) -> dict[tuple[str, str], int]:
         """{(status, queue): number of jobs}, over every tenant (for /metrics)."""
-        query = sa.select(jobs.c.status, jobs.c.queue, sa.func.count()).group_by(jobs.c.status, jobs.c.queue)
         with self._read() as conn:
-            return {(s, q): int(n) for s, q, n in conn.execute(query)}
+            return job_counts.status_counts(conn)
 
     def job_duration_histogram(self, buckets: Sequence[float]) -> dict[str, tuple[list[int], int, float]]:
-        """status → (cumulative count ≤ each bucket, count, sum of seconds) of the finished jobs
-        that started, counted in SQL: a scrape moves one row per status, not one per job."""
-        if self.engine.dialect.name == "sqlite":
-            seconds = (sa.func.julianday(jobs.c.finished_at) - sa.func.julianday(jobs.c.started_at)) * 86400.0
-        else:
-            seconds = sa.func.extract("epoch", jobs.c.finished_at - jobs.c.started_at)
-        query = (
-            sa.select(
-                jobs.c.status,
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(seconds), 0.0),
-                *(sa.func.sum(sa.case((seconds <= b, 1), else_=0)) for b in buckets),
-            )
-            .where(
-                jobs.c.status.in_(FINISHED), jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None)
-            )
-            .group_by(jobs.c.status)
-        )
+        """status → (cumulative count ≤ each bucket, count, sum of seconds) of the jobs that
+        finished after they started, kept as they finished (see job_counts)."""
         with self._read() as conn:
-            return {
-                str(r[0]): ([int(c or 0) for c in r[3:]], int(r[1]), float(r[2])) for r in conn.execute(query)
-            }
+            return job_counts.histogram(conn, buckets)
 
     def epochs_recorded(self, since: datetime | None = None) -> int:
-        """Metrics rows (trained epochs) in the store, or those written after `since`."""
-        query = sa.select(sa.func.count()).select_from(job_metrics)
-        if since is not None:
-            query = query.where(job_metrics.c.at > since)
+        """Epochs trained (metrics rows written), or the metrics rows written after `since`."""
         with self._read() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            return job_counts.epochs(conn, since)
 
-    @rings
     def claim(self, job_id: str, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
         """Take a queued job, or a running one whose worker went silent, in one conditional
         UPDATE; None if another worker has it, or it is finished or cancelled."""
@@ -301,6 +278,7 @@ class JobStore(StoreBase):
                 job_metrics.delete().where(job_metrics.c.job_id == job_id, job_metrics.c.epoch == epoch)
             )
             conn.execute(job_metrics.insert().values(job_id=job_id, epoch=epoch, row=row, at=now()))
+            job_counts.count_epoch(conn)
             conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(progress_epoch=epoch, latest_metrics=row)
             )
@@ -375,6 +353,8 @@ class JobStore(StoreBase):
             attempt = leased.finish(conn, jobs, job_id, owner, status, at, result=result, error=error)
             if attempt is None:
                 return False
+            started = conn.execute(sa.select(jobs.c.started_at).where(jobs.c.id == job_id)).scalar()
+            job_counts.count_finished(conn, [(status, started, at)])
             conn.execute(
                 job_history.insert().values(
                     job_id=job_id, status=status, at=at, attempt=attempt, worker=owner
@@ -411,6 +391,12 @@ class JobStore(StoreBase):
                 conn.execute(
                     job_history.insert().values(job_id=job_id, status=status, at=at, message="lease expired")
                 )
+            ended = [job_id for status, job_id, _ in transitions if status != "queued"]
+            if ended:
+                rows = conn.execute(
+                    sa.select(jobs.c.status, jobs.c.started_at).where(jobs.c.id.in_(ended))
+                ).all()
+                job_counts.count_finished(conn, [(r.status, r.started_at, at) for r in rows])
             stale = leased.resend_stale(conn, jobs, resend_after_s, at)
         return requeued(transitions) + stale
 
@@ -427,7 +413,8 @@ class JobStore(StoreBase):
                 return "active"
             for child in (job_history, job_metrics, checkpoints):
                 conn.execute(child.delete().where(child.c.job_id == job_id))
-            conn.execute(jobs.delete().where(owned, jobs.c.status.in_(FINISHED)))
+            if conn.execute(jobs.delete().where(owned, jobs.c.status.in_(FINISHED))).rowcount:
+                job_counts.uncount_finished(conn, status)
         return "deleted"
 
     def prune_epoch_checkpoints(self, job_id: str, keep: int) -> list[str]:

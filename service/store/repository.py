@@ -7,7 +7,7 @@ from __future__ import annotations
 from service.store import migrate
 from service.store.base import DeleteOutcome, Listener, new_id, now
 from service.store.datasets import DatasetStore
-from service.store.engine import make_engine
+from service.store.engine import DEFAULT_POOL_SIZE, make_engine
 from service.store.jobs import Claim, JobStore
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.sweeps import TRIAL_FINISHED, SweepClaim, SweepStore
@@ -32,8 +32,8 @@ class Repository(JobStore, SweepStore, DatasetStore):
     """Every query regtrain makes, by domain; one engine and one set of listeners for all."""
 
 
-def open_store(url: str, *, migrate_schema: bool = True) -> Repository:
-    engine = make_engine(url)
+def open_store(url: str, *, migrate_schema: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Repository:
+    engine = make_engine(url, pool_size)
     if migrate_schema:
         migrate.upgrade(engine)
     return Repository(engine)

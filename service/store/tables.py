@@ -96,6 +96,10 @@ jobs = sa.Table(
     # Added by migration 0003: when the job's message was last sent (see Repository.reap).
     sa.Column("enqueued_at", UTCDateTime),
     *_indexes("jobs"),
+    # Added by migration 0008: /metrics counts jobs by status and queue from this index alone;
+    # a tenant's newest jobs (GET /v1/jobs) are a range of the second, however many others have.
+    sa.Index("ix_jobs_status_queue", "status", "queue"),
+    sa.Index("ix_jobs_tenant_seq", "tenant", "seq"),
     # Added by migration 0005: the job's own webhook secret (notify.secret), never served.
     sa.Column("notify_secret", sa.String(200)),
 )
@@ -122,6 +126,8 @@ job_metrics = sa.Table(
     sa.Column("epoch", sa.Integer, primary_key=True),
     sa.Column("row", Json, nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
+    # Added by migration 0008: /metrics counts the last minute's epochs.
+    sa.Index("ix_job_metrics_at", "at"),
 )
 
 checkpoints = sa.Table(
@@ -250,4 +256,24 @@ webhook_deliveries = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime),
     sa.Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
+)
+
+# Added by migration 0008: what /metrics reads, kept as jobs finish and epochs are written, so a
+# scrape costs the same with 100 jobs in the store or 100,000 (store/job_counts.py).
+job_durations = sa.Table(
+    "job_durations",
+    metadata,
+    sa.Column("status", sa.String(20), primary_key=True),
+    # The bucket's upper bound in seconds (the smallest of job_counts.DURATION_BUCKETS at or
+    # above the job's duration; infinity above the last).
+    sa.Column("le", sa.Float, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+)
+
+store_counters = sa.Table(
+    "store_counters",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
 )

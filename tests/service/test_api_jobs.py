@@ -209,3 +209,42 @@ def test_job_documents_sent_without_the_response_model_still_match_it(client: Te
     assert Job.model_validate(one.json()).model_dump(mode="json") == one.json()
     page = client.get("/v1/jobs").json()
     assert JobList.model_validate(page).model_dump(mode="json") == page
+
+
+def test_job_reads_on_postgresql_through_the_thread_pool(make_client: Any, tmp_path: Any) -> None:
+    # On PostgreSQL the async GET routes hand the store's read to the thread pool (deps.read);
+    # the job and a page come back as on SQLite, one statement each, the tenant's rows only.
+    import os
+    import uuid
+
+    import psycopg
+
+    admin_url = os.environ.get("REGTRAIN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"regtrain_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        client = make_client(
+            database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+            api_keys="alpha:key-a,beta:key-b",
+        )
+        alpha, beta = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+        with client:  # the lifespan sizes the thread pool to the store's pool
+            first = _submit(client, **alpha)
+            second = _submit(client, **alpha)
+            r = client.get(f"/v1/jobs/{first['id']}", headers=alpha)
+            assert r.status_code == 200 and set(r.json()) >= JOB_FIELDS
+            assert [h["status"] for h in r.json()["history"]] == ["queued"]
+            assert client.get(f"/v1/jobs/{first['id']}", headers=beta).status_code == 404
+            page = client.get("/v1/jobs?limit=1", headers=alpha).json()
+            assert [j["id"] for j in page["jobs"]] == [second["id"]] and page["next_cursor"]
+            rest = client.get(f"/v1/jobs?limit=1&cursor={page['next_cursor']}", headers=alpha).json()
+            assert [j["id"] for j in rest["jobs"]] == [first["id"]]
+            assert client.get("/v1/jobs", headers=beta).json()["jobs"] == []
+        client.app.state.store.engine.dispose()  # type: ignore[attr-defined]
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -231,6 +231,53 @@ def test_reaper_resends_the_message_of_a_long_queued_job(store: Repository) -> N
     assert store.get_job(job_id)["status"] == "queued"  # type: ignore[index]
 
 
+def test_the_api_reads_carry_each_job_history_in_order(store: Repository) -> None:
+    # GET /v1/jobs/{id} and GET /v1/jobs read a job's transitions inside its row (a JSON array
+    # aggregated in SQL): the same entries, in the same order and types, as the history table.
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(job_id, "w1", 30, 3)
+    assert store.finish(job_id, "w1", "succeeded", result={"ok": True})
+    expected = [{k: v for k, v in h.items() if k != "job_id"} for h in store.histories([job_id])[job_id]]
+    assert [h["status"] for h in expected] == ["queued", "running", "succeeded"]
+    found = store.job_with_history(job_id, "t")
+    assert found is not None
+    job, history = found
+    assert job["status"] == "succeeded" and job["result"] == {"ok": True} and job["spec"] == SPEC
+    assert history == expected and history[0]["at"].tzinfo is not None
+    assert store.job_with_history(job_id, "other-tenant") is None
+    other = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    page = store.list_jobs("t", status=None, limit=10, before_seq=None)
+    assert [r["id"] for r in page] == [other, job_id]
+    assert page[1]["history"] == expected and [h["status"] for h in page[0]["history"]] == ["queued"]
+
+
+def test_a_dead_pooled_postgresql_connection_is_replaced_not_failed(pg_url: str) -> None:
+    # No pool_pre_ping on every checkout (a round trip per read): a connection idle past
+    # PING_AFTER_IDLE_S is pinged, and one the server dropped (a restart) is replaced.
+    import psycopg
+
+    from service.store.engine import PING_AFTER_IDLE_S
+
+    store = open_store(pg_url)
+    try:
+        job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+        db = sa.make_url(pg_url).database
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (db,),
+            ).fetchone()[0]  # type: ignore[index]
+        assert killed, "the pooled connection should have been there to drop"
+        time.sleep(PING_AFTER_IDLE_S + 0.2)
+        found = store.job_with_history(job_id, "t")
+        assert found is not None and found[0]["id"] == job_id
+        # Leave the session's database as the other tests expect it: without this job.
+        assert store.cancel(job_id) == "cancelled" and store.delete_job(job_id, "t") == "deleted"
+    finally:
+        store.engine.dispose()
+
+
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     # WAL: the worker writes metrics while the API reads, neither waiting on the other.
     store = open_store(f"sqlite:///{tmp_path / 'wal.db'}")
@@ -239,27 +286,63 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     store.engine.dispose()
 
 
-def test_the_duration_histogram_is_counted_in_sql(store: Repository) -> None:
-    from datetime import UTC, datetime, timedelta
+def test_the_duration_histogram_is_kept_as_jobs_finish(store: Repository) -> None:
+    # /metrics reads job_durations (a row per status and bucket), which the transaction that
+    # finishes a job updates: a worker's finish and the reaper's worker_lost alike. A job that
+    # never started has no duration; a deleted job stays counted (a histogram only grows).
+    from datetime import timedelta
 
-    import sqlalchemy as sa
-
+    from service.store.repository import now
     from service.store.tables import jobs
 
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    for seconds, status in ((2, "succeeded"), (40, "succeeded"), (4000, "failed")):
-        job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    def started_ago(job_id: str, seconds: float) -> None:
         with store.engine.begin() as conn:
             conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id)
-                .values(status=status, started_at=start, finished_at=start + timedelta(seconds=seconds))
+                .values(started_at=now() - timedelta(seconds=seconds))
             )
+
+    for seconds, status in ((2, "succeeded"), (40, "succeeded"), (4000, "failed")):
+        job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+        assert store.claim(job_id, "w1", 30, 3)
+        started_ago(job_id, seconds)
+        assert store.finish(job_id, "w1", status)  # type: ignore[arg-type]
+    lost = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(lost, "w1", 0.1, 1)
+    started_ago(lost, 3)
+    time.sleep(0.2)
+    store.reap(1, 3600)  # out of attempts: failed worker_lost, after ~3 s of running
+    store.cancel(store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"])  # never started
     store.create_job(tenant="t", spec=SPEC, queue="cpu")  # queued: not counted
-    histogram = store.job_duration_histogram((1, 5, 60, 3600, 7200))
+    assert store.delete_job(job_id, "t") == "deleted"
+    histogram = store.job_duration_histogram((1, 5, 60, 3600, 4 * 3600))
     assert histogram["succeeded"][0] == [0, 1, 2, 2, 2] and histogram["succeeded"][1] == 2
-    assert abs(histogram["succeeded"][2] - 42) < 1e-3
-    assert histogram["failed"][:2] == ([0, 0, 0, 0, 1], 1)
+    assert abs(histogram["succeeded"][2] - 42) < 1
+    assert histogram["failed"][:2] == ([0, 1, 1, 1, 2], 2)
+    assert "cancelled" not in histogram
+    # Jobs by status: the deleted one (the 4000 s failure) is gone, the cancelled-while-queued
+    # one counted.
+    counts = store.job_status_counts()
+    assert counts[("succeeded", "")] == 2 and counts[("failed", "")] == 1
+    assert counts[("cancelled", "")] == 1 and counts[("queued", "cpu")] == 1, counts
+    assert store.fail_queued(store.create_job(tenant="t", spec=SPEC, queue="gpu")["id"], {}) is None
+    assert store.job_status_counts()[("failed", "")] == 2
+
+
+def test_the_epoch_counter_counts_each_metrics_row_written(store: Repository) -> None:
+    from datetime import timedelta
+
+    from service.store.repository import now
+
+    before = store.epochs_recorded()
+    job_id = store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"]
+    assert store.claim(job_id, "w1", 30, 3)
+    for epoch in (1, 2, 3):
+        assert store.record_epoch(job_id, "w1", {"epoch": epoch, "train_loss": 1.0})
+    assert store.epochs_recorded() == before + 3
+    assert store.epochs_recorded(since=now() - timedelta(seconds=60)) == 3
+    assert store.epochs_recorded(since=now() + timedelta(seconds=1)) == 0
 
 
 def test_delete_and_retention_on_both_backends(store: Repository) -> None:
@@ -287,3 +370,15 @@ def test_delete_and_retention_on_both_backends(store: Repository) -> None:
     assert store.delete_job(job_id, "t") == "deleted"
     assert store.get_job(job_id) is None and store.metrics(job_id) == [] and store.checkpoints(job_id) == []
     assert store.delete_job(job_id, "t") == "missing"
+
+
+def test_json_columns_decode_what_pythons_encoder_wrote() -> None:
+    # orjson decodes the JSON columns; the NaN and Infinity that json.dumps writes (a diverged
+    # epoch's loss, on SQLite) still read back, through the stdlib's decoder.
+    import math
+
+    from service.store.engine import json_loads
+
+    assert json_loads(b'{"spec": {"epochs": 3}}') == {"spec": {"epochs": 3}}
+    row = json_loads(json.dumps({"val_loss": float("nan"), "train_loss": float("inf")}))
+    assert math.isnan(row["val_loss"]) and row["train_loss"] == math.inf

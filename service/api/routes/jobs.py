@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from service.api import render
+from service.api import deps, render
 from service.api.deps import ArtifactsDep, BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.api.predict import exported_file, weights_key
 from service.api.routes import lookup, pages
@@ -78,15 +78,17 @@ def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
+async def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
     """Newest first; follow `next_cursor` for older jobs."""
-    page, next_cursor = query.fetch(functools.partial(store.list_jobs, tenant))
-    return json_document({"jobs": render.job_documents(store, page), "next_cursor": next_cursor})
+    page, next_cursor = await deps.read(store, query.fetch, functools.partial(store.list_jobs, tenant))
+    # Each row holds its history, read in the same statement (store/job_reads.py).
+    docs = [job_document(row, row["history"]) for row in page]
+    return json_document({"jobs": docs, "next_cursor": next_cursor})
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
-    found = store.job_with_history(job_id, tenant)
+async def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
+    found = await deps.read(store, store.job_with_history, job_id, tenant)
     if found is None:
         raise NotFound(f"no job {job_id!r}")
     job, history = found
