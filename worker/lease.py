@@ -6,7 +6,6 @@ import logging
 import threading
 from typing import Any, Literal
 
-from service.store import Repository
 from service.store.sweep_units import SweepUnits
 
 log = logging.getLogger("regtrain.worker")
@@ -23,7 +22,9 @@ class Lease:
 
     def __init__(
         self,
-        store: Repository,
+        # the Repository (a job's or a sweep's lease) or SweepUnits (a unit's): each
+        # subclass's renew() asks the one it was given
+        store: Any,
         job_id: str,
         owner: str,
         *,
@@ -93,7 +94,7 @@ class UnitLease(Lease):
     """The same lease on a unit of a sweep; it also stops when the sweep is cancelled."""
 
     def __init__(self, units: SweepUnits, unit_id: str, owner: str, **kwargs: Any) -> None:
-        super().__init__(units, unit_id, owner, **kwargs)  # type: ignore[arg-type]
+        super().__init__(units, unit_id, owner, **kwargs)
         self.units = units
 
     def renew(self) -> bool | None:

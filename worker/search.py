@@ -62,6 +62,12 @@ def storage(url: str) -> optuna.storages.RDBStorage:
     return st
 
 
+def _int_values(d: Dimension) -> list[int]:
+    """Every value of an int dimension (a grid sampler's space has only choices and ints)."""
+    assert d.int_ is not None, "validated: a grid over a space has only int and choice fields"
+    return list(range(d.int_[0], d.int_[1] + 1))
+
+
 def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
     seed = sweep.seed
     assert sweep.space is not None
@@ -69,10 +75,7 @@ def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
         case "random":
             return optuna.samplers.RandomSampler(seed=seed)
         case "grid":
-            grid = {
-                n: d.choice if d.choice is not None else list(range(d.int_[0], d.int_[1] + 1))  # type: ignore[index]
-                for n, d in sweep.space.items()
-            }
+            grid = {n: d.choice if d.choice is not None else _int_values(d) for n, d in sweep.space.items()}
             return optuna.samplers.GridSampler(
                 {n: [_encode(v) for v in vs] for n, vs in grid.items()}, seed=seed
             )
@@ -115,8 +118,9 @@ def suggest(trial: optuna.Trial, space: dict[str, Dimension]) -> dict[str, Any]:
         dim = space[name]
         if not dim.applies(params):
             continue
-        if dim.log_uniform is not None or dim.uniform is not None:
-            lo, hi = dim.log_uniform or dim.uniform  # type: ignore[misc]
+        bounds = dim.log_uniform or dim.uniform
+        if bounds is not None:
+            lo, hi = bounds
             params[name] = trial.suggest_float(name, lo, hi, log=dim.log_uniform is not None)
         elif dim.int_ is not None:
             params[name] = trial.suggest_int(name, dim.int_[0], dim.int_[1])
@@ -226,8 +230,8 @@ class UnitSearch:
         number = t.index
         if t.status == "succeeded" and t.score is not None and math.isfinite(t.score):
             values = [t.metrics.get(o.metric) for o in objectives] if len(objectives) > 1 else [t.score]
-            if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-                told = [float(v) for v in values]  # type: ignore[arg-type]
+            told = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+            if len(told) == len(values):
                 self.study.tell(number, told if len(told) > 1 else told[0], skip_if_finished=True)
             else:
                 self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)

@@ -70,10 +70,16 @@ class UploadedDataset(Strict):
 
 
 DATA_FORMATS = ("parquet", "csv", "npz")
-_SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".npz": "npz"}
+DataFormat = Literal["parquet", "csv", "npz"]
+_SUFFIX_FORMAT: dict[str, DataFormat] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".npz": "npz",
+}
 
 
-def format_from_uri(uri: str) -> str | None:
+def format_from_uri(uri: str) -> DataFormat | None:
     """The format a URI's suffix names (its path, before any query), or None."""
     path = uri.split("?", 1)[0].split("#", 1)[0].lower()
     return next((f for suffix, f in _SUFFIX_FORMAT.items() if path.endswith(suffix)), None)
@@ -108,7 +114,7 @@ class UriDataset(Strict):
                 raise ValueError(
                     "format: the URI's suffix names no format; give format (parquet, csv or npz)"
                 )
-            self.format = fmt  # type: ignore[assignment]
+            self.format = fmt
         return self
 
 
