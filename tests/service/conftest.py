@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.settings import Settings
+from service.store import Repository, open_store
 from service.store import migrate as migrations
 from service.store.engine import make_engine
 from service.store.tables import metadata
@@ -78,6 +79,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}"))
     engine.dispose()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Repository]:
+    """An opened (migrated) store on each backend."""
+    repo = open_store(store_url)
+    yield repo
+    repo.engine.dispose()
 
 
 DIGITS_MLP: dict[str, Any] = {

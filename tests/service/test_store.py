@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 
@@ -42,13 +40,6 @@ def _shared_revision(engine: sa.Engine) -> str | None:
     Optuna keeps its own."""
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Repository]:
-    repo = open_store(store_url)
-    yield repo
-    repo.engine.dispose()
 
 
 def test_only_one_of_many_workers_claims_a_job(store: Repository) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import sqlalchemy as sa
-from test_store import store, store_url  # noqa: F401  (fixtures: both backends, fresh schema)
 
 from service.store import Repository
 from service.store.base import now
@@ -14,7 +13,7 @@ from service.store.tables import webhook_deliveries
 from service.store.webhook_outbox import WebhookOutbox
 
 
-def test_ended_deliveries_older_than_the_history_are_purged(store: Repository) -> None:  # noqa: F811
+def test_ended_deliveries_older_than_the_history_are_purged(store: Repository) -> None:
     job = store.create_job(tenant="t", spec={"name": "x"}, queue="cpu")
     outbox = WebhookOutbox(store.engine)
     ids = {
