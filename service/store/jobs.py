@@ -210,6 +210,9 @@ class JobStore(StoreBase):
         with self._read() as conn:
             return job_counts.epochs(conn, since)
 
+    # --- jobs: the worker side -------------------------------------------------------------
+
+    @rings
     def claim(self, job_id: str, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
         """Take a queued job, or a running one whose worker went silent, in one conditional
         UPDATE; None if another worker has it, or it is finished or cancelled."""
