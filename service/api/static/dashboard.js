@@ -396,9 +396,11 @@ function curvesChart(sw, metric) {
       label: `#${t.index}${t.status === "pruned" ? " (pruned)" : ""}`,
       stroke: t.status === "pruned" ? PRUNED : t.index === best ? "#222" : color(i),
       width: t.index === best ? 3 : 1.5, dash: t.status === "pruned" ? [5, 4] : undefined, spanGaps: true,
-      value: (u, v) => (present(v) ? fmt(v) : "--"),
+      // no point at a step: the trial had stopped there (pruned, or early stopping), or is still on its way
+      value: (u, v) => (present(v) ? fmt(v) : ["queued", "running"].includes(t.status) ? "--" : "stopped"),
     }))],
-    hooks: { draw: [crosses] },
+    // off the chart, the legend shows the last step (uPlot's reads "--" until hovered)
+    hooks: { draw: [crosses], ready: [showLatest], setLegend: [showLatest] },
   };
   charts.curves = new uPlot(opts, [xs, ...ys], box);
   const pruned = trials.filter((t) => t.status === "pruned").length;
