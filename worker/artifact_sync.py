@@ -55,12 +55,12 @@ def pull_resume(artifacts: Artifacts, job_id: str, rows: list[Row]) -> int | Non
     for epoch, name in reversed(epochs):
         try:
             for key in _keys(job_id, name):
-                artifacts.fetch(key)
+                artifacts.pull(key)
         except ArtifactMissing:
             continue  # removed by retention since the read: an older one will do
         for other in names:
             for key in _keys(job_id, other):
-                artifacts.fetch(key)
+                artifacts.pull(key)
         return epoch
     return None
 
@@ -82,7 +82,7 @@ def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir:
 
 def fetch_dataset(artifacts: Artifacts, dataset_id: str) -> Path:
     """An uploaded dataset's canonical file, in the folder the engine reads datasets from."""
-    return artifacts.fetch(dataset_key(dataset_id))
+    return artifacts.pull(dataset_key(dataset_id))
 
 
 def fetch_sweep_dataset(artifacts: Artifacts, sweep: SweepSpec) -> None:
