@@ -66,9 +66,12 @@ def pull_resume(artifacts: Artifacts, job_id: str, rows: list[Row]) -> int | Non
 
 
 def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir: Path) -> None:
-    """A finished job's files in this worker's scratch folder, once the bucket holds them all:
-    removed, so a worker's disk does not fill with every job it ever trained. (A job still
-    running, under another worker after this one lost its lease, is left alone.)"""
+    """A finished or released job's files in this worker's scratch folder, once the bucket
+    holds them all: removed, so a worker's disk does not fill with every job it ever trained.
+    A released job (back in the queue) resumes from the bucket wherever it is claimed next,
+    this worker included (pull_resume clears the folder first). A job running again, perhaps
+    under another worker process sharing this data dir after this one lost its lease, is left
+    alone."""
     if not artifacts.remote:
         return  # the folder is the artifact store itself
     try:
@@ -76,7 +79,7 @@ def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir:
     except Exception:
         log.exception("job %s: could not read its status; its scratch folder stays", job_id)
         return
-    if job is not None and job["status"] in FINISHED:
+    if job is not None and job["status"] in (*FINISHED, "queued"):
         shutil.rmtree(work_dir, ignore_errors=True)
 
 

@@ -288,3 +288,23 @@ def test_register_a_dataset_by_uri(bucket_client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "format"]
     assert client.delete(f"/v1/datasets/{ds['id']}").status_code == 204
     assert _keys(bucket, "run/datasets") == []
+
+
+def test_a_workers_scratch_goes_once_its_job_is_released_or_finished(s3: S3Server, tmp_path: Path) -> None:
+    from service.contract.spec import JobSpec
+    from worker.artifact_sync import drop_scratch
+
+    settings = Settings(data_dir=tmp_path, artifacts_url=f"s3://{s3.bucket()}/run")
+    store, artifacts = open_store(settings.store_url), Artifacts(settings)
+    spec = JobSpec.model_validate({"dataset": {"name": "iris"}, "model": {"type": "mlp"}})
+    job_id = str(store.create_job(tenant="t", spec=spec.model_dump(mode="json"), queue="cpu")["id"])
+    scratch = settings.jobs_dir / job_id
+    (scratch / "checkpoints").mkdir(parents=True)
+    (scratch / "checkpoints" / "epoch-1.safetensors").write_bytes(b"w")
+
+    assert store.claim(job_id, "w1", 30, 3) is not None
+    drop_scratch(store, artifacts, job_id, scratch)
+    assert scratch.is_dir()  # running: the worker that holds it writes there
+    assert store.release(job_id, "w1") is not None
+    drop_scratch(store, artifacts, job_id, scratch)
+    assert not scratch.exists()  # back in the queue: its next attempt resumes from the bucket

@@ -148,7 +148,7 @@ def test_datasets_fetched_by_uri_stay_within_the_bound(s3: S3Server, tmp_path: P
     cache = FileCache(tmp_path / "cache", max_bytes=3000)
     fetched = []
     for i in range(3):
-        obstore.put(store, f"d{i}.csv", (f"x,label\n" + f"{i},1\n" * 600).encode()[:2000])
+        obstore.put(store, f"d{i}.csv", ("x,label\n" + f"{i},1\n" * 600).encode()[:2000])
         ds = UriDataset(uri=f"s3://{bucket}/d{i}.csv", target="label")
         fetched.append(dataset_uri.fetch(ds, cache, allow_private=True, max_bytes=10**6))
     # each object is 2000 bytes: only the newest fits (its ref files are a few bytes each)
