@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         description="Checkpoint downloads answer 307 to a presigned URL of the bucket (valid 15 "
         "minutes) instead of streaming through the API. Only with REGTRAIN_ARTIFACTS_URL.",
     )
+    cache_max_bytes: int = Field(
+        4 * 1024**3,
+        ge=0,
+        description="Most bytes of cached copies each process keeps in data_dir/cache: "
+        "checkpoints and exports the API fetched from the bucket, datasets fetched by URI. Over "
+        "it, the least recently used copies not in use are removed (fetched again when needed).",
+    )
     db_pool_size: int = Field(
         20,
         ge=1,
@@ -192,6 +199,10 @@ class Settings(BaseSettings):
     @property
     def datasets_dir(self) -> Path:
         return self.data_dir / "datasets"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
     @property
     def jobs_dir(self) -> Path:

@@ -55,20 +55,23 @@ def pull_resume(artifacts: Artifacts, job_id: str, rows: list[Row]) -> int | Non
     for epoch, name in reversed(epochs):
         try:
             for key in _keys(job_id, name):
-                artifacts.fetch(key)
+                artifacts.pull(key)
         except ArtifactMissing:
             continue  # removed by retention since the read: an older one will do
         for other in names:
             for key in _keys(job_id, other):
-                artifacts.fetch(key)
+                artifacts.pull(key)
         return epoch
     return None
 
 
 def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir: Path) -> None:
-    """A finished job's files in this worker's scratch folder, once the bucket holds them all:
-    removed, so a worker's disk does not fill with every job it ever trained. (A job still
-    running, under another worker after this one lost its lease, is left alone.)"""
+    """A finished or released job's files in this worker's scratch folder, once the bucket
+    holds them all: removed, so a worker's disk does not fill with every job it ever trained.
+    A released job (back in the queue) resumes from the bucket wherever it is claimed next,
+    this worker included (pull_resume clears the folder first). A job running again, perhaps
+    under another worker process sharing this data dir after this one lost its lease, is left
+    alone."""
     if not artifacts.remote:
         return  # the folder is the artifact store itself
     try:
@@ -76,13 +79,13 @@ def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir:
     except Exception:
         log.exception("job %s: could not read its status; its scratch folder stays", job_id)
         return
-    if job is not None and job["status"] in FINISHED:
+    if job is not None and job["status"] in (*FINISHED, "queued"):
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def fetch_dataset(artifacts: Artifacts, dataset_id: str) -> Path:
     """An uploaded dataset's canonical file, in the folder the engine reads datasets from."""
-    return artifacts.fetch(dataset_key(dataset_id))
+    return artifacts.pull(dataset_key(dataset_id))
 
 
 def fetch_sweep_dataset(artifacts: Artifacts, sweep: SweepSpec) -> None:

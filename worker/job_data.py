@@ -2,13 +2,16 @@
 
 An upload's canonical file comes from the artifact store; a dataset by URI is fetched (bounded,
 hashed, cached by content hash), checked against its declared format and parsed once into a
-canonical file kept beside it, so a second job on the same object and target reads that.
+canonical file kept beside it, so a second job on the same object and target reads that. Both
+stay in the process's bounded cache (service.data.file_cache), held while the job trains.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,55 +20,77 @@ from service.contract.errors import SpecError
 from service.contract.spec import JobSpec, UploadedDataset, UriDataset
 from service.data import uri as dataset_uri
 from service.data.datafile import DataError, ParsedDataset, save_canonical
+from service.data.file_cache import FileCache
 from service.settings import Settings
 from service.store.artifacts import ArtifactMissing, Artifacts
 from service.submission.jobs import check_shape
 from worker.artifact_sync import fetch_dataset
 
 
+@contextmanager
 def local_dataset(
     artifacts: Artifacts, settings: Settings, spec: JobSpec
-) -> tuple[Path | None, dict[str, Any]]:
-    """(the canonical file of a dataset by URI, or None; what the job records of its data).
-    Raises DataError with the field it concerns."""
+) -> Iterator[tuple[Path | None, dict[str, Any]]]:
+    """(the canonical file of a dataset by URI, or None; what the job records of its data),
+    the cached files kept from eviction while the block trains. Raises DataError with the
+    field it concerns."""
     ds = spec.dataset
     if isinstance(ds, UploadedDataset):
         try:
             fetch_dataset(artifacts, ds.id)
         except ArtifactMissing:
             raise DataError(f"dataset.id: the file of dataset {ds.id!r} is gone") from None
-        return None, {}
+        yield None, {}
+        return
     if not isinstance(ds, UriDataset):
-        return None, {}
-    cache = settings.data_dir / "cache" / "datasets"
-    try:
-        fetched = dataset_uri.fetch(
+        yield None, {}
+        return
+    cache = artifacts.cache
+
+    def present() -> tuple[dataset_uri.Fetched, Path, Path]:
+        # the object, then one canonical file per object and reading of it (target, task,
+        # format) with its shape: each made again if eviction took it
+        found = dataset_uri.fetch(
             ds, cache, allow_private=settings.private_targets, max_bytes=settings.max_dataset_bytes
         )
-        # one canonical file per object and reading of it (target, task, format), and its shape
-        reading = hashlib.sha256(f"{ds.format}\n{ds.target}\n{ds.task}".encode()).hexdigest()[:16]
-        canonical = cache / "canonical" / f"{fetched.sha256}-{reading}.npz"
-        shape_file = canonical.with_suffix(".shape.json")
-        if not (canonical.is_file() and shape_file.is_file()):
-            data = dataset_uri.parse(
-                ds,
-                fetched,
-                max_rows=settings.max_dataset_rows,
-                max_columns=settings.max_dataset_columns,
-                max_bytes=settings.max_dataset_bytes,
+        return (found, *_canonical(found, ds, cache, settings))
+
+    with ExitStack() as held:
+        try:
+            found, canonical, shape_file = held.enter_context(
+                cache.hold(present, lambda got: [got[0].path, got[1], got[2]])
             )
-            save_canonical(data, canonical)
-            _write_shape(shape_file, data)
-        shape = _read_shape(shape_file)
-    except DataError as e:
-        raise DataError(f"dataset.uri: {e}") from None
-    # What the API checks at submit for data of a known shape (model size, worker memory,
-    # epochs × samples), now that the shape is known: before any training starts.
-    try:
-        check_shape(spec, shape, settings)
-    except SpecError as e:
-        raise DataError(str(e)) from None
-    return canonical, {"uri": ds.uri, "sha256": fetched.sha256, "size_bytes": fetched.size_bytes}
+            shape = _read_shape(shape_file)
+        except DataError as e:
+            raise DataError(f"dataset.uri: {e}") from None
+        # What the API checks at submit for data of a known shape (model size, worker memory,
+        # epochs × samples), now that the shape is known: before any training starts.
+        try:
+            check_shape(spec, shape, settings)
+        except SpecError as e:
+            raise DataError(str(e)) from None
+        yield canonical, {"uri": ds.uri, "sha256": found.sha256, "size_bytes": found.size_bytes}
+
+
+def _canonical(
+    fetched: dataset_uri.Fetched, ds: UriDataset, cache: FileCache, settings: Settings
+) -> tuple[Path, Path]:
+    reading = hashlib.sha256(f"{ds.format}\n{ds.target}\n{ds.task}".encode()).hexdigest()[:16]
+    folder = dataset_uri.datasets_folder(cache) / "canonical"
+    canonical = folder / f"{fetched.sha256}-{reading}.npz"
+    shape_file = canonical.with_suffix(".shape.json")
+    if not (canonical.is_file() and shape_file.is_file()):
+        data = dataset_uri.parse(
+            ds,
+            fetched,
+            max_rows=settings.max_dataset_rows,
+            max_columns=settings.max_dataset_columns,
+            max_bytes=settings.max_dataset_bytes,
+        )
+        save_canonical(data, canonical)
+        _write_shape(shape_file, data)
+        cache.trim(keep=[fetched.path, canonical, shape_file])
+    return canonical, shape_file
 
 
 def _read_shape(path: Path) -> DataShape:

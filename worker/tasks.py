@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import ExitStack
 from typing import Any
 
 from pydantic import ValidationError
@@ -81,22 +82,23 @@ def _execute(job_id: str, rt: Runtime) -> None:
 
     def train() -> Any:
         # Inside the lease: fetching a large dataset keeps the job's heartbeat going.
-        try:
-            dataset_file, found = local_dataset(artifacts, settings, spec)
-        except DataError as e:
-            raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
-        provenance.update(found)
-        # a job that ran before (on this worker or another) resumes from the bucket's copy
-        artifact_sync.pull_resume(artifacts, job_id, store.checkpoints(job_id))
-        return run_job(
-            spec,
-            work_dir,
-            callbacks,
-            datasets_dir=settings.datasets_dir,
-            dataset_file=dataset_file,
-            time_limit_s=limit,
-            max_parameters=settings.max_parameters,
-        )
+        with ExitStack() as data:
+            try:  # the cached dataset stays held (never evicted) while the job trains on it
+                dataset_file, found = data.enter_context(local_dataset(artifacts, settings, spec))
+            except DataError as e:
+                raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
+            provenance.update(found)
+            # a job that ran before (on this worker or another) resumes from the bucket's copy
+            artifact_sync.pull_resume(artifacts, job_id, store.checkpoints(job_id))
+            return run_job(
+                spec,
+                work_dir,
+                callbacks,
+                datasets_dir=settings.datasets_dir,
+                dataset_file=dataset_file,
+                time_limit_s=limit,
+                max_parameters=settings.max_parameters,
+            )
 
     lease = leased_task.hold(rt, Lease, job_id)
     callbacks = EngineCallbacks(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,18 +77,21 @@ def main(spec_path: str, out_dir: str) -> int:
     started = _now()
     doc: dict[str, Any] = {"name": spec.name, "started_at": started, "spec": spec.model_dump(mode="json")}
     try:
-        try:  # a dataset by URI is fetched as a worker would (an upload: from the artifact store)
-            dataset_file, provenance = local_dataset(Artifacts(settings), settings, spec)
-        except DataError as e:
-            raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
-        outcome = run_job(
-            spec,
-            out,
-            Callbacks(on_epoch=on_epoch),
-            datasets_dir=settings.datasets_dir,
-            dataset_file=dataset_file,
-            max_parameters=settings.max_parameters,
-        )
+        with ExitStack() as data:
+            try:  # a dataset by URI is fetched as a worker would (an upload: from the artifact store)
+                dataset_file, provenance = data.enter_context(
+                    local_dataset(Artifacts(settings), settings, spec)
+                )
+            except DataError as e:
+                raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
+            outcome = run_job(
+                spec,
+                out,
+                Callbacks(on_epoch=on_epoch),
+                datasets_dir=settings.datasets_dir,
+                dataset_file=dataset_file,
+                max_parameters=settings.max_parameters,
+            )
         if provenance:
             outcome.result["environment"]["dataset"] = provenance
     except TrainingError as e:

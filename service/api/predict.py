@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from service.contract.errors import NotFound, SpecError
 from service.contract.exports import EXPORT_SUFFIX, ExportFormat
@@ -37,7 +39,8 @@ class Predictors:
                 self._models.move_to_end(key)
                 return self._models[key]
             # Loading under the lock: two requests for one cold model load it once.
-            predictor = _load(checkpoint_file(artifacts, job_id, row))
+            with checkpoint_file(artifacts, job_id, row) as weights:
+                predictor = _load(weights)
             self._models[key] = predictor
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
@@ -62,13 +65,18 @@ def weights_key(job_id: str, row: Row) -> str:
     return checkpoint_key(job_id, row["path"])
 
 
-def checkpoint_file(artifacts: Artifacts, job_id: str, row: Row) -> Path:
-    """A local file of the checkpoint's weights, with its sidecar beside it: the artifact itself
-    on the local backend, this API's cached copy of the bucket's (fetched again, sidecar too,
-    when the store's sha256 says the checkpoint was written again)."""
+@contextmanager
+def checkpoint_file(artifacts: Artifacts, job_id: str, row: Row) -> Iterator[Path]:
+    """A local file of the checkpoint's weights, with its sidecar beside it, for the block's
+    duration: the artifact itself on the local backend, this API's cached copy of the bucket's
+    (fetched again, sidecar too, when the store's sha256 says the checkpoint was written again),
+    kept from eviction until the block ends."""
     key = weights_key(job_id, row)
     try:
-        return artifacts.fetch(key, row["sha256"], companions=(key.removesuffix(".safetensors") + ".json",))
+        with artifacts.cached(
+            key, row["sha256"], companions=(key.removesuffix(".safetensors") + ".json",)
+        ) as path:
+            yield path
     except ArtifactMissing:
         raise NotFound(f"the file of checkpoint {row['name']!r} is gone") from None
 
@@ -84,23 +92,27 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
 _export_lock = threading.Lock()
 
 
-def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat) -> Path:
+def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat) -> BinaryIO:
     """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
     kept with the job's artifacts (named by the server: checkpoint name + weights hash, so any
-    API replica that finds it in the store serves it without exporting again)."""
+    API replica that finds it in the store serves it without exporting again). Returned open:
+    a cached copy evicted while the response is sent stays readable through its descriptor."""
     key = f"{job_prefix(job_id)}/exports/{row['name']}-{row['sha256'][:16]}{EXPORT_SUFFIX[fmt]}"
     with _export_lock:
         try:
-            return artifacts.fetch(key)
+            with artifacts.cached(key) as path:
+                return path.open("rb")
         except ArtifactMissing:
             pass
         from worker.training.export import export
 
-        weights = checkpoint_file(artifacts, job_id, row)
-        out = artifacts.local_path(key)
-        export(weights, read_sidecar(weights), fmt, out)
+        out = artifacts.cache_path(key)
+        with checkpoint_file(artifacts, job_id, row) as weights:
+            export(weights, read_sidecar(weights), fmt, out)
         artifacts.put(key, out)
-    return out
+        opened = out.open("rb")
+        artifacts.cache.trim(keep=[out])
+    return opened
 
 
 def _load(weights: Path) -> Any:

@@ -9,6 +9,7 @@ indices, or float32 targets), `task` and `classes` (the original labels, with th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -119,7 +120,8 @@ def parse_upload(
 
 def save_canonical(data: ParsedDataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    # a dot file: what a cache folder's eviction never counts, as it is not yet an entry
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     classes = data.classes if data.classes.dtype.kind in "biufU" else data.classes.astype(str)
     np.savez(tmp, X=data.X, y=data.y, task=np.array(data.task), classes=classes)
     tmp.replace(path)  # atomic: a worker never reads half a file

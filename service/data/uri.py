@@ -25,6 +25,7 @@ from service.contract.addresses import pinned, resolve_target
 from service.contract.spec import UriDataset
 from service.data.buckets import s3_store
 from service.data.datafile import file_format, parse_upload
+from service.data.file_cache import FileCache
 from service.data.parsed import DataError, ParsedDataset
 
 CHUNK = 1 << 20
@@ -115,10 +116,12 @@ def _chunks(ds: UriDataset, allow_private: bool) -> Iterator[bytes]:
         yield from r.iter_bytes(CHUNK)
 
 
-def fetch(ds: UriDataset, cache_dir: Path, *, allow_private: bool, max_bytes: int) -> Fetched:
-    """The object as a local file in `cache_dir`, named by its sha256 (downloaded only when the
-    URI's ETag and size are not already cached)."""
+def fetch(ds: UriDataset, cache: FileCache, *, allow_private: bool, max_bytes: int) -> Fetched:
+    """The object as a local file in the cache's `datasets/` folder, named by its sha256
+    (downloaded only when the URI's ETag and size are not already cached; the cache trimmed to
+    its bound after a download). Read it under `cache.hold`: eviction may take it otherwise."""
     found = head(ds, allow_private=allow_private, max_bytes=max_bytes)
+    cache_dir = datasets_folder(cache)
     objects, refs = cache_dir / "objects", cache_dir / "refs"
     ref = None
     if found.etag and found.size_bytes is not None:
@@ -150,7 +153,14 @@ def fetch(ds: UriDataset, cache_dir: Path, *, allow_private: bool, max_bytes: in
     if ref is not None:
         refs.mkdir(parents=True, exist_ok=True)
         ref.write_text(sha)
+    cache.trim(keep=[path])
     return Fetched(path, sha, size)
+
+
+def datasets_folder(cache: FileCache) -> Path:
+    """Where datasets by URI are cached: their objects, the refs that find them by ETag, and
+    whatever a reader keeps of them (a worker's canonical files)."""
+    return cache.root / "datasets"
 
 
 def parse(

@@ -6,8 +6,9 @@ Keys are `jobs/{job_id}/checkpoints/NAME.safetensors` (+ NAME.json, NAME.state.*
 - a local folder (the default: REGTRAIN_DATA_DIR itself), where a key is the file the worker
   wrote, so nothing is copied and `regtrain up` works as it always has;
 - an S3-compatible bucket (REGTRAIN_ARTIFACTS_URL=s3://bucket/prefix; endpoint, region and
-  credentials from the AWS_* variables), through obstore, where each process keeps local
-  copies in its own data dir (scratch and cache only) and puts what it wrote.
+  credentials from the AWS_* variables), through obstore, where each process puts what it
+  wrote, a worker pulls what its job needs into its scratch, and the API reads through copies
+  in data_dir/cache/artifacts, bounded by REGTRAIN_CACHE_MAX_BYTES (service.data.file_cache).
 
 A reader never sees half a file: a PUT (single or multipart) becomes visible only once complete,
 a local write is a temporary file renamed, and the store's row is written after the put.
@@ -21,6 +22,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,6 +30,7 @@ from typing import Any, BinaryIO
 import obstore
 
 from service.data.buckets import s3_store
+from service.data.file_cache import FileCache
 from service.settings import Settings
 
 CHUNK = 1 << 20
@@ -69,6 +72,8 @@ class Artifacts:
         self.remote = bool(self.url)
         self.presign = settings.artifacts_presign and self.remote
         self._store: Any = s3_store(self.url) if self.url else None
+        self.cache = FileCache(settings.cache_dir, settings.cache_max_bytes)
+        self.cache_dir = settings.cache_dir / "artifacts"
 
     def local_path(self, key: str) -> Path:
         """Where the key's file lies in this process's data dir: the artifact itself on the
@@ -93,6 +98,8 @@ class Artifacts:
     def delete(self, keys: list[str]) -> None:
         for key in keys:
             self.local_path(key).unlink(missing_ok=True)
+            if self.remote:
+                self.cache_path(key).unlink(missing_ok=True)
         if self.remote and keys:
             obstore.delete(self._store, keys)
 
@@ -101,28 +108,56 @@ class Artifacts:
         local = _inside(self.data_dir, prefix)
         shutil.rmtree(local, ignore_errors=True)
         if self.remote:
+            shutil.rmtree(_inside(self.cache_dir, prefix), ignore_errors=True)
             keys = [m["path"] for chunk in obstore.list(self._store, prefix + "/") for m in chunk]
             if keys:
                 obstore.delete(self._store, keys)
 
     # --- reading --------------------------------------------------------------------------
 
-    def fetch(self, key: str, sha256: str | None = None, companions: tuple[str, ...] = ()) -> Path:
-        """A local file holding the key's object: the artifact itself (local backend), or this
-        process's cached copy, downloaded when missing or when its sha256 is not the one the
-        store recorded (a `best` written again); `companions` (a sidecar) come along whenever
-        it is downloaded, so the two always belong together."""
+    @contextmanager
+    def cached(self, key: str, sha256: str | None = None, companions: tuple[str, ...] = ()) -> Iterator[Path]:
+        """A local file holding the key's object, for the block's duration: the artifact itself
+        (local backend), or this process's cached copy, downloaded when missing or when its
+        sha256 is not the one the store recorded (a `best` written again) and kept from
+        eviction while the block runs; `companions` (a sidecar) come along whenever it is
+        downloaded, so the two always belong together (in the same folder)."""
+        if not self.remote:
+            path = self.local_path(key)
+            if not path.is_file():
+                raise ArtifactMissing(key)
+            yield path
+            return
+        with self.cache.hold(lambda: self._cached_copy(key, sha256, companions), list) as paths:
+            yield paths[0]
+
+    def _cached_copy(self, key: str, sha256: str | None, companions: tuple[str, ...]) -> list[Path]:
+        path = self.cache_path(key)
+        others = [self.cache_path(c) for c in companions]
+        fresh = path.is_file() and (sha256 is None or file_sha256(path) == sha256)
+        if not (fresh and all(p.is_file() for p in others)):
+            for other, dest in zip(companions, others, strict=True):
+                _atomic_copy(self.stream(other)[1], dest)
+            _atomic_copy(self.stream(key)[1], path)
+            self.cache.trim(keep=[path, *others])
+        return [path, *others]
+
+    def cache_path(self, key: str) -> Path:
+        """Where this process keeps its copy of the key's object: in the bounded cache on a
+        bucket (a file made here to be put, such as an export, is written there too), the
+        artifact itself on the local backend."""
+        return _inside(self.cache_dir, key) if self.remote else self.local_path(key)
+
+    def pull(self, key: str) -> Path:
+        """The key's object at its place in this process's data dir, outside the cache: what a
+        worker's job reads as its own scratch (a resume point, an uploaded dataset's file for
+        the engine), removed with the job's scratch rather than by eviction."""
         path = self.local_path(key)
         if not self.remote:
             if not path.is_file():
                 raise ArtifactMissing(key)
-            return path
-        fresh = path.is_file() and (sha256 is None or file_sha256(path) == sha256)
-        if fresh and all(self.local_path(c).is_file() for c in companions):
-            return path
-        for other in companions:
-            _atomic_copy(self.stream(other)[1], self.local_path(other))
-        _atomic_copy(self.stream(key)[1], path)
+        elif not path.is_file():
+            _atomic_copy(self.stream(key)[1], path)
         return path
 
     def stream(self, key: str) -> tuple[int, Iterator[bytes]]:
@@ -135,7 +170,7 @@ class Artifacts:
                 f = path.open("rb")
             except FileNotFoundError:
                 raise ArtifactMissing(key) from None
-            return os.fstat(f.fileno()).st_size, _file_chunks(f)
+            return os.fstat(f.fileno()).st_size, file_chunks(f)
         try:
             result = obstore.get(self._store, key)
         except FileNotFoundError:
@@ -146,14 +181,15 @@ class Artifacts:
         return obstore.sign(self._store, "GET", key, PRESIGN_FOR)
 
 
-def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
+def file_chunks(f: BinaryIO) -> Iterator[bytes]:
+    """An open file's bytes in chunks, closed at the end."""
     with f:
         yield from iter(lambda: f.read(CHUNK), b"")
 
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    for chunk in _file_chunks(path.open("rb")):
+    for chunk in file_chunks(path.open("rb")):
         h.update(chunk)
     return h.hexdigest()
 

@@ -63,21 +63,26 @@ def test_artifacts_on_a_bucket_put_fetch_stream_presign_delete(s3: S3Server, tmp
     # another process (its own data dir) reads it into its cache
     reader = Artifacts(Settings(data_dir=tmp_path / "b", artifacts_url=f"s3://{bucket}/run"))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    got = reader.fetch("jobs/j1/checkpoints/best.safetensors", sha)
-    assert got.is_relative_to(tmp_path / "b") and got.read_bytes() == src.read_bytes()
+    with reader.cached("jobs/j1/checkpoints/best.safetensors", sha) as got:
+        assert got.is_relative_to(tmp_path / "b" / "cache") and got.read_bytes() == src.read_bytes()
     # a stale cached copy (a `best` written again) is fetched again
     got.write_bytes(b"old")
-    assert reader.fetch("jobs/j1/checkpoints/best.safetensors", sha).read_bytes() == src.read_bytes()
+    with reader.cached("jobs/j1/checkpoints/best.safetensors", sha) as again:
+        assert again.read_bytes() == src.read_bytes()
+    # a worker's pull puts it in its scratch, outside the cache
+    pulled = reader.pull("jobs/j1/checkpoints/best.json")
+    assert pulled == tmp_path / "b" / "jobs" / "j1" / "checkpoints" / "best.json"
     size, chunks = reader.stream("jobs/j1/checkpoints/best.safetensors")
     assert size == src.stat().st_size and b"".join(chunks) == src.read_bytes()
     assert httpx.get(reader.presigned_url("jobs/j1/checkpoints/best.safetensors")).content == src.read_bytes()
 
-    with pytest.raises(FileNotFoundError):
-        reader.fetch("jobs/j1/checkpoints/nothing.safetensors")
+    with pytest.raises(FileNotFoundError), reader.cached("jobs/j1/checkpoints/nothing.safetensors"):
+        pass
     with pytest.raises(FileNotFoundError):
         reader.local_path("../outside")
     reader.delete_prefix("jobs/j1")
     assert _keys(bucket) == [] and not (tmp_path / "b" / "jobs" / "j1").exists()
+    assert not (tmp_path / "b" / "cache" / "artifacts" / "jobs" / "j1").exists()
 
 
 def test_local_backend_is_the_data_dir_itself(tmp_path: Path) -> None:
@@ -86,7 +91,9 @@ def test_local_backend_is_the_data_dir_itself(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"x")
     artifacts.put("datasets/ds-1.npz", path)  # already in place: nothing is copied
-    assert artifacts.fetch("datasets/ds-1.npz") == path
+    assert artifacts.pull("datasets/ds-1.npz") == path
+    with artifacts.cached("datasets/ds-1.npz") as cached:
+        assert cached == path
     assert not artifacts.remote and not artifacts.presign
 
 
@@ -281,3 +288,23 @@ def test_register_a_dataset_by_uri(bucket_client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "format"]
     assert client.delete(f"/v1/datasets/{ds['id']}").status_code == 204
     assert _keys(bucket, "run/datasets") == []
+
+
+def test_a_workers_scratch_goes_once_its_job_is_released_or_finished(s3: S3Server, tmp_path: Path) -> None:
+    from service.contract.spec import JobSpec
+    from worker.artifact_sync import drop_scratch
+
+    settings = Settings(data_dir=tmp_path, artifacts_url=f"s3://{s3.bucket()}/run")
+    store, artifacts = open_store(settings.store_url), Artifacts(settings)
+    spec = JobSpec.model_validate({"dataset": {"name": "iris"}, "model": {"type": "mlp"}})
+    job_id = str(store.create_job(tenant="t", spec=spec.model_dump(mode="json"), queue="cpu")["id"])
+    scratch = settings.jobs_dir / job_id
+    (scratch / "checkpoints").mkdir(parents=True)
+    (scratch / "checkpoints" / "epoch-1.safetensors").write_bytes(b"w")
+
+    assert store.claim(job_id, "w1", 30, 3) is not None
+    drop_scratch(store, artifacts, job_id, scratch)
+    assert scratch.is_dir()  # running: the worker that holds it writes there
+    assert store.release(job_id, "w1") is not None
+    drop_scratch(store, artifacts, job_id, scratch)
+    assert not scratch.exists()  # back in the queue: its next attempt resumes from the bucket

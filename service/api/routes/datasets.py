@@ -3,6 +3,7 @@ datasets, read, delete."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import PurePath, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -94,18 +95,20 @@ async def upload_dataset(
 def _register(
     ds: UriDataset, name: str, store: StoreDep, settings: SettingsDep, artifacts: ArtifactsDep, tenant: str
 ) -> dict[str, Any]:
-    cache = settings.data_dir / "cache" / "datasets"
     # the API reads it as it would an upload of it: within both limits
     limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
+    fetch = functools.partial(
+        dataset_uri.fetch, ds, artifacts.cache, allow_private=settings.private_targets, max_bytes=limit
+    )
     try:
-        fetched = dataset_uri.fetch(ds, cache, allow_private=settings.private_targets, max_bytes=limit)
-        data = dataset_uri.parse(
-            ds,
-            fetched,
-            max_rows=settings.max_dataset_rows,
-            max_columns=settings.max_dataset_columns,
-            max_bytes=settings.max_dataset_bytes,
-        )
+        with artifacts.cache.hold(fetch, lambda f: [f.path]) as fetched:  # not evicted while parsed
+            data = dataset_uri.parse(
+                ds,
+                fetched,
+                max_rows=settings.max_dataset_rows,
+                max_columns=settings.max_dataset_columns,
+                max_bytes=settings.max_dataset_bytes,
+            )
     except DataError as e:
         raise BadRequest(f"uri: {e}") from None
     except BucketUnreachable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
@@ -18,7 +19,7 @@ from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
 from service.contract.exports import EXPORT_SUFFIX
 from service.contract.spec import JobSpec
-from service.store.artifacts import ArtifactMissing, remove_job_files
+from service.store.artifacts import ArtifactMissing, file_chunks, remove_job_files
 from service.store.repository import Row
 from service.submission import jobs
 
@@ -162,9 +163,14 @@ def download_checkpoint(
         raise NotFound(f"job {job_id} has no checkpoint {name!r}")
     filename = f"{job_id}-{row['name']}"
     if format != "safetensors":
-        path = exported_file(artifacts, job_id, row, format)
-        return FileResponse(
-            path, media_type="application/octet-stream", filename=filename + EXPORT_SUFFIX[format]
+        exported = exported_file(artifacts, job_id, row, format)
+        return StreamingResponse(
+            file_chunks(exported),
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}{EXPORT_SUFFIX[format]}"',
+                "Content-Length": str(os.fstat(exported.fileno()).st_size),
+            },
         )
     key = weights_key(job_id, row)
     if artifacts.presign:

@@ -73,4 +73,5 @@ def checkpoint_sidecar(
     `standardization` (`mean`, `std`, `shape`, `target_mean`, `target_std`), `epoch`, `metrics`,
     versions and the data's sha256."""
     row = _checkpoint_or_404(store, tenant, job_id, name)
-    return read_sidecar(checkpoint_file(artifacts, job_id, row))
+    with checkpoint_file(artifacts, job_id, row) as weights:
+        return read_sidecar(weights)
