@@ -86,28 +86,33 @@ class Runtime:
     def _resend_lost(self, app: Celery) -> None:
         """Messages the broker lost (a Redis restart, a send that failed after the store had
         committed `queued`), found without waiting for resend_after_s: a queue that holds fewer
-        messages than the store has rows queued on it has lost that many, so as many of the
-        rows that have waited longer than lost_message_after_s are sent again, longest waiting
-        first (a duplicate is harmless: the store decides)."""
+        messages than the store has rows queued on it (jobs, sweeps and sweep units) has lost
+        that many, so as many of the rows that have waited longer than lost_message_after_s are
+        sent again, longest waiting first, each through its own task (a duplicate is harmless:
+        the store decides)."""
         after = self.settings.lost_message_after_s
         for queue, (queued, stale) in self.store.waiting(after).items():
             depth = queue_depth(app, queue)
             missing = min(queued - depth, stale)
             if missing <= 0:
                 continue
-            job_ids, sweep_ids = self.store.resend_waiting(queue, after, missing)
+            resend = self.store.resend_waiting(queue, after, missing)
             log.warning(
-                "queue %s holds %d messages for %d queued rows: resending %d jobs, %d sweeps",
+                "queue %s holds %d messages for %d queued rows: resending %d jobs, %d sweeps, %d units",
                 queue,
                 depth,
                 queued,
-                len(job_ids),
-                len(sweep_ids),
+                len(resend.jobs),
+                len(resend.sweeps),
+                len(resend.units),
             )
-            for job_id in job_ids:
-                app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
-            for sweep_id in sweep_ids:
-                app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+            for task, ids in (
+                (RUN_JOB_TASK, resend.jobs),
+                (RUN_SWEEP_TASK, resend.sweeps),
+                (RUN_SWEEP_UNIT_TASK, resend.units),
+            ):
+                for row_id in ids:
+                    app.send_task(task, args=[row_id], queue=queue)
 
 
 @lru_cache
