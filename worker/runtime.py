@@ -72,9 +72,12 @@ class Runtime:
         for job_id, queue in self.store.reap(s.max_attempts, s.resend_after_s):
             log.warning("job %s: (re)sending its message on %s", job_id, queue)
             app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
-        for sweep_id, queue in self.store.reap_sweeps(s.max_attempts, s.resend_after_s):
+        sweeps = self.store.reap_sweeps(s.max_attempts, s.resend_after_s)
+        for sweep_id, queue in sweeps.resend:
             log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
             app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+        for sweep_id, status in sweeps.ended:
+            self._end_study(sweep_id, status)
         for unit_id, queue in self.units.reap(s.max_attempts, s.resend_after_s):
             log.warning("sweep unit %s: (re)sending its message on %s", unit_id, queue)
             app.send_task(RUN_SWEEP_UNIT_TASK, args=[unit_id], queue=queue)
@@ -82,6 +85,21 @@ class Runtime:
         gone = self.webhooks.outbox.purge(s.webhook_history_s)
         if gone:
             log.info("webhooks: %d ended deliveries older than %gs deleted", gone, s.webhook_history_s)
+
+    def _end_study(self, sweep_id: str, status: str) -> None:
+        """A sweep the reaper ended (its coordinator died) tells its study, if it is a search,
+        that the trials still running there ended, as the coordinator would have."""
+        # Optuna only here, in a pass that ended a sweep, not in every worker's start.
+        from worker.search import end_running_trials
+
+        why = f"{status}: the sweep's worker stopped answering, and the sweep ended {status}"
+        try:
+            ended = end_running_trials(sweep_id, self.settings.store_url, why)
+        except Exception:  # the sweep has ended all the same; the rest of the pass goes on
+            log.exception("sweep %s: could not end its running trials in the study", sweep_id)
+            return
+        if ended:
+            log.info("sweep %s: %d running trials of its study ended (%s)", sweep_id, ended, why)
 
     def _resend_lost(self, app: Celery) -> None:
         """Messages the broker lost (a Redis restart, a send that failed after the store had

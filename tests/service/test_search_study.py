@@ -89,3 +89,25 @@ def test_a_retried_units_curve_and_study_hold_the_same_values(store: Repository,
     study = optuna.load_study(study_name=study_name(sweep_id), storage=url)
     assert trial["curve"] == [[1, 0.5], [2, 0.6], [3, 0.7]]
     assert study.trials[number].intermediate_values == {s: v for s, v in trial["curve"]}
+
+
+def test_a_sweep_the_reaper_ends_ends_its_studys_running_trials(
+    store: Repository, url: str, tmp_path: Path
+) -> None:
+    from service.queue.broker import make_celery
+    from service.settings import Settings
+    from worker.runtime import Runtime
+
+    sweep = SweepSpec.model_validate(DOC)
+    sweep_id = store.create_sweep(tenant="t", spec=DOC, queue="cpu", trials=[])["id"]
+    assert store.claim_sweep(sweep_id, "coordinator", 0.2, 3) is not None
+    good, _ = ask(open_study(sweep, sweep_id, storage(url)), sweep, 2)
+    assert SweepUnits(store.engine).add(sweep_id, "coordinator", "cpu", [sorted(good)], good)
+    assert store.cancel_sweep(sweep_id) == "requested"  # and then its coordinator died
+    time.sleep(0.4)
+    settings = Settings(data_dir=tmp_path / "data", database_url=url)
+    Runtime(settings).reap_once(make_celery(settings))
+    assert store.get_sweep(sweep_id)["status"] == "cancelled"  # type: ignore[index]
+    trials = optuna.load_study(study_name=study_name(sweep_id), storage=url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("stopped answering" in t.user_attrs[END_ATTR] for t in trials)
