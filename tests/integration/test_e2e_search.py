@@ -217,6 +217,10 @@ def test_a_lost_worker_mid_search_hands_its_unit_to_the_next_worker(service: Ser
     assert len(done["trials"]) == 4 and sum(t["status"] == "succeeded" for t in done["trials"]) == 4
     study = optuna.load_study(study_name=done["study"]["name"], storage=done["study"]["storage"])
     assert {t.number: t.state.name for t in study.trials} == dict.fromkeys(range(4), "COMPLETE")
+    for i in lost:  # the study and the curve agree on every epoch, the first attempt's included
+        curve = dict(by_index[i]["curve"])
+        assert list(curve) == list(range(1, 13))
+        assert study.trials[i].intermediate_values == pytest.approx(curve, abs=1e-6)
 
 
 def test_a_cancelled_search_leaves_no_trial_running_in_its_study(service: Service) -> None:
