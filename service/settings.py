@@ -92,9 +92,9 @@ class Settings(BaseSettings):
     lost_message_after_s: float = Field(
         30.0,
         gt=0,
-        description="A job queued this long while its queue in the broker holds fewer messages than "
-        "the store has such jobs (the broker lost some: a restart, a failed send) is sent again at "
-        "the next reaper pass, without waiting for resend_after_s.",
+        description="A job, sweep or sweep unit queued this long while its queue in the broker holds "
+        "fewer messages than the store has such rows (the broker lost some: a restart, a failed send) "
+        "is sent again at the next reaper pass, without waiting for resend_after_s.",
     )
     queue_prefix: str = Field(
         "",

@@ -72,9 +72,12 @@ class Runtime:
         for job_id, queue in self.store.reap(s.max_attempts, s.resend_after_s):
             log.warning("job %s: (re)sending its message on %s", job_id, queue)
             app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
-        for sweep_id, queue in self.store.reap_sweeps(s.max_attempts, s.resend_after_s):
+        sweeps = self.store.reap_sweeps(s.max_attempts, s.resend_after_s)
+        for sweep_id, queue in sweeps.resend:
             log.warning("sweep %s: (re)sending its message on %s", sweep_id, queue)
             app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+        for sweep_id, status in sweeps.ended:
+            self._end_study(sweep_id, status)
         for unit_id, queue in self.units.reap(s.max_attempts, s.resend_after_s):
             log.warning("sweep unit %s: (re)sending its message on %s", unit_id, queue)
             app.send_task(RUN_SWEEP_UNIT_TASK, args=[unit_id], queue=queue)
@@ -83,31 +86,51 @@ class Runtime:
         if gone:
             log.info("webhooks: %d ended deliveries older than %gs deleted", gone, s.webhook_history_s)
 
+    def _end_study(self, sweep_id: str, status: str) -> None:
+        """A sweep the reaper ended (its coordinator died) tells its study, if it is a search,
+        that the trials still running there ended, as the coordinator would have."""
+        # Optuna only here, in a pass that ended a sweep, not in every worker's start.
+        from worker.search import end_running_trials
+
+        why = f"{status}: the sweep's worker stopped answering, and the sweep ended {status}"
+        try:
+            ended = end_running_trials(sweep_id, self.settings.store_url, why)
+        except Exception:  # the sweep has ended all the same; the rest of the pass goes on
+            log.exception("sweep %s: could not end its running trials in the study", sweep_id)
+            return
+        if ended:
+            log.info("sweep %s: %d running trials of its study ended (%s)", sweep_id, ended, why)
+
     def _resend_lost(self, app: Celery) -> None:
         """Messages the broker lost (a Redis restart, a send that failed after the store had
         committed `queued`), found without waiting for resend_after_s: a queue that holds fewer
-        messages than the store has rows queued on it has lost that many, so as many of the
-        rows that have waited longer than lost_message_after_s are sent again, longest waiting
-        first (a duplicate is harmless: the store decides)."""
+        messages than the store has rows queued on it (jobs, sweeps and sweep units) has lost
+        that many, so as many of the rows that have waited longer than lost_message_after_s are
+        sent again, longest waiting first, each through its own task (a duplicate is harmless:
+        the store decides)."""
         after = self.settings.lost_message_after_s
         for queue, (queued, stale) in self.store.waiting(after).items():
             depth = queue_depth(app, queue)
             missing = min(queued - depth, stale)
             if missing <= 0:
                 continue
-            job_ids, sweep_ids = self.store.resend_waiting(queue, after, missing)
+            resend = self.store.resend_waiting(queue, after, missing)
             log.warning(
-                "queue %s holds %d messages for %d queued rows: resending %d jobs, %d sweeps",
+                "queue %s holds %d messages for %d queued rows: resending %d jobs, %d sweeps, %d units",
                 queue,
                 depth,
                 queued,
-                len(job_ids),
-                len(sweep_ids),
+                len(resend.jobs),
+                len(resend.sweeps),
+                len(resend.units),
             )
-            for job_id in job_ids:
-                app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
-            for sweep_id in sweep_ids:
-                app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+            for task, ids in (
+                (RUN_JOB_TASK, resend.jobs),
+                (RUN_SWEEP_TASK, resend.sweeps),
+                (RUN_SWEEP_UNIT_TASK, resend.units),
+            ):
+                for row_id in ids:
+                    app.send_task(task, args=[row_id], queue=queue)
 
 
 @lru_cache

@@ -13,6 +13,7 @@ a successive-halving rung at step r means r epochs of training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -166,6 +167,33 @@ def ask(study: optuna.Study, sweep: SweepSpec, n: int) -> tuple[dict[int, dict[s
     return good, bad
 
 
+END_ATTR = "regtrain_end"  # the user attr that says why regtrain ended a trial of the study
+
+
+def end_running_trials(sweep_id: str, storage_url: str, why: str) -> int:
+    """Tell the sweep's study that every trial still running there has ended: the sweep was
+    cancelled or failed, so no unit will tell it, and optuna.load_study / optuna-dashboard
+    would show those trials running forever. FAIL, not PRUNED: the trial was stopped by
+    something other than its own values, and the samplers learn from pruned trials' values
+    as if they were judged bad (they ignore failed ones). How many were ended."""
+    st = storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name(sweep_id), storage=st)
+    except KeyError:  # the sweep ended before it asked its first trial
+        return 0
+    study_id = st.get_study_id_from_name(study.study_name)
+    ended = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = optuna.trial.Trial(study, st.get_trial_id_from_study_id_trial_number(study_id, t.number))
+        try:
+            trial.set_user_attr(END_ATTR, why)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # its unit told the study how it ended, just now
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        ended += 1
+    return ended
+
+
 @dataclass
 class UnitSearch:
     """What a unit of a search adds to the engine's callbacks: every epoch reported to the
@@ -178,6 +206,13 @@ class UnitSearch:
     trials: dict[int, optuna.Trial]
     gap: GapRule | None
     rungs: RungRule | None
+    # Steps of this unit's trials that the study holds already: an earlier attempt at the unit
+    # (its worker died) reported them. Optuna keeps the first value reported at a step and
+    # cannot replace it, so the retry, which trains the trial again from its first epoch with
+    # the same seed (and so repeats those values, up to float noise), reports only the steps
+    # beyond; the curve in regtrain's store keeps the first values too (SweepUnits.progress),
+    # and the study, the pruners and the sweep page read the same numbers.
+    reported: dict[int, set[int]]
 
     @classmethod
     def load(cls, sweep: SweepSpec, sweep_id: str, storage_url: str, numbers: list[int]) -> UnitSearch:
@@ -197,14 +232,26 @@ class UnitSearch:
                 for step, value in t.intermediate_values.items():
                     rungs.report(t.number, step, value)
         gap = GapRule(sweep.pruner) if sweep.pruner.type == "gap" else None
-        return cls(sweep, study, trials, gap, rungs)
+        reported = {
+            t.number: set(t.intermediate_values)
+            for t in study.get_trials(deepcopy=False)
+            if t.number in trials
+        }
+        return cls(sweep, study, trials, gap, rungs, reported)
 
     def on_epoch(self, index: int, fold: int, step: int, row: dict[str, Any]) -> None:
         value = row.get(self.sweep.primary.metric)
         if not isinstance(value, int | float) or not math.isfinite(value):
             return
+        steps = self.reported.setdefault(index, set())
+        if step in steps:
+            return  # reported by the unit's earlier attempt (see `reported`)
+        steps.add(step)
         if len(self.sweep.objectives) == 1:  # Optuna keeps intermediate values of one objective only
-            self.trials[index].report(float(value), step)
+            # UpdateFinishedTrialError: the sweep ended (cancelled) and its coordinator ended
+            # the trial in the study (end_running_trials); this unit stops at its next heartbeat.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.trials[index].report(float(value), step)
         if self.rungs is not None:
             self.rungs.report(index, step, float(value))
 

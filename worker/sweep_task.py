@@ -89,14 +89,11 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
         return run_sweep(sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks).status
 
-    status = leased_task.run_engine(
-        "sweep",
-        sweep_id,
-        lease,
-        run,
-        lambda error: store.finish_sweep(sweep_id, owner, "failed", error=error),
-        retry_infrastructure=False,
-    )
+    def fail(error: dict[str, Any], best_index: int | None = None) -> None:
+        if store.finish_sweep(sweep_id, owner, "failed", best_index=best_index, error=error):
+            _end_study(rt, sweep, sweep_id, f"failed: the sweep failed ({error['type']}): {error['message']}")
+
+    status = leased_task.run_engine("sweep", sweep_id, lease, run, fail, retry_infrastructure=False)
     if status is None:
         return
 
@@ -104,6 +101,11 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     by_index = {r["trial_index"]: r for r in rows}
     ranked = [by_index[i] for i in leaderboard(claim.spec, rows)]
     best = selection.choose(claim.spec, ranked)
+
+    def cancel() -> None:
+        if store.finish_sweep(sweep_id, owner, "cancelled", best_index=best):
+            _end_study(rt, sweep, sweep_id, "cancelled: the sweep was cancelled before this trial ended")
+
     if status == "cancelled":
         leased_task.stopped(
             rt,
@@ -112,26 +114,41 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             lease,
             task=RUN_SWEEP_TASK,
             release=store.release_sweep,
-            cancel=lambda: store.finish_sweep(sweep_id, owner, "cancelled", best_index=best),
+            cancel=cancel,
         )
         return
     if best is None:
-        error: dict[str, Any] | None = {
-            "type": ErrorType.NO_TRIAL_SUCCEEDED,
-            "message": "every trial failed; see each trial's error",
-        }
-        store.finish_sweep(sweep_id, owner, "failed", error=error)
+        fail({"type": ErrorType.NO_TRIAL_SUCCEEDED, "message": "every trial failed; see each trial's error"})
         return
     chosen = by_index[best]
     trial = Trial(best, chosen["params"], trial_spec(sweep, chosen["params"])) if search else trials[best]
     job_id, error = _retrain(claim, sweep, trial, chosen["best_epoch"], rt)
-    if error or job_id is None:
-        store.finish_sweep(sweep_id, owner, "failed", best_index=best, error=error)
+    if job_id is None:
+        assert error is not None  # _retrain gives one or the other
+        fail(error, best)
         return
     # Running until the retrain job has finished: then `best.test_metrics` holds its test metrics.
     store.await_retrain(
         sweep_id, owner, best_index=best, best_job_id=job_id, warnings=selection.warnings(claim.spec, chosen)
     )
+
+
+def _end_study(rt: Runtime, sweep: SweepSpec, sweep_id: str, why: str) -> None:
+    """A search that ended without succeeding tells its study that the trials still running
+    there ended (worker/search.py: end_running_trials), `why` in each one's user attrs. The
+    sweep's own state is written already: a study that cannot be reached now only leaves
+    those trials running in it, so that is logged, not raised."""
+    if sweep.space is None:
+        return
+    from worker.search import end_running_trials
+
+    try:
+        ended = end_running_trials(sweep_id, rt.settings.store_url, why)
+    except Exception:
+        log.exception("sweep %s: could not end its running trials in the study", sweep_id)
+        return
+    if ended:
+        log.info("sweep %s: %d running trials of its study ended (%s)", sweep_id, ended, why)
 
 
 RETRAIN_SEND_TRIES = 5  # over about 8 s, while the broker comes back

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 
@@ -23,14 +23,25 @@ from service.store.engine import READ, write_transaction
 from service.store.leased import Row
 from service.store.tables import (
     jobs,
+    sweep_units,
     sweeps,
 )
 
 log = logging.getLogger("regtrain.store")
 
-log = logging.getLogger("regtrain.store")
-
 DeleteOutcome = Literal["deleted", "active", "missing"]
+
+# The leased rows whose messages wait on the broker's queues (what the reaper's count of lost
+# messages compares with a queue's depth).
+_WAITING = (jobs, sweeps, sweep_units)
+
+
+class Resend(NamedTuple):
+    """The rows whose messages are to be sent again, by the task each needs."""
+
+    jobs: list[str]
+    sweeps: list[str]
+    units: list[str]
 
 
 def now() -> datetime:
@@ -109,29 +120,31 @@ class StoreBase:
             conn.execute(sa.text("SELECT 1"))
 
     def waiting(self, older_than_s: float) -> dict[str, tuple[int, int]]:
-        """Queue → (queued jobs and sweeps, those of them whose message went out more than
-        older_than_s ago): the reaper compares the first with what the broker holds, to find
-        lost messages, and resends among the second."""
+        """Queue → (queued jobs, sweeps and sweep units, those of them whose message went out
+        more than older_than_s ago): the reaper compares the first with what the broker holds,
+        to find lost messages, and resends among the second. Units count because their
+        messages sit on the same queues: left out, they would hide a lost job's message."""
         at = now()
         counts: dict[str, tuple[int, int]] = {}
         with self._read() as conn:
-            for table in (jobs, sweeps):
+            for table in _WAITING:
                 old = leased.waiting_counts(conn, table, older_than_s, at)
                 for queue, n in leased.waiting_counts(conn, table, 0.0, at).items():
                     total, stale = counts.get(queue, (0, 0))
                     counts[queue] = (total + n, stale + old.get(queue, 0))
         return counts
 
-    def resend_waiting(self, queue: str, older_than_s: float, limit: int) -> tuple[list[str], list[str]]:
-        """The ids of up to `limit` of the longest-waiting jobs and sweeps of `waiting` on
-        `queue`, marked as sent now."""
+    def resend_waiting(self, queue: str, older_than_s: float, limit: int) -> Resend:
+        """Up to `limit` of the longest-waiting rows of `waiting` on `queue`, jobs, sweeps and
+        units alike (the oldest message is the likeliest lost), marked as sent now."""
         at = now()
         with self._write() as conn:
-            job_ids = [i for i, _ in leased.resend_stale(conn, jobs, older_than_s, at, queue, limit)]
-            left = limit - len(job_ids)
-            sweep_ids = (
-                [i for i, _ in leased.resend_stale(conn, sweeps, older_than_s, at, queue, left)]
-                if left
-                else []
-            )
-        return job_ids, sweep_ids
+            oldest = sorted(
+                (sent, table.name, row_id)
+                for table in _WAITING
+                for sent, row_id in leased.longest_waiting(conn, table, older_than_s, at, queue, limit)
+            )[:limit]
+            chosen = {t.name: [i for _, name, i in oldest if name == t.name] for t in _WAITING}
+            for table in _WAITING:
+                leased.mark_sent(conn, table, chosen[table.name], at)
+        return Resend(chosen[jobs.name], chosen[sweeps.name], chosen[sweep_units.name])

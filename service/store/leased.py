@@ -264,24 +264,36 @@ def waiting_counts(conn: sa.Connection, table: sa.Table, older_than_s: float, at
 
 
 def resend_stale(
-    conn: sa.Connection,
-    table: sa.Table,
-    resend_after_s: float,
-    at: datetime,
-    queue: str | None = None,
-    limit: int | None = None,
+    conn: sa.Connection, table: sa.Table, resend_after_s: float, at: datetime
 ) -> list[tuple[str, str]]:
-    """Queued rows (on `queue`, or any; the `limit` longest waiting) whose message is older than
-    resend_after_s: it may have been lost (a broker restart, an API killed between insert and
-    send), and a duplicate is harmless. Their (id, queue), each marked as sent now."""
-    cond = _waiting(table, resend_after_s, at)
-    if queue is not None:
-        cond = cond & (table.c.queue == queue)
-    if limit is not None:
-        sent = sa.func.coalesce(table.c.enqueued_at, table.c.created_at)
-        oldest = sa.select(table.c.seq).where(cond).order_by(sent, table.c.seq).limit(limit)
-        cond = table.c.seq.in_(oldest.scalar_subquery())
+    """Queued rows whose message is older than resend_after_s: it may have been lost (a broker
+    restart, an API killed between insert and send), and a duplicate is harmless. Their (id,
+    queue), each marked as sent now."""
     rows = conn.execute(
-        table.update().where(cond).values(enqueued_at=at).returning(table.c.id, table.c.queue)
+        table.update()
+        .where(_waiting(table, resend_after_s, at))
+        .values(enqueued_at=at)
+        .returning(table.c.id, table.c.queue)
     ).all()
     return [(r.id, r.queue) for r in rows]
+
+
+def longest_waiting(
+    conn: sa.Connection, table: sa.Table, older_than_s: float, at: datetime, queue: str, limit: int
+) -> list[tuple[datetime, str]]:
+    """The `limit` rows of `table` queued on `queue` whose message went out longest ago (and
+    more than older_than_s ago): (when it was sent, id), oldest first."""
+    sent = sa.func.coalesce(table.c.enqueued_at, table.c.created_at)
+    rows = conn.execute(
+        sa.select(sent.label("sent"), table.c.id)
+        .where(_waiting(table, older_than_s, at), table.c.queue == queue)
+        .order_by(sent, table.c.seq)
+        .limit(limit)
+    ).all()
+    return [(r.sent, r.id) for r in rows]
+
+
+def mark_sent(conn: sa.Connection, table: sa.Table, ids: list[str], at: datetime) -> None:
+    """The rows' messages went out (again) now."""
+    if ids:
+        conn.execute(table.update().where(table.c.id.in_(ids)).values(enqueued_at=at))

@@ -279,10 +279,13 @@ class SweepUnits:
                 ).all()
             )
             for index, p in progress.items():
-                # A unit trained again after its worker died starts its trials over: the curve
-                # restarts with step 1 rather than repeating steps.
-                curve = [c for c in (curves.get(index) or []) if c[0] < p["step"]]
-                curve.append([p["step"], p.get("value")])
+                # A unit trained again after its worker died starts its trials over, with the
+                # same seed: the steps its first attempt recorded keep their values, as the
+                # study keeps the first value reported at a step (worker/search.py, UnitSearch
+                # .reported), and only the steps beyond are appended.
+                curve = list(curves.get(index) or [])
+                if not curve or p["step"] > curve[-1][0]:
+                    curve.append([p["step"], p.get("value")])
                 conn.execute(
                     sweep_trials.update()
                     .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 
@@ -25,6 +25,13 @@ log = logging.getLogger("regtrain.store")
 
 # A trial may also end pruned (stopped early by the sweep's pruner).
 TRIAL_FINISHED = (*FINISHED, "pruned")
+
+
+class ReapedSweeps(NamedTuple):
+    resend: list[tuple[str, str]]  # (sweep id, queue) of each sweep to send a message for
+    # (sweep id, status) of each sweep whose worker went silent and that the reaper ended:
+    # cancelled (a cancel was asked for) or failed worker_lost (out of attempts)
+    ended: list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -300,17 +307,17 @@ class SweepStore(StoreBase):
                 _requeue_trials(conn, [sweep_id])
         return queue
 
-    def reap_sweeps(self, max_attempts: int, resend_after_s: float) -> list[tuple[str, str]]:
-        """`reap` for sweeps: (sweep id, queue) of every sweep to send a message for."""
+    def reap_sweeps(self, max_attempts: int, resend_after_s: float) -> ReapedSweeps:
+        """`reap` for sweeps: the sweeps to send a message for, and those it ended."""
         at = now()
         with self._write() as conn:
             transitions = leased.expire(conn, sweeps, max_attempts, at)
             back = requeued(transitions)
             _requeue_trials(conn, [sweep_id for sweep_id, _ in back])
-            ended = [sweep_id for status, sweep_id, _ in transitions if status != "queued"]
-            _settle_trials(conn, ended, "cancelled", at)
+            ended = [(sweep_id, status) for status, sweep_id, _ in transitions if status != "queued"]
+            _settle_trials(conn, [sweep_id for sweep_id, _ in ended], "cancelled", at)
             stale = leased.resend_stale(conn, sweeps, resend_after_s, at)
-        return back + stale
+        return ReapedSweeps(back + stale, ended)
 
     def active_sweeps(self, tenant: str) -> int:
         """How many of the tenant's sweeps are queued or running."""

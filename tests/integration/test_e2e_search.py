@@ -217,3 +217,44 @@ def test_a_lost_worker_mid_search_hands_its_unit_to_the_next_worker(service: Ser
     assert len(done["trials"]) == 4 and sum(t["status"] == "succeeded" for t in done["trials"]) == 4
     study = optuna.load_study(study_name=done["study"]["name"], storage=done["study"]["storage"])
     assert {t.number: t.state.name for t in study.trials} == dict.fromkeys(range(4), "COMPLETE")
+    for i in lost:  # the study and the curve agree on every epoch, the first attempt's included
+        curve = dict(by_index[i]["curve"])
+        assert list(curve) == list(range(1, 13))
+        assert study.trials[i].intermediate_values == pytest.approx(curve, abs=1e-6)
+
+
+def test_a_cancelled_search_leaves_no_trial_running_in_its_study(service: Service) -> None:
+    if service.backend != "embedded":
+        pytest.skip("once is enough: the study's ending is the worker's, not the backend's")
+    slow = {**BASE, "model": {"type": "mlp", "hidden": [64]}, "training": {"epochs": 40, "batch_size": 32}}
+    r = service.http.post(
+        "/v1/sweeps",
+        json={
+            "base": {**slow, "training": {**slow["training"], "device": "cpu"}},
+            "space": {"regularization.l2": {"log_uniform": [1e-6, 1e-2]}},
+            "sampler": "random",
+            "trials": 4,
+            "parallel": 2,
+            "objective": {"metric": "val_accuracy", "mode": "max"},
+        },
+    )
+    assert r.status_code == 202, r.text
+    sweep_id = r.json()["id"]
+    deadline = time.monotonic() + 90
+    while not any(
+        (t.get("progress") or {}).get("step")
+        for t in service.http.get(f"/v1/sweeps/{sweep_id}").json()["trials"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert service.http.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 202
+    deadline = time.monotonic() + 60
+    while (sweep := service.http.get(f"/v1/sweeps/{sweep_id}").json())["status"] not in FINISHED:
+        assert time.monotonic() < deadline, sweep
+        time.sleep(0.2)
+    assert sweep["status"] == "cancelled"
+    study = optuna.load_study(study_name=sweep["study"]["name"], storage=sweep["study"]["storage"])
+    assert study.trials and not [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for t in study.trials:  # every trial asked (both units') ended FAIL, saying why
+        assert t.state == optuna.trial.TrialState.FAIL and "cancelled" in t.user_attrs["regtrain_end"]
+        assert {x["index"]: x["status"] for x in sweep["trials"]}[t.number] == "cancelled"

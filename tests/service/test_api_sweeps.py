@@ -272,16 +272,17 @@ def test_reaper_requeues_a_lost_sweep_keeping_finished_trials_then_fails_it(stor
     first = store.claim_sweep(sweep_id, "w1", 0.2, 2)
     assert first and first.attempt == 1 and first.tenant == "t"
     assert store.record_trial(sweep_id, "w1", 0, status="succeeded", score=1.0)
-    assert store.reap_sweeps(2, 3600) == []  # lease still live
+    assert store.reap_sweeps(2, 3600).resend == []  # lease still live
     time.sleep(0.3)
-    assert store.reap_sweeps(2, 3600) == [(sweep_id, "gpu")]
+    assert store.reap_sweeps(2, 3600).resend == [(sweep_id, "gpu")]
     assert [t["status"] for t in store.trials([sweep_id])[sweep_id]] == ["succeeded", "queued", "queued"]
     assert store.sweep_heartbeat(sweep_id, "w1", 5) is None  # the old owner is refused
     second = store.claim_sweep(sweep_id, "w2", 0.2, 2)
     assert second and second.attempt == 2
     assert [t["status"] for t in store.trials([sweep_id])[sweep_id]] == ["succeeded", "running", "running"]
     time.sleep(0.3)
-    assert store.reap_sweeps(2, 3600) == []  # out of attempts: failed, not re-queued
+    reaped = store.reap_sweeps(2, 3600)
+    assert reaped.resend == [] and reaped.ended == [(sweep_id, "failed")]  # out of attempts: not re-queued
     sweep = store.get_sweep(sweep_id)
     assert sweep and sweep["status"] == "failed" and sweep["error"]["type"] == "worker_lost"
     assert [t["status"] for t in store.trials([sweep_id])[sweep_id]] == [
@@ -298,5 +299,5 @@ def test_a_released_sweep_is_queued_again_and_a_stale_message_resent(store: Repo
     assert store.get_sweep(sweep_id)["status"] == "queued"  # type: ignore[index]
     assert {t["status"] for t in store.trials([sweep_id])[sweep_id]} == {"queued"}
     time.sleep(1.2)  # seconds, not tenths: a loaded machine must not let the resend lapse twice
-    assert store.reap_sweeps(3, 1.0) == [(sweep_id, "cpu")]
-    assert store.reap_sweeps(3, 1.0) == []  # sent again just now
+    assert store.reap_sweeps(3, 1.0).resend == [(sweep_id, "cpu")]
+    assert store.reap_sweeps(3, 1.0).resend == []  # sent again just now

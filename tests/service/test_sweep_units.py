@@ -132,3 +132,51 @@ def test_a_coordinator_splits_a_grid_into_units_by_its_queue(
     assert [u["trials"] for u in written] == expected
     assert sent == [(u["id"], queue) for u in written]
     assert {u["status"] for u in written} == {"queued"}
+
+
+def test_the_reaper_counts_queued_units_when_it_looks_for_lost_messages(
+    store_url: str, tmp_path: Any
+) -> None:
+    """Units' messages wait on the same queues as jobs': a job whose message was lost is found
+    even with units queued behind it, and so is a unit whose message was lost, each sent again
+    through its own task (on the embedded file broker, with no worker taking messages)."""
+    import json
+
+    from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_UNIT_TASK, make_celery, queue_depth
+    from service.settings import Settings
+    from worker.runtime import Runtime
+
+    settings = Settings(
+        data_dir=tmp_path, database_url=store_url, queue_prefix="t-", lost_message_after_s=0.2
+    )
+    rt, app, queue = Runtime(settings), make_celery(settings), "t-cpu"
+
+    def on_the_queue() -> list[tuple[str, str]]:
+        """(task, id) of every message waiting in the queue's folder."""
+        out = []
+        for f in sorted((tmp_path / "broker" / "queue").glob(f"*.{queue}.msg")):
+            headers = json.loads(f.read_text())["headers"]
+            out.append((headers["task"], headers["argsrepr"].strip("[]'\"")))
+        return out
+
+    job = rt.store.create_job(tenant="t", spec={}, queue=queue)  # its message never went out
+    row = rt.store.create_sweep(tenant="t", spec=GRID, queue=queue, trials=[{"l2": i} for i in range(4)])
+    assert rt.store.claim_sweep(row["id"], "coordinator", 60, 3) is not None
+    first, second = rt.units.add(row["id"], "coordinator", queue, [[0, 1], [2, 3]]) or []
+    app.send_task(RUN_SWEEP_UNIT_TASK, args=[first], queue=queue)
+    app.send_task(RUN_SWEEP_UNIT_TASK, args=[second], queue=queue)
+    time.sleep(0.3)  # past lost_message_after_s
+    rt.reap_once(app)  # 2 messages for 3 queued rows: the longest waiting, the job, is sent again
+    assert queue_depth(app, queue) == 3
+    assert (RUN_JOB_TASK, job["id"]) in on_the_queue()
+
+    # A unit's message lost (the broker restarted, say): sent again through the unit task.
+    for f in (tmp_path / "broker" / "queue").glob(f"*.{queue}.msg"):
+        if json.loads(f.read_text())["headers"]["argsrepr"].strip("[]'\"") == first:
+            f.unlink()
+    time.sleep(0.3)
+    rt.reap_once(app)
+    assert sorted(on_the_queue()) == sorted(
+        [(RUN_JOB_TASK, job["id"]), (RUN_SWEEP_UNIT_TASK, first), (RUN_SWEEP_UNIT_TASK, second)]
+    )
+    rt.store.engine.dispose()
