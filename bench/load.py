@@ -11,7 +11,12 @@ seconds to finish. A 429 is honoured (the client waits Retry-After). Printed at 
 - duplicated: jobs nobody submitted (a POST that made two) plus finished jobs whose metrics hold
   an epoch twice or miss one (must be 0);
 - error responses: every response >= 400 other than a 429, by status; and the 429s apart;
-- p50/p99 latency of submit (POST /v1/jobs) and of status (GET /v1/jobs/{id}), in ms.
+- p50/p99 latency of submit (POST /v1/jobs) and of status (GET /v1/jobs/{id}), in ms;
+- where a status's wait goes: server_ms, the API's own timing of each route (its
+  regtrain_http_request_duration_seconds histogram: the bucket that holds the p50 and the p99); client_loop_lag_ms, how late this client's own event loop wakes
+  from a 10 ms sleep (a busy client delays reading every response it is sent), and probe_ms,
+  GET /healthz timed every 50 ms by a process of its own (the API's queue and event loop, with
+  no store and no loaded client in the way).
 
 Usage: python -m bench.load [--clients 64] [--jobs 256] [--seconds 120] [--fleet] [--json PATH]
 """
@@ -21,12 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import time
 import uuid
 from collections import Counter
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.live import live
 
@@ -67,8 +74,17 @@ async def _request(http: httpx.AsyncClient, tally: Tally, kind: str, method: str
     return r
 
 
-async def client(http: httpx.AsyncClient, tally: Tally, stop_submitting: float, stop_polling: float,
+async def client(url: str, tally: Tally, stop_submitting: float, stop_polling: float,
                  poll_s: float) -> None:  # fmt: skip
+    """One user: a connection of its own. With one pool for all 64 clients, httpcore scanned
+    every connection on every request: 59% of this process's CPU went to
+    AsyncConnectionPool._assign_requests_to_connections, and the latencies measured the client."""
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1)) as http:
+        await _user(http, tally, stop_submitting, stop_polling, poll_s)
+
+
+async def _user(http: httpx.AsyncClient, tally: Tally, stop_submitting: float, stop_polling: float,
+                poll_s: float) -> None:  # fmt: skip
     while time.monotonic() < stop_submitting and tally.budget_left > 0:
         tally.budget_left -= 1
         key = uuid.uuid4().hex
@@ -121,6 +137,48 @@ async def audit(http: httpx.AsyncClient, tally: Tally) -> dict[str, int]:
     return {"lost": lost, "duplicated": duplicated + bad_metrics, "listed": len(listed)}
 
 
+async def loop_lag(lags: list[float], stop: asyncio.Event, period_s: float = 0.01) -> None:
+    """How late this process's event loop wakes from each `period_s` sleep, in ms."""
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(period_s)
+        lags.append((time.perf_counter() - t0 - period_s) * 1e3)
+
+
+def probe(url: str, seconds: float, out: multiprocessing.Queue[list[float]], every_s: float = 0.05) -> None:
+    """GET /healthz every `every_s` for `seconds`, from a process apart from the load's clients;
+    puts the latencies (ms) on `out`."""
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            http.get("/healthz")
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            time.sleep(every_s)
+    out.put(latencies)
+
+
+def server_percentiles(metrics_text: str, method: str, route: str) -> dict[str, float]:
+    """The upper bounds (ms) of the latency buckets that hold the p50 and p99 of one route, as
+    the API timed it (every status summed)."""
+    counts: Counter[float] = Counter()
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "regtrain_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_bucket") and labels["method"] == method and labels["route"] == route:
+                counts[float(labels["le"])] += sample.value
+    bounds = sorted(counts)
+    if not bounds or counts[bounds[-1]] == 0:
+        return {}
+    total = counts[bounds[-1]]
+    return {
+        f"p{round(q * 100)}_le": next(b for b in bounds if counts[b] >= q * total) * 1e3 for q in (0.5, 0.99)
+    }
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -133,15 +191,33 @@ async def run(
 ) -> dict[str, Any]:
     tally = Tally()
     tally.budget_left = jobs
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
-        t0 = time.monotonic()
-        stop_submitting = t0 + seconds
-        await asyncio.gather(
-            *(client(http, tally, stop_submitting, stop_submitting + drain, poll_s) for _ in range(clients))
-        )
-        elapsed = time.monotonic() - t0
-        checked = await audit(http, tally)
+    lags: list[float] = []
+    probed: multiprocessing.Queue[list[float]] = multiprocessing.Queue()
+    prober = multiprocessing.Process(target=probe, args=(url, seconds, probed), daemon=True)
+    prober.start()
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            t0 = time.monotonic()
+            stop_submitting = t0 + seconds
+            stop_lag = asyncio.Event()
+            lag = asyncio.create_task(loop_lag(lags, stop_lag))
+            await asyncio.gather(
+                *(
+                    client(url, tally, stop_submitting, stop_submitting + drain, poll_s)
+                    for _ in range(clients)
+                )
+            )
+            stop_lag.set()
+            await lag
+            elapsed = time.monotonic() - t0
+            checked = await audit(http, tally)
+            metrics_text = (await http.get("/metrics")).text
+        probe_ms = probed.get(timeout=seconds + 60)
+    finally:
+        prober.join(timeout=5)
+        if prober.is_alive():
+            prober.kill()
+            prober.join()
     statuses = Counter(j["status"] for j in tally.final.values())
     return {
         "clients": clients,
@@ -168,6 +244,10 @@ async def run(
             "p99": round(_pct(tally.status_ms, 0.99), 1),
             "n": len(tally.status_ms),
         },
+        "server_submit_ms": server_percentiles(metrics_text, "POST", "/v1/jobs"),
+        "server_status_ms": server_percentiles(metrics_text, "GET", "/v1/jobs/{job_id}"),
+        "client_loop_lag_ms": {"p50": round(_pct(lags, 0.5), 1), "p99": round(_pct(lags, 0.99), 1)},
+        "probe_ms": {"p50": round(_pct(probe_ms, 0.5), 1), "p99": round(_pct(probe_ms, 0.99), 1)},
     }
 
 

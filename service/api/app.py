@@ -29,6 +29,7 @@ from service.queue.doorbell import Listener
 from service.settings import Settings, get_settings
 from service.store import open_store
 from service.store.artifacts import Artifacts
+from service.store.event_loop_reads import event_loop_reads
 from service.version import regtrain_version
 
 log = logging.getLogger("regtrain.api")
@@ -128,7 +129,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # than the store's pool holds: a request past it would open a connection and close it
         # again (SQLAlchemy's overflow), per request, just when the process is busiest.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
-        yield
+        # The hot reads' async pool (PostgreSQL) belongs to this event loop.
+        await app.state.job_reads.open()
+        try:
+            yield
+        finally:
+            await app.state.job_reads.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -144,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = parse_api_keys(settings.api_keys)
     # Migrations run here, at start: an upgraded install keeps every job.
     app.state.store = open_store(settings.store_url, pool_size=settings.db_pool_size)
+    app.state.job_reads = event_loop_reads(app.state.store, settings.db_pool_size)
     app.state.broker = Broker(settings)
     app.state.registry, latency = make_registry(app.state.store)
     app.state.artifacts = Artifacts(settings)

@@ -5,10 +5,8 @@ that cost more than the whole GET /v1/jobs/{id} handler."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import anyio.to_thread
 from fastapi import Depends, Header, Request
 
 from service.api.auth import tenant_for
@@ -16,6 +14,7 @@ from service.queue.broker import Broker
 from service.settings import Settings
 from service.store import Repository
 from service.store.artifacts import Artifacts
+from service.store.event_loop_reads import JobReads
 
 
 async def _settings(request: Request) -> Settings:
@@ -30,6 +29,10 @@ async def _artifacts(request: Request) -> Artifacts:
     return request.app.state.artifacts
 
 
+async def _job_reads(request: Request) -> JobReads:
+    return request.app.state.job_reads
+
+
 async def _broker(request: Request) -> Broker:
     return request.app.state.broker
 
@@ -42,17 +45,6 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Repository, Depends(_store)]
 ArtifactsDep = Annotated[Artifacts, Depends(_artifacts)]
 BrokerDep = Annotated[Broker, Depends(_broker)]
+# GET /v1/jobs/{id} and GET /v1/jobs, awaited on the event loop (store/event_loop_reads.py)
+JobReadsDep = Annotated[JobReads, Depends(_job_reads)]
 TenantDep = Annotated[str, Depends(_tenant)]
-
-
-T = TypeVar("T")
-
-
-async def read(store: Repository, query: Callable[..., T], *args: object) -> T:
-    """Run the store's read `query(*args)` for an async route: on the event loop where the
-    store's reads never wait (SQLite, see Repository.reads_inline), else in the thread pool.
-    The hottest reads (GET /v1/jobs/{id}) skip the thread hop that way, which cost more than
-    the read itself."""
-    if store.reads_inline:
-        return query(*args)
-    return await anyio.to_thread.run_sync(query, *args)

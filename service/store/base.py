@@ -89,10 +89,6 @@ class StoreBase:
         self._read_options: dict[str, Any] = (
             {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {READ: True}
         )
-        # A read of a local SQLite file in WAL mode never waits on a writer and takes tens of
-        # microseconds: an async route may run it on the event loop, where handing it to a
-        # thread costs more than the read. A network database's reads go to a thread.
-        self.reads_inline = engine.dialect.name == "sqlite"
 
     def _write(self) -> AbstractContextManager[sa.Connection]:
         return write_transaction(self.engine)

@@ -63,12 +63,16 @@ class JobStore(StoreBase):
             idempotency_key=idempotency_key,
             request_sha256=request_sha256,
         )
+        # RETURNING: the row as stored (defaults filled) without a read after the commit, one
+        # round trip fewer on every submit.
         with self._write() as conn:
-            conn.execute(jobs.insert().values(**values, notify_secret=notify_secret))
+            job = (
+                conn.execute(jobs.insert().values(**values, notify_secret=notify_secret).returning(*jobs.c))
+                .mappings()
+                .one()
+            )
             conn.execute(job_history.insert().values(job_id=job_id, status="queued", at=at))
-        job = self.get_job(job_id)
-        assert job is not None
-        return job
+        return dict(job)
 
     def get_job(self, job_id: str, tenant: str | None = None) -> Row | None:
         return self._first(leased.by_id(jobs, job_id, tenant))
@@ -84,14 +88,6 @@ class JobStore(StoreBase):
 
     def job_by_idempotency_key(self, tenant: str, key: str) -> Row | None:
         return self._first(leased.by_idempotency_key(jobs, tenant, key))
-
-    def active_jobs(self, tenant: str) -> int:
-        """How many of the tenant's jobs are queued or running (what its cap counts)."""
-        query = sa.select(sa.func.count()).where(
-            jobs.c.tenant == tenant, jobs.c.status.in_(("queued", "running"))
-        )
-        with self._read() as conn:
-            return int(conn.execute(query).scalar() or 0)
 
     def list_jobs(self, tenant: str, *, status: str | None, limit: int, before_seq: int | None) -> list[Row]:
         """Newest first; `before_seq` is the cursor (the seq of the last job of the last page).

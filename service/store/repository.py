@@ -4,6 +4,8 @@ Repository; the names below are the store's public ones."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from service.store import migrate
 from service.store.base import DeleteOutcome, Listener, new_id, now
 from service.store.datasets import DatasetStore
@@ -11,6 +13,7 @@ from service.store.engine import DEFAULT_POOL_SIZE, make_engine
 from service.store.jobs import Claim, JobStore
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.sweeps import TRIAL_FINISHED, SweepClaim, SweepStore
+from service.store.tables import jobs, sweeps
 
 __all__ = [
     "FINISHED",
@@ -30,6 +33,18 @@ __all__ = [
 
 class Repository(JobStore, SweepStore, DatasetStore):
     """Every query regtrain makes, by domain; one engine and one set of listeners for all."""
+
+    def active_work(self, tenant: str) -> int:
+        """How many of the tenant's jobs and sweeps are queued or running (what its cap
+        counts), in one statement: a submit's round trips are most of its cost under load."""
+        active = ("queued", "running")
+
+        def count(table: sa.Table) -> sa.ScalarSelect[int]:
+            query = sa.select(sa.func.count()).where(table.c.tenant == tenant, table.c.status.in_(active))
+            return query.scalar_subquery()
+
+        with self._read() as conn:
+            return int(conn.execute(sa.select(count(jobs) + count(sweeps))).scalar() or 0)
 
 
 def open_store(url: str, *, migrate_schema: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Repository:

@@ -319,14 +319,6 @@ class SweepStore(StoreBase):
             stale = leased.resend_stale(conn, sweeps, resend_after_s, at)
         return ReapedSweeps(back + stale, ended)
 
-    def active_sweeps(self, tenant: str) -> int:
-        """How many of the tenant's sweeps are queued or running."""
-        query = sa.select(sa.func.count()).where(
-            sweeps.c.tenant == tenant, sweeps.c.status.in_(("queued", "running"))
-        )
-        with self._read() as conn:
-            return int(conn.execute(query).scalar() or 0)
-
 
 def _requeue_trials(conn: sa.Connection, sweep_ids: list[str]) -> None:
     """A sweep back on the queue: the trials its worker was running wait for the next one."""

@@ -166,7 +166,7 @@ def check_capacity(store: Repository, tenant: str, max_active: int) -> None:
     REGTRAIN_MAX_ACTIVE_JOBS counts: a sweep counts once, its trainings are bounded by
     REGTRAIN_MAX_SWEEP_TRAININGS). Counted, then inserted: concurrent submits may pass the cap
     by a few; it bounds a tenant's share of the queue, not an exact quota."""
-    if store.active_jobs(tenant) + store.active_sweeps(tenant) >= max_active:
+    if store.active_work(tenant) >= max_active:
         raise AtCapacity(
             f"this tenant has {max_active} jobs and sweeps queued or running, the most allowed; "
             "retry once some have finished",

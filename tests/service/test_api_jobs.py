@@ -211,8 +211,8 @@ def test_job_documents_sent_without_the_response_model_still_match_it(client: Te
     assert JobList.model_validate(page).model_dump(mode="json") == page
 
 
-def test_job_reads_on_postgresql_through_the_thread_pool(make_client: Any, tmp_path: Any) -> None:
-    # On PostgreSQL the async GET routes hand the store's read to the thread pool (deps.read);
+def test_job_reads_on_postgresql_on_the_event_loop(make_client: Any, tmp_path: Any) -> None:
+    # On PostgreSQL the async GET routes read on the event loop (store/event_loop_reads.py);
     # the job and a page come back as on SQLite, one statement each, the tenant's rows only.
     import os
     import uuid
@@ -229,7 +229,7 @@ def test_job_reads_on_postgresql_through_the_thread_pool(make_client: Any, tmp_p
             api_keys="alpha:key-a,beta:key-b",
         )
         alpha, beta = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
-        with client:  # the lifespan sizes the thread pool to the store's pool
+        with client:  # the lifespan opens the async pool of the hot reads
             first = _submit(client, **alpha)
             second = _submit(client, **alpha)
             r = client.get(f"/v1/jobs/{first['id']}", headers=alpha)

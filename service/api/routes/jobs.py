@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from service.api import deps, render
-from service.api.deps import ArtifactsDep, BrokerDep, SettingsDep, StoreDep, TenantDep
+from service.api import render
+from service.api.deps import ArtifactsDep, BrokerDep, JobReadsDep, SettingsDep, StoreDep, TenantDep
 from service.api.predict import exported_file, weights_key
 from service.api.routes import lookup, pages
 from service.api.routes.documents import json_document
@@ -79,17 +78,17 @@ def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant:
 
 
 @router.get("/jobs", response_model=JobList)
-async def list_jobs(store: StoreDep, tenant: TenantDep, query: pages.PageDep) -> Response:
+async def list_jobs(reads: JobReadsDep, tenant: TenantDep, query: pages.PageDep) -> Response:
     """Newest first; follow `next_cursor` for older jobs."""
-    page, next_cursor = await deps.read(store, query.fetch, functools.partial(store.list_jobs, tenant))
+    page, next_cursor = query.split(await reads.list_jobs(tenant, **query.fetch_args()))
     # Each row holds its history, read in the same statement (store/job_reads.py).
     docs = [job_document(row, row["history"]) for row in page]
     return json_document({"jobs": docs, "next_cursor": next_cursor})
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-async def get_job(job_id: str, store: StoreDep, tenant: TenantDep) -> Response:
-    found = await deps.read(store, store.job_with_history, job_id, tenant)
+async def get_job(job_id: str, reads: JobReadsDep, tenant: TenantDep) -> Response:
+    found = await reads.job_with_history(job_id, tenant)
     if found is None:
         raise NotFound(f"no job {job_id!r}")
     job, history = found

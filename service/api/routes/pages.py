@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
@@ -32,7 +32,15 @@ class PageQuery:
     def fetch(self, fetch: Fetch) -> tuple[list[Row], str | None]:
         """Up to `limit` rows after the cursor, and the cursor of the next page (None on the
         last). One row more than the page is fetched, to know whether another page follows."""
-        rows = fetch(status=self.status, limit=self.limit + 1, before_seq=decode(self.cursor))
+        return self.split(fetch(**self.fetch_args()))
+
+    def fetch_args(self) -> dict[str, Any]:
+        """What the store's list method is asked: one row more than the page, to know whether
+        another page follows."""
+        return {"status": self.status, "limit": self.limit + 1, "before_seq": decode(self.cursor)}
+
+    def split(self, rows: list[Row]) -> tuple[list[Row], str | None]:
+        """The page out of the rows fetched with fetch_args, and the next page's cursor."""
         page, more = rows[: self.limit], len(rows) > self.limit
         return page, encode(page[-1]["seq"]) if more else None
 
