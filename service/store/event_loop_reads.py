@@ -139,7 +139,7 @@ def _decode(row: dict[str, Any]) -> tuple[Row, list[Row]]:
     for name in _UTC_COLUMNS:
         if row[name] is not None:
             row[name] = row[name].replace(tzinfo=UTC)
-    return job_reads.decode(row)  # type: ignore[arg-type]
+    return job_reads.decode(row)
 
 
 @functools.cache
@@ -153,10 +153,10 @@ def _page_sql(dialect: sa.Dialect, status: bool, cursor: bool) -> str:
     (with or without a status, with or without a cursor)."""
     query = job_reads.page(
         "postgresql",
-        sa.bindparam("tenant"),  # type: ignore[arg-type]
-        status=sa.bindparam("status") if status else None,  # type: ignore[arg-type]
-        limit=sa.bindparam("limit"),  # type: ignore[arg-type]
-        before_seq=sa.bindparam("before_seq") if cursor else None,  # type: ignore[arg-type]
+        sa.bindparam("tenant"),
+        status=sa.bindparam("status") if status else None,
+        limit=sa.bindparam("limit"),
+        before_seq=sa.bindparam("before_seq") if cursor else None,
     )
     return str(query.compile(dialect=dialect))
 

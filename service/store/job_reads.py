@@ -10,6 +10,7 @@ a read skips building and hashing the query, which cost as much as running it on
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,7 +60,12 @@ def by_id(dialect: str, *, tenant: bool) -> sa.Select[Any]:
 
 
 def page(
-    dialect: str, tenant: str, *, status: str | None, limit: int, before_seq: int | None
+    dialect: str,
+    tenant: str | leased.Bound,
+    *,
+    status: str | leased.Bound | None,
+    limit: int | leased.Bound,
+    before_seq: int | leased.Bound | None,
 ) -> sa.Select[Any]:
     """A page of the tenant's jobs, newest first, each with its `history`."""
     query = leased.page(jobs, tenant, status=status, limit=limit, before_seq=before_seq)
@@ -70,7 +76,7 @@ def _columns(dialect: str) -> list[sa.ColumnElement[Any]]:
     return [*(jobs.c[name] for name in DOCUMENT_COLUMNS), history_column(dialect).label("history")]
 
 
-def decode(row: sa.RowMapping) -> tuple[Row, list[Row]]:
+def decode(row: Mapping[Any, Any]) -> tuple[Row, list[Row]]:
     """(the job's columns, its history in order) from a row of by_id or page."""
     job = dict(row)
     return job, decode_history(job.pop("history"))

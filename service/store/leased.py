@@ -66,8 +66,18 @@ def by_idempotency_key(table: sa.Table, tenant: str, key: str) -> sa.Select[Any]
     return table.select().where(table.c.tenant == tenant, table.c.idempotency_key == key)
 
 
+# A value left as a named parameter: the statement is compiled once and run with many values
+# (store/event_loop_reads.py).
+Bound = sa.BindParameter[Any]
+
+
 def page(
-    table: sa.Table, tenant: str, *, status: str | None, limit: int, before_seq: int | None
+    table: sa.Table,
+    tenant: str | Bound,
+    *,
+    status: str | Bound | None,
+    limit: int | Bound,
+    before_seq: int | Bound | None,
 ) -> sa.Select[Any]:
     """Newest first; `before_seq` is the cursor (the seq of the last row of the last page)."""
     query = table.select().where(table.c.tenant == tenant)
