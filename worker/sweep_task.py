@@ -103,8 +103,11 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     best = selection.choose(claim.spec, ranked)
 
     def cancel() -> None:
-        if store.finish_sweep(sweep_id, owner, "cancelled", best_index=best):
-            _end_study(rt, sweep, sweep_id, "cancelled: the sweep was cancelled before this trial ended")
+        # The study first: whoever reads the sweep as cancelled finds none of its trials still
+        # running there. Safe before the sweep's own write: a cancel asked for ends it whoever
+        # holds it next.
+        _end_study(rt, sweep, sweep_id, "cancelled: the sweep was cancelled before this trial ended")
+        store.finish_sweep(sweep_id, owner, "cancelled", best_index=best)
 
     if status == "cancelled":
         leased_task.stopped(
