@@ -125,7 +125,11 @@ def test_a_killed_workers_job_resumes_on_another_from_the_bucket_and_is_served(
     # the job finished it dropped its scratch copy. The API's data dir holds nothing of the job yet.
     survivor = next(i for i, p in enumerate(svc.workers) if p is not victim)
     assert (root / f"worker{survivor}" / "jobs").is_dir()
-    assert not (root / f"worker{survivor}" / "jobs" / job_id).exists()
+    scratch = root / f"worker{survivor}" / "jobs" / job_id
+    deadline = time.monotonic() + 15  # dropped just after the finish is written, not before
+    while scratch.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not scratch.exists()
     assert not (root / "api" / "jobs" / job_id).exists()
 
     rows = {c["name"]: c for c in svc.http.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]}
