@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -77,6 +77,15 @@ def rings(method: Callable[..., Any]) -> Callable[..., Any]:
 def requeued(transitions: list[leased.Transition]) -> list[tuple[str, str]]:
     """(id, queue) of the rows the reaper put back on the queue: each needs a message."""
     return [(row_id, queue) for status, row_id, queue in transitions if status == "queued"]
+
+
+def grouped(rows: Iterable[Mapping[Any, Any]], key: str, ids: list[str]) -> dict[str, list[Row]]:
+    """Rows grouped by their `key` column, in the order they came, with every id of `ids`
+    present (an id without rows has an empty list)."""
+    out: dict[str, list[Row]] = {i: [] for i in ids}
+    for r in rows:
+        out[r[key]].append(dict(r))
+    return out
 
 
 class StoreBase:

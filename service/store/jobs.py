@@ -16,7 +16,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from service.store import job_counts, job_reads, leased
-from service.store.base import DeleteOutcome, StoreBase, new_id, now, requeued, rings
+from service.store.base import DeleteOutcome, StoreBase, grouped, new_id, now, requeued, rings
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
     checkpoints,
@@ -100,14 +100,11 @@ class JobStore(StoreBase):
         return [{**job, "history": history} for job, history in rows]
 
     def histories(self, job_ids: list[str]) -> dict[str, list[Row]]:
-        out: dict[str, list[Row]] = {job_id: [] for job_id in job_ids}
         if not job_ids:
-            return out
+            return {}
         query = job_history.select().where(job_history.c.job_id.in_(job_ids)).order_by(job_history.c.seq)
         with self._read() as conn:
-            for r in conn.execute(query).mappings():
-                out[r["job_id"]].append(dict(r))
-        return out
+            return grouped(conn.execute(query).mappings(), "job_id", job_ids)
 
     @rings
     def cancel(self, job_id: str, tenant: str | None = None) -> CancelOutcome:

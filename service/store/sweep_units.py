@@ -18,7 +18,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from service.store import leased
-from service.store.base import now
+from service.store.base import grouped, now
 from service.store.engine import write_transaction
 from service.store.leased import Row
 from service.store.sweeps import TRIAL_FINISHED
@@ -149,18 +149,15 @@ class SweepUnits:
 
     def of(self, sweep_ids: list[str]) -> dict[str, list[Row]]:
         """Each sweep's units, in index order."""
-        out: dict[str, list[Row]] = {s: [] for s in sweep_ids}
         if not sweep_ids:
-            return out
+            return {}
         query = (
             sweep_units.select()
             .where(sweep_units.c.sweep_id.in_(sweep_ids))
             .order_by(sweep_units.c.sweep_id, sweep_units.c.unit_index)
         )
         with self._read() as conn:
-            for r in conn.execute(query).mappings():
-                out[r["sweep_id"]].append(dict(r))
-        return out
+            return grouped(conn.execute(query).mappings(), "sweep_id", sweep_ids)
 
     # --- any worker --------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from service.contract.errors import ErrorType
 from service.store import leased
-from service.store.base import StoreBase, new_id, now, requeued
+from service.store.base import StoreBase, grouped, new_id, now, requeued
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
     jobs,
@@ -102,18 +102,15 @@ class SweepStore(StoreBase):
 
     def trials(self, sweep_ids: list[str]) -> dict[str, list[Row]]:
         """Each sweep's trial rows, in index order."""
-        out: dict[str, list[Row]] = {sweep_id: [] for sweep_id in sweep_ids}
         if not sweep_ids:
-            return out
+            return {}
         query = (
             sweep_trials.select()
             .where(sweep_trials.c.sweep_id.in_(sweep_ids))
             .order_by(sweep_trials.c.sweep_id, sweep_trials.c.trial_index)
         )
         with self._read() as conn:
-            for r in conn.execute(query).mappings():
-                out[r["sweep_id"]].append(dict(r))
-        return out
+            return grouped(conn.execute(query).mappings(), "sweep_id", sweep_ids)
 
     def requeue_unsent_sweep(self, sweep_id: str) -> bool:
         """`requeue_unsent` for sweeps (its trials are still queued: they never ran)."""
