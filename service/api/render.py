@@ -11,8 +11,10 @@ from service.store.sweep_units import SweepUnits
 
 
 def job_documents(store: Repository, rows: list[Row]) -> list[dict[str, Any]]:
-    histories = store.histories([r["id"] for r in rows])
-    return [job_document(r, histories[r["id"]]) for r in rows]
+    """Rows that hold their `history` already (a job just created, a page of jobs) are rendered
+    without reading it again."""
+    histories = store.histories([r["id"] for r in rows if "history" not in r])
+    return [job_document(r, r["history"] if "history" in r else histories[r["id"]]) for r in rows]
 
 
 def sweep_documents(

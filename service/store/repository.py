@@ -37,14 +37,47 @@ class Repository(JobStore, SweepStore, DatasetStore):
     def active_work(self, tenant: str) -> int:
         """How many of the tenant's jobs and sweeps are queued or running (what its cap
         counts), in one statement: a submit's round trips are most of its cost under load."""
-        active = ("queued", "running")
-
-        def count(table: sa.Table) -> sa.ScalarSelect[int]:
-            query = sa.select(sa.func.count()).where(table.c.tenant == tenant, table.c.status.in_(active))
-            return query.scalar_subquery()
-
         with self._read() as conn:
-            return int(conn.execute(sa.select(count(jobs) + count(sweeps))).scalar() or 0)
+            return int(conn.execute(_ACTIVE_WORK, {"tenant": tenant}).scalar() or 0)
+
+    def job_submit_state(self, tenant: str, idempotency_key: str | None) -> tuple[Row | None, int]:
+        """What a job's submit checks first, in one round trip: the tenant's job stored under
+        `idempotency_key` (None without a key, or none yet) and the tenant's active work."""
+        if idempotency_key is None:
+            return None, self.active_work(tenant)
+        with self._read() as conn:
+            row = dict(
+                conn.execute(_SUBMIT_STATE, {"tenant": tenant, "key": idempotency_key}).mappings().one()
+            )
+        active = int(row.pop("_active_work") or 0)
+        return (row if row["id"] is not None else None), active
+
+
+def _active_work() -> sa.ColumnElement[int]:
+    """The count of a tenant's (:tenant) queued and running jobs and sweeps, as one expression.
+    Over aliases, so a statement that also selects from `jobs` cannot correlate it to its own
+    rows."""
+    active = ("queued", "running")
+
+    def count(table: sa.Table) -> sa.ScalarSelect[int]:
+        counted = table.alias(f"active_{table.name}")
+        tenant = counted.c.tenant == sa.bindparam("tenant")
+        return sa.select(sa.func.count()).where(tenant, counted.c.status.in_(active)).scalar_subquery()
+
+    return count(jobs) + count(sweeps)
+
+
+# Built once, run with parameters: building them per call (two aliases of wide tables, their
+# cache keys) cost more CPU than the round trip.
+_ACTIVE_WORK = sa.select(_active_work())
+# One row whether or not the key is taken: the count, left-joined with the keyed job.
+_SUBMIT_STATE = sa.select(_active_work().label("_active_work"), *jobs.c).select_from(
+    sa.select(sa.literal(1).label("one"))
+    .subquery("anchor")
+    .outerjoin(
+        jobs, sa.and_(jobs.c.tenant == sa.bindparam("tenant"), jobs.c.idempotency_key == sa.bindparam("key"))
+    )
+)
 
 
 def open_store(url: str, *, migrate_schema: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Repository:

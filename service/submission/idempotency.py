@@ -45,7 +45,7 @@ class Once:
         if self.key is None:
             return None
         existing = self.find(self.key)
-        return None if existing is None else self._same_request(existing)
+        return None if existing is None else self.same_request(existing)
 
     def create(self, insert: Callable[[], Row]) -> tuple[Row, bool]:
         """(insert(), True); or, when a concurrent retry with the same key won the insert (its
@@ -56,9 +56,10 @@ class Once:
             existing = self.find(self.key or "")
             if existing is None:
                 raise
-            return self._same_request(existing), False
+            return self.same_request(existing), False
 
-    def _same_request(self, existing: Row) -> Row:
+    def same_request(self, existing: Row) -> Row:
+        """`existing` (what an earlier request with this key made), or a 409 if its body differed."""
         if existing["request_sha256"] != self.digest:
             raise Conflict(f"this Idempotency-Key was used with a different {self.what}")
         return existing

@@ -136,15 +136,16 @@ def submit(
     spec = checked.spec.model_dump(mode="json")
     find = functools.partial(store.job_by_idempotency_key, tenant)
     once = idempotency.Once(find, idempotency_key, spec, "job spec")
-    existing = once.previous()
+    existing, active = store.job_submit_state(tenant, idempotency_key)
     if existing is not None:
+        once.same_request(existing)
         # A retry after a 503 (the broker was down): the job never reached the queue; now it may.
         if store.requeue_unsent(existing["id"]):
             send(broker.enqueue, store.fail_queued, existing["id"], checked.queue)
             return store.get_job(existing["id"]) or existing, True
         return existing, False
     if max_active is not None:
-        check_capacity(store, tenant, max_active)
+        refuse_over_capacity(active, max_active)
     job, created = once.create(
         lambda: store.create_job(
             tenant=tenant,
@@ -162,11 +163,17 @@ def submit(
 
 
 def check_capacity(store: Repository, tenant: str, max_active: int) -> None:
-    """429 for a tenant with max_active jobs and sweeps queued or running (what
-    REGTRAIN_MAX_ACTIVE_JOBS counts: a sweep counts once, its trainings are bounded by
-    REGTRAIN_MAX_SWEEP_TRAININGS). Counted, then inserted: concurrent submits may pass the cap
-    by a few; it bounds a tenant's share of the queue, not an exact quota."""
-    if store.active_work(tenant) >= max_active:
+    """429 for a tenant with max_active jobs and sweeps queued or running (see
+    refuse_over_capacity)."""
+    refuse_over_capacity(store.active_work(tenant), max_active)
+
+
+def refuse_over_capacity(active: int, max_active: int) -> None:
+    """429 when `active` (the tenant's jobs and sweeps queued or running) has reached
+    max_active (what REGTRAIN_MAX_ACTIVE_JOBS counts: a sweep counts once, its trainings are
+    bounded by REGTRAIN_MAX_SWEEP_TRAININGS). Counted, then inserted: concurrent submits may
+    pass the cap by a few; it bounds a tenant's share of the queue, not an exact quota."""
+    if active >= max_active:
         raise AtCapacity(
             f"this tenant has {max_active} jobs and sweeps queued or running, the most allowed; "
             "retry once some have finished",

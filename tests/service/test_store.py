@@ -373,3 +373,18 @@ def test_json_columns_decode_what_pythons_encoder_wrote() -> None:
     assert json_loads(b'{"spec": {"epochs": 3}}') == {"spec": {"epochs": 3}}
     row = json_loads(json.dumps({"val_loss": float("nan"), "train_loss": float("inf")}))
     assert math.isnan(row["val_loss"]) and row["train_loss"] == math.inf
+
+
+def test_a_submit_reads_its_key_and_the_tenants_active_work_in_one_statement(store: Repository) -> None:
+    assert store.job_submit_state("t", None) == (None, 0)
+    assert store.job_submit_state("t", "k") == (None, 0)
+    keyed = store.create_job(tenant="t", spec=SPEC, queue="cpu", idempotency_key="k", request_sha256="h")
+    assert [h["status"] for h in keyed.pop("history")] == ["queued"]
+    store.create_job(tenant="t", spec=SPEC, queue="cpu")
+    store.cancel(store.create_job(tenant="t", spec=SPEC, queue="cpu")["id"])  # not active
+    store.create_job(tenant="other", spec=SPEC, queue="cpu", idempotency_key="k")  # another tenant's
+    existing, active = store.job_submit_state("t", "k")
+    assert existing == store.get_job(keyed["id"]) and active == 2
+    # the count is the tenant's, not correlated to the keyed row: the same with no row under the key
+    assert store.job_submit_state("t", "other-key") == (None, 2)
+    assert store.job_submit_state("t", None) == (None, 2) and store.active_work("t") == 2

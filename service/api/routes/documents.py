@@ -11,6 +11,7 @@ from fastapi import Response
 from pydantic_core import to_json
 
 
-def json_document(doc: Any) -> Response:
+def json_document(doc: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     """`doc` as JSON (datetimes in ISO 8601, non-finite numbers as null), in one Rust pass."""
-    return Response(content=to_json(doc, inf_nan_mode="null"), media_type="application/json")
+    content = to_json(doc, inf_nan_mode="null")
+    return Response(content=content, status_code=status_code, headers=headers, media_type="application/json")
