@@ -51,10 +51,11 @@ class Live:
 
     def spawn(self, label: str, args: list[str], nice: int = 0) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{label}.log", "ab")  # noqa: SIM115 (closed with the process)
-        # nice(1) execs the command, so the pid (and the session) stay the command's own.
-        niced = ["nice", "-n", str(nice)] if nice else []
+        # REGTRAIN_WORKER_NICE: the worker lowers its own priority and its session's autogroup
+        # (a plain nice(1) weighs nothing against the API's session under autogroup scheduling).
+        env = {**self.env, "REGTRAIN_WORKER_NICE": str(nice)} if nice else self.env
         proc = subprocess.Popen(
-            [*niced, sys.executable, "-m", "service.cli", *args], env=self.env, stdout=log,
+            [sys.executable, "-m", "service.cli", *args], env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.procs.append(proc)

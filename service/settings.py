@@ -171,6 +171,15 @@ class Settings(BaseSettings):
         description="A finished job keeps its best and final checkpoints and its last this many "
         "epoch checkpoints (resume points; a running job keeps 3); 0 keeps none.",
     )
+    worker_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="CPU priority steps a worker runs below normal (nice(1), and its session's "
+        "autogroup where Linux schedules by session). On a host an API shares with workers "
+        "(regtrain up, one small machine): 10 keeps the API's latency while training takes "
+        "whatever CPU the API leaves; 0: the same priority as the API.",
+    )
     torch_threads: int = Field(
         0,
         ge=0,

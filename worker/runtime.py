@@ -149,3 +149,25 @@ def open_store_or_exit() -> Repository:
         print(f"regtrain worker: cannot open the store at {url}: {reason}", file=sys.stderr, flush=True)
         # os._exit: called from Celery's worker_init, where SystemExit would be logged and swallowed.
         os._exit(1)
+
+
+def lower_priority(nice: int) -> None:
+    """Run this worker `nice` steps below normal CPU priority (REGTRAIN_WORKER_NICE): on a host
+    it shares with an API, training then takes only the CPU the API leaves.
+
+    nice alone is not enough on Linux with autogroup scheduling (the kernel's default on most
+    distributions): the CPU is shared between sessions first, and a process's nice only weighs
+    against the processes of its own session. A worker that leads a session of its own (as
+    `regtrain up` starts it, or a service manager) would still take half the cores from the
+    API, so the session's autogroup is lowered as well; never a session it shares with others,
+    which the same step would slow down."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    if os.getsid(0) != os.getpid():
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(nice))
+    except OSError:  # no autogroup scheduling (another OS, a kernel without it): nice suffices
+        pass

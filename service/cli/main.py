@@ -207,9 +207,10 @@ def run_worker(settings: Settings, *, gpu: int | None, kinds: list[QueueKind] | 
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     from service.queue.broker import queue_name
     from worker.celery_app import app
-    from worker.runtime import open_store_or_exit
+    from worker.runtime import lower_priority, open_store_or_exit
 
     open_store_or_exit()  # before Celery starts: a store that fails is one line and exit 1
+    lower_priority(settings.worker_nice)
 
     chosen: list[QueueKind] = kinds or (["gpu"] if gpu is not None else ["cpu"])
     queues = ",".join(queue_name(settings, k) for k in chosen)
