@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import ipaddress
 import os
@@ -172,6 +173,25 @@ def listen(host: str, port: int) -> socket.socket | None:
     return sock
 
 
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, and regtrain.access beside it: the same prefix, a plain formatter."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["regtrain_access"] = {"format": "INFO:     %(message)s"}
+    config["handlers"]["regtrain_access"] = {
+        "formatter": "regtrain_access",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["regtrain.access"] = {
+        "handlers": ["regtrain_access"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
+
+
 def _server(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
@@ -180,6 +200,9 @@ def _server(app: Any, host: str, port: int) -> Any:
         host=host,
         port=port,
         log_level="info",
+        # The API writes its own access lines, with each request's latency (service.api.telemetry).
+        access_log=False,
+        log_config=_log_config(),
         proxy_headers=True,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

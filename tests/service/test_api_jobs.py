@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 SPEC: dict[str, Any] = {
@@ -250,3 +252,25 @@ def test_job_reads_on_postgresql_on_the_event_loop(make_client: Any, tmp_path: A
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
             )
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_each_request_writes_an_access_line_with_its_latency(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # regtrain api turns uvicorn's access log off and writes these instead (service.api.telemetry)
+    import re
+
+    with caplog.at_level(logging.INFO, logger="regtrain.access"):
+        client.get("/v1/jobs/nope?x=1")
+        _submit(client)
+    lines = [r.getMessage() for r in caplog.records if r.name == "regtrain.access"]
+    assert re.fullmatch(r'\S+ - "GET /v1/jobs/nope\?x=1 HTTP/1\.1" 404 \d+\.\dms', lines[0]), lines
+    assert re.fullmatch(r'\S+ - "POST /v1/jobs HTTP/1\.1" 202 \d+\.\dms', lines[1]), lines
+
+
+def test_regtrain_api_writes_the_access_lines_where_uvicorn_wrote_its_own() -> None:
+    from service.cli.main import _log_config
+
+    config = _log_config()
+    assert config["loggers"]["regtrain.access"]["handlers"] == ["regtrain_access"]
+    assert config["handlers"]["regtrain_access"]["stream"] == "ext://sys.stdout"
