@@ -177,7 +177,7 @@ class Settings(BaseSettings):
         le=19,
         description="CPU priority steps a worker runs below normal (nice(1), and its session's "
         "autogroup where Linux schedules by session). On a host an API shares with workers "
-        "(regtrain up, one small machine): 10 keeps the API's latency while training takes "
+        "(regtrain up, one small machine): 19 keeps the API's latency while training takes "
         "whatever CPU the API leaves; 0: the same priority as the API.",
     )
     torch_threads: int = Field(
