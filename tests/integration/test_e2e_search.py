@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -195,7 +194,6 @@ def test_a_lost_worker_mid_search_hands_its_unit_to_the_next_worker(service: Ser
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-    killed_at = datetime.now(UTC)
     service.start_worker()
     deadline = time.monotonic() + 150
     while (done := service.http.get(f"/v1/sweeps/{sweep_id}").json())["status"] not in FINISHED:
@@ -214,21 +212,7 @@ def test_a_lost_worker_mid_search_hands_its_unit_to_the_next_worker(service: Ser
     unit = next(u for u in done["units"] if u["index"] == 1)
     new_worker = f"{first['units'][1]['worker'].rsplit(':', 1)[0]}:{service.workers[-1].pid}"
     assert lost == unit["trials"] and unit["attempts"] == 2 and unit["worker"] == new_worker
-    # Each trial of the lost unit succeeded, trained to its end by the new worker; or, when it
-    # had ended before the kill (a trial may stop early, before its unit's others), by the old
-    # one, which recorded it then, and it was kept. At least the running one was handed on.
-    old_worker = first["units"][1]["worker"]
-    trained = {i: by_index[i]["worker"] for i in lost}
-    assert all(by_index[i]["status"] == "succeeded" for i in lost), [by_index[i] for i in lost]
-    assert new_worker in trained.values(), (new_worker, trained)
-    for i, worker in trained.items():
-        ended = datetime.fromisoformat(by_index[i]["finished_at"])
-        assert worker == new_worker or (worker == old_worker and ended <= killed_at), (
-            i,
-            worker,
-            ended,
-            killed_at,
-        )
+    assert all(by_index[i]["status"] == "succeeded" and by_index[i]["worker"] == new_worker for i in lost)
     assert all(by_index[i]["epochs_trained"] == 12 for i in lost)
     assert len(done["trials"]) == 4 and sum(t["status"] == "succeeded" for t in done["trials"]) == 4
     study = optuna.load_study(study_name=done["study"]["name"], storage=done["study"]["storage"])
