@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from service.store import leased
 from service.store.base import grouped, now
 from service.store.engine import write_transaction
-from service.store.leased import Row
+from service.store.leased import FINISHED, Row
 from service.store.sweeps import TRIAL_FINISHED
 from service.store.tables import sweep_trials, sweep_units, sweeps
 
@@ -235,7 +235,11 @@ class SweepUnits:
 
     def heartbeat(self, unit: str, owner: str, lease_seconds: float) -> bool | None:
         """Renew the unit's lease: True = stop (the sweep's cancel was asked for, or the sweep
-        ended), False = carry on, None = the lease is lost."""
+        ended), False = carry on, None = the lease is lost. A sweep back on the queue (its
+        coordinator's worker was lost) is not a stop: the units go on while a new coordinator
+        is found. Stopping then cancelled the unit, and the coordinator, seeing no unit left
+        running, ended the sweep with that unit's trials cancelled (seen in CI after a SIGKILL
+        in test_a_lost_worker_is_reaped_and_only_unfinished_trials_run_again)."""
         with self._write() as conn:
             state = leased.heartbeat(conn, sweep_units, unit, owner, lease_seconds, now())
             if state is None:
@@ -245,7 +249,7 @@ class SweepUnits:
                 .join(sweep_units, sweep_units.c.sweep_id == sweeps.c.id)
                 .where(sweep_units.c.id == unit)
             ).first()
-        return state or sweep is None or sweep.status != "running" or bool(sweep.cancel_requested)
+        return state or sweep is None or sweep.status in FINISHED or bool(sweep.cancel_requested)
 
     def record_trial(self, unit: str, owner: str, sweep_id: str, index: int, **fields: Any) -> bool:
         """Write one trial's outcome (as Repository.record_trial), only while `owner` holds the

@@ -180,3 +180,18 @@ def test_the_reaper_counts_queued_units_when_it_looks_for_lost_messages(
         [(RUN_JOB_TASK, job["id"]), (RUN_SWEEP_UNIT_TASK, first), (RUN_SWEEP_UNIT_TASK, second)]
     )
     rt.store.engine.dispose()
+
+
+def test_a_unit_carries_on_while_its_sweep_waits_for_a_new_coordinator(
+    stores: tuple[Repository, SweepUnits],
+) -> None:
+    # The coordinator's worker was lost: the reaper puts the sweep back on the queue. A unit
+    # another worker holds goes on (stopping it left its trials cancelled when the sweep ended).
+    store, units = stores
+    sweep_id, (first, _) = _sweep(store, units, lease_s=0.2)
+    assert units.claim(first, "a", 60, 3) is not None
+    time.sleep(0.4)
+    assert store.reap_sweeps(3, 3600).resend == [(sweep_id, "cpu")]
+    assert store.get_sweep(sweep_id)["status"] == "queued"  # type: ignore[index]
+    assert units.heartbeat(first, "a", 60) is False
+    assert units.record_trial(first, "a", sweep_id, 0, status="succeeded")
