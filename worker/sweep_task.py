@@ -167,7 +167,7 @@ def _retrain(
     key = f"sweep-{claim.sweep_id}-best"
     broker = _broker(rt)
     try:
-        spec = best_job_spec(sweep, trial, best_epoch)
+        spec = best_job_spec(sweep, trial, best_epoch, claim.notify_secret)
         checked = jobs.check_spec(spec, store, claim.tenant, settings)
         for attempt in range(RETRAIN_SEND_TRIES):
             try:

@@ -304,11 +304,18 @@ def _deep_copy(doc: Any) -> Any:
     return doc
 
 
-def best_job_spec(sweep: SweepSpec, trial: Trial, best_epoch: float | None) -> JobSpec:
+def best_job_spec(
+    sweep: SweepSpec, trial: Trial, best_epoch: float | None, notify_secret: str | None = None
+) -> JobSpec:
     """The winning trial retrained on train + validation data and tested on the held-out test
     split (the same test rows: the split takes the test set first, with the same seed). Early
-    stopping needs validation data, so it gives way to the trial's mean best epoch."""
+    stopping needs validation data, so it gives way to the trial's mean best epoch.
+
+    `notify_secret` is the base spec's notify.secret, which the stored spec leaves out (it is
+    write-only): the job's deliveries are signed with the secret the user gave the sweep."""
     doc = trial.spec.model_dump(mode="json")
+    if doc.get("notify") and notify_secret:
+        doc["notify"]["secret"] = notify_secret
     doc["name"] = f"{sweep.name or 'sweep'}-best"
     doc["split"]["validation"] = 0.0
     if doc["training"].get("early_stopping"):

@@ -42,6 +42,8 @@ class SweepClaim:
     tenant: str
     spec: dict[str, Any]
     attempt: int
+    # The base spec's notify.secret (write-only, so not in `spec`): the retrain job's.
+    notify_secret: str | None = None
 
 
 class SweepStore(StoreBase):
@@ -54,6 +56,7 @@ class SweepStore(StoreBase):
         trials: list[dict[str, Any]],
         idempotency_key: str | None = None,
         request_sha256: str | None = None,
+        notify_secret: str | None = None,
     ) -> Row:
         """Insert a queued sweep and one queued row per trial (`trials[i]` = trial i's params);
         raises sa.exc.IntegrityError if the idempotency key is taken."""
@@ -69,7 +72,7 @@ class SweepStore(StoreBase):
             request_sha256=request_sha256,
         )
         with self._write() as conn:
-            conn.execute(sweeps.insert().values(**values))
+            conn.execute(sweeps.insert().values(**values, notify_secret=notify_secret))
             if trials:  # a search's trials are added as the sampler proposes them
                 conn.execute(
                     sweep_trials.insert(),
@@ -154,7 +157,7 @@ class SweepStore(StoreBase):
                 lease_seconds=lease_seconds,
                 max_attempts=max_attempts,
                 at=now(),
-                returning=(sweeps.c.tenant, sweeps.c.spec, sweeps.c.attempts),
+                returning=(sweeps.c.tenant, sweeps.c.spec, sweeps.c.attempts, sweeps.c.notify_secret),
             )
             if row is None:
                 return None
@@ -168,7 +171,7 @@ class SweepStore(StoreBase):
                 )
                 .values(status="running", updated_at=now())
             )
-            return SweepClaim(sweep_id, row.tenant, row.spec, row.attempts)
+            return SweepClaim(sweep_id, row.tenant, row.spec, row.attempts, row.notify_secret)
 
     def sweep_heartbeat(self, sweep_id: str, owner: str, lease_seconds: float) -> bool | None:
         """As `heartbeat`: True = cancel requested, False = carry on, None = lease lost."""

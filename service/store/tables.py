@@ -176,6 +176,9 @@ sweeps = sa.Table(
     sa.Column("best_job_id", sa.String(64)),
     *_idempotency(),
     sa.Column("warnings", Json),  # added by migration 0005, as the columns below
+    # Added by migration 0010: the base spec's notify.secret, which signs the retrain job's
+    # deliveries; never served (sweep documents pick their fields).
+    sa.Column("notify_secret", sa.String(200)),
     *_indexes("sweeps"),
 )
 

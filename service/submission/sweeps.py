@@ -72,6 +72,7 @@ def submit(
             trials=[] if sweep.space is not None else [t.params for t in trials],
             idempotency_key=idempotency_key,
             request_sha256=once.request_sha256,
+            notify_secret=sweep.base.notify.secret if sweep.base.notify else None,
         )
     )
     if not created:

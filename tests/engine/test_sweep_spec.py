@@ -365,3 +365,19 @@ def test_best_job_spec_without_early_stopping_keeps_the_epochs() -> None:
     assert best.training.epochs == 12
     assert best.split.validation == 0.0 and best.split.test == BASE["split"]["test"]
     assert best.name == "sweep-best"
+
+
+def test_best_job_spec_carries_the_sweeps_notify_secret_back() -> None:
+    """The stored sweep leaves notify.secret out (write-only); the retrain job gets it back, and
+    a sweep without notify gets no notify from a secret."""
+    secret = "whsec_" + "A" * 32
+    hooked = sweep(grid={"regularization.l2": [1e-3]}, base={"notify": {"url": "https://h.example/x"}})
+    (trial,) = expand(hooked, IRIS, MAX_PARAMETERS)
+    best = best_job_spec(hooked, trial, None, secret)
+    assert best.notify is not None and best.notify.secret == secret
+    assert best.notify.url == "https://h.example/x"
+    unsigned = best_job_spec(hooked, trial, None).notify
+    assert unsigned is not None and unsigned.secret is None
+    plain = sweep(grid={"regularization.l2": [1e-3]})
+    (trial,) = expand(plain, IRIS, MAX_PARAMETERS)
+    assert best_job_spec(plain, trial, None, secret).notify is None

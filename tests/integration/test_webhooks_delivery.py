@@ -179,6 +179,35 @@ def test_a_jobs_own_secret_signs_it_and_is_never_shown(hooked: Service) -> None:
         rx.close()
 
 
+def test_a_sweeps_own_secret_signs_its_retrain_job(hooked: Service) -> None:
+    """The base spec's notify.secret is write-only, so the stored sweep leaves it out; the job
+    that retrains the best trial is still signed with it, not with the tenant's."""
+    rx, own = Receiver(), whsec()
+    base = {**TINY, "notify": {"url": rx.url, "secret": own}}
+    try:
+        r = hooked.http.post("/v1/sweeps", json={"base": base, "grid": {"regularization.l2": [0, 0.01]}},
+                             headers=B)  # fmt: skip
+        assert r.status_code == 202, r.text
+        sweep_id = r.json()["id"]
+        deadline = time.monotonic() + 90
+        while (sweep := hooked.http.get(f"/v1/sweeps/{sweep_id}", headers=B).json())["status"] not in {
+            "succeeded", "failed", "cancelled"
+        }:  # fmt: skip
+            assert time.monotonic() < deadline, sweep
+            time.sleep(0.2)
+        assert sweep["status"] == "succeeded", sweep
+        rx.wait(1)
+        headers, body, _ = rx.received[0]
+        assert Webhook(own).verify(body, headers)["job"]["id"] == sweep["best"]["job_id"]
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET_B).verify(body, headers)
+        listed = hooked.http.get("/v1/sweeps", headers=B).json()
+        for doc in (r.json(), sweep, listed, json.loads(body)):
+            assert own not in json.dumps(doc)
+    finally:
+        rx.close()
+
+
 def test_a_trickling_receiver_delays_no_other_delivery(hooked: Service) -> None:
     slow, rx = Trickler(), Receiver()
     try:
