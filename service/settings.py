@@ -153,7 +153,8 @@ class Settings(BaseSettings):
         4 * 1024**3,
         ge=0,
         description="Most bytes of cached copies each process keeps in data_dir/cache: "
-        "checkpoints and exports the API fetched from the bucket, datasets fetched by URI. Over "
+        "checkpoints and exports the API fetched from the bucket, the uploads a worker trained "
+        "on from the bucket, datasets fetched by URI. Over "
         "it, the least recently used copies not in use are removed (fetched again when needed).",
     )
     db_pool_size: int = Field(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from service.contract.errors import ErrorType
@@ -99,20 +101,44 @@ def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def fetch_dataset(artifacts: Artifacts, dataset_id: str) -> Path:
-    """An uploaded dataset's canonical file, in the folder the engine reads datasets from."""
-    return artifacts.pull(dataset_key(dataset_id))
+@contextmanager
+def held_dataset(artifacts: Artifacts, dataset_id: str) -> Iterator[Path]:
+    """An uploaded dataset's canonical file for the block's duration: the artifact itself on
+    the local backend; on a bucket, this process's copy in the bounded cache (REGTRAIN_CACHE_
+    MAX_BYTES), held against eviction while the block trains on it. A copy outside the cache
+    would stay on every worker that ever trained on the dataset, even after its DELETE.
+    ArtifactMissing when the dataset's file is gone."""
+    with artifacts.cached(dataset_key(dataset_id)) as path:
+        yield path
 
 
-def fetch_sweep_dataset(artifacts: Artifacts, sweep: SweepSpec) -> None:
-    """A sweep's uploaded dataset, in the folder the engine reads datasets from (a copy, when
-    they live in a bucket), before any of its trials train: on the coordinator and on every
-    worker that takes one of its units. TrainingError bad_data when the file is gone."""
+@contextmanager
+def held_sweep_dataset(artifacts: Artifacts, sweep: SweepSpec) -> Iterator[Path | None]:
+    """A sweep's uploaded dataset, held as `held_dataset` holds it, on every worker that trains
+    its trials (None for a built-in or synthetic dataset). TrainingError bad_data when the
+    file is gone."""
+    if not isinstance(sweep.base.dataset, UploadedDataset):
+        yield None
+        return
+    with ExitStack() as held:
+        try:  # only the fetch's ArtifactMissing, not one the block raises
+            path = held.enter_context(held_dataset(artifacts, sweep.base.dataset.id))
+        except ArtifactMissing:
+            raise _dataset_gone() from None
+        yield path
+
+
+def check_sweep_dataset(artifacts: Artifacts, sweep: SweepSpec) -> None:
+    """The coordinator of a sweep in units trains nothing itself: it only checks, before any
+    unit is queued, that the dataset's file is there (no copy is made). TrainingError bad_data
+    when it is gone."""
+    if isinstance(sweep.base.dataset, UploadedDataset) and not artifacts.exists(
+        dataset_key(sweep.base.dataset.id)
+    ):
+        raise _dataset_gone()
+
+
+def _dataset_gone() -> Exception:
     from worker.training.errors import TrainingError  # the engine's error; torch-free module
 
-    if not isinstance(sweep.base.dataset, UploadedDataset):
-        return
-    try:
-        fetch_dataset(artifacts, sweep.base.dataset.id)
-    except ArtifactMissing:
-        raise TrainingError(ErrorType.BAD_DATA, "base.dataset.id: the dataset's file is gone") from None
+    return TrainingError(ErrorType.BAD_DATA, "base.dataset.id: the dataset's file is gone")

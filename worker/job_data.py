@@ -1,6 +1,7 @@
 """The data a job trains on, made local before the engine starts (the engine fetches nothing).
 
-An upload's canonical file comes from the artifact store; a dataset by URI is fetched (bounded,
+An upload's canonical file comes from the artifact store (a copy in the cache, on a bucket); a
+dataset by URI is fetched (bounded,
 hashed, cached by content hash), checked against its declared format and parsed once into a
 canonical file kept beside it, so a second job on the same object and target reads that. Both
 stay in the process's bounded cache (service.data.file_cache), held while the job trains.
@@ -24,23 +25,24 @@ from service.data.file_cache import FileCache
 from service.settings import Settings
 from service.store.artifacts import ArtifactMissing, Artifacts
 from service.submission.jobs import check_shape
-from worker.artifact_sync import fetch_dataset
+from worker.artifact_sync import held_dataset
 
 
 @contextmanager
 def local_dataset(
     artifacts: Artifacts, settings: Settings, spec: JobSpec
 ) -> Iterator[tuple[Path | None, dict[str, Any]]]:
-    """(the canonical file of a dataset by URI, or None; what the job records of its data),
-    the cached files kept from eviction while the block trains. Raises DataError with the
-    field it concerns."""
+    """(the canonical file of an upload or of a dataset by URI, or None for a built-in or
+    synthetic one; what the job records of its data), the cached files kept from eviction
+    while the block trains. Raises DataError with the field it concerns."""
     ds = spec.dataset
     if isinstance(ds, UploadedDataset):
-        try:
-            fetch_dataset(artifacts, ds.id)
-        except ArtifactMissing:
-            raise DataError(f"dataset.id: the file of dataset {ds.id!r} is gone") from None
-        yield None, {}
+        with ExitStack() as held:
+            try:
+                path = held.enter_context(held_dataset(artifacts, ds.id))
+            except ArtifactMissing:
+                raise DataError(f"dataset.id: the file of dataset {ds.id!r} is gone") from None
+            yield path, {}
         return
     if not isinstance(ds, UriDataset):
         yield None, {}

@@ -25,7 +25,7 @@ from service.queue.broker import RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, Broker, qu
 from service.store.repository import SweepClaim
 from service.submission import jobs
 from worker import leased_task
-from worker.artifact_sync import fetch_sweep_dataset
+from worker.artifact_sync import check_sweep_dataset, held_sweep_dataset
 from worker.celery_app import app
 from worker.lease import SweepLease
 from worker.runtime import Runtime, runtime
@@ -78,16 +78,23 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     lease = leased_task.hold(rt, SweepLease, sweep_id)
 
     def run() -> str:
-        fetch_sweep_dataset(rt.artifacts, sweep)
         if sweep.path is None:  # grids, random and searches: units that any worker takes
             from worker.coordinator import coordinate
 
+            check_sweep_dataset(rt.artifacts, sweep)
             queue = (store.get_sweep(sweep_id) or {}).get("queue") or queue_name(settings, "cpu")
             return coordinate(rt, sweep, sweep_id, queue, lease.should_stop, _send_unit)
         if not todo:
             return "succeeded"
         callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
-        return run_sweep(sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks).status
+        with held_sweep_dataset(rt.artifacts, sweep) as dataset_file:
+            return run_sweep(
+                sweep,
+                todo,
+                datasets_dir=settings.datasets_dir,
+                dataset_file=dataset_file,
+                callbacks=callbacks,
+            ).status
 
     def fail(error: dict[str, Any], best_index: int | None = None) -> None:
         if store.finish_sweep(sweep_id, owner, "failed", best_index=best_index, error=error):

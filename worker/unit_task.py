@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from service.contract.sweep_spec import SweepSpec, Trial
 from service.queue.broker import RUN_SWEEP_UNIT_TASK
 from service.store.sweep_units import UnitClaim
 from worker import leased_task
-from worker.artifact_sync import fetch_sweep_dataset
+from worker.artifact_sync import held_sweep_dataset
 from worker.celery_app import app
 from worker.lease import UnitLease
 from worker.leased_task import finite, outcome_fields
@@ -102,8 +103,11 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
     )
 
     def run() -> str:
+        with held_sweep_dataset(rt.artifacts, sweep) as dataset_file:
+            return train(dataset_file)
+
+    def train(dataset_file: Path | None) -> str:
         nonlocal search
-        fetch_sweep_dataset(rt.artifacts, sweep)
         if sweep.space is not None:
             from worker.search import UnitSearch
 
@@ -115,7 +119,9 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             callbacks.prune = search.prune
         if not todo:
             return "succeeded"
-        return run_sweep(sweep, todo, datasets_dir=settings.datasets_dir, callbacks=callbacks).status
+        return run_sweep(
+            sweep, todo, datasets_dir=settings.datasets_dir, dataset_file=dataset_file, callbacks=callbacks
+        ).status
 
     status = leased_task.run_engine(
         "unit",

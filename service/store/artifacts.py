@@ -7,8 +7,9 @@ Keys are `jobs/{job_id}/checkpoints/NAME.safetensors` (+ NAME.json, NAME.state.*
   wrote, so nothing is copied and `regtrain up` works as it always has;
 - an S3-compatible bucket (REGTRAIN_ARTIFACTS_URL=s3://bucket/prefix; endpoint, region and
   credentials from the AWS_* variables), through obstore, where each process puts what it
-  wrote, a worker pulls what its job needs into its scratch, and the API reads through copies
-  in data_dir/cache/artifacts, bounded by REGTRAIN_CACHE_MAX_BYTES (service.data.file_cache).
+  wrote, a worker pulls a job's resume point into its scratch, and both read everything else
+  (the API checkpoints and exports, a worker the uploads it trains on) through copies in
+  data_dir/cache/artifacts, bounded by REGTRAIN_CACHE_MAX_BYTES (service.data.file_cache).
 
 A reader never sees half a file: a PUT (single or multipart) becomes visible only once complete,
 a local write is a temporary file renamed, and the store's row is written after the put.
@@ -142,6 +143,16 @@ class Artifacts:
             self.cache.trim(keep=[path, *others])
         return [path, *others]
 
+    def exists(self, key: str) -> bool:
+        """Whether the key holds an object (a HEAD on a bucket: nothing is copied)."""
+        if not self.remote:
+            return self.local_path(key).is_file()
+        try:
+            obstore.head(self._store, key)
+        except FileNotFoundError:
+            return False
+        return True
+
     def cache_path(self, key: str) -> Path:
         """Where this process keeps its copy of the key's object: in the bounded cache on a
         bucket (a file made here to be put, such as an export, is written there too), the
@@ -150,8 +161,8 @@ class Artifacts:
 
     def pull(self, key: str) -> Path:
         """The key's object at its place in this process's data dir, outside the cache: what a
-        worker's job reads as its own scratch (a resume point, an uploaded dataset's file for
-        the engine), removed with the job's scratch rather than by eviction."""
+        worker's job reads as its own scratch (its resume point), removed with the job's
+        scratch rather than by eviction."""
         path = self.local_path(key)
         if not self.remote:
             if not path.is_file():

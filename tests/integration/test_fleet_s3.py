@@ -59,7 +59,7 @@ def test_a_sweep_on_an_upload_trains_its_units_on_both_workers_from_the_bucket(
     fleet: tuple[Service, str, Path],
 ) -> None:
     """Each worker that takes one of the sweep's units fetches the upload from the bucket into
-    its own data dir (first in this file: both workers are alive)."""
+    its own cache (first in this file: both workers are alive)."""
     svc, _, root = fleet
     rng = np.random.default_rng(2)
     X = rng.standard_normal((2000, 8))
@@ -83,9 +83,11 @@ def test_a_sweep_on_an_upload_trains_its_units_on_both_workers_from_the_bucket(
     assert sweep["status"] == "succeeded", sweep["error"]
     assert all(t["status"] == "succeeded" for t in sweep["trials"]), [t["error"] for t in sweep["trials"]]
     assert len({u["worker"] for u in sweep["units"]}) == 2, sweep["units"]
-    # every worker read the upload from its own data dir, fetched there from the bucket
+    # every worker read the upload from its own cache, fetched there from the bucket (a copy
+    # the cache bounds, not one left in its data dir for good)
     for i in range(len(svc.workers)):
-        assert (root / f"worker{i}" / "datasets").is_dir()
+        assert (root / f"worker{i}" / "cache" / "artifacts" / "datasets" / f"{dataset_id}.npz").is_file()
+        assert not (root / f"worker{i}" / "datasets").exists()
 
 
 def test_a_killed_workers_job_resumes_on_another_from_the_bucket_and_is_served(

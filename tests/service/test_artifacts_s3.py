@@ -85,6 +85,34 @@ def test_artifacts_on_a_bucket_put_fetch_stream_presign_delete(s3: S3Server, tmp
     assert not (tmp_path / "b" / "cache" / "artifacts" / "jobs" / "j1").exists()
 
 
+def test_a_workers_copies_of_uploads_stay_within_its_cache_bound(s3: S3Server, tmp_path: Path) -> None:
+    """A worker trains on an upload from its cached copy, held while it trains: the copies of
+    every upload it ever trained on do not pile up outside the cache, and a copy not in use is
+    evicted once newer ones fill the bound."""
+    from worker.artifact_sync import held_dataset
+
+    bucket = s3.bucket()
+    url = f"s3://{bucket}/run"
+    api = Artifacts(Settings(data_dir=tmp_path / "api", artifacts_url=url))
+    blob = tmp_path / "ds.npz"
+    for i in range(4):
+        blob.write_bytes(bytes([i]) * 40_000)
+        api.put(f"datasets/ds-{i}.npz", blob)
+    worker = Artifacts(Settings(data_dir=tmp_path / "w", artifacts_url=url, cache_max_bytes=100_000))
+    assert worker.exists("datasets/ds-0.npz") and not worker.exists("datasets/ds-9.npz")
+    with held_dataset(worker, "ds-0") as first:
+        assert first.is_relative_to(tmp_path / "w" / "cache") and first.read_bytes() == bytes([0]) * 40_000
+        with held_dataset(worker, "ds-1"), held_dataset(worker, "ds-2"):
+            assert first.is_file()  # in use: over the bound, yet kept
+    with held_dataset(worker, "ds-3"):  # the next download trims: the least recently used go
+        pass
+    copies = sorted(p.name for p in (tmp_path / "w" / "cache" / "artifacts" / "datasets").iterdir())
+    assert copies == ["ds-2.npz", "ds-3.npz"]
+    assert not (tmp_path / "w" / "datasets").exists()
+    with pytest.raises(FileNotFoundError), held_dataset(worker, "ds-9"):
+        pass
+
+
 def test_local_backend_is_the_data_dir_itself(tmp_path: Path) -> None:
     artifacts = Artifacts(Settings(data_dir=tmp_path))
     path = artifacts.local_path("datasets/ds-1.npz")

@@ -89,7 +89,8 @@ class Prepared:
 def load_dataset(spec: JobSpec, datasets_dir: Path | None, dataset_file: Path | None = None) -> ParsedDataset:
     """The raw dataset a spec names; DataError with a reason when it cannot be had. A dataset
     by URI is read from `dataset_file`, the canonical file the worker made of the fetched object
-    (the engine itself fetches nothing)."""
+    (the engine itself fetches nothing); an upload from `dataset_file` when the worker gives
+    one (its cached copy), else from `datasets_dir` (`regtrain train`)."""
     ds = spec.dataset
     if isinstance(ds, UriDataset):
         if dataset_file is None:
@@ -109,6 +110,8 @@ def load_dataset(spec: JobSpec, datasets_dir: Path | None, dataset_file: Path | 
     if isinstance(ds, SyntheticDataset):
         return _synthetic(ds)
     assert isinstance(ds, UploadedDataset)
+    if dataset_file is not None:
+        return load_canonical(dataset_file)
     if datasets_dir is None:
         raise DataError(f"dataset {ds.id!r}: no dataset folder is configured")
     return load_canonical(datasets_dir / f"{ds.id}.npz")

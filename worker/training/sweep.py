@@ -138,10 +138,12 @@ def run_sweep(
     trials: list[Trial],
     *,
     datasets_dir: Path | None = None,
+    dataset_file: Path | None = None,
     callbacks: SweepCallbacks | None = None,
     folds_cache: dict[str, list[Prepared]] | None = None,
 ) -> SweepOutcome:
-    """`folds_cache` keeps the folds between calls (a search trains one unit of trials per call)."""
+    """`folds_cache` keeps the folds between calls (a search trains one unit of trials per call);
+    `dataset_file` is the upload's file, as for load_dataset."""
     cb = callbacks or SweepCallbacks()
     folds_of: dict[str, list[Prepared]] = {} if folds_cache is None else folds_cache
 
@@ -150,7 +152,7 @@ def run_sweep(
             [spec.dataset.model_dump(mode="json"), spec.split.model_dump(mode="json"), spec.model.type]
         )
         if key not in folds_of:
-            raw = load_dataset(spec, datasets_dir)
+            raw = load_dataset(spec, datasets_dir, dataset_file)
             folds_of[key] = (
                 cv_folds(spec, raw, sweep.cv_folds) if sweep.cv_folds else [split_and_standardize(spec, raw)]
             )
