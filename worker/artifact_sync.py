@@ -104,10 +104,10 @@ def drop_scratch(store: Repository, artifacts: Artifacts, job_id: str, work_dir:
 @contextmanager
 def held_dataset(artifacts: Artifacts, dataset_id: str) -> Iterator[Path]:
     """An uploaded dataset's canonical file for the block's duration: the artifact itself on
-    the local backend; on a bucket, this process's copy in the bounded cache (REGTRAIN_CACHE_
-    MAX_BYTES), held against eviction while the block trains on it. A copy outside the cache
-    would stay on every worker that ever trained on the dataset, even after its DELETE.
-    ArtifactMissing when the dataset's file is gone."""
+    the local backend; on a bucket, this process's copy in the bounded cache
+    (REGTRAIN_CACHE_MAX_BYTES), held against eviction while the block trains on it. A copy
+    outside the cache would stay on every worker that ever trained on the dataset, even after
+    its DELETE. ArtifactMissing when the dataset's file is gone."""
     with artifacts.cached(dataset_key(dataset_id)) as path:
         yield path
 

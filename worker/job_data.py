@@ -1,10 +1,10 @@
 """The data a job trains on, made local before the engine starts (the engine fetches nothing).
 
 An upload's canonical file comes from the artifact store (a copy in the cache, on a bucket); a
-dataset by URI is fetched (bounded,
-hashed, cached by content hash), checked against its declared format and parsed once into a
-canonical file kept beside it, so a second job on the same object and target reads that. Both
-stay in the process's bounded cache (service.data.file_cache), held while the job trains.
+dataset by URI is fetched (bounded, hashed, cached by content hash), checked against its
+declared format and parsed once into a canonical file kept beside it, so a second job on the
+same object and target reads that. Both stay in the process's bounded cache
+(service.data.file_cache), held while the job trains.
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ class Prepared:
 def load_dataset(spec: JobSpec, datasets_dir: Path | None, dataset_file: Path | None = None) -> ParsedDataset:
     """The raw dataset a spec names; DataError with a reason when it cannot be had. A dataset
     by URI is read from `dataset_file`, the canonical file the worker made of the fetched object
-    (the engine itself fetches nothing); an upload from `dataset_file` when the worker gives
-    one (its cached copy), else from `datasets_dir` (`regtrain train`)."""
+    (the engine itself fetches nothing); an upload from `dataset_file` when the caller gives
+    one (the worker's held copy), else from `datasets_dir`."""
     ds = spec.dataset
     if isinstance(ds, UriDataset):
         if dataset_file is None:
