@@ -4,6 +4,9 @@
     regtrain status ID                        regtrain cancel ID
     regtrain jobs [--status S] [--limit N]    regtrain download ID [--checkpoint best] [-o FILE]
     regtrain sweep SWEEP.json [--follow]
+    (and, in resource_commands: sweeps, datasets, upload, predict, delete)
+
+`status ID` shows a job, or a sweep when no job has that id.
 
 The server comes from --url or REGTRAIN_URL (default http://127.0.0.1:8000), the key from
 REGTRAIN_API_KEY. Exit status: 0 done (a followed job succeeded), 1 the job or sweep failed or
@@ -16,11 +19,24 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import httpx
-from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_detail, trial_event_line
+from regtrain_client import (
+    ApiError,
+    Client,
+    Job,
+    NotFound,
+    Sweep,
+    epoch_line,
+    format_detail,
+    trial_event_line,
+)
+
+from service.cli import resource_commands
+from service.cli.tables import fmt as _fmt
+from service.cli.tables import table
 
 # A server that has not answered yet is tried again (after 0.5, 1 s) for at most GIVE_UP_AFTER_S, so
 # that a wrong URL is reported within about 2 s (a connect attempt waits CONNECT_S); once it has
@@ -28,7 +44,7 @@ from regtrain_client import ApiError, Client, Job, Sweep, epoch_line, format_det
 RETRIES = 4
 GIVE_UP_AFTER_S = 2.0
 CONNECT_S = 1.5
-COMMANDS = ("submit", "status", "jobs", "metrics", "cancel", "download", "sweep")
+COMMANDS = ("submit", "status", "jobs", "metrics", "cancel", "download", "sweep", *resource_commands.COMMANDS)
 
 
 def add_commands(sub: Any) -> None:
@@ -42,7 +58,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("submit", parents=[common], help="queue a job on a server")
     p.add_argument("spec", metavar="SPEC.json", help='a JobSpec file ("-": standard input)')
     p.add_argument("--follow", "-f", action="store_true", help="a line per epoch, then the result")
-    p = sub.add_parser("status", parents=[common], help="a job's status, progress and result")
+    p = sub.add_parser("status", parents=[common], help="a job's or a sweep's status, progress and result")
     p.add_argument("job_id", metavar="ID")
     p = sub.add_parser("jobs", parents=[common], help="the newest jobs")
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
@@ -59,6 +75,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("sweep", parents=[common], help="queue a sweep (grid or random search)")
     p.add_argument("spec", metavar="SWEEP.json", help='a sweep file ("-": standard input)')
     p.add_argument("--follow", "-f", action="store_true", help="follow it to the end, then the trials")
+    resource_commands.add_commands(sub, common)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -89,18 +106,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 # --- rendering -----------------------------------------------------------------------------
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [[str(h) for h in header]] + [["" if v is None else _fmt(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.4f}"
-    return str(v)
 
 
 def job_summary(job: Job) -> str:
@@ -158,11 +163,18 @@ def submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def status(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    job = client.job(args.job_id)
+    # Job and sweep ids share one form: an id that names no job is looked up as a sweep.
+    try:
+        doc: Job | Sweep = client.job(args.job_id)
+    except NotFound:
+        try:
+            doc = client.sweep(args.job_id)
+        except NotFound:
+            raise NotFound(404, f"no job or sweep {args.job_id!r}") from None
     if args.json:
-        _print_json(_dump(job), out)
+        _print_json(_dump(doc), out)
     else:
-        print(job_summary(job), file=out)
+        print(job_summary(doc) if isinstance(doc, Job) else sweep_summary(doc), file=out)
     return 0
 
 
@@ -296,4 +308,9 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "cancel": cancel,
     "download": download,
     "sweep": sweep,
+    "sweeps": resource_commands.sweeps,
+    "datasets": resource_commands.datasets,
+    "upload": resource_commands.upload,
+    "predict": resource_commands.predict,
+    "delete": resource_commands.delete,
 }

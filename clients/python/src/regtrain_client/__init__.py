@@ -32,6 +32,7 @@ from regtrain_client.frames import EpochRows, Rows
 from regtrain_client.models import (
     FINISHED,
     Checkpoint,
+    Dataset,
     Document,
     EpochMetrics,
     HistoryEntry,
@@ -54,6 +55,7 @@ __all__ = [
     "Checkpoint",
     "Client",
     "Conflict",
+    "Dataset",
     "Document",
     "EpochMetrics",
     "EpochRows",

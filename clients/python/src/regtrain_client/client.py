@@ -15,10 +15,10 @@ import httpx
 
 from regtrain_client.errors import JobFailed
 from regtrain_client.frames import EpochRows
-from regtrain_client.models import Checkpoint, EpochMetrics, Job, Sweep
+from regtrain_client.models import Checkpoint, Dataset, EpochMetrics, Job, Sweep
 from regtrain_client.progress import EpochProgress
 from regtrain_client.sse import Event, parse_sse
-from regtrain_client.transport import RETRYABLE, Transport
+from regtrain_client.transport import RETRYABLE, Transport, raise_for_detail
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # The server comments every 15 s on a quiet stream: this long without a byte means a dead link.
@@ -130,6 +130,32 @@ class Client:
         """DELETE /v1/datasets/{id} (Conflict while a queued or running job uses it)."""
         self.transport.request("DELETE", f"/v1/datasets/{dataset_id}")
 
+    # --- datasets ---
+
+    def datasets(self) -> list[Dataset]:
+        """Uploads and registered datasets (newest first), then the built-in ones."""
+        return [Dataset.model_validate(d) for d in self._json("GET", "/v1/datasets")["datasets"]]
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        return Dataset.model_validate(self._json("GET", f"/v1/datasets/{dataset_id}"))
+
+    def upload(self, path: str | Path, *, target: str | None = None, task: str | None = None) -> Dataset:
+        """POST /v1/datasets with a CSV, Parquet or NPZ file; train on it with
+        `{"dataset": {"id": dataset.id}}`. Not retried: an upload is not idempotent."""
+        source = Path(path)
+        form = {k: v for k, v in (("target", target), ("task", task)) if v is not None}
+        with source.open("rb") as f:
+            r = self.http.post("/v1/datasets", files={"file": (source.name, f)}, data=form)
+        raise_for_detail(r)
+        return Dataset.model_validate(r.json())
+
+    def register_dataset(
+        self, uri: str, *, format: str | None = None, target: str | None = None, name: str | None = None
+    ) -> Dataset:
+        """POST /v1/datasets with a JSON body: a dataset by s3:// or https:// URI, read once by the server."""
+        body = {k: v for k, v in (("uri", uri), ("format", format), ("target", target), ("name", name)) if v}
+        return Dataset.model_validate(self._json("POST", "/v1/datasets", json=body))
+
     def metrics(self, job_id: str) -> EpochRows[EpochMetrics]:
         """One row per epoch; `.to_dataframe()` makes a DataFrame indexed by epoch."""
         rows = self._json("GET", f"/v1/jobs/{job_id}/metrics")["epochs"]
@@ -166,11 +192,15 @@ class Client:
 
     def predict(self, job_id: str, inputs: Any, checkpoint: str = "best") -> list[Any]:
         """Predictions of a trained job for raw inputs (the server standardizes them): class
-        labels for classification, values in the target's units for regression."""
+        labels for classification, values in the target's units for regression. Many rows are
+        sent as several requests, each within the server's row and body limits, in order."""
         if hasattr(inputs, "tolist"):  # a numpy array
             inputs = inputs.tolist()
-        body = {"inputs": inputs, "checkpoint": checkpoint}
-        return self._json("POST", f"/v1/jobs/{job_id}/predict", json=body)["predictions"]
+        out: list[Any] = []
+        for batch in predict_batches(list(inputs)):
+            body = {"inputs": batch, "checkpoint": checkpoint}
+            out += self._json("POST", f"/v1/jobs/{job_id}/predict", json=body)["predictions"]
+        return out
 
     def events(
         self, job_id: str, *, last_event_id: str | None = None, timeout: float | None = None
@@ -277,6 +307,28 @@ class Client:
 
     def cancel_sweep(self, sweep_id: str) -> Sweep:
         return self._sweep(self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+
+# The server's limits on one predict request: 10,000 rows and a 1 MiB body. Batches stay under
+# both with room for the envelope, so any number of rows goes through without a 413.
+PREDICT_MAX_ROWS = 10_000
+PREDICT_MAX_BYTES = 900_000
+
+
+def predict_batches(rows: list[Any]) -> Iterator[list[Any]]:
+    """Consecutive slices of `rows`, each at most PREDICT_MAX_ROWS rows and about
+    PREDICT_MAX_BYTES of JSON (a single larger row goes alone: the server names its limit)."""
+    batch: list[Any] = []
+    size = 0
+    for row in rows:
+        row_bytes = len(json.dumps(row, separators=(",", ":"))) + 1
+        if batch and (len(batch) >= PREDICT_MAX_ROWS or size + row_bytes > PREDICT_MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += row_bytes
+    if batch:
+        yield batch
 
 
 def load_spec(spec: dict[str, Any] | str | Path) -> dict[str, Any]:

@@ -205,6 +205,25 @@ class SweepBest(Document):
     test_metrics: dict[str, Any] | None = None
 
 
+class Dataset(Document):
+    """An uploaded or registered dataset (id set) or a built-in one (id None), as
+    GET /v1/datasets lists them."""
+
+    SCHEMA = "Dataset"
+    id: str | None = None
+    name: str
+    task: str
+    n_samples: int | None = None
+    n_features: int | None = None
+    n_classes: int | None = None
+    image_shape: list[int] | None = None
+    sha256: str | None = None
+    builtin: bool = False
+    created_at: datetime | None = None
+    uri: str | None = None
+    source_sha256: str | None = None
+
+
 class Sweep(_Handle):
     """A sweep as GET /v1/sweeps/{id} returns it."""
 
