@@ -4,6 +4,7 @@ progress (tqdm bar or plain lines) and how soon an unreachable server is given u
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
 
@@ -116,3 +117,20 @@ def test_a_server_that_answered_before_gets_every_retry() -> None:
         with pytest.raises(httpx.TransportError):
             client.metrics("j")
         assert time.monotonic() - t0 > 1.0  # 0.2 + 0.4 + 0.8 s of backoff, past give_up_after_s
+
+
+def test_predict_splits_rows_into_requests_within_the_servers_limits() -> None:
+    seen: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert len(request.content) < 1_048_576 and len(body["inputs"]) <= 10_000
+        seen.append(len(body["inputs"]))
+        return httpx.Response(200, json={"predictions": [r[0] for r in body["inputs"]], "checkpoint": "best",
+                                         "epoch": 1})  # fmt: skip
+
+    rows = [[float(i)] + [0.123456789] * 63 for i in range(12_000)]  # ~12 MB of JSON, 12k rows
+    with Client("http://regtrain.test", transport=httpx.MockTransport(answer)) as client:
+        got = client.predict("job", rows)
+    assert got == [float(i) for i in range(12_000)]  # every row once, in order
+    assert len(seen) > 1 and sum(seen) == 12_000
