@@ -29,6 +29,14 @@ class Settings(BaseSettings):
         description="Celery broker, e.g. redis://host:6379/0. Default: a queue in data_dir that "
         "needs no server (one machine only).",
     )
+    celery_events: bool | None = Field(
+        None,
+        description="Celery's remote control and task events, which `celery inspect` and Flower "
+        "read: each worker answers broadcasts and sends an event per task state change and a "
+        "heartbeat every 2 s. Unset: on with REGTRAIN_BROKER_URL (Redis); false turns them off. "
+        "Always off on the embedded broker, which cannot carry them (its control queues are "
+        "files, and a killed worker's would fill with every later broadcast).",
+    )
     api_keys: str | None = Field(
         None,
         description='"tenant-a:key1,tenant-b:key2". Unset: no auth, and the API serves loopback only.',
@@ -78,7 +86,8 @@ class Settings(BaseSettings):
         2.0,
         gt=0,
         description="How often a worker renews its job's lease and reads the cancel flag (so a "
-        "cancel takes effect within about this long). Keep it well under lease_seconds.",
+        "cancel takes effect within about this long), and writes its row of GET /v1/workers. "
+        "Keep it well under lease_seconds.",
     )
     reaper_interval_s: float = Field(
         15.0, gt=0, description="How often each worker looks for running jobs whose lease expired."

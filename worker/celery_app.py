@@ -65,6 +65,26 @@ def _start_reaper(**_: Any) -> None:
     runtime().start_reaper(app)
 
 
+@signals.worker_ready.connect
+def _join_fleet(sender: Any = None, **_: Any) -> None:
+    # The consumer knows what the worker was started with: Celery's name for it (Flower's,
+    # `celery inspect`'s) and the queues it takes messages from.
+    from worker.runtime import runtime
+
+    rt = runtime()
+    queues = sorted(sender.app.amqp.queues.consume_from) if sender is not None else []
+    rt.presence.start(lambda: rt.workers, getattr(sender, "hostname", None), queues)
+
+
+@signals.worker_shutdown.connect
+def _leave_fleet(**_: Any) -> None:
+    # After the last task has ended (a warm shutdown waits for it): the row goes at once.
+    from worker.runtime import runtime
+
+    rt = runtime()
+    rt.presence.stop(rt.workers)
+
+
 @signals.worker_shutting_down.connect
 def _shutting_down(**_: Any) -> None:
     # A warm shutdown (SIGTERM, Ctrl-C) stops the running job at its next step; the task then

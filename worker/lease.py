@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Literal
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, Literal
 
 from service.store.sweep_units import SweepUnits
+
+if TYPE_CHECKING:
+    from worker.presence import Presence
 
 log = logging.getLogger("regtrain.worker")
 
@@ -31,6 +35,7 @@ class Lease:
         lease_seconds: float,
         heartbeat_seconds: float,
         shutdown: threading.Event,
+        presence: Presence | None = None,
     ) -> None:
         self.store = store
         self.job_id = job_id
@@ -42,14 +47,20 @@ class Lease:
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
+        # While the lease is held, the worker's row in the fleet's list says it trains this row.
+        self.presence = presence
+        self._held = ExitStack()
 
     def __enter__(self) -> Lease:
+        if self.presence is not None:
+            self._held.enter_context(self.presence.busy_with(self.job_id))
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._closed.set()
         self._thread.join(timeout=self.heartbeat_seconds + 30)
+        self._held.close()
 
     def should_stop(self) -> bool:
         if self.shutdown.is_set() and self.reason is None:

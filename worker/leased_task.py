@@ -83,6 +83,7 @@ def hold(rt: Runtime, lease_class: type[Lease], row_id: str) -> Lease:
         lease_seconds=rt.settings.lease_seconds,
         heartbeat_seconds=rt.settings.heartbeat_seconds,
         shutdown=rt.shutdown,
+        presence=rt.presence,
     )
 
 

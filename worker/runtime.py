@@ -1,5 +1,5 @@
-"""What a worker process holds for its whole life: its name, the store, the shutdown flag and
-the reaper thread."""
+"""What a worker process holds for its whole life: its name, the store, the shutdown flag, the
+reaper thread and its presence in the fleet's list (worker/presence.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from service.settings import Settings, get_settings
 from service.store import Repository, open_store
 from service.store.artifacts import Artifacts
 from service.store.sweep_units import SweepUnits
+from service.store.workers import WorkerRegistry
+from worker.presence import Presence
 
 log = logging.getLogger("regtrain.worker")
 
@@ -46,6 +48,15 @@ class Runtime:
     @cached_property
     def units(self) -> SweepUnits:
         return SweepUnits(self.store.engine)
+
+    @cached_property
+    def workers(self) -> WorkerRegistry:
+        return WorkerRegistry(self.store.engine)
+
+    @cached_property
+    def presence(self) -> Presence:
+        # Beats as often as a lease is renewed; readers count a worker gone after lease_seconds.
+        return Presence(self.name, socket.gethostname(), self.settings.heartbeat_seconds)
 
     def start_reaper(self, app: Celery) -> None:
         # Every worker also sends the webhook deliveries that are due, its own and those a
@@ -82,6 +93,8 @@ class Runtime:
             log.warning("sweep unit %s: (re)sending its message on %s", unit_id, queue)
             app.send_task(RUN_SWEEP_UNIT_TASK, args=[unit_id], queue=queue)
         self._resend_lost(app)
+        # Workers killed outright (a clean stop deletes its own row); readers already skip them.
+        self.workers.purge(s.lease_seconds)
         gone = self.webhooks.outbox.purge(s.webhook_history_s)
         if gone:
             log.info("webhooks: %d ended deliveries older than %gs deleted", gone, s.webhook_history_s)

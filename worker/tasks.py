@@ -100,9 +100,13 @@ def _execute(job_id: str, rt: Runtime) -> None:
                 max_parameters=settings.max_parameters,
             )
 
+    def on_epoch(row: dict[str, Any]) -> None:
+        store.record_epoch(job_id, owner, finite(row))
+        rt.presence.epoch()
+
     lease = leased_task.hold(rt, Lease, job_id)
     callbacks = EngineCallbacks(
-        on_epoch=lambda row: store.record_epoch(job_id, owner, finite(row)),
+        on_epoch=on_epoch,
         on_checkpoint=on_checkpoint,
         on_checkpoint_removed=removed,
         should_stop=lease.should_stop,

@@ -70,6 +70,7 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
     search = None
 
     def on_epoch(index: int, fold: int, step: int, row: dict[str, Any]) -> None:
+        rt.presence.epoch()
         if search is not None:
             search.on_epoch(index, fold, step, row)
         value = row.get(metric)
@@ -100,6 +101,7 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         shutdown=rt.shutdown,
+        presence=rt.presence,
     )
 
     def run() -> str:

@@ -20,7 +20,18 @@ from service.api import validation_errors
 from service.api.auth import parse_api_keys
 from service.api.errors import ApiError, status_of
 from service.api.predict import Predictors
-from service.api.routes import dashboard, datasets, docs, events, health, jobs, metrics, predict, sweeps
+from service.api.routes import (
+    dashboard,
+    datasets,
+    docs,
+    events,
+    health,
+    jobs,
+    metrics,
+    predict,
+    sweeps,
+    workers,
+)
 from service.api.telemetry import RequestTimer, make_registry
 from service.api.text_guard import TextGuard
 from service.contract.errors import DomainError
@@ -186,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    for module in (jobs, events, predict, sweeps, datasets, health, metrics):
+    for module in (jobs, events, predict, sweeps, datasets, health, metrics, workers):
         _document_errors(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)

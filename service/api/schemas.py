@@ -210,3 +210,32 @@ class Sweep(BaseModel):
 class SweepList(BaseModel):
     sweeps: list[Sweep]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")
+
+
+class Worker(BaseModel):
+    """A worker process, as its heartbeats in the store describe it."""
+
+    name: str = Field(description="The worker as job histories and sweep trials name it (host:pid).")
+    celery_name: str | None = Field(
+        None, description="The same process as Celery names it (`celery inspect`, Flower)."
+    )
+    host: str
+    queues: list[str] = Field(description="The queues it takes messages from.")
+    device: str | None = Field(description='What it trains an "auto" job on: `cpu` or `cuda:N (name)`.')
+    busy: bool = Field(
+        description="It trains something now (it holds a job's, sweep's or sweep unit's lease)."
+    )
+    busy_with: str | None = Field(
+        description="The id of the job, sweep or sweep unit (`{sweep id}.{index}`) it trains, when "
+        "that belongs to the caller's tenant; null when idle or busy with another tenant's work."
+    )
+    epochs_per_second: float = Field(
+        description="Epochs it trained per second over the last minute (each trial's epoch in a sweep)."
+    )
+    started_at: datetime
+    last_heartbeat: datetime
+    version: str = Field(description="The regtrain version it runs.")
+
+
+class WorkerList(BaseModel):
+    workers: list[Worker]

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.store import Repository
 from service.store.job_counts import DURATION_BUCKETS
 from service.store.repository import now
+from service.store.workers import WorkerRegistry
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 RATE_WINDOW_S = 60
@@ -82,10 +83,39 @@ class StoreCollector(Collector):
         )
 
 
-def make_registry(store: Repository) -> tuple[CollectorRegistry, Histogram]:
+class WorkerCollector(Collector):
+    """One series per live worker (GET /v1/workers' list: heard from within `alive_s`), from
+    the rows the workers write with each heartbeat."""
+
+    def __init__(self, store: Repository, alive_s: float) -> None:
+        self.workers = WorkerRegistry(store.engine)
+        self.alive_s = alive_s
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self.workers.alive(self.alive_s)
+        busy = GaugeMetricFamily(
+            "regtrain_worker_busy",
+            "1 while the worker trains a job, sweep or sweep unit, else 0; live workers only.",
+            labels=["worker"],
+        )
+        rate = GaugeMetricFamily(
+            "regtrain_worker_epochs_per_second",
+            f"Epochs the worker trained per second over the last {RATE_WINDOW_S} s (each trial's "
+            "epoch in a sweep unit), as of its last heartbeat.",
+            labels=["worker"],
+        )
+        for row in rows:
+            busy.add_metric([row.name], 1 if row.busy_with is not None else 0)
+            rate.add_metric([row.name], row.epochs_per_second)
+        yield busy
+        yield rate
+
+
+def make_registry(store: Repository, worker_alive_s: float) -> tuple[CollectorRegistry, Histogram]:
     """The app's own registry (two apps in one process never share counters)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StoreCollector(store))
+    registry.register(WorkerCollector(store, worker_alive_s))
     latency = Histogram(
         "regtrain_http_request_duration_seconds",
         "Time to answer an API request, by method, route template and status code.",

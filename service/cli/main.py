@@ -228,7 +228,7 @@ def run_worker(settings: Settings, *, gpu: int | None, kinds: list[QueueKind] | 
     if gpu is not None:
         # Before anything imports torch: this process then sees GPU N alone, as cuda:0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    from service.queue.broker import queue_name
+    from service.queue.broker import celery_events, queue_name
     from worker.celery_app import app
     from worker.runtime import lower_priority, open_store_or_exit
 
@@ -247,10 +247,11 @@ def run_worker(settings: Settings, *, gpu: int | None, kinds: list[QueueKind] | 
             "--concurrency=1",
             f"--queues={queues}",
             f"--hostname=regtrain-{label}-{os.getpid()}@%h",
-            # No mingle, gossip or event heartbeats: cancel and liveness go through the store.
+            # No mingle or gossip: cancel and liveness go through the store. Event heartbeats
+            # only where events are on (REGTRAIN_CELERY_EVENTS), for Flower's online/offline.
             "--without-mingle",
             "--without-gossip",
-            "--without-heartbeat",
+            *([] if celery_events(settings) else ["--without-heartbeat"]),
             f"--loglevel={loglevel.upper()}",
         ]
     )

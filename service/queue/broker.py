@@ -31,8 +31,16 @@ def queue_for_device(settings: Settings, device: str) -> str:
     return queue_name(settings, kind)
 
 
+def celery_events(settings: Settings) -> bool:
+    """Are Celery's remote control and task events on (REGTRAIN_CELERY_EVENTS)? Never on the
+    embedded broker: kombu's file transport keeps a fanout queue per worker as files, and those
+    of a worker that was killed would take a file per broadcast for ever."""
+    return bool(settings.broker_url) and settings.celery_events is not False
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("regtrain")
+    events = celery_events(settings)
     if settings.broker_url:
         broker_url = settings.broker_url
         transport_options = {
@@ -90,11 +98,15 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         result_backend=None,
         task_track_started=False,
-        worker_send_task_events=False,
+        # Cancel goes through the store's flag (polled by the training loop), not revoke, which
+        # cannot stop a running task; liveness goes through the store's leases and the workers'
+        # rows. Remote control and task events are there for Celery's own tools (`celery
+        # inspect`, Flower), which a platform's operators already run (see celery_events).
+        worker_send_task_events=events,
+        worker_enable_remote_control=events,
+        # No task-sent event: it would be the API's, a publish on every submit's path; Flower
+        # lists a task from its worker's task-received on.
         task_send_sent_event=False,
-        # Cancel goes through the store's flag (polled by the training loop), not revoke,
-        # which cannot stop a running task: no remote control, mingle or gossip needed.
-        worker_enable_remote_control=False,
         # Every job names its queue (cpu or gpu, see queue_for_device); these only cover a
         # message sent without one, and declare the prefixed queues on first use.
         task_default_queue=queue_name(settings, "cpu"),

@@ -280,3 +280,21 @@ store_counters = sa.Table(
     sa.Column("name", sa.String(50), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+# Added by migration 0012: the fleet as each worker process reports it, upserted by its presence
+# thread every heartbeat and deleted on a clean shutdown (store/workers.py); a worker killed
+# outright leaves a row that readers skip once its heartbeat is older than the lease.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),  # the lease owner in job histories
+    sa.Column("celery_name", sa.String(300)),  # the same process as Celery names it (Flower)
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("queues", Json, nullable=False),
+    sa.Column("device", sa.String(200)),
+    sa.Column("version", sa.String(50), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_heartbeat", UTCDateTime, nullable=False),
+    sa.Column("busy_with", sa.String(80)),  # the job, sweep or sweep unit it trains
+    sa.Column("epochs_per_second", sa.Float, nullable=False, server_default="0"),
+)
