@@ -8,6 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# The title of each document's filled `spec` (a free-form object). A client generator names an
+# inline object <Model><Title>: with pydantic's own title ("Spec"), openapi-python-client made
+# JobSpec and SweepSpec of them, the request models' names, and dropped Job, JobList, Sweep and
+# SweepList as duplicates (tests/integration/test_generated_client.py).
+FILLED_SPEC = "FilledSpec"
 
 
 class HistoryEntry(BaseModel):
@@ -48,7 +53,7 @@ class Job(BaseModel):
     latest_metrics: dict[str, Any] | None
     result: dict[str, Any] | None
     error: JobError | None
-    spec: dict[str, Any] = Field(description="The JobSpec with every default filled in.")
+    spec: dict[str, Any] = Field(title=FILLED_SPEC, description="The JobSpec with every default filled in.")
 
 
 class JobList(BaseModel):
@@ -75,7 +80,7 @@ class CheckpointList(BaseModel):
 class Validation(BaseModel):
     """The shape-driven figures are null for a dataset by URI: the worker reads its shape."""
 
-    spec: dict[str, Any] = Field(description="The JobSpec with every default filled in.")
+    spec: dict[str, Any] = Field(title=FILLED_SPEC, description="The JobSpec with every default filled in.")
     parameters: int | None = Field(description="Trainable parameters of the model on this dataset.")
     memory_bytes_per_batch: int | None = Field(
         description="Rough float32 footprint of one training step (weights, gradients, "
@@ -203,7 +208,7 @@ class Sweep(BaseModel):
     units: list[SweepUnit] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     study: SweepStudy | None = Field(None, description="A search's Optuna study, in regtrain's database.")
-    spec: dict[str, Any] = Field(description="The SweepSpec with every default filled in.")
+    spec: dict[str, Any] = Field(title=FILLED_SPEC, description="The SweepSpec with every default filled in.")
     error: JobError | None
 
 
