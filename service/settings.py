@@ -132,11 +132,30 @@ class Settings(BaseSettings):
         description="How long a delivered or failed webhook delivery stays in the store (seconds); "
         "every worker's reaper deletes older ones, so the outbox does not grow with the store's history.",
     )
+    egress_private_targets: bool | None = Field(
+        None,
+        description="May the fleet call loopback, private or link-local addresses for a tenant "
+        "(webhooks, datasets by https:// URI)? Decided by the API where a job, sweep or dataset "
+        "is admitted, and recorded with it: every process that acts for a job (workers, webhook "
+        "senders) obeys the rule recorded with the job, whatever its own keys. Unset: false "
+        "whenever REGTRAIN_API_KEYS is set; true on a server without keys (one user, as "
+        "`regtrain up`: loopback targets for local development).",
+    )
     webhook_private_targets: bool | None = Field(
         None,
-        description="May webhooks and datasets by https:// URI go to loopback, private or "
-        "link-local addresses? Unset: only where no REGTRAIN_API_KEYS are set (a single user); "
-        "with keys, only if true.",
+        description="Deprecated alias of REGTRAIN_EGRESS_PRIVATE_TARGETS, read only where that "
+        "is unset (it was named for webhooks, but always covered datasets by URI too).",
+    )
+    data_sources: str | None = Field(
+        None,
+        pattern=r"^\s*[^\s:,]+:s3://[^\s,/]+(/[^\s,]*)?\s*(,\s*[^\s:,]+:s3://[^\s,/]+(/[^\s,]*)?\s*)*$",
+        description='"tenant-a:s3://bucket-a/prefix,*:s3://shared-public/": the buckets and '
+        "prefixes each tenant may train on or register datasets from by s3:// URI (`*`: every "
+        "tenant; a prefix matches whole path segments). Never the artifacts location "
+        "(REGTRAIN_ARTIFACTS_URL), whatever a grant says. Checked by the API at admission and "
+        "by the worker again before it reads (so set it on both). Unset: none, except for the "
+        "tenant `default` of a server without REGTRAIN_API_KEYS (one user, whose own "
+        "credentials the server holds), which may read any bucket but the artifacts location.",
     )
     max_dataset_bytes: int = Field(
         256 * 1024 * 1024,
@@ -209,11 +228,14 @@ class Settings(BaseSettings):
         return out
 
     @property
-    def private_targets(self) -> bool:
-        """May the server call loopback, private or link-local addresses for a tenant (webhooks,
-        datasets by https:// URI)? Only a single-user server, unless told so explicitly."""
-        allowed = self.webhook_private_targets
-        return allowed if allowed is not None else not self.api_keys
+    def admits_private_targets(self) -> bool:
+        """The egress rule this process records with the work it admits (a job, a sweep, a
+        dataset registration): the API's. A worker or webhook sender never asks this: it obeys
+        the rule recorded with the job it acts for (jobs.egress_private)."""
+        for allowed in (self.egress_private_targets, self.webhook_private_targets):
+            if allowed is not None:
+                return allowed
+        return not self.api_keys
 
     @property
     def datasets_dir(self) -> Path:

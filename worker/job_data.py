@@ -5,6 +5,11 @@ dataset by URI is fetched (bounded, hashed, cached by content hash), checked aga
 declared format and parsed once into a canonical file kept beside it, so a second job on the
 same object and target reads that. Both stay in the process's bounded cache
 (service.data.file_cache), held while the job trains.
+
+A dataset by URI is read under the rules that admitted the job, not this process's own: the
+egress rule recorded with the job (a worker without API keys still refuses a private address to
+a job the API admitted under a denying rule), and the data sources granted to its tenant now
+(a grant removed since admission fails the job before a byte is read).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from service.contract.architecture import DataShape
+from service.contract.data_sources import data_sources
 from service.contract.errors import SpecError
 from service.contract.spec import JobSpec, UploadedDataset, UriDataset
 from service.data import uri as dataset_uri
@@ -30,11 +36,12 @@ from worker.artifact_sync import held_dataset
 
 @contextmanager
 def local_dataset(
-    artifacts: Artifacts, settings: Settings, spec: JobSpec
+    artifacts: Artifacts, settings: Settings, spec: JobSpec, *, tenant: str, allow_private: bool
 ) -> Iterator[tuple[Path | None, dict[str, Any]]]:
     """(the canonical file of an upload or of a dataset by URI, or None for a built-in or
     synthetic one; what the job records of its data), the cached files kept from eviction
-    while the block trains. Raises DataError with the field it concerns."""
+    while the block trains. `tenant` and `allow_private`: the job's tenant and the egress rule
+    recorded with it. Raises DataError with the field it concerns."""
     ds = spec.dataset
     if isinstance(ds, UploadedDataset):
         with ExitStack() as held:
@@ -47,13 +54,16 @@ def local_dataset(
     if not isinstance(ds, UriDataset):
         yield None, {}
         return
+    refusal = data_sources(settings).refusal(tenant, ds.uri)
+    if refusal is not None:
+        raise DataError(f"dataset.uri: {refusal}")
     cache = artifacts.cache
 
     def present() -> tuple[dataset_uri.Fetched, Path, Path]:
         # the object, then one canonical file per object and reading of it (target, task,
         # format) with its shape: each made again if eviction took it
         found = dataset_uri.fetch(
-            ds, cache, allow_private=settings.private_targets, max_bytes=settings.max_dataset_bytes
+            ds, cache, allow_private=allow_private, max_bytes=settings.max_dataset_bytes
         )
         return (found, *_canonical(found, ds, cache, settings))
 

@@ -175,7 +175,8 @@ def _retrain(
     broker = _broker(rt)
     try:
         spec = best_job_spec(sweep, trial, best_epoch, claim.notify_secret)
-        checked = jobs.check_spec(spec, store, claim.tenant, settings)
+        # the sweep's egress rule, the API's that admitted it, not this worker's settings
+        checked = jobs.check_spec(spec, store, claim.tenant, settings, egress_private=claim.egress_private)
         for attempt in range(RETRAIN_SEND_TRIES):
             try:
                 job, _ = jobs.submit(checked, store, broker, claim.tenant, key)

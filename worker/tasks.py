@@ -84,7 +84,13 @@ def _execute(job_id: str, rt: Runtime) -> None:
         # Inside the lease: fetching a large dataset keeps the job's heartbeat going.
         with ExitStack() as data:
             try:  # the cached dataset stays held (never evicted) while the job trains on it
-                dataset_file, found = data.enter_context(local_dataset(artifacts, settings, spec))
+                # under the tenant and egress rule the job was admitted with (not this
+                # worker's own settings: its keys, or their absence, decide nothing)
+                dataset_file, found = data.enter_context(
+                    local_dataset(
+                        artifacts, settings, spec, tenant=claim.tenant, allow_private=claim.egress_private
+                    )
+                )
             except DataError as e:
                 raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
             provenance.update(found)

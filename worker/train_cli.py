@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.contract.architecture import check_feasible, known_shape
+from service.contract.data_sources import SINGLE_USER
 from service.contract.errors import ErrorType, SpecError
 from service.contract.spec import JobSpec
 from service.data.datafile import DataError
@@ -80,7 +81,14 @@ def main(spec_path: str, out_dir: str) -> int:
         with ExitStack() as data:
             try:  # a dataset by URI is fetched as a worker would (an upload: from the artifact store)
                 dataset_file, provenance = data.enter_context(
-                    local_dataset(Artifacts(settings), settings, spec)
+                    # no server: the one user's own run, under its own settings' rule
+                    local_dataset(
+                        Artifacts(settings),
+                        settings,
+                        spec,
+                        tenant=SINGLE_USER,
+                        allow_private=settings.admits_private_targets,
+                    )
                 )
             except DataError as e:
                 raise TrainingError(ErrorType.BAD_DATA, str(e)) from None

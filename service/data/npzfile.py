@@ -49,8 +49,14 @@ def _open(source: Source) -> zipfile.ZipFile:
         return zipfile.ZipFile(fileobj)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
         if head.startswith(ZIP_MAGIC):
-            raise DataError(f"not a valid NPZ file: the zip archive is truncated or damaged ({e})") from None
-        raise DataError(f"not a valid NPZ file (a zip archive of .npy arrays): {e}") from None
+            raise DataError(
+                f"not a valid NPZ file: the zip archive is truncated or damaged ({e})",
+                without_content="not a valid NPZ file: the zip archive is truncated or damaged",
+            ) from None
+        raise DataError(
+            f"not a valid NPZ file (a zip archive of .npy arrays): {e}",
+            without_content="not a valid NPZ file (a zip archive of .npy arrays)",
+        ) from None
 
 
 def _head(fileobj: BinaryIO | Path) -> bytes:
@@ -76,7 +82,10 @@ def _header(zf: zipfile.ZipFile, member: str) -> Header:
     except DataError:
         raise
     except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f"{member} is not a readable .npy array: {e}") from None
+        raise DataError(
+            f"{member} is not a readable .npy array: {e}",
+            without_content=f"{member} is not a readable .npy array",
+        ) from None
     if dtype.hasobject:
         raise DataError(
             f"the NPZ cannot be read as plain arrays: {member} holds Python objects, "
@@ -90,7 +99,10 @@ def _read(zf: zipfile.ZipFile, member: str) -> np.ndarray:
         with zf.open(member) as f:
             return npy.read_array(f, allow_pickle=False)
     except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f"{member} cannot be read (truncated or damaged archive?): {e}") from None
+        raise DataError(
+            f"{member} cannot be read (truncated or damaged archive?): {e}",
+            without_content=f"{member} cannot be read (truncated or damaged archive?)",
+        ) from None
 
 
 def check_headers(zf: zipfile.ZipFile, limits: Limits) -> tuple[Header, Header]:
@@ -98,7 +110,10 @@ def check_headers(zf: zipfile.ZipFile, limits: Limits) -> tuple[Header, Header]:
     names = set(zf.namelist())
     if not {"X.npy", "y.npy"} <= names:
         held = sorted(n.removesuffix(".npy") for n in names)
-        raise DataError(f"the NPZ must hold arrays 'X' and 'y'; it holds {held}")
+        raise DataError(
+            f"the NPZ must hold arrays 'X' and 'y'; it holds {held}",
+            without_content="the NPZ must hold arrays 'X' and 'y'",
+        )
     hx, hy = _header(zf, "X.npy"), _header(zf, "y.npy")
     if hx.dtype.kind not in "biuf":
         raise DataError(f"X must be numeric, not {hx.dtype}")

@@ -24,7 +24,16 @@ EXACT_INT = 2**53
 
 
 class DataError(ValueError):
-    """The file cannot be used as a dataset; the message says why, for the user."""
+    """The file cannot be used as a dataset; the message says why, for the user.
+
+    `without_content` says the same without any of the file's content (a cell's value, a row's
+    text, a reader's message that may quote either): what a dataset read by URI answers, since
+    the tenant may have reached an object it could not otherwise read. It names lines and
+    columns, never what they hold. An upload (the tenant's own bytes) shows the message."""
+
+    def __init__(self, message: str, *, without_content: str | None = None) -> None:
+        super().__init__(message)
+        self.without_content = message if without_content is None else without_content
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,10 @@ def finish(X: np.ndarray, y_raw: np.ndarray, task: Task | None, what: str) -> Pa
     if classes.dtype.kind in "iu" or (classes.dtype.kind == "f" and _exact_ints(classes)):
         classes = classes.astype(np.int64)
     if len(classes) < 2:
-        raise DataError(f"{what} has a single class ({classes[0]}): nothing to learn")
+        raise DataError(
+            f"{what} has a single class ({classes[0]}): nothing to learn",
+            without_content=f"{what} has a single class: nothing to learn",
+        )
     if len(classes) > MAX_CLASSES:
         raise DataError(f"{what} has {len(classes)} classes, over the limit of {MAX_CLASSES}")
     return ParsedDataset(X, y.reshape(-1).astype(np.int64), "classification", classes)

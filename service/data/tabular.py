@@ -31,6 +31,7 @@ Source = bytes | BinaryIO | Path
 BLOCK_BYTES = 256 << 10
 SNIFF_BYTES = 64 << 10
 NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|infinity|nan)$"
+_RAGGED = re.compile(r"Expected \d+ columns, got \d+")
 _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+): invalid value '(.*)'")
 
 
@@ -79,12 +80,17 @@ def _header(source: Source) -> list[str]:
 def _csv_error(e: Exception) -> DataError:
     text = str(e)
     if "Expected" in text and "columns, got" in text:
-        return DataError(f"ragged CSV: {text.removeprefix('CSV parse error: ')[:300]}")
+        # pyarrow quotes the row itself after the counts
+        counts = _RAGGED.search(text)
+        return DataError(
+            f"ragged CSV: {text.removeprefix('CSV parse error: ')[:300]}",
+            without_content=f"ragged CSV: {counts[0] if counts else 'a row has another number of columns'}",
+        )
     if "invalid UTF8" in text:
         return DataError("the CSV is not UTF-8 text")
     if "Empty CSV" in text:
         return DataError("the CSV is empty")
-    return DataError(f"not a readable CSV: {text[:300]}")
+    return DataError(f"not a readable CSV: {text[:300]}", without_content="not a readable CSV")
 
 
 def _target_name(names: list[str], target: str | None) -> str:
@@ -95,7 +101,10 @@ def _target_name(names: list[str], target: str | None) -> str:
         raise DataError(f"the header repeats a column name ({dup!r})")
     target = target or names[-1]
     if target not in names:
-        raise DataError(f"target column {target!r} is not in the header ({', '.join(names[:20])})")
+        raise DataError(
+            f"target column {target!r} is not in the header ({', '.join(names[:20])})",
+            without_content=f"target column {target!r} is not in the header",
+        )
     return target
 
 
@@ -225,8 +234,14 @@ def _conversion_error(e: Exception, source: Source, names: list[str]) -> DataErr
         bad = pc.invert(pc.match_substring_regex(number, NUMBER, ignore_case=True))
         line = pc.index(bad, True).as_py() + 2
     except Exception:  # the error path: say what pyarrow said
-        return DataError(f"column {column!r}: {m[3]!r} is not a number")
-    return DataError(f"line {line}, column {column!r}: {m[3]!r} is not a number")
+        return DataError(
+            f"column {column!r}: {m[3]!r} is not a number",
+            without_content=f"column {column!r}: a value is not a number",
+        )
+    return DataError(
+        f"line {line}, column {column!r}: {m[3]!r} is not a number",
+        without_content=f"line {line}, column {column!r}: the value is not a number",
+    )
 
 
 def parse_parquet(
@@ -237,7 +252,9 @@ def parse_parquet(
     try:
         pf = pq.ParquetFile(source if not isinstance(source, bytes) else io.BytesIO(source))
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"not a readable Parquet file: {str(e)[:300]}") from None
+        raise DataError(
+            f"not a readable Parquet file: {str(e)[:300]}", without_content="not a readable Parquet file"
+        ) from None
     schema = pf.schema_arrow
     names = list(schema.names)
     target = _target_name(names, target)
@@ -253,7 +270,10 @@ def parse_parquet(
     try:
         table = pf.read(columns=names)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"the Parquet file cannot be read: {str(e)[:300]}") from None
+        raise DataError(
+            f"the Parquet file cannot be read: {str(e)[:300]}",
+            without_content="the Parquet file cannot be read",
+        ) from None
     return _dataset(table, features, target, task, line_offset=1)
 
 

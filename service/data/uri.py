@@ -167,16 +167,21 @@ def parse(
     ds: UriDataset, fetched: Fetched, *, max_rows: int, max_columns: int, max_bytes: int
 ) -> ParsedDataset:
     """The fetched object read as the format the spec declares (or its suffix names); an
-    object whose content is another format is refused, not guessed."""
+    object whose content is another format is refused, not guessed. A refusal names the line
+    and column, never what they hold (DataError.without_content): the object is not the
+    tenant's own upload."""
     actual = file_format("", fetched.path)
     if actual != ds.format:
         raise DataError(f"format: the URI's format is {ds.format}, but the object holds {actual}")
-    return parse_upload(
-        f"data.{ds.format}",
-        fetched.path,
-        ds.target,
-        ds.task,
-        max_rows=max_rows,
-        max_columns=max_columns,
-        max_bytes=max_bytes,
-    )
+    try:
+        return parse_upload(
+            f"data.{ds.format}",
+            fetched.path,
+            ds.target,
+            ds.task,
+            max_rows=max_rows,
+            max_columns=max_columns,
+            max_bytes=max_bytes,
+        )
+    except DataError as e:
+        raise DataError(e.without_content) from None

@@ -14,9 +14,11 @@ notify.secret or its tenant's secret, so no tenant can sign what another's recei
 a receiver refuses a replayed delivery by its timestamp.
 
 A tenant must not make the fleet call its own private network, so loopback, private and
-link-local targets are refused where API keys are configured (unless
-REGTRAIN_WEBHOOK_PRIVATE_TARGETS says otherwise), and the request goes to the very address that
-was checked (no second DNS lookup a rebinding server could answer differently).
+link-local targets are refused unless the egress rule recorded with the job allows them (decided
+by the API that admitted it, REGTRAIN_EGRESS_PRIVATE_TARGETS; each delivery row carries it),
+never by the sending process's own settings: a worker without API keys behind an API with them
+sends nothing to loopback. The request goes to the very address that was checked (no second DNS
+lookup a rebinding server could answer differently).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class Webhooks:
                 event=event,
                 body=body,
                 secret=job.get("notify_secret"),
+                allow_private=bool(job.get("egress_private")),
             )
         if events:
             self.sender.wake()
@@ -113,7 +116,6 @@ class WebhookSender:
     def __init__(self, settings: Settings, store: Repository) -> None:
         self.outbox = WebhookOutbox(store.engine)
         self.secrets = settings.tenant_webhook_secrets()
-        self.allow_private = settings.private_targets
         self._lock = threading.Lock()
         self._resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="regtrain-webhook-dns")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,7 +181,7 @@ class WebhookSender:
             async with asyncio.timeout(DEADLINE_S):
                 # Its own threads: a tenant whose names resolve slowly holds up no store call.
                 address = await loop.run_in_executor(
-                    self._resolver, resolve_target, d.url, self.allow_private
+                    self._resolver, resolve_target, d.url, d.allow_private
                 )
                 if address is None:
                     return "refused: a private or unresolvable address"

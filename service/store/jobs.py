@@ -32,12 +32,16 @@ _EPOCH_NAME = re.compile(r"^epoch-\d+$")
 
 @dataclass(frozen=True)
 class Claim:
-    """A job a worker now owns: its spec and this attempt's number."""
+    """A job a worker now owns: its spec, this attempt's number, and what the API admitted it
+    under (its tenant, and its egress rule: may it reach private addresses?), which the worker
+    obeys whatever its own settings say."""
 
     job_id: str
     spec: dict[str, Any]
     attempt: int
     resumed_from_epoch: int | None
+    tenant: str
+    egress_private: bool
 
 
 # The submit's inserts, built once and run with each row's values (a statement built per call
@@ -56,8 +60,9 @@ class JobStore(StoreBase):
         idempotency_key: str | None = None,
         request_sha256: str | None = None,
         notify_secret: str | None = None,
+        egress_private: bool = False,
     ) -> Row:
-        """Insert a queued job; raises sa.exc.IntegrityError if the idempotency key is taken.
+        """Insert a queued job, with the egress rule that admitted it; raises sa.exc.IntegrityError if the idempotency key is taken.
         The row comes back with its one transition under `history` (as list_jobs' rows), so the
         submit renders its 202 without reading either back."""
         job_id = new_id()
@@ -74,7 +79,7 @@ class JobStore(StoreBase):
         # RETURNING: the row as stored (defaults filled) without a read after the commit, one
         # round trip fewer on every submit.
         with self._write() as conn:
-            job = conn.execute(_INSERT_JOB, {**values, "notify_secret": notify_secret}).mappings().one()
+            job = conn.execute(_INSERT_JOB, {**values, "notify_secret": notify_secret, "egress_private": egress_private}).mappings().one()
             queued = conn.execute(_INSERT_HISTORY, {"job_id": job_id, "status": "queued", "at": at})
             history = [dict(queued.mappings().one())]
         return {**job, "history": history}
@@ -224,7 +229,7 @@ class JobStore(StoreBase):
                 lease_seconds=lease_seconds,
                 max_attempts=max_attempts,
                 at=at,
-                returning=(jobs.c.spec, jobs.c.attempts),
+                returning=(jobs.c.spec, jobs.c.attempts, jobs.c.tenant, jobs.c.egress_private),
             )
             if row is None:
                 return None
@@ -261,7 +266,7 @@ class JobStore(StoreBase):
                     resumed_from_epoch=resumed,
                 )
             )
-        return Claim(job_id, row.spec, row.attempts, resumed)
+        return Claim(job_id, row.spec, row.attempts, resumed, row.tenant, bool(row.egress_private))
 
     def heartbeat(self, job_id: str, owner: str, lease_seconds: float) -> bool | None:
         """Renew the lease. True: cancel requested; False: carry on; None: the lease is lost

@@ -44,6 +44,8 @@ class SweepClaim:
     attempt: int
     # The base spec's notify.secret (write-only, so not in `spec`): the retrain job's.
     notify_secret: str | None = None
+    # The egress rule the API admitted the sweep under: its retrain job inherits it.
+    egress_private: bool = False
 
 
 class SweepStore(StoreBase):
@@ -57,6 +59,7 @@ class SweepStore(StoreBase):
         idempotency_key: str | None = None,
         request_sha256: str | None = None,
         notify_secret: str | None = None,
+        egress_private: bool = False,
     ) -> Row:
         """Insert a queued sweep and one queued row per trial (`trials[i]` = trial i's params);
         raises sa.exc.IntegrityError if the idempotency key is taken."""
@@ -72,7 +75,7 @@ class SweepStore(StoreBase):
             request_sha256=request_sha256,
         )
         with self._write() as conn:
-            conn.execute(sweeps.insert().values(**values, notify_secret=notify_secret))
+            conn.execute(sweeps.insert().values(**values, notify_secret=notify_secret, egress_private=egress_private))
             if trials:  # a search's trials are added as the sampler proposes them
                 conn.execute(
                     sweep_trials.insert(),
@@ -157,7 +160,13 @@ class SweepStore(StoreBase):
                 lease_seconds=lease_seconds,
                 max_attempts=max_attempts,
                 at=now(),
-                returning=(sweeps.c.tenant, sweeps.c.spec, sweeps.c.attempts, sweeps.c.notify_secret),
+                returning=(
+                    sweeps.c.tenant,
+                    sweeps.c.spec,
+                    sweeps.c.attempts,
+                    sweeps.c.notify_secret,
+                    sweeps.c.egress_private,
+                ),
             )
             if row is None:
                 return None
@@ -171,7 +180,9 @@ class SweepStore(StoreBase):
                 )
                 .values(status="running", updated_at=now())
             )
-            return SweepClaim(sweep_id, row.tenant, row.spec, row.attempts, row.notify_secret)
+            return SweepClaim(
+                sweep_id, row.tenant, row.spec, row.attempts, row.notify_secret, bool(row.egress_private)
+            )
 
     def sweep_heartbeat(self, sweep_id: str, owner: str, lease_seconds: float) -> bool | None:
         """As `heartbeat`: True = cancel requested, False = carry on, None = lease lost."""

@@ -83,6 +83,13 @@ def _indexes(table: str) -> list[sa.Index]:
     ]
 
 
+def _egress() -> list[sa.Column[Any]]:
+    """Added by migration 0011: the egress rule that admitted the work (may its webhooks and
+    datasets by URI reach loopback, private or link-local addresses?), decided by the API and
+    obeyed by every process that acts for it; rows from before it: no, the safe side."""
+    return [sa.Column("egress_private", sa.Boolean, nullable=False, server_default=sa.false())]
+
+
 jobs = sa.Table(
     "jobs",
     metadata,
@@ -102,6 +109,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_tenant_seq", "tenant", "seq"),
     # Added by migration 0005: the job's own webhook secret (notify.secret), never served.
     sa.Column("notify_secret", sa.String(200)),
+    *_egress(),
 )
 
 job_history = sa.Table(
@@ -179,6 +187,7 @@ sweeps = sa.Table(
     # Added by migration 0010: the base spec's notify.secret, which signs the retrain job's
     # deliveries; never served (sweep documents pick their fields).
     sa.Column("notify_secret", sa.String(200)),
+    *_egress(),
     *_indexes("sweeps"),
 )
 
@@ -251,6 +260,7 @@ webhook_deliveries = sa.Table(
     sa.Column("event", sa.String(20), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("secret", sa.String(200)),  # the job's notify.secret; else the tenant's at send time
+    *_egress(),
     sa.Column("status", sa.String(20), nullable=False),  # pending, delivered, failed
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_at", UTCDateTime, nullable=False),

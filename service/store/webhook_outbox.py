@@ -30,6 +30,12 @@ class Delivery:
     body: str
     secret: str | None
     attempts: int  # including the one just claimed
+    # the egress rule recorded with the job: may the receiver be a private address?
+    allow_private: bool
+
+
+# Delivery's fields in order, as the outbox's columns
+_COLUMNS = [*(f for f in Delivery.__dataclass_fields__ if f != "allow_private"), "egress_private"]
 
 
 class WebhookOutbox:
@@ -40,7 +46,17 @@ class WebhookOutbox:
         # claim_due reads, then updates: it needs BEGIN IMMEDIATE on SQLite.
         return write_transaction(self.engine)
 
-    def add(self, *, job_id: str, tenant: str, url: str, event: str, body: str, secret: str | None) -> str:
+    def add(
+        self,
+        *,
+        job_id: str,
+        tenant: str,
+        url: str,
+        event: str,
+        body: str,
+        secret: str | None,
+        allow_private: bool,
+    ) -> str:
         at = now()
         delivery_id = f"msg_{new_id()}"
         with self._write() as conn:
@@ -53,6 +69,7 @@ class WebhookOutbox:
                     event=event,
                     body=body,
                     secret=secret,
+                    egress_private=allow_private,
                     status="pending",
                     attempts=0,
                     next_at=at,
@@ -85,7 +102,7 @@ class WebhookOutbox:
                 deliveries.update()
                 .where(deliveries.c.seq.in_(seqs), due)
                 .values(lease_until=at + timedelta(seconds=lease_s), attempts=deliveries.c.attempts + 1)
-                .returning(*(deliveries.c[name] for name in Delivery.__dataclass_fields__))
+                .returning(*(deliveries.c[name] for name in _COLUMNS))
             ).all()
         return [Delivery(*r) for r in rows]
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from service.contract.addresses import resolve_target
 from service.contract.architecture import (
     DataShape,
     LayerPlan,
@@ -16,6 +19,7 @@ from service.contract.architecture import (
     known_shape,
     parameter_count,
 )
+from service.contract.data_sources import data_sources
 from service.contract.errors import AtCapacity, SpecError, Unavailable
 from service.contract.spec import JobSpec, UploadedDataset, UriDataset
 from service.data import uri as dataset_uri
@@ -40,25 +44,42 @@ class CheckedSpec:
     parameters: int | None
     memory_bytes_per_batch: int | None
     queue: str
+    # The egress rule it was admitted under, recorded with the job (jobs.egress_private).
+    egress_private: bool
 
 
-def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings) -> CheckedSpec:
-    """Refuse (422, naming the field) a spec that cannot run on its data or is too large."""
+def check_spec(
+    spec: JobSpec, store: Repository, tenant: str, settings: Settings, *, egress_private: bool | None = None
+) -> CheckedSpec:
+    """Refuse (422, naming the field) a spec that cannot run on its data or is too large.
+    `egress_private`: the egress rule to admit it under; default: this server's
+    (settings.admits_private_targets), which the API decides. A job a worker creates passes the
+    rule of the work it comes from (a sweep's retrain)."""
     spec = _capped(spec, settings)
+    allow_private = settings.admits_private_targets if egress_private is None else egress_private
+    check_notify(spec, allow_private, ("body",))
     if isinstance(spec.dataset, UriDataset):
+        refusal = data_sources(settings).refusal(tenant, spec.dataset.uri)
+        if refusal is not None:
+            raise SpecError(("body", "dataset", "uri"), refusal)
         # What can be known without downloading it: the object is there and under the limit.
         # Its shape (and so the model's size) is checked by the worker, which fails the job
         # naming the field.
         try:
-            dataset_uri.head(
-                spec.dataset, allow_private=settings.private_targets, max_bytes=settings.max_dataset_bytes
-            )
+            dataset_uri.head(spec.dataset, allow_private=allow_private, max_bytes=settings.max_dataset_bytes)
         except DataError as e:
             raise SpecError(("body", "dataset", "uri"), str(e)) from None
         except BucketUnreachable:
             raise Unavailable("the bucket of dataset.uri cannot be reached; try again") from None
         queue = queue_for_device(settings, spec.training.device)
-        return CheckedSpec(spec=spec, shape=None, parameters=None, memory_bytes_per_batch=None, queue=queue)
+        return CheckedSpec(
+            spec=spec,
+            shape=None,
+            parameters=None,
+            memory_bytes_per_batch=None,
+            queue=queue,
+            egress_private=allow_private,
+        )
     shape = data_shape(spec, store, tenant)
     try:
         layers = check_shape(spec, shape, settings)
@@ -70,7 +91,29 @@ def check_spec(spec: JobSpec, store: Repository, tenant: str, settings: Settings
         parameters=parameter_count(layers),
         memory_bytes_per_batch=estimate_memory_bytes(layers, spec.training.batch_size),
         queue=queue_for_device(settings, spec.training.device),
+        egress_private=allow_private,
     )
+
+
+def check_notify(spec: JobSpec, allow_private: bool, loc: tuple[str, ...]) -> None:
+    """A 422 at notify.url for a receiver the egress rule forbids, where that is known without a
+    DNS lookup: an address literal (in any form the resolver reads: 127.1, 2130706433, [::1])
+    or `localhost`. A host name is judged when each delivery is sent (what it resolves to may
+    change meanwhile), by the same rule, which the delivery carries."""
+    if spec.notify is None or allow_private:
+        return
+    host = urlsplit(spec.notify.url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError):
+        if host.rstrip(".").lower() != "localhost":
+            return
+    if resolve_target(spec.notify.url, allow_private=False) is None:
+        raise SpecError(
+            (*loc, "notify", "url"),
+            "a loopback, private or link-local receiver is not allowed on this server "
+            "(REGTRAIN_EGRESS_PRIVATE_TARGETS)",
+        )
 
 
 def check_shape(spec: JobSpec, shape: DataShape, settings: Settings) -> list[LayerPlan]:
@@ -154,6 +197,7 @@ def submit(
             idempotency_key=idempotency_key,
             request_sha256=once.request_sha256,
             notify_secret=checked.spec.notify.secret if checked.spec.notify else None,
+            egress_private=checked.egress_private,
         )
     )
     if not created:

@@ -26,6 +26,7 @@ def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Sett
             f"{n:,} trainings exceed "
             f"the limit of {settings.max_sweep_trainings:,} (REGTRAIN_MAX_SWEEP_TRAININGS)",
         )
+    jobs.check_notify(sweep.base, settings.admits_private_targets, ("body", "base"))
     shape = jobs.data_shape(sweep.base, store, tenant, ("body", "base"))
     try:
         trials = expand(
@@ -73,6 +74,8 @@ def submit(
             idempotency_key=idempotency_key,
             request_sha256=once.request_sha256,
             notify_secret=sweep.base.notify.secret if sweep.base.notify else None,
+            # the rule its retrain job is admitted under (the API's, as a job's)
+            egress_private=settings.admits_private_targets,
         )
     )
     if not created:

@@ -18,7 +18,13 @@ def test_ended_deliveries_older_than_the_history_are_purged(store: Repository) -
     outbox = WebhookOutbox(store.engine)
     ids = {
         name: outbox.add(
-            job_id=job["id"], tenant="t", url="http://example.invalid/", event="done", body="{}", secret=None
+            job_id=job["id"],
+            tenant="t",
+            url="http://example.invalid/",
+            event="done",
+            body="{}",
+            secret=None,
+            allow_private=False,
         )
         for name in ("old delivered", "old failed", "new delivered", "pending")
     }

@@ -17,6 +17,7 @@ from service.api.errors import BadRequest
 from service.api.schemas import Dataset, DatasetList
 from service.api.text_guard import find_bad_text
 from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.data_sources import data_sources
 from service.contract.errors import Conflict, NotFound, SpecError, TooLarge, Unavailable
 from service.contract.spec import UriDataset
 from service.data import uri as dataset_uri
@@ -95,10 +96,13 @@ async def upload_dataset(
 def _register(
     ds: UriDataset, name: str, store: StoreDep, settings: SettingsDep, artifacts: ArtifactsDep, tenant: str
 ) -> dict[str, Any]:
+    refusal = data_sources(settings).refusal(tenant, ds.uri)
+    if refusal is not None:
+        raise SpecError(("body", "uri"), refusal)
     # the API reads it as it would an upload of it: within both limits
     limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
     fetch = functools.partial(
-        dataset_uri.fetch, ds, artifacts.cache, allow_private=settings.private_targets, max_bytes=limit
+        dataset_uri.fetch, ds, artifacts.cache, allow_private=settings.admits_private_targets, max_bytes=limit
     )
     try:
         with artifacts.cache.hold(fetch, lambda f: [f.path]) as fetched:  # not evicted while parsed
