@@ -36,3 +36,27 @@ def test_the_pages_have_the_parts_their_script_fills_in(client: TestClient) -> N
 def test_unknown_dashboard_paths_are_still_404(client: TestClient) -> None:
     assert client.get("/sweeps").status_code == 404
     assert client.get("/compare/extra").status_code == 404
+
+
+def test_the_pages_allow_no_inline_or_foreign_script_and_no_framing(client: TestClient) -> None:
+    # The browser test (tests/integration/test_dashboard_browser.py) draws every page under this
+    # policy, so a page that needed more would show it there.
+    for path in ("/", "/jobs/some-id", "/sweeps/some-id"):
+        headers = client.get(path).headers
+        policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+        assert policy["script-src"] == "'self'" and policy["frame-ancestors"] == "'none'", path
+        assert policy["object-src"] == "'none'" and headers["x-content-type-options"] == "nosniff"
+    page = client.get("/").text
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page), "an inline script would be blocked"
+    assert not re.search(r"\son[a-z]+=", page), "an inline handler would be blocked"
+
+
+def test_the_workers_page_reads_the_fleet_from_the_public_api(client: TestClient) -> None:
+    page = client.get("/workers")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    script = client.get("/static/dashboard.js").text
+    assert '"/v1/workers"' in script and "showWorkers" in script
+    for part in ("fleet", "workers", "workers-note"):
+        assert f'id="{part}"' in page.text and f'$("{part}")' in script, part
+    assert 'href="/workers"' in client.get("/").text
+    assert "/workers" not in client.get("/openapi.json").json()["paths"]
