@@ -132,12 +132,12 @@ def _document_errors(router: APIRouter) -> None:
             route.responses.setdefault(code, entry)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
 def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -167,13 +167,13 @@ def _operation_id(route: APIRoute) -> str:
         # /docs and /redoc come from service.api.routes.docs, with files that ship in service/api/static
         docs_url=None,
         redoc_url=None,
-    )
-    app.state.settings = settings
         # Each operation's id is its route's name (create_job, get_job), which a client generator
         # makes its functions of; FastAPI's default glues on the path and method
         # (create_job_v1_jobs_post). FastAPI warns of a duplicate, and the generated client's
         # test fails on any warning.
         generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
     app.state.api_keys = parse_api_keys(settings.api_keys)
     # Migrations run here, at start: an upgraded install keeps every job.
     app.state.store = open_store(settings.store_url, pool_size=settings.db_pool_size)
