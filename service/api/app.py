@@ -6,7 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, get_args
 
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Request
@@ -36,7 +36,7 @@ from service.api.telemetry import RequestTimer, make_registry
 from service.api.text_guard import TextGuard
 from service.contract.errors import DomainError
 from service.notify.listeners import tell_on_change
-from service.queue.broker import Broker
+from service.queue.broker import Broker, QueueKind, queue_name
 from service.queue.doorbell import Listener
 from service.settings import Settings, get_settings
 from service.store import open_store
@@ -179,7 +179,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.store_url, pool_size=settings.db_pool_size)
     app.state.job_reads = event_loop_reads(app.state.store, settings.db_pool_size)
     app.state.broker = Broker(settings)
-    app.state.registry, latency = make_registry(app.state.store)
+    queues = [queue_name(settings, kind) for kind in get_args(QueueKind)]
+    app.state.registry, latency = make_registry(app.state.store, settings.lease_seconds, queues)
     app.state.artifacts = Artifacts(settings)
     app.state.predictors = Predictors()
     tell_on_change(app.state.store, settings)

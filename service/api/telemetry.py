@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +24,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.store import Repository
-from service.store.job_counts import DURATION_BUCKETS
+from service.store.job_counts import DURATION_BUCKETS, FINISHED
 from service.store.repository import now
 from service.store.workers import WorkerRegistry
 
@@ -36,18 +35,28 @@ UNTIMED_ROUTES = frozenset({"/v1/jobs/{job_id}/events"})
 
 
 class StoreCollector(Collector):
-    def __init__(self, store: Repository) -> None:
+    """Every series it knows of has a sample from the first scrape on, 0 included (each status,
+    each queue a job can be sent to, each final status's histogram): a series that appears
+    only once something happens reads as absent, not 0, to a query or an alert."""
+
+    def __init__(self, store: Repository, queues: Sequence[str]) -> None:
         self.store = store
+        self.queues = tuple(queues)
 
     def collect(self) -> Iterator[Metric]:
         counts = self.store.job_status_counts()
         by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        queued: dict[str, int] = defaultdict(int)
+        queued: dict[str, int] = dict.fromkeys(self.queues, 0)
         for (status, queue), n in counts.items():
             by_status[status] = by_status.get(status, 0) + n
             if queue:  # finished jobs are counted whatever their queue (under "")
-                queued[queue] += n if status == "queued" else 0
-        jobs = GaugeMetricFamily("regtrain_jobs", "Jobs in the store, by status.", labels=["status"])
+                queued[queue] = queued.get(queue, 0) + (n if status == "queued" else 0)
+        jobs = GaugeMetricFamily(
+            "regtrain_jobs",
+            "Jobs in the store now, by status: a deleted job is no longer counted here (the "
+            "duration histogram keeps every job that finished).",
+            labels=["status"],
+        )
         for status, n in by_status.items():
             jobs.add_metric([status], n)
         yield jobs
@@ -60,10 +69,14 @@ class StoreCollector(Collector):
 
         durations = HistogramMetricFamily(
             "regtrain_job_duration_seconds",
-            "Time from a job's start to its end, of finished jobs, by final status.",
+            "Time from a job's start to its end, by final status, of every job that finished, "
+            "deleted ones included (a histogram only grows; regtrain_jobs counts the jobs in the "
+            "store now). A job cancelled or failed before it started has no duration.",
             labels=["status"],
         )
         histogram = self.store.job_duration_histogram(DURATION_BUCKETS)
+        for status in FINISHED:
+            histogram.setdefault(status, ([0] * len(DURATION_BUCKETS), 0, 0.0))
         for status, (cumulative, total, seconds) in sorted(histogram.items()):
             buckets = [(str(float(b)), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
             buckets.append(("+Inf", float(total)))
@@ -111,10 +124,13 @@ class WorkerCollector(Collector):
         yield rate
 
 
-def make_registry(store: Repository, worker_alive_s: float) -> tuple[CollectorRegistry, Histogram]:
-    """The app's own registry (two apps in one process never share counters)."""
+def make_registry(
+    store: Repository, worker_alive_s: float, queues: Sequence[str]
+) -> tuple[CollectorRegistry, Histogram]:
+    """The app's own registry (two apps in one process never share counters); `queues`: every
+    queue a job can be sent to, each with a depth sample while empty."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(store, queues))
     registry.register(WorkerCollector(store, worker_alive_s))
     latency = Histogram(
         "regtrain_http_request_duration_seconds",
