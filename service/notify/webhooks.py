@@ -180,9 +180,7 @@ class WebhookSender:
         try:
             async with asyncio.timeout(DEADLINE_S):
                 # Its own threads: a tenant whose names resolve slowly holds up no store call.
-                address = await loop.run_in_executor(
-                    self._resolver, resolve_target, d.url, d.allow_private
-                )
+                address = await loop.run_in_executor(self._resolver, resolve_target, d.url, d.allow_private)
                 if address is None:
                     return "refused: a private or unresolvable address"
                 url, host, extensions = pinned(d.url, address)

@@ -79,7 +79,13 @@ class JobStore(StoreBase):
         # RETURNING: the row as stored (defaults filled) without a read after the commit, one
         # round trip fewer on every submit.
         with self._write() as conn:
-            job = conn.execute(_INSERT_JOB, {**values, "notify_secret": notify_secret, "egress_private": egress_private}).mappings().one()
+            job = (
+                conn.execute(
+                    _INSERT_JOB, {**values, "notify_secret": notify_secret, "egress_private": egress_private}
+                )
+                .mappings()
+                .one()
+            )
             queued = conn.execute(_INSERT_HISTORY, {"job_id": job_id, "status": "queued", "at": at})
             history = [dict(queued.mappings().one())]
         return {**job, "history": history}

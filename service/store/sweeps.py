@@ -75,7 +75,9 @@ class SweepStore(StoreBase):
             request_sha256=request_sha256,
         )
         with self._write() as conn:
-            conn.execute(sweeps.insert().values(**values, notify_secret=notify_secret, egress_private=egress_private))
+            conn.execute(
+                sweeps.insert().values(**values, notify_secret=notify_secret, egress_private=egress_private)
+            )
             if trials:  # a search's trials are added as the sampler proposes them
                 conn.execute(
                     sweep_trials.insert(),

@@ -123,7 +123,9 @@ def _deliveries_ended(svc: Service, job_id: str, timeout: float = 60) -> list[di
         deadline = time.monotonic() + timeout
         while True:
             with engine.connect() as conn:
-                rows = [dict(r) for r in conn.execute(sa.select(table).where(table.c.job_id == job_id)).mappings()]
+                rows = [
+                    dict(r) for r in conn.execute(sa.select(table).where(table.c.job_id == job_id)).mappings()
+                ]
             if rows and all(r["status"] != "pending" for r in rows):
                 return rows
             assert time.monotonic() < deadline, f"deliveries still pending: {rows}\n{svc.log('worker0')}"
@@ -133,14 +135,21 @@ def _deliveries_ended(svc: Service, job_id: str, timeout: float = 60) -> list[di
 
 
 def test_a_loopback_receiver_is_refused_at_submit_under_a_denying_rule(denying: Service) -> None:
-    for url in ("http://127.0.0.1:9/internal-admin", "http://localhost:9/", "http://[::1]:9/", "http://127.1:9/"):
+    for url in (
+        "http://127.0.0.1:9/internal-admin",
+        "http://localhost:9/",
+        "http://[::1]:9/",
+        "http://127.1:9/",
+    ):
         spec = {**TINY, "notify": {"url": url}}
         for path in ("/v1/jobs", "/v1/jobs:validate"):
             r = denying.http.post(path, json=spec)
             assert r.status_code == 422, (path, url, r.text)
             assert r.json()["detail"][0]["loc"] == ["body", "notify", "url"], r.text
         r = denying.http.post("/v1/sweeps", json={"base": spec, "grid": {"regularization.l2": [0.0, 0.1]}})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "base", "notify", "url"], r.text
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "base", "notify", "url"], (
+            r.text
+        )
 
 
 def test_a_keyless_worker_never_delivers_to_loopback_for_a_job_admitted_under_a_denying_rule(

@@ -76,7 +76,9 @@ def test_unset_grants_open_to_the_single_user_of_a_keyless_server_only() -> None
     assert data_sources(_sources(keys=None)).refusal("default", "s3://any-bucket/x.csv") is not None
 
 
-@pytest.mark.parametrize("bad", ["s3://bucket/x", "tenant-a:https://example.org/", "a:s3://b/x,,", ":s3://b/"])
+@pytest.mark.parametrize(
+    "bad", ["s3://bucket/x", "tenant-a:https://example.org/", "a:s3://b/x,,", ":s3://b/"]
+)
 def test_a_malformed_setting_stops_the_process(bad: str) -> None:
     with pytest.raises(ValidationError):
         Settings(data_sources=bad)

@@ -26,7 +26,9 @@ def upgrade() -> None:
     # for a NOT NULL column that copies the table on SQLite, and dropping the old `jobs` runs
     # its ON DELETE CASCADE, taking every job's metrics, history and checkpoints with it.
     for table in TABLES:
-        op.add_column(table, sa.Column("egress_private", sa.Boolean, nullable=False, server_default=sa.false()))
+        op.add_column(
+            table, sa.Column("egress_private", sa.Boolean, nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
