@@ -234,6 +234,9 @@ class Worker(BaseModel):
         description="The id of the job, sweep or sweep unit (`{sweep id}.{index}`) it trains, when "
         "that belongs to the caller's tenant; null when idle or busy with another tenant's work."
     )
+    busy_kind: Literal["job", "sweep", "unit"] | None = Field(
+        description="What `busy_with` names: a job, a sweep (its coordinator) or a sweep's unit."
+    )
     epochs_per_second: float = Field(
         description="Epochs it trained per second over the last minute (each trial's epoch in a sweep)."
     )

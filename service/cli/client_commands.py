@@ -4,7 +4,7 @@
     regtrain status ID                        regtrain cancel ID
     regtrain jobs [--status S] [--limit N]    regtrain download ID [--checkpoint best] [-o FILE]
     regtrain sweep SWEEP.json [--follow]
-    (and, in resource_commands: sweeps, datasets, upload, predict, delete)
+    (and, in resource_commands: sweeps, datasets, upload, predict, delete; in fleet_commands: workers)
 
 `status ID` shows a job, or a sweep when no job has that id.
 
@@ -34,7 +34,7 @@ from regtrain_client import (
     trial_event_line,
 )
 
-from service.cli import resource_commands
+from service.cli import fleet_commands, resource_commands
 from service.cli.tables import fmt as _fmt
 from service.cli.tables import table
 
@@ -44,7 +44,17 @@ from service.cli.tables import table
 RETRIES = 4
 GIVE_UP_AFTER_S = 2.0
 CONNECT_S = 1.5
-COMMANDS = ("submit", "status", "jobs", "metrics", "cancel", "download", "sweep", *resource_commands.COMMANDS)
+COMMANDS = (
+    "submit",
+    "status",
+    "jobs",
+    "metrics",
+    "cancel",
+    "download",
+    "sweep",
+    *resource_commands.COMMANDS,
+    *fleet_commands.COMMANDS,
+)
 
 
 def add_commands(sub: Any) -> None:
@@ -76,6 +86,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("spec", metavar="SWEEP.json", help='a sweep file ("-": standard input)')
     p.add_argument("--follow", "-f", action="store_true", help="follow it to the end, then the trials")
     resource_commands.add_commands(sub, common)
+    fleet_commands.add_commands(sub, common)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -313,4 +324,5 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "upload": resource_commands.upload,
     "predict": resource_commands.predict,
     "delete": resource_commands.delete,
+    "workers": fleet_commands.workers,
 }

@@ -49,6 +49,7 @@ class WorkerRow:
     started_at: datetime
     last_heartbeat: datetime
     busy_with: str | None
+    busy_kind: str | None  # "job", "sweep" (its coordinator) or "unit"
     busy_tenant: str | None
     epochs_per_second: float
 
@@ -104,8 +105,13 @@ def _alive() -> sa.Select[tuple[object, ...]]:
     busy_sweep = sweeps.alias("busy_sweep")
     w = workers_table
     tenant = sa.func.coalesce(jobs.c.tenant, busy_sweep.c.tenant, unit_sweep.c.tenant)
+    kind = sa.case(
+        (jobs.c.id.is_not(None), "job"),
+        (busy_sweep.c.id.is_not(None), "sweep"),
+        (unit.c.id.is_not(None), "unit"),
+    )
     return (
-        sa.select(*w.c, tenant.label("busy_tenant"))
+        sa.select(*w.c, kind.label("busy_kind"), tenant.label("busy_tenant"))
         .select_from(
             w.outerjoin(jobs, jobs.c.id == w.c.busy_with)
             .outerjoin(busy_sweep, busy_sweep.c.id == w.c.busy_with)

@@ -140,3 +140,19 @@ def test_the_sweep_page_plots_score_against_lambda(service: Service, tmp_path: P
     assert "drawn at 1e-4" in dom and "labelled 0" in dom
     values = re.findall(r'<td class="u-value">([^<]*)</td>', dom)  # the best trial's, not "--"
     assert "--" not in values and f"{sweep['best']['score']:.4f}" in values
+
+
+@needs_chromium
+def test_the_workers_page_lists_the_fleet(service: Service, tmp_path: Path) -> None:
+    _embedded_only(service)
+    workers = []
+    deadline = time.monotonic() + 60
+    while not workers and time.monotonic() < deadline:  # the worker's first heartbeat
+        workers = service.http.get("/v1/workers").json()["workers"]
+        time.sleep(0.2)
+    assert workers, "no worker row"
+    dom = _browse(f"{service.url}/workers", tmp_path)
+    assert f'data-workers="{len(workers)}"' in dom
+    for w in workers:
+        assert f"<td>{w['name']}</td>" in dom and w["queues"][0] in dom
+    assert "REGTRAIN_LEASE_SECONDS" in dom and 'id="error"></p>' in dom

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.queue.broker import make_celery
+from service.settings import Settings
 from service.store import Repository
 from service.store.base import now
 from service.store.sweep_units import SweepUnits
@@ -18,7 +22,11 @@ from service.store.workers import WorkerBeat, WorkerRegistry
 from worker.presence import Presence
 
 SPEC = {"name": "s", "dataset": {"name": "digits"}, "training": {"epochs": 3}}
-DIGITS_MLP = {"dataset": {"name": "digits"}, "model": {"type": "mlp", "hidden": [8]}, "training": {"epochs": 2}}
+DIGITS_MLP = {
+    "dataset": {"name": "digits"},
+    "model": {"type": "mlp", "hidden": [8]},
+    "training": {"epochs": 2},
+}
 
 
 def _beat(name: str, busy_with: str | None = None, rate: float = 0.0) -> WorkerBeat:
@@ -49,7 +57,12 @@ def test_rows_say_what_each_worker_trains_and_whose_it_is(store: Repository) -> 
     registry.beat(_beat("h:3", unit_id))  # the coordinator now trains a unit itself: one row still
     rows = {r.name: r for r in registry.alive(60)}
     assert list(rows) == ["h:1", "h:2", "h:3", "h:4"]
-    assert (rows["h:1"].busy_with, rows["h:1"].busy_tenant, rows["h:1"].epochs_per_second) == (job_id, "a", 0.5)
+    assert (rows["h:1"].busy_with, rows["h:1"].busy_tenant, rows["h:1"].epochs_per_second) == (
+        job_id,
+        "a",
+        0.5,
+    )
+    assert [rows[n].busy_kind for n in ("h:1", "h:2", "h:3")] == ["job", None, "unit"]
     assert (rows["h:2"].busy_with, rows["h:2"].busy_tenant) == (None, None)
     assert (rows["h:3"].busy_with, rows["h:3"].busy_tenant) == (unit_id, "b")
     assert rows["h:4"].queues == ["cpu", "gpu"] and rows["h:4"].celery_name == "regtrain-cpu-1@h:4"
@@ -79,8 +92,12 @@ def test_each_tenant_sees_the_fleet_but_only_its_own_ids(make_client: Callable[.
     assert client.get("/v1/workers").status_code == 401
     mine = {w["name"]: w for w in client.get("/v1/workers", headers=as_a).json()["workers"]}
     theirs = {w["name"]: w for w in client.get("/v1/workers", headers=as_b).json()["workers"]}
-    assert (mine["h:1"]["busy"], mine["h:1"]["busy_with"]) == (True, job_id)
-    assert (theirs["h:1"]["busy"], theirs["h:1"]["busy_with"]) == (True, None)
+    assert (mine["h:1"]["busy"], mine["h:1"]["busy_with"], mine["h:1"]["busy_kind"]) == (True, job_id, "job")
+    assert (theirs["h:1"]["busy"], theirs["h:1"]["busy_with"], theirs["h:1"]["busy_kind"]) == (
+        True,
+        None,
+        None,
+    )
     assert (mine["h:2"]["busy"], mine["h:2"]["busy_with"]) == (False, None)
     assert job_id not in client.get("/v1/workers", headers=as_b).text
     assert mine["h:1"]["queues"] == ["cpu", "gpu"] and mine["h:1"]["epochs_per_second"] == 2.5
@@ -125,3 +142,17 @@ def test_presence_names_the_innermost_lease_it_holds_and_counts_epochs() -> None
         assert busy() == "sweep"
     assert busy() is None
     assert seen[-1].epochs_per_second == 3 / 60
+
+
+def test_celery_remote_control_and_events_are_on_with_redis_only(tmp_path: Path) -> None:
+    """`celery inspect` and Flower need them; the embedded file broker cannot carry them, even
+    when asked (see broker.celery_events)."""
+
+    def conf(**settings: Any) -> tuple[bool, bool]:
+        c = make_celery(Settings(data_dir=tmp_path, **settings)).conf
+        return c.worker_enable_remote_control, c.worker_send_task_events
+
+    assert conf() == (False, False)
+    assert conf(celery_events=True) == (False, False)
+    assert conf(broker_url="redis://127.0.0.1:6379/0") == (True, True)
+    assert conf(broker_url="redis://127.0.0.1:6379/0", celery_events=False) == (False, False)

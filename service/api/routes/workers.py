@@ -22,13 +22,14 @@ def list_workers(store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> d
     left out, and the next reaper pass deletes its row.
 
     Workers are fleet-wide, seen by every tenant; what they train is not: `busy_with` names the
-    job, sweep or sweep unit only when it is the caller's tenant's, and is null (with `busy`:
-    true) for another tenant's work."""
+    job, sweep or sweep unit (and `busy_kind` which) only when it is the caller's tenant's, and
+    both are null (with `busy`: true) for another tenant's work."""
     rows = WorkerRegistry(store.engine).alive(settings.lease_seconds)
     return {"workers": [_document(r, tenant) for r in rows]}
 
 
 def _document(row: WorkerRow, tenant: str) -> dict[str, Any]:
+    own = row.busy_tenant == tenant
     return {
         "name": row.name,
         "celery_name": row.celery_name,
@@ -36,7 +37,8 @@ def _document(row: WorkerRow, tenant: str) -> dict[str, Any]:
         "queues": row.queues,
         "device": row.device,
         "busy": row.busy_with is not None,
-        "busy_with": row.busy_with if row.busy_tenant == tenant else None,
+        "busy_with": row.busy_with if own else None,
+        "busy_kind": row.busy_kind if own else None,
         "epochs_per_second": row.epochs_per_second,
         "started_at": row.started_at,
         "last_heartbeat": row.last_heartbeat,

@@ -1,6 +1,6 @@
 // regtrain's dashboard: the jobs and sweeps lists at /, a job's loss curves at /jobs/{id}, several
-// jobs' curves overlaid at /compare?ids=a,b, and a sweep's score against λ at /sweeps/{id}, drawn
-// with uPlot from the /v1 API. Plain DOM, no build step; refreshes while jobs and sweeps run.
+// jobs' curves overlaid at /compare?ids=a,b, a sweep's score against λ at /sweeps/{id}, and the
+// workers at /workers, drawn with uPlot from the /v1 API. Plain DOM, no build step; refreshes while jobs and sweeps run.
 "use strict";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -503,6 +503,45 @@ async function showSweep(id) {
   if (!FINISHED.has(sw.status)) setTimeout(() => showSweep(id).catch(fail), 3000);
 }
 
+// /workers: the fleet as the workers' heartbeats in the store describe it (GET /v1/workers),
+// with a link to what each trains (another tenant's work shows as busy, without its id).
+function busyCell(w) {
+  const cell = el("td");
+  if (!w.busy) { cell.textContent = "idle"; cell.className = "muted"; return cell; }
+  if (!w.busy_with) { cell.textContent = "busy (another tenant's)"; return cell; }
+  const sweep = w.busy_kind === "unit" ? w.busy_with.split(".")[0] : w.busy_with;
+  const a = el("a", w.busy_kind === "unit" ? `sweep ${sweep.slice(0, 12)}, unit ${w.busy_with.split(".")[1]}` : `${w.busy_kind} ${w.busy_with.slice(0, 12)}`);
+  a.href = w.busy_kind === "job" ? `/jobs/${w.busy_with}` : `/sweeps/${sweep}`;
+  cell.appendChild(a);
+  return cell;
+}
+
+async function showWorkers() {
+  $("fleet").hidden = false;
+  $("where").textContent = "· workers";
+  const { workers } = await api("/v1/workers");
+  const table = el("table");
+  const head = table.insertRow();
+  for (const h of ["name", "queues", "device", "training", "epochs/s", "last heartbeat", "version", "Celery name"]) head.appendChild(el("th", h));
+  for (const w of workers) {
+    const row = table.insertRow();
+    row.className = "worker";
+    row.appendChild(el("td", w.name));
+    row.appendChild(el("td", w.queues.join(", ")));
+    row.appendChild(el("td", w.device || "—"));
+    row.appendChild(busyCell(w));
+    row.appendChild(el("td", w.epochs_per_second ? w.epochs_per_second.toFixed(2) : "0"));
+    row.appendChild(el("td", `${Math.max(0, (Date.now() - new Date(w.last_heartbeat)) / 1000).toFixed(0)} s ago`));
+    row.appendChild(el("td", w.version));
+    row.appendChild(el("td", w.celery_name || "—", "muted"));
+  }
+  $("workers").replaceChildren(workers.length ? table : el("p", "No worker is running: start one with `regtrain worker`.", "muted"));
+  $("workers").dataset.workers = String(workers.length);
+  $("workers-note").textContent = "Each worker writes its row every few seconds; one silent for longer than a lease "
+    + "(REGTRAIN_LEASE_SECONDS) is left out, and one that stops cleanly leaves at once.";
+  setTimeout(() => showWorkers().catch(fail), 3000);
+}
+
 function fail(e) { $("error").textContent = String(e.message || e); }
 
 const path = location.pathname;
@@ -512,4 +551,5 @@ const ids = [...new Set((new URLSearchParams(location.search).get("ids") || "").
 (jobMatch ? showJob(jobMatch[1])
   : sweepMatch ? showSweep(sweepMatch[1])
     : /^\/compare\/?$/.test(path) ? showCompare(ids)
-      : showList()).catch(fail);
+      : /^\/workers\/?$/.test(path) ? showWorkers()
+        : showList()).catch(fail);

@@ -43,6 +43,7 @@ from regtrain_client.models import (
     Sweep,
     SweepBest,
     Trial,
+    Worker,
 )
 from regtrain_client.progress import epoch_line, sweep_progress_line, trial_event_line
 from regtrain_client.sse import Event, parse_sse
@@ -76,6 +77,7 @@ __all__ = [
     "Trial",
     "Unauthorized",
     "Unavailable",
+    "Worker",
     "epoch_line",
     "format_detail",
     "load_spec",

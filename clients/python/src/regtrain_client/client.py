@@ -15,7 +15,7 @@ import httpx
 
 from regtrain_client.errors import JobFailed
 from regtrain_client.frames import EpochRows
-from regtrain_client.models import Checkpoint, Dataset, EpochMetrics, Job, Sweep
+from regtrain_client.models import Checkpoint, Dataset, EpochMetrics, Job, Sweep, Worker
 from regtrain_client.progress import EpochProgress
 from regtrain_client.sse import Event, parse_sse
 from regtrain_client.transport import RETRYABLE, Transport, raise_for_detail
@@ -307,6 +307,12 @@ class Client:
 
     def cancel_sweep(self, sweep_id: str) -> Sweep:
         return self._sweep(self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    # --- the fleet ---
+
+    def workers(self) -> list[Worker]:
+        """The server's live worker processes (their queues, device, what they train)."""
+        return [Worker.model_validate(doc) for doc in self._json("GET", "/v1/workers")["workers"]]
 
 
 # The server's limits on one predict request: 10,000 rows and a 1 MiB body. Batches stay under

@@ -224,6 +224,25 @@ class Dataset(Document):
     source_sha256: str | None = None
 
 
+class Worker(Document):
+    """A worker process of the server's fleet, as GET /v1/workers lists it. `busy_with` is the
+    id of what it trains when that is the caller's own (else None, with `busy` True)."""
+
+    SCHEMA = "Worker"
+    name: str
+    celery_name: str | None = None
+    host: str
+    queues: list[str] = []
+    device: str | None = None
+    busy: bool = False
+    busy_with: str | None = None
+    busy_kind: str | None = None  # "job", "sweep" or "unit"
+    epochs_per_second: float = 0.0
+    started_at: datetime | None = None
+    last_heartbeat: datetime
+    version: str | None = None
+
+
 class Sweep(_Handle):
     """A sweep as GET /v1/sweeps/{id} returns it."""
 
