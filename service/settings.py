@@ -164,6 +164,28 @@ class Settings(BaseSettings):
         "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
         "Parquet file's rows × features × 4); also the most bytes read of a dataset given by URI.",
     )
+    remote_head_deadline_s: float = Field(
+        10.0,
+        gt=0,
+        description="The whole of the API's check of a dataset's URI at submit or validation (DNS "
+        "lookup, connect, the HEAD's answer): an origin that has not answered by then fails the "
+        "request with 422 naming dataset.uri.",
+    )
+    remote_fetch_deadline_s: float = Field(
+        120.0,
+        gt=0,
+        description="The whole of a fetch of a dataset's URI (the API registering it, a worker "
+        "reading it: lookup, connect, headers and every byte): an origin that trickles fails it "
+        "at this deadline (400 at registration; the job failed bad_data). A worker's fetch also "
+        "ends at the job's time_limit_s and within a heartbeat of a cancel.",
+    )
+    remote_requests_per_tenant: int = Field(
+        4,
+        ge=1,
+        description="Most exchanges with datasets' origins (URI checks, registrations) that one "
+        "tenant's requests may have open at once in an API process; one more answers 429 with "
+        "Retry-After. They wait on the API's event loop, never on its request threads.",
+    )
     artifacts_url: str | None = Field(
         None,
         pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\\]*)?$",

@@ -43,6 +43,7 @@ from service.store import open_store
 from service.store.artifacts import Artifacts
 from service.store.event_loop_reads import event_loop_reads
 from service.version import regtrain_version
+from service.submission.remote import RemoteSlots
 
 log = logging.getLogger("regtrain.api")
 
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.artifacts = Artifacts(settings)
     app.state.predictors = Predictors()
     tell_on_change(app.state.store, settings)
+    app.state.remote = RemoteSlots(settings.remote_requests_per_tenant)
     app.state.listener = Listener(settings)
     settings.datasets_dir.mkdir(parents=True, exist_ok=True)
 

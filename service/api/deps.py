@@ -15,6 +15,7 @@ from service.settings import Settings
 from service.store import Repository
 from service.store.artifacts import Artifacts
 from service.store.event_loop_reads import JobReads
+from service.submission.remote import RemoteSlots
 
 
 async def _settings(request: Request) -> Settings:
@@ -37,6 +38,10 @@ async def _broker(request: Request) -> Broker:
     return request.app.state.broker
 
 
+async def _remote(request: Request) -> RemoteSlots:
+    return request.app.state.remote
+
+
 async def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     return tenant_for(authorization, request.app.state.api_keys)
 
@@ -48,3 +53,5 @@ BrokerDep = Annotated[Broker, Depends(_broker)]
 # GET /v1/jobs/{id} and GET /v1/jobs, awaited on the event loop (store/event_loop_reads.py)
 JobReadsDep = Annotated[JobReads, Depends(_job_reads)]
 TenantDep = Annotated[str, Depends(_tenant)]
+# each tenant's share of the exchanges with datasets' origins (submission/remote.py)
+RemoteDep = Annotated[RemoteSlots, Depends(_remote)]

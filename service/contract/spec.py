@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -85,6 +86,11 @@ def format_from_uri(uri: str) -> DataFormat | None:
     return next((f for suffix, f in _SUFFIX_FORMAT.items() if path.endswith(suffix)), None)
 
 
+def _dots(segment: str) -> bool:
+    """`.` or `..`, also percent-encoded (`%2e%2E`), as a server decoding the path reads it."""
+    return segment.lower().replace("%2e", ".") in (".", "..")
+
+
 class UriDataset(Strict):
     """A dataset read from an S3-compatible bucket or an https:// URL, fetched by the worker
     (which records its sha256 and size in the job's result, and caches it by hash)."""
@@ -105,6 +111,22 @@ class UriDataset(Strict):
     task: Literal["classification", "regression"] | None = Field(
         None, description="Default: inferred (few distinct integer targets: classification)."
     )
+
+    @model_validator(mode="after")
+    def _plain_path(self) -> UriDataset:
+        # A path that would be normalized names another object than it reads as (`secret/../`
+        # is `/`): refused, so that what a rule over buckets or prefixes sees is what is read.
+        # An S3 key's empty segments (`a//b`, a trailing `/`) are normalized away alike.
+        if self.uri.startswith("s3://"):
+            segments = self.uri.removeprefix("s3://").partition("/")[2].split("/")
+            bad = [s for s in segments if s in ("", ".", "..") or _dots(s)]
+        else:
+            path = urlsplit(self.uri).path
+            bad = [s for s in path.split("/") if _dots(s)]
+        if bad:
+            shown = "an empty" if not bad[0] else f"a {bad[0]!r}"
+            raise ValueError(f"uri: the path may not hold {shown} segment (it would read another path)")
+        return self
 
     @model_validator(mode="after")
     def _known_format(self) -> UriDataset:

@@ -150,11 +150,15 @@ def test_datasets_fetched_by_uri_stay_within_the_bound(s3: S3Server, tmp_path: P
     for i in range(3):
         obstore.put(store, f"d{i}.csv", ("x,label\n" + f"{i},1\n" * 600).encode()[:2000])
         ds = UriDataset(uri=f"s3://{bucket}/d{i}.csv", target="label")
-        fetched.append(dataset_uri.fetch(ds, cache, allow_private=True, max_bytes=10**6))
+        fetched.append(dataset_uri.fetch(ds, cache, allow_private=True, max_bytes=10**6, deadline_s=30))
     # each object is 2000 bytes: only the newest fits (its ref files are a few bytes each)
     assert [f.path.is_file() for f in fetched] == [False, False, True]
     # fetched again: downloaded anew and the same object by its hash
     again = dataset_uri.fetch(
-        UriDataset(uri=f"s3://{bucket}/d0.csv", target="label"), cache, allow_private=True, max_bytes=10**6
+        UriDataset(uri=f"s3://{bucket}/d0.csv", target="label"),
+        cache,
+        allow_private=True,
+        max_bytes=10**6,
+        deadline_s=30,
     )
     assert again.sha256 == fetched[0].sha256 and again.path.is_file() and not fetched[2].path.exists()
