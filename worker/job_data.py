@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import math
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,14 +36,28 @@ from service.submission.jobs import check_shape
 from worker.artifact_sync import held_dataset
 
 
+class TimeLimitReached(Exception):
+    """The job's time limit ran out while its data was being fetched."""
+
+
 @contextmanager
 def local_dataset(
-    artifacts: Artifacts, settings: Settings, spec: JobSpec, *, tenant: str, allow_private: bool
+    artifacts: Artifacts,
+    settings: Settings,
+    spec: JobSpec,
+    *,
+    tenant: str,
+    allow_private: bool,
+    should_stop: Callable[[], bool] = lambda: False,
+    time_limit_s: float = math.inf,
 ) -> Iterator[tuple[Path | None, dict[str, Any]]]:
     """(the canonical file of an upload or of a dataset by URI, or None for a built-in or
     synthetic one; what the job records of its data), the cached files kept from eviction
     while the block trains. `tenant` and `allow_private`: the job's tenant and the egress rule
-    recorded with it. Raises DataError with the field it concerns."""
+    recorded with it. A dataset by URI is fetched within REGTRAIN_REMOTE_FETCH_DEADLINE_S and
+    `time_limit_s` (TimeLimitReached when the job's limit is the one that ran out), and stops
+    with uri.Stopped within a moment of `should_stop()` (the lease's: a cancel, a shutdown).
+    Raises DataError with the field it concerns."""
     ds = spec.dataset
     if isinstance(ds, UploadedDataset):
         with ExitStack() as held:
@@ -58,13 +74,27 @@ def local_dataset(
     if refusal is not None:
         raise DataError(f"dataset.uri: {refusal}")
     cache = artifacts.cache
+    ends = time.monotonic() + time_limit_s
 
     def present() -> tuple[dataset_uri.Fetched, Path, Path]:
         # the object, then one canonical file per object and reading of it (target, task,
         # format) with its shape: each made again if eviction took it
-        found = dataset_uri.fetch(
-            ds, cache, allow_private=allow_private, max_bytes=settings.max_dataset_bytes
-        )
+        left = ends - time.monotonic()
+        try:
+            found = dataset_uri.fetch(
+                ds,
+                cache,
+                allow_private=allow_private,
+                max_bytes=settings.max_dataset_bytes,
+                deadline_s=min(left, settings.remote_fetch_deadline_s),
+                should_stop=should_stop,
+            )
+        except dataset_uri.DeadlinePassed:
+            if left < settings.remote_fetch_deadline_s:
+                raise TimeLimitReached(
+                    f"the time limit of {time_limit_s:g} s ran out while fetching dataset.uri"
+                ) from None
+            raise
         return (found, *_canonical(found, ds, cache, settings))
 
     with ExitStack() as held:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -17,10 +18,11 @@ from pydantic import ValidationError
 from service.contract.errors import ErrorType
 from service.contract.spec import JobSpec
 from service.data.datafile import DataError
+from service.data.uri import Stopped
 from service.queue.broker import RUN_JOB_TASK
 from worker import artifact_sync, leased_task, retention
 from worker.celery_app import app
-from worker.job_data import local_dataset
+from worker.job_data import TimeLimitReached, local_dataset
 from worker.lease import Lease
 from worker.leased_task import finite
 from worker.runtime import Runtime, runtime
@@ -47,7 +49,7 @@ def _execute(job_id: str, rt: Runtime) -> None:
     # Imported here, not at module level: the Celery app (and whatever imports it) loads
     # without torch; only a process that trains pays for it.
     from worker.training.runner import Callbacks as EngineCallbacks
-    from worker.training.runner import CheckpointRecord, TrainingError, run_job
+    from worker.training.runner import CheckpointRecord, JobOutcome, TrainingError, run_job
 
     settings, store, owner, artifacts = rt.settings, rt.store, rt.name, rt.artifacts
     claim = leased_task.claim(rt, "job", job_id, store.claim)
@@ -82,17 +84,29 @@ def _execute(job_id: str, rt: Runtime) -> None:
 
     def train() -> Any:
         # Inside the lease: fetching a large dataset keeps the job's heartbeat going.
+        started = time.monotonic()
         with ExitStack() as data:
             try:  # the cached dataset stays held (never evicted) while the job trains on it
                 # under the tenant and egress rule the job was admitted with (not this
                 # worker's own settings: its keys, or their absence, decide nothing)
                 dataset_file, found = data.enter_context(
                     local_dataset(
-                        artifacts, settings, spec, tenant=claim.tenant, allow_private=claim.egress_private
+                        artifacts,
+                        settings,
+                        spec,
+                        tenant=claim.tenant,
+                        allow_private=claim.egress_private,
+                        # a cancel, a shutdown or the time limit ends a fetch from a slow origin
+                        should_stop=lease.should_stop,
+                        time_limit_s=limit,
                     )
                 )
             except DataError as e:
                 raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
+            except TimeLimitReached as e:
+                raise TrainingError(ErrorType.TIME_LIMIT, str(e)) from None
+            except Stopped:  # before any training: `stopped` below tells a cancel from a shutdown
+                return JobOutcome("cancelled", {}, claim.resumed_from_epoch)
             provenance.update(found)
             # a job that ran before (on this worker or another) resumes from the bucket's copy
             artifact_sync.pull_resume(artifacts, job_id, store.checkpoints(job_id))
@@ -102,7 +116,8 @@ def _execute(job_id: str, rt: Runtime) -> None:
                 callbacks,
                 datasets_dir=settings.datasets_dir,
                 dataset_file=dataset_file,
-                time_limit_s=limit,
+                # what the fetch left of the job's time limit
+                time_limit_s=limit - (time.monotonic() - started),
                 max_parameters=settings.max_parameters,
             )
 
@@ -144,5 +159,6 @@ def _execute(job_id: str, rt: Runtime) -> None:
         lease,
         task=RUN_JOB_TASK,
         release=store.release,
-        cancel=lambda: store.finish(job_id, owner, "cancelled", result=result),
+        # nothing trained (cancelled in its data fetch): no result, as for a queued job
+        cancel=lambda: store.finish(job_id, owner, "cancelled", result=result or None),
     )

@@ -42,8 +42,8 @@ from service.settings import Settings, get_settings
 from service.store import open_store
 from service.store.artifacts import Artifacts
 from service.store.event_loop_reads import event_loop_reads
-from service.version import regtrain_version
 from service.submission.remote import RemoteSlots
+from service.version import regtrain_version
 
 log = logging.getLogger("regtrain.api")
 

@@ -31,6 +31,7 @@ from service.store import Repository
 from service.store.leased import UNSENT
 from service.store.repository import Row
 from service.submission import idempotency
+from service.submission.remote import RemoteSlots
 
 # What a 429 tells a client to wait: long enough for small jobs to finish, short enough that a
 # polling client does not sit idle behind a queue that has drained.
@@ -62,15 +63,8 @@ def check_spec(
         refusal = data_sources(settings).refusal(tenant, spec.dataset.uri)
         if refusal is not None:
             raise SpecError(("body", "dataset", "uri"), refusal)
-        # What can be known without downloading it: the object is there and under the limit.
-        # Its shape (and so the model's size) is checked by the worker, which fails the job
-        # naming the field.
-        try:
-            dataset_uri.head(spec.dataset, allow_private=allow_private, max_bytes=settings.max_dataset_bytes)
-        except DataError as e:
-            raise SpecError(("body", "dataset", "uri"), str(e)) from None
-        except BucketUnreachable:
-            raise Unavailable("the bucket of dataset.uri cannot be reached; try again") from None
+        # Whether the object is there and under the limit is asked of its origin by check_uri,
+        # awaited by the route on the event loop once this has passed.
         queue = queue_for_device(settings, spec.training.device)
         return CheckedSpec(
             spec=spec,
@@ -114,6 +108,29 @@ def check_notify(spec: JobSpec, allow_private: bool, loc: tuple[str, ...]) -> No
             "a loopback, private or link-local receiver is not allowed on this server "
             "(REGTRAIN_EGRESS_PRIVATE_TARGETS)",
         )
+
+
+async def check_uri(checked: CheckedSpec, settings: Settings, remote: RemoteSlots, tenant: str) -> None:
+    """For a dataset by URI, what can be known without downloading it: the object is there and
+    under the limit (its shape, and so the model's size, is checked by the worker, which fails
+    the job naming the field). Awaited on the API's event loop, after check_spec and before the
+    insert: the HEAD holds no request thread, ends at REGTRAIN_REMOTE_HEAD_DEADLINE_S, and takes
+    one of the tenant's remote slots (none free: 429)."""
+    ds = checked.spec.dataset
+    if not isinstance(ds, UriDataset):
+        return
+    with remote.slot(tenant):
+        try:
+            await dataset_uri.head_async(
+                ds,
+                allow_private=checked.egress_private,
+                max_bytes=settings.max_dataset_bytes,
+                deadline_s=settings.remote_head_deadline_s,
+            )
+        except DataError as e:
+            raise SpecError(("body", "dataset", "uri"), str(e)) from None
+        except BucketUnreachable:
+            raise Unavailable("the bucket of dataset.uri cannot be reached; try again") from None
 
 
 def check_shape(spec: JobSpec, shape: DataShape, settings: Settings) -> list[LayerPlan]:

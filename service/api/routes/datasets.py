@@ -3,7 +3,6 @@ datasets, read, delete."""
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import PurePath, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -12,7 +11,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import ArtifactsDep, SettingsDep, StoreDep, TenantDep
+from service.api.deps import ArtifactsDep, RemoteDep, SettingsDep, StoreDep, TenantDep
 from service.api.errors import BadRequest
 from service.api.schemas import Dataset, DatasetList
 from service.api.text_guard import find_bad_text
@@ -61,6 +60,7 @@ async def upload_dataset(
     settings: SettingsDep,
     artifacts: ArtifactsDep,
     tenant: TenantDep,
+    remote: RemoteDep,
     file: Annotated[
         UploadFile | None,
         File(description="CSV with a header row, Parquet, or NPZ with arrays X and y."),
@@ -89,23 +89,60 @@ async def upload_dataset(
             first = e.errors()[0]
             raise SpecError(("body", *[str(p) for p in first["loc"]]), first["msg"]) from None
         name = ref.name or PurePosixPath(ds.uri.split("?", 1)[0]).name[:300] or "dataset"
-        return await run_in_threadpool(_register, ds, name, store, settings, artifacts, tenant)
+        return await _register(ds, name, store, settings, artifacts, tenant, remote)
     return await run_in_threadpool(_upload, file, target, task, store, settings, artifacts, tenant)
 
 
-def _register(
-    ds: UriDataset, name: str, store: StoreDep, settings: SettingsDep, artifacts: ArtifactsDep, tenant: str
+async def _register(
+    ds: UriDataset,
+    name: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    artifacts: ArtifactsDep,
+    tenant: str,
+    remote: RemoteDep,
 ) -> dict[str, Any]:
     refusal = data_sources(settings).refusal(tenant, ds.uri)
     if refusal is not None:
         raise SpecError(("body", "uri"), refusal)
     # the API reads it as it would an upload of it: within both limits
     limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
-    fetch = functools.partial(
-        dataset_uri.fetch, ds, artifacts.cache, allow_private=settings.admits_private_targets, max_bytes=limit
-    )
+    # The exchange with the origin waits on the event loop, under its deadline and one of the
+    # tenant's remote slots; only the parse takes a request thread.
+    with remote.slot(tenant):
+        try:
+            fetched = await dataset_uri.fetch_async(
+                ds,
+                artifacts.cache,
+                allow_private=settings.admits_private_targets,
+                max_bytes=limit,
+                deadline_s=settings.remote_fetch_deadline_s,
+            )
+        except DataError as e:
+            raise BadRequest(f"uri: {e}") from None
+        except BucketUnreachable:
+            raise Unavailable("the bucket of uri cannot be reached; try again") from None
+        return await run_in_threadpool(_keep_fetched, ds, fetched, name, store, settings, artifacts, tenant)
+
+
+def _keep_fetched(
+    ds: UriDataset,
+    fetched: dataset_uri.Fetched,
+    name: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    artifacts: ArtifactsDep,
+    tenant: str,
+) -> dict[str, Any]:
+    offered = [fetched]
+
+    def present() -> dataset_uri.Fetched:
+        if not offered:  # evicted between the fetch and the lock (a cache far too small)
+            raise Unavailable("the fetched object was evicted from the cache before it was read; try again")
+        return offered.pop()
+
     try:
-        with artifacts.cache.hold(fetch, lambda f: [f.path]) as fetched:  # not evicted while parsed
+        with artifacts.cache.hold(present, lambda f: [f.path]) as fetched:  # not evicted while parsed
             data = dataset_uri.parse(
                 ds,
                 fetched,
@@ -115,8 +152,6 @@ def _register(
             )
     except DataError as e:
         raise BadRequest(f"uri: {e}") from None
-    except BucketUnreachable:
-        raise Unavailable("the bucket of uri cannot be reached; try again") from None
     return _keep(data, name, store, artifacts, tenant, uri=ds.uri, source_sha256=fetched.sha256)
 
 

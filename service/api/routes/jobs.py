@@ -7,9 +7,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.api import render
-from service.api.deps import ArtifactsDep, BrokerDep, JobReadsDep, SettingsDep, StoreDep, TenantDep
+from service.api.deps import (
+    ArtifactsDep,
+    BrokerDep,
+    JobReadsDep,
+    RemoteDep,
+    SettingsDep,
+    StoreDep,
+    TenantDep,
+)
 from service.api.predict import exported_file, weights_key
 from service.api.routes import lookup, pages
 from service.api.routes.documents import json_document
@@ -17,7 +26,7 @@ from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validatio
 from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
 from service.contract.exports import EXPORT_SUFFIX
-from service.contract.spec import JobSpec
+from service.contract.spec import JobSpec, UriDataset
 from service.store.artifacts import ArtifactMissing, file_chunks, remove_job_files
 from service.store.repository import Row
 from service.submission import jobs
@@ -44,28 +53,60 @@ def _job_or_404(store: StoreDep, tenant: str, job_id: str) -> Row:
     return lookup.found("job", job_id, store.get_job(job_id, tenant))
 
 
+async def _checked_remotely(
+    spec: JobSpec, store: StoreDep, settings: SettingsDep, tenant: str, remote: RemoteDep
+) -> jobs.CheckedSpec | None:
+    """A spec whose dataset is at a URI, checked (in the thread pool) and its object asked of its
+    origin on the event loop (jobs.check_uri: no request thread waits on an origin); None for
+    any other spec, which the sync part checks in the same hop as the rest of its work."""
+    if not isinstance(spec.dataset, UriDataset):
+        return None
+    checked = await run_in_threadpool(jobs.check_spec, spec, store, tenant, settings)
+    await jobs.check_uri(checked, settings, remote, tenant)
+    return checked
+
+
 @router.post("/jobs", status_code=202, response_model=Job)
-def create_job(
+async def create_job(
     spec: SpecBody,
     store: StoreDep,
     broker: BrokerDep,
     settings: SettingsDep,
     tenant: TenantDep,
+    remote: RemoteDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Queue a training job. Only `dataset` and `model` are required."""
-    checked = jobs.check_spec(spec, store, tenant, settings)
+    checked = await _checked_remotely(spec, store, settings, tenant, remote)
+    return await run_in_threadpool(
+        _create_job, spec, checked, store, broker, settings, tenant, idempotency_key
+    )
+
+
+def _create_job(
+    spec: JobSpec,
+    checked: jobs.CheckedSpec | None,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    tenant: str,
+    idempotency_key: str | None,
+) -> Response:
+    checked = checked or jobs.check_spec(spec, store, tenant, settings)
     job, _ = jobs.submit(checked, store, broker, tenant, idempotency_key, max_active=settings.max_active_jobs)
-    # Sent as built (json_document): a sync route's response model is checked in the thread
-    # pool, one more hop per submit.
+    # Sent as built (json_document): a response model would be checked in one more hop.
     doc = render.job_documents(store, [job])[0]
     return json_document(doc, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
 
 @router.post("/jobs:validate", response_model=Validation)
-def validate_job(spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep) -> dict[str, Any]:
+async def validate_job(
+    spec: SpecBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep, remote: RemoteDep
+) -> dict[str, Any]:
     """Dry run: the filled spec, its parameter count and memory estimate; nothing is queued."""
-    checked = jobs.check_spec(spec, store, tenant, settings)
+    checked = await _checked_remotely(spec, store, settings, tenant, remote)
+    if checked is None:
+        checked = await run_in_threadpool(jobs.check_spec, spec, store, tenant, settings)
     shape = checked.shape
     return {
         "spec": checked.spec.model_dump(mode="json"),
