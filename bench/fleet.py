@@ -112,9 +112,9 @@ def run(workers: int, threads: int, doc: dict[str, Any]) -> dict[str, Any]:
                     )
                 time.sleep(0.2)
             sweep = SweepSpec.model_validate(doc)
-            trials = sweeps.check_sweep(sweep, store, "default", settings)
+            checked = sweeps.check_sweep(sweep, store, "default", settings)
             t0 = time.perf_counter()
-            row = sweeps.submit(sweep, trials, store, Broker(settings), "default", settings)
+            row = sweeps.submit(checked, store, Broker(settings), "default", settings)
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while True:
                 rows = store.trials([row["id"]])[row["id"]]

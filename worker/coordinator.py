@@ -13,10 +13,13 @@ written and goes on.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from optuna.trial import TrialState
 
-from service.contract.sweep_spec import SweepSpec
+from service.contract.errors import ErrorType
+from service.contract.sweep_outcome import internal_failure
+from service.contract.sweep_spec import SweepSpec, trial_count
 from service.queue.broker import queue_name
 from service.store.sweeps import TRIAL_FINISHED
 from worker import unit_task
@@ -33,7 +36,9 @@ def coordinate(
     rt: Runtime, sweep: SweepSpec, sweep_id: str, queue: str, should_stop: Callable[[], bool], send: Send
 ) -> str:
     """Run the sweep's units to their end: "succeeded" once every unit has ended and a search
-    has asked all its trials, or "cancelled" when the sweep's lease says stop."""
+    has asked all its trials, or "cancelled" when the sweep's lease says stop. A unit (or a
+    trial) that failed `internal` fails the sweep (TrainingError internal, naming it), at once:
+    contract/sweep_outcome.py says why."""
     units, store, owner, s = rt.units, rt.store, rt.name, rt.settings
     size = sweep.parallel or DEFAULT_PARALLEL
     top_up: Callable[[], bool]
@@ -67,13 +72,15 @@ def coordinate(
 
         def top_up() -> bool:
             """Ask units until LOOKAHEAD are queued; True once every trial has been asked."""
+            # at most the grid sampler's combinations, for a sweep stored before they were clamped
+            wanted = trial_count(sweep)
             while True:
                 asked = len(store.trials([sweep_id])[sweep_id])
-                if asked >= sweep.trials:
+                if asked >= wanted:
                     return True
                 if units.counts(sweep_id).get("queued", 0) >= LOOKAHEAD:
                     return False
-                good, bad = ask(study, sweep, min(size, sweep.trials - asked))
+                good, bad = ask(study, sweep, min(size, wanted - asked))
                 ids = units.add(sweep_id, owner, queue, [sorted(good)] if good else [], good, bad)
                 if ids is None:
                     return False  # the lease is lost: should_stop says so next
@@ -89,6 +96,18 @@ def coordinate(
             unit_task.train_claimed(rt, claim)
             continue
         counts = units.counts(sweep_id)
+        if counts.get("failed"):
+            _fail_on_internal(units.of([sweep_id])[sweep_id], None)
         if all_asked and not counts.get("queued") and not counts.get("running"):
+            _fail_on_internal(units.of([sweep_id])[sweep_id], store.trials([sweep_id])[sweep_id])
             return "succeeded"
         rt.shutdown.wait(POLL_S)  # other workers hold the running units
+
+
+def _fail_on_internal(unit_rows: list[dict[str, Any]], trial_rows: list[dict[str, Any]] | None) -> None:
+    # The engine's error (torch-free module): run_engine fails the sweep with it.
+    from worker.training.errors import TrainingError
+
+    error = internal_failure(unit_rows, trial_rows)
+    if error is not None:
+        raise TrainingError(ErrorType.INTERNAL, error["message"])

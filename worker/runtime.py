@@ -10,9 +10,9 @@ import sys
 import threading
 from functools import cached_property, lru_cache
 
-import sqlalchemy as sa
 from celery import Celery
 
+from service.contract.urls import redact_url, redact_urls
 from service.notify.listeners import tell_on_change
 from service.notify.webhooks import WebhookSender
 from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, queue_depth
@@ -157,8 +157,8 @@ def open_store_or_exit() -> Repository:
     try:
         return rt.store
     except Exception as e:
-        url = sa.make_url(rt.settings.store_url).render_as_string(hide_password=True)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        url = redact_url(rt.settings.store_url)
+        reason = redact_urls(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
         print(f"regtrain worker: cannot open the store at {url}: {reason}", file=sys.stderr, flush=True)
         # os._exit: called from Celery's worker_init, where SystemExit would be logged and swallowed.
         os._exit(1)

@@ -77,9 +77,7 @@ def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
             return optuna.samplers.RandomSampler(seed=seed)
         case "grid":
             grid = {n: d.choice if d.choice is not None else _int_values(d) for n, d in sweep.space.items()}
-            return optuna.samplers.GridSampler(
-                {n: [_encode(v) for v in vs] for n, vs in grid.items()}, seed=seed
-            )
+            return _Grid({n: [_encode(v) for v in vs] for n, vs in grid.items()}, seed=seed)
         case "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         case "nsga2":
@@ -87,6 +85,16 @@ def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
         case _:
             startup = min(10, max(2, sweep.trials // 4))
             return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, less its stop: it calls Study.stop once every combination is
+    taken, which outside study.optimize (regtrain asks and tells) raises RuntimeError in the
+    tell of the last trial, after the trial was told. The coordinator stops asking at the
+    sweep's trials, at most the combinations (sweep_spec.clamped)."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def make_pruner(p: Pruner) -> optuna.pruners.BasePruner:

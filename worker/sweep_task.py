@@ -84,13 +84,16 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
             check_sweep_dataset(rt.artifacts, sweep)
             queue = (store.get_sweep(sweep_id) or {}).get("queue") or queue_name(settings, "cpu")
             return coordinate(rt, sweep, sweep_id, queue, lease.should_stop, _send_unit)
-        if not todo:
+        from worker.unit_task import within_caps
+
+        chain = within_caps(rt, claim, sweep, todo, on_trial)  # a step over the caps drops out
+        if not chain:
             return "succeeded"
         callbacks = SweepCallbacks(on_trial=on_trial, should_stop=lease.should_stop)
         with held_sweep_dataset(rt.artifacts, sweep) as dataset_file:
             return run_sweep(
                 sweep,
-                todo,
+                chain,
                 datasets_dir=settings.datasets_dir,
                 dataset_file=dataset_file,
                 callbacks=callbacks,

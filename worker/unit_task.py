@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from service.contract.search_space import trial_spec
 from service.contract.sweep_spec import SweepSpec, Trial
 from service.queue.broker import RUN_SWEEP_UNIT_TASK
 from service.store.sweep_units import UnitClaim
+from service.store.sweeps import SweepClaim
+from service.submission.sweeps import sweep_shape, trials_over_caps
 from worker import leased_task
 from worker.artifact_sync import held_sweep_dataset
 from worker.celery_app import app
@@ -119,10 +122,11 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
         )
         if search is not None:
             callbacks.prune = search.prune
-        if not todo:
+        trials = within_caps(rt, claim, sweep, todo, on_trial)
+        if not trials:
             return "succeeded"
         return run_sweep(
-            sweep, todo, datasets_dir=settings.datasets_dir, dataset_file=dataset_file, callbacks=callbacks
+            sweep, trials, datasets_dir=settings.datasets_dir, dataset_file=dataset_file, callbacks=callbacks
         ).status
 
     status = leased_task.run_engine(
@@ -146,3 +150,27 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             cancel=lambda: units.finish(uid, owner, "cancelled"),
         )
     return status
+
+
+def within_caps(
+    rt: Runtime,
+    claim: UnitClaim | SweepClaim,
+    sweep: SweepSpec,
+    todo: list[Trial],
+    on_trial: Callable[[Any], None],
+) -> list[Trial]:
+    """The trials within this worker's caps, checked on the data the sweep was admitted on
+    before any trains; each other one ends failed (over_limit) untrained, through `on_trial`
+    as a trained one's outcome would. The API admitted the sweep under its own caps, which may
+    be looser than this worker's or may have been lowered since."""
+    from worker.training.sweep import TrialOutcome
+
+    shape = sweep_shape(sweep, rt.store, claim.tenant)
+    over = trials_over_caps(todo, shape, rt.settings) if shape is not None else {}
+    for t in todo:
+        if t.index in over:
+            log.warning(
+                "sweep %s trial %d not trained: %s", claim.sweep_id, t.index, over[t.index]["message"]
+            )
+            on_trial(TrialOutcome(t.index, t.params, "failed", error=over[t.index]))
+    return [t for t in todo if t.index not in over]

@@ -163,7 +163,8 @@ class SweepUnit(BaseModel):
 class SweepStudy(BaseModel):
     name: str
     storage: str = Field(
-        description="optuna.load_study(study_name=name, storage=<this URL, with its password>)."
+        description="optuna.load_study(study_name=name, storage=<this URL, with its password>): "
+        "the database's URL with its password removed, wherever it sat (userinfo or query)."
     )
 
 
@@ -210,6 +211,28 @@ class Sweep(BaseModel):
     study: SweepStudy | None = Field(None, description="A search's Optuna study, in regtrain's database.")
     spec: dict[str, Any] = Field(title=FILLED_SPEC, description="The SweepSpec with every default filled in.")
     error: JobError | None
+
+
+class SweepValidation(BaseModel):
+    """What POST /v1/sweeps would queue, checked as it would be; nothing is queued."""
+
+    spec: dict[str, Any] = Field(
+        title=FILLED_SPEC,
+        description="The SweepSpec as it would run, every default filled in (a grid sampler's "
+        "trials clamped to its combinations).",
+    )
+    trials: int = Field(description="Trials it would train (a space: the sampler's trials).")
+    trainings: int = Field(description="Trials × folds × seeds: the trainings it counts against the cap.")
+    parameters: int = Field(description="Trainable parameters of its largest trial.")
+    memory_bytes: int = Field(
+        description="Worker memory its largest trial needs (data, model and optimizer state, one "
+        "batch); for a space, its worst case: the size fields at their largest values together."
+    )
+    task: Literal["classification", "regression"]
+    n_features: int
+    n_outputs: int
+    queue: str = Field(description="The queue the sweep would go to.")
+    warnings: list[str] = Field(description="How it would run unlike what was asked.")
 
 
 class SweepList(BaseModel):

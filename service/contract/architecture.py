@@ -317,6 +317,51 @@ def check_memory(shape: DataShape, layers: list[LayerPlan], batch_size: int, lim
     )
 
 
+@dataclass(frozen=True)
+class Caps:
+    """The server's limits on one training: the model's parameters, the worker memory it needs
+    (estimate_worker_bytes) and the work it asks for (epochs × samples). A job is checked
+    against them at submit, a sweep's worst case likewise, and a worker checks each trial again
+    before training it."""
+
+    max_parameters: int
+    max_memory_bytes: int | None = None
+    max_epoch_samples: int | None = None
+
+
+def check_caps(spec: JobSpec, shape: DataShape, caps: Caps) -> list[LayerPlan]:
+    """The model's plan on data of this shape; SpecError naming the field when the model, the
+    worker memory it needs or the work it asks for is over `caps`."""
+    layers = check_feasible(spec, shape, caps.max_parameters)
+    if caps.max_memory_bytes is not None:
+        check_memory(shape, layers, spec.training.batch_size, caps.max_memory_bytes)
+    work = spec.training.epochs * (shape.n_samples or 0)
+    if caps.max_epoch_samples is not None and work > caps.max_epoch_samples:
+        raise SpecError(
+            ("training", "epochs"),
+            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
+            f"limit of {caps.max_epoch_samples:,} sample passes per job",
+        )
+    return layers
+
+
+def load(spec: JobSpec, shape: DataShape, caps: Caps) -> list[float] | None:
+    """How much of each cap the spec takes (1.0 = all of it): parameters, then worker memory and
+    epochs × samples where capped; what a sweep's worst case is the worst by. None for a model
+    that cannot be built on this data."""
+    try:
+        layers = plan_model(spec, shape)
+    except SpecError:
+        return None
+    ratios = [parameter_count(layers) / caps.max_parameters]
+    if caps.max_memory_bytes is not None:
+        worker = estimate_worker_bytes(shape, layers, spec.training.batch_size)
+        ratios.append(sum(worker.values()) / caps.max_memory_bytes)
+    if caps.max_epoch_samples is not None:
+        ratios.append(spec.training.epochs * (shape.n_samples or 0) / caps.max_epoch_samples)
+    return ratios
+
+
 def metric_names(task: Task, has_validation: bool) -> list[str]:
     """The names in a job's per-epoch metrics row that early stopping may monitor."""
     names = ["train_loss", "data_loss", "penalty", "train_eval_loss"]

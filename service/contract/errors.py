@@ -17,6 +17,7 @@ class ErrorType(StrEnum):
     BAD_DATA = "bad_data"  # the dataset cannot be read or does not fit the spec
     BAD_SPEC = "bad_spec"  # a stored spec that no longer validates
     BAD_PARAMS = "bad_params"  # a sweep's trial parameters make an invalid job
+    OVER_LIMIT = "over_limit"  # a trial over the caps of the worker that took it, never trained
     INTERNAL = "internal"
     WORKER_LOST = "worker_lost"  # leases expired max_attempts times
     BROKER_UNAVAILABLE = "broker_unavailable"  # stored, but the broker refused the message

@@ -10,12 +10,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from service.contract.spec import JobSpec, Strict
+from service.contract.urls import redact_url
 
 if TYPE_CHECKING:
     from service.contract.sweep_spec import SweepSpec
 
 Sampler = Literal["tpe", "random", "grid", "cmaes", "nsga2"]
 MAX_CHOICES = 256
+# The grid sampler enumerates every combination of its space up front (Optuna's GridSampler
+# lists them): a space of more is refused before a worker builds the list.
+MAX_GRID_COMBINATIONS = 100_000
 
 
 class Dimension(Strict):
@@ -88,6 +92,20 @@ class Pruner(Strict):
     patience: int = Field(3, ge=1, le=1000, description="gap: epochs of widening in a row.")
 
 
+def grid_size(space: dict[str, Dimension]) -> int:
+    """How many combinations the grid sampler enumerates: every choice, every int of a range."""
+    import math
+
+    sizes = []
+    for d in space.values():
+        if d.choice is not None:
+            sizes.append(len(d.choice))
+        else:
+            assert d.int_ is not None, "validated: a grid sampler's space has only choice and int"
+            sizes.append(d.int_[1] - d.int_[0] + 1)
+    return math.prod(sizes)
+
+
 def ordered(space: dict[str, Dimension]) -> list[str]:
     """The fields in an order where each conditional one comes after the fields it depends on;
     ValueError naming a field whose condition names a field outside the space or a cycle."""
@@ -155,12 +173,9 @@ def edge_warnings(space: dict[str, Dimension], best: dict[str, Any]) -> list[str
 
 
 def study_storage(url: str) -> str:
-    """The URL optuna.load_study takes for regtrain's database, without its password."""
-    import sqlalchemy as sa
-
-    u = sa.make_url(url)
-    bare = sa.URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
-    return bare.render_as_string(hide_password=False)
+    """The URL optuna.load_study takes for regtrain's database, without its password wherever
+    the URL holds it (`u:secret@`, `?password=`): every tenant reads it."""
+    return redact_url(url)
 
 
 def study_name(sweep_id: str) -> str:

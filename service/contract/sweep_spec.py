@@ -13,13 +13,33 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from service.contract.architecture import DataShape, check_feasible, check_memory, metric_names
+from service.contract.architecture import Caps, DataShape, check_caps, load, metric_names
 from service.contract.errors import SpecError
-from service.contract.search_space import Dimension, Pruner, Sampler, ordered
+from service.contract.search_space import (
+    MAX_GRID_COMBINATIONS,
+    Dimension,
+    Pruner,
+    Sampler,
+    grid_size,
+    ordered,
+    probe_params,
+    trial_spec,
+)
 from service.contract.spec import JobSpec, Strict
 
 MAX_TRIALS = 256
 MAX_PATH_STEPS = 64
+# A space's size fields whose corners the API tries together, every combination, before it
+# falls back to each field's own worst corner (see worst_case_params).
+MAX_JOINT_CORNERS = 1024
+
+# Fields every trial of a sweep shares with its base, so a grid, range or space over them is
+# refused (422 naming the field) rather than silently ignored: the trials train on the base's
+# data (the API checks the base's shape, each worker holds the base's upload), on the queue of
+# the base's device, and a trial has no webhook and no name of its own.
+FIXED_FIELDS = ("dataset", "training.device", "notify", "name")
+# Fields that change what a trial costs: the model's plan, a batch's activations, the epochs.
+SIZE_FIELDS = ("model", "training.batch_size", "training.epochs")
 
 
 class Distribution(Strict):
@@ -70,7 +90,14 @@ class SweepSpec(Strict):
         description='Field path → values, e.g. {"regularization.l2": [0, 1e-4, 1e-3]}; all combinations.',
     )
     random: dict[str, Distribution] | None = Field(None, description="Field path → distribution.")
-    trials: int = Field(16, ge=1, le=MAX_TRIALS, description="Random search: how many trials.")
+    trials: int = Field(
+        16,
+        ge=1,
+        le=MAX_TRIALS,
+        description="Random search or a space: how many trials. With sampler grid, at most one "
+        "per combination of the space: more are clamped to the number of combinations (each "
+        "trained once), and the sweep's `warnings` say so.",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random search: the sampling seed.")
     path: dict[str, list[float]] | None = Field(
         None,
@@ -162,6 +189,11 @@ class SweepSpec(Strict):
             for name, dim in self.space.items():
                 if dim.kind not in ("choice", "int"):
                     raise ValueError(f"space.{name}: the grid sampler needs choice or int dimensions")
+            if grid_size(self.space) > MAX_GRID_COMBINATIONS:
+                raise ValueError(
+                    f"space: the grid sampler would enumerate {grid_size(self.space):,} combinations, "
+                    f"more than {MAX_GRID_COMBINATIONS:,}; give fewer values"
+                )
 
     @property
     def objectives(self) -> list[Objective]:
@@ -207,6 +239,8 @@ def trial_count(sweep: SweepSpec) -> int:
     """How many trials the sweep makes, from the grid's lengths alone: a grid of 10 keys × 60
     values is refused in microseconds instead of being built (60^10 dicts) to be counted."""
     if sweep.space is not None:
+        if sweep.sampler == "grid":  # each combination once (see `clamped`)
+            return min(sweep.trials, grid_size(sweep.space))
         return sweep.trials
     if sweep.grid is not None:
         return math.prod(len(v) for v in sweep.grid.values())
@@ -214,6 +248,47 @@ def trial_count(sweep: SweepSpec) -> int:
         return sweep.trials
     assert sweep.path is not None
     return sum(len(v) for v in sweep.path.values())
+
+
+def clamped(sweep: SweepSpec) -> tuple[SweepSpec, list[str]]:
+    """The sweep as it runs, with the warnings that say how it differs from the one asked for:
+    a grid sampler asked for more trials than its space has combinations runs each combination
+    once (Optuna's grid sampler would train some twice, then stop the study)."""
+    if sweep.space is None or sweep.sampler != "grid" or sweep.trials <= trial_count(sweep):
+        return sweep, []
+    n = trial_count(sweep)
+    warning = (
+        f"trials: the grid sampler's space has {n} combinations, so {n} trials run (each "
+        f"combination once), not the {sweep.trials} asked for"
+    )
+    return sweep.model_copy(update={"trials": n}), [warning]
+
+
+def fixed_field(path: str) -> str | None:
+    """The field of FIXED_FIELDS that a swept path would change (itself, within or above it)."""
+    for fixed in FIXED_FIELDS:
+        if path == fixed or path.startswith(fixed + ".") or fixed.startswith(path + "."):
+            return fixed
+    return None
+
+
+def searched_fields(sweep: SweepSpec) -> tuple[str, list[str]]:
+    """The search's kind and the field paths it varies."""
+    fields = sweep.grid or sweep.random or sweep.path or sweep.space or {}
+    return sweep.kind, list(fields)
+
+
+def refuse_fixed_fields(sweep: SweepSpec) -> None:
+    """SpecError naming a swept field that every trial shares with the base (FIXED_FIELDS)."""
+    kind, paths = searched_fields(sweep)
+    for path in paths:
+        fixed = fixed_field(path)
+        if fixed is not None:
+            raise SpecError(
+                (kind, path),
+                f"every trial of a sweep keeps the base's {fixed}: it cannot vary per trial "
+                "(submit one sweep per value instead)",
+            )
 
 
 def trainings(sweep: SweepSpec) -> int:
@@ -224,8 +299,6 @@ def trainings(sweep: SweepSpec) -> int:
 
 def _param_sets(sweep: SweepSpec) -> tuple[str, list[dict[str, Any]]]:
     if sweep.space is not None:  # asked one by one from the sampler; `expand` checks its corners
-        from service.contract.search_space import probe_params
-
         return "space", probe_params(sweep.space)
     if sweep.grid is not None:
         n = trial_count(sweep)
@@ -248,34 +321,30 @@ def expand(
     max_parameters: int,
     *,
     max_memory_bytes: int | None = None,
+    max_epoch_samples: int | None = None,
 ) -> list[Trial]:
-    """Every trial's validated JobSpec; SpecError naming the field path and value that fails."""
+    """Every trial's validated JobSpec, each within the caps on data of `shape`; SpecError
+    naming the field path and value that fails. A space's trials are asked as it runs: its
+    "trials" here are the specs the API checks, each field at each of its corners and, last,
+    the space's joint worst case (worst_case_params), so no trial the sampler may ask for is
+    over the caps though each field alone is within them."""
+    refuse_fixed_fields(sweep)
+    caps = Caps(max_parameters, max_memory_bytes, max_epoch_samples)
     kind, sets = _param_sets(sweep)
-    base = sweep.base.model_dump(mode="json")
-    trials = []
-    for i, params in enumerate(sets):
-        doc = _deep_copy(base)
-        for path, value in params.items():
+    trials = [_trial(sweep, kind, i, params, shape, caps) for i, params in enumerate(sets)]
+    if sweep.space is not None and shape is not None:
+        worst = worst_case_params(sweep, shape, caps)
+        if worst is not None:
+            spec = trial_spec(sweep, worst)
             try:
-                set_path(doc, path, value)
-            except KeyError:
-                raise SpecError((kind, path), f"unknown field path {path!r} for this base spec") from None
-        try:
-            spec = JobSpec.model_validate(doc)
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(map(str, err["loc"]))
-            raise SpecError(
-                (kind, _failed_param(params, err["loc"])), f"trial {i} ({params}): {where}: {err['msg']}"
-            ) from None
-        if shape is not None:
-            try:
-                layers = check_feasible(spec, shape, max_parameters)
-                if max_memory_bytes is not None:
-                    check_memory(shape, layers, spec.training.batch_size, max_memory_bytes)
+                check_caps(spec, shape, caps)
             except SpecError as e:
-                raise SpecError((kind, *e.loc), f"trial {i} ({params}): {e.message}") from None
-        trials.append(Trial(i, params, spec))
+                sized = {k: v for k, v in worst.items() if _sizes(k)}
+                raise SpecError(
+                    ("space", _swept_field(sized, e.loc) or next(iter(sized))),
+                    f"the space's worst case, {sized} together, is over the limits: {e.message}",
+                ) from None
+            trials.append(Trial(len(trials), worst, spec))
     if shape is not None:
         # a row's weight statistics and gap may be objectives too (say accuracy and sparsity)
         known = [*metric_names(shape.task, True), "generalization_gap", "weight_l2_norm", "weight_sparsity"]
@@ -284,6 +353,103 @@ def expand(
                 loc = ("objective", "metric") if len(sweep.objectives) == 1 else ("objective", i, "metric")
                 raise SpecError(loc, f"{o.metric!r} is not reported; choose one of {', '.join(known)}")
     return trials
+
+
+def _trial(
+    sweep: SweepSpec, kind: str, i: int, params: dict[str, Any], shape: DataShape | None, caps: Caps
+) -> Trial:
+    doc = _deep_copy(sweep.base.model_dump(mode="json"))
+    for path, value in params.items():
+        try:
+            set_path(doc, path, value)
+        except KeyError:
+            raise SpecError((kind, path), f"unknown field path {path!r} for this base spec") from None
+    try:
+        spec = JobSpec.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise SpecError(
+            (kind, _failed_param(params, err["loc"])), f"trial {i} ({params}): {where}: {err['msg']}"
+        ) from None
+    if shape is not None:
+        try:
+            check_caps(spec, shape, caps)
+        except SpecError as e:
+            # a space names the field of its own (the key of `space`) when it can
+            field = _swept_field(params, e.loc) if kind == "space" else None
+            loc = (kind, *e.loc) if field is None else (kind, field)
+            raise SpecError(loc, f"trial {i} ({params}): {e.message}") from None
+    return Trial(i, params, spec)
+
+
+def _sizes(path: str) -> bool:
+    return any(path == f or path.startswith(f + ".") or f.startswith(path + ".") for f in SIZE_FIELDS)
+
+
+def worst_case_params(sweep: SweepSpec, shape: DataShape, caps: Caps) -> dict[str, Any] | None:
+    """The params of the space's worst trial: its size fields (SIZE_FIELDS) taken together at
+    the corners that bring a trial closest to its tightest cap (architecture.load), the other
+    fields at their first corner, conditions that a size field depends on made true. Every
+    combination of the size fields' corners is tried where they are at most MAX_JOINT_CORNERS;
+    past that, each field's own worst corner (the others at their first), together. None when
+    the space has no size field.
+
+    Corners suffice: a trial's parameters, memory and work grow with each size field's value
+    (a width, a batch, an epoch count), so a range's worst value is one of its ends."""
+    assert sweep.space is not None
+    space = sweep.space
+    names = ordered(space)
+    sized = [n for n in names if _sizes(n)]
+    if not sized:
+        return None
+    wanted: dict[str, Any] = {}  # what the size fields' conditions ask of the other fields
+    for n in sized:
+        for dep, value in (space[n].when or {}).items():
+            wanted.setdefault(dep, value)
+    first = {n: space[n].corners()[0] for n in names}
+
+    def params_of(chosen: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for n in names:
+            if space[n].applies(params):
+                params[n] = chosen[n] if n in chosen else wanted.get(n, first[n])
+        return params
+
+    def ratios(params: dict[str, Any]) -> list[float] | None:
+        try:
+            return load(trial_spec(sweep, params), shape, caps)
+        except (KeyError, ValidationError):  # an invalid combination: asked, it fails bad_params
+            return None
+
+    def tightest(params: dict[str, Any]) -> float:  # over the caps iff > 1
+        r = ratios(params)
+        return -1.0 if r is None else max(r)
+
+    def total(params: dict[str, Any]) -> float:  # grows with every field, whichever cap it takes
+        r = ratios(params)
+        return -1.0 if r is None else sum(r)
+
+    corners = {n: space[n].corners() for n in sized}
+    if math.prod(len(c) for c in corners.values()) <= MAX_JOINT_CORNERS:
+        combos = (params_of(dict(zip(sized, c, strict=True))) for c in itertools.product(*corners.values()))
+        worst = max(combos, key=tightest)
+    else:
+        own: dict[str, Any] = {}
+        for n in sized:
+            own[n] = max(corners[n], key=lambda v: total(params_of({n: v})))
+        worst = params_of(own)
+    return worst if ratios(worst) is not None else None
+
+
+def _swept_field(params: dict[str, Any], loc: tuple[Any, ...]) -> str | None:
+    """The swept field a cap's error is about: the one at, under or above the error's location
+    (an estimate the model drives names a model field); None when none is."""
+    where = ".".join(map(str, loc))
+    for path in params:
+        if path == where or path.startswith(where + ".") or where.startswith(path + "."):
+            return path
+    return None
 
 
 def _failed_param(params: dict[str, Any], loc: tuple[Any, ...]) -> str:

@@ -59,6 +59,7 @@ class SweepStore(StoreBase):
         idempotency_key: str | None = None,
         request_sha256: str | None = None,
         notify_secret: str | None = None,
+        warnings: list[str] | None = None,
         egress_private: bool = False,
     ) -> Row:
         """Insert a queued sweep and one queued row per trial (`trials[i]` = trial i's params);
@@ -74,6 +75,7 @@ class SweepStore(StoreBase):
             idempotency_key=idempotency_key,
             request_sha256=request_sha256,
         )
+        values["warnings"] = warnings or None  # how it runs unlike what was asked (a clamp)
         with self._write() as conn:
             conn.execute(
                 sweeps.insert().values(**values, notify_secret=notify_secret, egress_private=egress_private)
@@ -225,8 +227,10 @@ class SweepStore(StoreBase):
     ) -> bool:
         """The search is over and its best trial's retrain job queued: the sweep stays running,
         with no lease (no worker holds it; the reaper leaves it be), until that job finishes
-        (see settle_sweep)."""
+        (see settle_sweep). `warnings` join those the sweep was admitted with."""
         with self._write() as conn:
+            before = conn.execute(sa.select(sweeps.c.warnings).where(sweeps.c.id == sweep_id)).scalar()
+            warnings = [*(before or []), *(w for w in warnings if w not in (before or []))]
             done = conn.execute(
                 sweeps.update()
                 .where(leased.held(sweeps, sweep_id, owner))

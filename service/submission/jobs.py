@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 from service.contract.addresses import resolve_target
 from service.contract.architecture import (
+    Caps,
     DataShape,
     LayerPlan,
-    check_feasible,
-    check_memory,
+    check_caps,
     estimate_memory_bytes,
     known_shape,
     parameter_count,
@@ -137,16 +137,13 @@ def check_shape(spec: JobSpec, shape: DataShape, settings: Settings) -> list[Lay
     """The model's plan once the data's shape is known (at submit; for a dataset by URI, in the
     worker that read it): SpecError naming the field when the model, the worker memory it needs
     or the work it asks for (epochs × samples) is over the server's limits."""
-    layers = check_feasible(spec, shape, settings.max_parameters)
-    check_memory(shape, layers, spec.training.batch_size, settings.max_worker_memory_bytes)
-    work = spec.training.epochs * (shape.n_samples or 0)
-    if work > settings.max_epoch_samples:
-        raise SpecError(
-            ("training", "epochs"),
-            f"{spec.training.epochs} epochs × {shape.n_samples} samples = {work:,} exceeds the "
-            f"limit of {settings.max_epoch_samples:,} sample passes per job",
-        )
-    return layers
+    return check_caps(spec, shape, caps(settings))
+
+
+def caps(settings: Settings) -> Caps:
+    """This server's caps on one training (REGTRAIN_MAX_PARAMETERS, _MAX_WORKER_MEMORY_BYTES,
+    _MAX_EPOCH_SAMPLES): a job's, each trial of a sweep's."""
+    return Caps(settings.max_parameters, settings.max_worker_memory_bytes, settings.max_epoch_samples)
 
 
 def _capped(spec: JobSpec, settings: Settings) -> JobSpec:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import BrokerDep, StoreDep
 from service.api.schemas import Health
+from service.contract.urls import redact_urls
 
 router = APIRouter(tags=["health"])
 
@@ -28,7 +29,8 @@ def readyz(store: StoreDep, broker: BrokerDep) -> Any:
             ping()
             checks[name] = "ok"
         except Exception as e:
-            checks[name] = f"unreachable: {type(e).__name__}: {str(e)[:200]}"
+            # unauthenticated: a driver's message may quote the URL, password and all
+            checks[name] = f"unreachable: {type(e).__name__}: {redact_urls(str(e))[:200]}"
     ok = all(v == "ok" for v in checks.values())
     body = {"status": "ok" if ok else "unavailable", "checks": checks}
     if ok:

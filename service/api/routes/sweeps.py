@@ -12,10 +12,11 @@ from fastapi.responses import StreamingResponse
 from service.api import render
 from service.api.deps import BrokerDep, SettingsDep, StoreDep, TenantDep
 from service.api.routes import lookup, pages
-from service.api.schemas import Sweep, SweepList
+from service.api.schemas import Sweep, SweepList, SweepValidation
 from service.api.sweep_events import parse_position
 from service.api.sweep_events import stream as sweep_events_stream
-from service.contract.sweep_spec import SweepSpec
+from service.contract.sweep_spec import SweepSpec, trainings, trial_count
+from service.queue.broker import queue_for_device
 from service.submission import sweeps
 
 router = APIRouter(prefix="/v1", tags=["sweeps"])
@@ -82,10 +83,33 @@ def create_sweep(
     trial's spec is validated first; the best trial is retrained on train + validation data and
     tested, as a job of its own (`best.job_id`). An `Idempotency-Key` header makes a retried
     POST return the same sweep."""
-    trials = sweeps.check_sweep(sweep, store, tenant, settings)
-    row = sweeps.submit(sweep, trials, store, broker, tenant, settings, idempotency_key)
+    checked = sweeps.check_sweep(sweep, store, tenant, settings)
+    row = sweeps.submit(checked, store, broker, tenant, settings, idempotency_key)
     response.headers["Location"] = f"/v1/sweeps/{row['id']}"
     return render.sweep_documents(store, [row], settings.store_url)[0]
+
+
+@router.post("/sweeps:validate", response_model=SweepValidation)
+def validate_sweep(
+    sweep: SweepBody, store: StoreDep, settings: SettingsDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """Dry run, as for jobs: the sweep as it would run, its trials, the parameters and worker
+    memory of its largest trial (a space's worst case), and its queue; nothing is queued. A
+    sweep POST /v1/sweeps would refuse answers the same 422."""
+    checked = sweeps.check_sweep(sweep, store, tenant, settings)
+    parameters, memory = checked.worst_case()
+    return {
+        "spec": checked.sweep.model_dump(mode="json"),
+        "trials": trial_count(checked.sweep),
+        "trainings": trainings(checked.sweep),
+        "parameters": parameters,
+        "memory_bytes": memory,
+        "task": checked.shape.task,
+        "n_features": checked.shape.n_features,
+        "n_outputs": checked.shape.n_outputs,
+        "queue": queue_for_device(settings, checked.sweep.base.training.device),
+        "warnings": checked.warnings,
+    }
 
 
 @router.get("/sweeps", response_model=SweepList)
