@@ -222,6 +222,14 @@ class Settings(BaseSettings):
         description="A finished job keeps its best and final checkpoints and its last this many "
         "epoch checkpoints (resume points; a running job keeps 3); 0 keeps none.",
     )
+    job_log_max_bytes: int = Field(
+        256 * 1024,
+        ge=4096,
+        description="Most bytes of log lines the store keeps per job (GET /v1/jobs/{id}/logs), "
+        "every attempt together. Past it, the first lines and the last ones (how the job ended, "
+        "an error's traceback) stay, and one line says how many were dropped between them; a "
+        "line is cut to 16 KiB (a quarter of this, if less), keeping its start and end.",
+    )
     worker_nice: int = Field(
         0,
         ge=0,

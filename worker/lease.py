@@ -62,6 +62,11 @@ class Lease:
         self._thread.join(timeout=self.heartbeat_seconds + 30)
         self._held.close()
 
+    @property
+    def thread_name(self) -> str:
+        """Its heartbeat thread's name: a job's log keeps that thread's records too."""
+        return self._thread.name
+
     def should_stop(self) -> bool:
         if self.shutdown.is_set() and self.reason is None:
             self.reason = "shutdown"

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -21,6 +21,7 @@ from service.data.datafile import DataError
 from service.data.uri import Stopped
 from service.queue.broker import RUN_JOB_TASK
 from worker import artifact_sync, leased_task, retention
+from worker.attempt_logs import AttemptLog
 from worker.celery_app import app
 from worker.job_data import TimeLimitReached, local_dataset
 from worker.lease import Lease
@@ -37,7 +38,10 @@ def run_job_task(job_id: str) -> None:
 
 def execute(job_id: str, rt: Runtime) -> None:
     try:
-        _execute(job_id, rt)
+        # What this attempt logs is kept with the job (worker/attempt_logs.py), from its claim
+        # to its final state; retention's lines below are the worker's own.
+        with AttemptLog(rt.store, job_id, max_bytes=rt.settings.job_log_max_bytes) as job_log:
+            _execute(job_id, rt, job_log)
     finally:
         # Whatever the outcome, a job that has now finished keeps only what retention allows
         # (a job left running, for the reaper or another worker, is left alone).
@@ -45,7 +49,7 @@ def execute(job_id: str, rt: Runtime) -> None:
         artifact_sync.drop_scratch(rt.store, rt.artifacts, job_id, rt.settings.jobs_dir / job_id)
 
 
-def _execute(job_id: str, rt: Runtime) -> None:
+def _execute(job_id: str, rt: Runtime, job_log: AttemptLog) -> None:
     # Imported here, not at module level: the Celery app (and whatever imports it) loads
     # without torch; only a process that trains pays for it.
     from worker.training.runner import Callbacks as EngineCallbacks
@@ -55,10 +59,18 @@ def _execute(job_id: str, rt: Runtime) -> None:
     claim = leased_task.claim(rt, "job", job_id, store.claim)
     if claim is None:
         return
+    resuming = f", resuming from epoch {claim.resumed_from_epoch}" if claim.resumed_from_epoch else ""
+    job_log.begin(claim.attempt, f"attempt {claim.attempt} on {owner}{resuming}")
+
+    def finish(status: Literal["succeeded", "failed", "cancelled"], **outcome: Any) -> bool:
+        # the log first: a job read as finished has all of its lines (its event stream ends)
+        job_log.flush()
+        return store.finish(job_id, owner, status, **outcome)
+
     try:
         spec = JobSpec.model_validate(claim.spec)
     except ValidationError as e:
-        store.finish(job_id, owner, "failed", error=leased_task.bad_spec(e))
+        finish("failed", error=leased_task.bad_spec(e))
         return
     work_dir = settings.jobs_dir / job_id
 
@@ -108,6 +120,8 @@ def _execute(job_id: str, rt: Runtime) -> None:
             except Stopped:  # before any training: `stopped` below tells a cancel from a shutdown
                 return JobOutcome("cancelled", {}, claim.resumed_from_epoch)
             provenance.update(found)
+            data_note = found or spec.dataset.model_dump(mode="json", exclude_none=True)
+            log.info("job %s: data ready: %s", job_id, data_note)
             # a job that ran before (on this worker or another) resumes from the bucket's copy
             artifact_sync.pull_resume(artifacts, job_id, store.checkpoints(job_id))
             return run_job(
@@ -126,6 +140,7 @@ def _execute(job_id: str, rt: Runtime) -> None:
         rt.presence.epoch()
 
     lease = leased_task.hold(rt, Lease, job_id)
+    job_log.follow(lease.thread_name)
     callbacks = EngineCallbacks(
         on_epoch=on_epoch,
         on_checkpoint=on_checkpoint,
@@ -138,7 +153,7 @@ def _execute(job_id: str, rt: Runtime) -> None:
         job_id,
         lease,
         train,
-        lambda error: store.finish(job_id, owner, "failed", error=error),
+        lambda error: finish("failed", error=error),
         retry_infrastructure=True,
     )
     if outcome is None:
@@ -150,7 +165,8 @@ def _execute(job_id: str, rt: Runtime) -> None:
         outcome.result["environment"]["dataset"] = provenance
     result = finite(outcome.result)
     if outcome.status == "succeeded":
-        store.finish(job_id, owner, "succeeded", result=result)
+        log.info("job %s: succeeded (best epoch %s)", job_id, result.get("best_epoch"))
+        finish("succeeded", result=result)
         return
     leased_task.stopped(
         rt,
@@ -160,5 +176,5 @@ def _execute(job_id: str, rt: Runtime) -> None:
         task=RUN_JOB_TASK,
         release=store.release,
         # nothing trained (cancelled in its data fetch): no result, as for a queued job
-        cancel=lambda: store.finish(job_id, owner, "cancelled", result=result or None),
+        cancel=lambda: finish("cancelled", result=result or None),
     )

@@ -26,6 +26,7 @@ from service.api.routes import (
     docs,
     events,
     health,
+    job_logs,
     jobs,
     metrics,
     predict,
@@ -209,7 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    for module in (jobs, events, predict, sweeps, datasets, health, metrics, workers):
+    for module in (jobs, job_logs, events, predict, sweeps, datasets, health, metrics, workers):
         _document_errors(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)

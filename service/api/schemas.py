@@ -270,3 +270,20 @@ class Worker(BaseModel):
 
 class WorkerList(BaseModel):
     workers: list[Worker]
+
+
+class LogLine(BaseModel):
+    """A line the worker logged for a job."""
+
+    at: datetime = Field(description="When it was logged, on the worker's clock.")
+    attempt: int = Field(description="The attempt that logged it (1, then 2 after a lost worker, ...).")
+    level: str = Field(description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    message: str = Field(description="The message, with its traceback where it came with one.")
+    cursor: str = Field(description="Pass as ?cursor= for the lines written after this one.")
+
+
+class JobLogs(BaseModel):
+    lines: list[LogLine]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the lines written after these (null: none read yet)."
+    )

@@ -4,7 +4,8 @@
     regtrain status ID                        regtrain cancel ID
     regtrain jobs [--status S] [--limit N]    regtrain download ID [--checkpoint best] [-o FILE]
     regtrain sweep SWEEP.json [--follow]
-    (and, in resource_commands: sweeps, datasets, upload, predict, delete; in fleet_commands: workers)
+    (and, in resource_commands: sweeps, datasets, upload, predict, delete; in fleet_commands: workers;
+    in log_commands: logs)
 
 `status ID` shows a job, or a sweep when no job has that id.
 
@@ -34,7 +35,7 @@ from regtrain_client import (
     trial_event_line,
 )
 
-from service.cli import fleet_commands, resource_commands
+from service.cli import fleet_commands, log_commands, resource_commands
 from service.cli.tables import fmt as _fmt
 from service.cli.tables import table
 
@@ -56,6 +57,7 @@ COMMANDS = (
     *fleet_commands.COMMANDS,
 )
 
+    *log_commands.COMMANDS,
 
 def add_commands(sub: Any) -> None:
     """Add the client commands to the `regtrain` parser's subcommands."""
@@ -89,6 +91,7 @@ def add_commands(sub: Any) -> None:
     fleet_commands.add_commands(sub, common)
 
 
+    log_commands.add_commands(sub, common)
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     handler: Callable[[Client, argparse.Namespace, TextIO], int] = HANDLERS[args.command]
@@ -326,3 +329,4 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "delete": resource_commands.delete,
     "workers": fleet_commands.workers,
 }
+    "logs": log_commands.logs,

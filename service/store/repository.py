@@ -10,6 +10,7 @@ from service.store import migrate
 from service.store.base import DeleteOutcome, Listener, new_id, now
 from service.store.datasets import DatasetStore
 from service.store.engine import DEFAULT_POOL_SIZE, make_engine
+from service.store.job_logs import JobLogStore
 from service.store.jobs import Claim, JobStore
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.sweeps import TRIAL_FINISHED, SweepClaim, SweepStore
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-class Repository(JobStore, SweepStore, DatasetStore):
+class Repository(JobStore, SweepStore, DatasetStore, JobLogStore):
     """Every query regtrain makes, by domain; one engine and one set of listeners for all."""
 
     def active_work(self, tenant: str) -> int:

@@ -245,6 +245,23 @@ sweep_units = sa.Table(
     sa.Index("ix_sweep_units_status_lease", "status", "lease_expires_at"),
 )
 
+# Added by migration 0013: what the worker logged for a job, every attempt's lines in the order
+# they were written (seq), kept to REGTRAIN_JOB_LOG_MAX_BYTES per job (store/job_logs.py).
+job_logs = sa.Table(
+    "job_logs",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("level", sa.String(20), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),  # what the line counts against the bound
+    # Set on the one line that stands for the lines dropped to keep the bound: how many.
+    sa.Column("dropped", sa.Integer),
+    sa.Index("ix_job_logs_job_id_seq", "job_id", "seq"),
+)
+
 # Added by migration 0005: webhook deliveries, leased like jobs so that a delivery outlives the
 # process that scheduled it (store/webhook_outbox.py).
 webhook_deliveries = sa.Table(

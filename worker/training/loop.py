@@ -12,6 +12,7 @@ an epoch's steps, its metrics row, what follows an epoch, the finish) over one s
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -41,6 +42,8 @@ from worker.training.regularization import (
     weight_stats,
 )
 from worker.training.step import Stepper
+
+log = logging.getLogger(__name__)
 
 CHECK_EVERY = 16  # steps between reads of the loss, the cancel flag and the clock...
 CHECK_SECONDS = 0.2  # ...when at least this long has passed since the last read
@@ -332,6 +335,7 @@ def _resume(run: _Run) -> int:
         run.best_state = {name: v.to(run.device) for name, v in best.items()}
     run.last_row = loop_state.get("last_row")
     run.resumed_from = k
+    log.info("resuming from the checkpoint of epoch %d", k)
     return k + 1
 
 

@@ -1,17 +1,19 @@
 """GET /v1/jobs/{id}/events: a job as Server-Sent Events (status, epoch, checkpoint, done).
 
 The stream is built from the store, the one source of truth on every backend: a connection
-reads the job's new history, metrics and checkpoint rows (a few indexed queries) when the job's
+reads the job's new history, metrics, checkpoint and log rows (a few indexed queries) when the job's
 Redis doorbell rings on a fleet, and every few seconds regardless (see service.queue.doorbell), so
 any API replica can serve any job. An event's id is the stream position after it,
-`HISTORY_SEQ.EPOCH.CHECKPOINT_MICROSECONDS`, so a client that reconnects with Last-Event-ID
-gets exactly the events it has not seen.
+`HISTORY_SEQ.EPOCH.CHECKPOINT_MICROSECONDS.LOG_SEQ`, so a client that reconnects with
+Last-Event-ID gets exactly the events it has not seen (an id of three parts, from a server
+before logs, resends the log from its first line).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import re
 import time
@@ -27,6 +29,7 @@ from fastapi.responses import StreamingResponse
 
 from service.api import render
 from service.api.deps import StoreDep, TenantDep
+from service.api.routes.job_logs import log_line
 from service.contract.errors import NotFound
 from service.queue.doorbell import Listener
 from service.store import Repository
@@ -36,11 +39,12 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 KEEPALIVE_S = 15.0
 RETRY_MS = 2000
+LOG_BATCH = 1000  # log lines read at once; a job's bound holds a few thousand
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
-_POSITION = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})\.([0-9]{1,19})")
+_POSITION = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})\.([0-9]{1,19})(?:\.([0-9]{1,19}))?")
 _MAX_INT = 2**31 - 1  # the store's integer columns
 _MAX_US = 10**17  # microseconds since 1970: about the year 5100, well inside datetime's range
 
@@ -53,6 +57,7 @@ class Position:
     epoch: int = 0
     checkpoint_us: int = 0
 
+    log: int = 0
     @classmethod
     def parse(cls, raw: str | None) -> Position:
         """An id this server handed out; anything else (any bytes, digits that are not ASCII,
@@ -60,13 +65,13 @@ class Position:
         m = _POSITION.fullmatch((raw or "").strip())
         if m is None:
             return cls()
-        history, epoch, checkpoint_us = (int(g) for g in m.groups())
-        if history > _MAX_INT or epoch > _MAX_INT or checkpoint_us > _MAX_US:
+        history, epoch, checkpoint_us, log = (int(g or 0) for g in m.groups())
+        if history > _MAX_INT or epoch > _MAX_INT or checkpoint_us > _MAX_US or log > _MAX_INT:
             return cls()
         return cls(history, epoch, checkpoint_us)
 
     def __str__(self) -> str:
-        return f"{self.history}.{self.epoch}.{self.checkpoint_us}"
+        return f"{self.history}.{self.epoch}.{self.checkpoint_us}.{self.log}"
 
     @property
     def checkpoint_at(self) -> datetime | None:
@@ -91,8 +96,9 @@ async def job_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """`status` (a history entry), `epoch` (that epoch's metrics row), `checkpoint` (a checkpoint
-    record) and, once the job has finished, `done` (the job); then the stream ends. Send
-    Last-Event-ID on reconnect to resume where the last connection stopped."""
+    record), `log` (a line the worker logged, as GET /logs shows it, with its `cursor`) and,
+    once the job has finished, `done` (the job); then the stream ends. Send Last-Event-ID on
+    reconnect to resume where the last connection stopped."""
     if await to_thread.run_sync(store.get_job, job_id, tenant) is None:
         raise NotFound(f"no job {job_id!r}")
     return StreamingResponse(
@@ -136,15 +142,24 @@ async def _changes(
             )
         )
         changes = [(h["at"], "status", h) for h in history]
+        # Read after the job too: a finished job's lines were all written before it finished.
+        logs = await to_thread.run_sync(lambda: store.log_lines(job_id, after=pos.log, limit=LOG_BATCH))
         changes += [(r["at"], "epoch", r) for r in rows]
         changes += [(c["at"], "checkpoint", c) for c in ckpts]
-        for _, kind, row in sorted(changes, key=lambda c: c[0]):
+        # Log lines in the order they were written (their seq), between the other events by
+        # time: merged rather than sorted, so that a clock that went back between two attempts'
+        # workers never sends a later line before an earlier one (Last-Event-ID would skip it).
+        lines = [(line["at"], "log", line) for line in logs]
+        for _, kind, row in heapq.merge(sorted(changes, key=lambda c: c[0]), lines, key=lambda c: c[0]):
             if kind == "status":
                 pos.history = max(pos.history, row["seq"])
                 data = {
                     k: row[k] for k in ("status", "at", "attempt", "worker", "resumed_from_epoch", "message")
                 }
             elif kind == "epoch":
+            elif kind == "log":
+                pos.log = row["seq"]
+                data = log_line(row)  # as GET /logs shows it, with its cursor
                 pos.epoch = max(pos.epoch, row["epoch"])
                 data = row["row"]
             else:
@@ -152,6 +167,8 @@ async def _changes(
                 data = {k: row[k] for k in ("name", "epoch", "size_bytes", "sha256", "metrics", "at")}
             yield sse(kind, data, str(pos))
         if job["status"] in FINISHED:
+        if len(logs) == LOG_BATCH:
+            continue  # more lines wait: read on at once (`done` comes after the last)
             doc = await to_thread.run_sync(render.job_documents, store, [job])
             yield sse("done", doc[0], str(pos))
             return

@@ -15,7 +15,7 @@ import httpx
 
 from regtrain_client.errors import JobFailed
 from regtrain_client.frames import EpochRows
-from regtrain_client.models import Checkpoint, Dataset, EpochMetrics, Job, Sweep, Worker
+from regtrain_client.models import Checkpoint, Dataset, EpochMetrics, Job, LogLine, LogPage, Sweep, Worker
 from regtrain_client.progress import EpochProgress
 from regtrain_client.sse import Event, parse_sse
 from regtrain_client.transport import RETRYABLE, Transport, raise_for_detail
@@ -253,6 +253,21 @@ class Client:
                 failures += 1
                 continue
             # The server closed the stream without `done` (a restart): reconnect.
+
+    def logs(self, job_id: str, cursor: str | None = None, *, limit: int | None = None) -> LogPage:
+        """What the worker logged for the job, every attempt, from its first line (or after
+        `cursor`, a page's `next_cursor`). Fewer than `limit` lines: all there are so far."""
+        params: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
+        if limit is not None:
+            params["limit"] = limit
+        return LogPage.model_validate(self._json("GET", f"/v1/jobs/{job_id}/logs", params=params))
+
+    def follow_logs(self, job_id: str, *, timeout: float | None = None) -> Iterator[LogLine]:
+        """The job's log lines, from its first, as they are written, until the job has finished
+        (the `log` events of its event stream, resumed like `events`)."""
+        for event in self.events(job_id, timeout=timeout):
+            if event.event == "log":
+                yield LogLine.model_validate(event.data)
 
     def wait(
         self,

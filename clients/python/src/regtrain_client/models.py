@@ -93,6 +93,26 @@ class Checkpoint(Document):
     metrics: dict[str, Any] | None = None
 
 
+class LogLine(Document):
+    """A line the worker logged for a job; `cursor` is where Client.logs(job_id, cursor) reads
+    on from."""
+
+    SCHEMA = "LogLine"
+    at: datetime
+    attempt: int
+    level: str
+    message: str
+    cursor: str | None = None
+
+
+class LogPage(Document):
+    """A page of a job's log: its lines, and the cursor to read the lines written after them."""
+
+    SCHEMA = "JobLogs"
+    lines: list[LogLine]
+    next_cursor: str | None = None
+
+
 class _Handle(Document):
     _client: Client | None = PrivateAttr(None)
 
