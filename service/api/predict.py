@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from service.contract.errors import NotFound, SpecError
 from service.contract.exports import EXPORT_SUFFIX, ExportFormat
-from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, job_prefix
+from service.store.artifacts import Artifacts, checkpoint_key, job_prefix
 from service.store.repository import Row
 
 CACHE_SIZE = 8
@@ -70,14 +70,22 @@ def checkpoint_file(artifacts: Artifacts, job_id: str, row: Row) -> Iterator[Pat
     """A local file of the checkpoint's weights, with its sidecar beside it, for the block's
     duration: the artifact itself on the local backend, this API's cached copy of the bucket's
     (fetched again, sidecar too, when the store's sha256 says the checkpoint was written again),
-    kept from eviction until the block ends."""
+    kept from eviction until the block ends. Missing, or removed while the block reads it (a
+    DELETE of the job after its row was read): a 404."""
     key = weights_key(job_id, row)
+    companions = (key.removesuffix(".safetensors") + ".json",)
+    with gone_meanwhile(row), artifacts.cached(key, row["sha256"], companions=companions) as path:
+        yield path
+
+
+@contextmanager
+def gone_meanwhile(row: Row) -> Iterator[None]:
+    """A checkpoint's file that is missing when read (ArtifactMissing), or removed between the
+    read of its row and of its bytes (a FileNotFoundError from whatever opened it: the job was
+    deleted meanwhile), answers as a checkpoint that is gone: a 404, never a 500."""
     try:
-        with artifacts.cached(
-            key, row["sha256"], companions=(key.removesuffix(".safetensors") + ".json",)
-        ) as path:
-            yield path
-    except ArtifactMissing:
+        yield
+    except FileNotFoundError:
         raise NotFound(f"the file of checkpoint {row['name']!r} is gone") from None
 
 
@@ -96,13 +104,16 @@ def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat
     """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
     kept with the job's artifacts (named by the server: checkpoint name + weights hash, so any
     API replica that finds it in the store serves it without exporting again). Returned open:
-    a cached copy evicted while the response is sent stays readable through its descriptor."""
+    a cached copy evicted while the response is sent stays readable through its descriptor.
+    The job's files removed at any step (a DELETE racing the export): a 404 (gone_meanwhile).
+    An export made while its job was deleted may be put back under the job's folder after the
+    DELETE removed it: the caller checks the job is still there once this returns."""
     key = f"{job_prefix(job_id)}/exports/{row['name']}-{row['sha256'][:16]}{EXPORT_SUFFIX[fmt]}"
-    with _export_lock:
+    with _export_lock, gone_meanwhile(row):
         try:
             with artifacts.cached(key) as path:
                 return path.open("rb")
-        except ArtifactMissing:
+        except FileNotFoundError:  # not made yet, or removed between the check and the open
             pass
         from worker.training.export import export
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from service.store import job_counts, job_reads, leased
 from service.store.base import DeleteOutcome, StoreBase, grouped, new_id, now, requeued, rings
+from service.store.datasets import hold_dataset
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
     checkpoints,
@@ -60,11 +61,14 @@ class JobStore(StoreBase):
         idempotency_key: str | None = None,
         request_sha256: str | None = None,
         notify_secret: str | None = None,
+        dataset_id: str | None = None,
         egress_private: bool = False,
     ) -> Row:
         """Insert a queued job, with the egress rule that admitted it; raises sa.exc.IntegrityError if the idempotency key is taken.
         The row comes back with its one transition under `history` (as list_jobs' rows), so the
-        submit renders its 202 without reading either back."""
+        submit renders its 202 without reading either back. `dataset_id`: the tenant's upload
+        it trains on, held while the job is inserted (datasets.hold_dataset: DatasetGone if it
+        was deleted meanwhile), so a racing DELETE of it either comes first or finds the job."""
         job_id = new_id()
         at = now()
         values = leased.queued_values(
@@ -79,6 +83,8 @@ class JobStore(StoreBase):
         # RETURNING: the row as stored (defaults filled) without a read after the commit, one
         # round trip fewer on every submit.
         with self._write() as conn:
+            if dataset_id is not None:
+                hold_dataset(conn, dataset_id, tenant)
             job = (
                 conn.execute(
                     _INSERT_JOB, {**values, "notify_secret": notify_secret, "egress_private": egress_private}
@@ -414,11 +420,11 @@ class JobStore(StoreBase):
 
     def delete_job(self, job_id: str, tenant: str) -> DeleteOutcome:
         """Delete a finished job with its history, metrics and checkpoint rows ("active": it
-        is queued or running, and stays). A finished job never changes again, so the conditional
-        DELETE decides alone."""
+        is queued or running, and stays). The row is locked first (FOR UPDATE on PostgreSQL;
+        SQLite's write lock), so of two racing deletes the second waits, then finds it "missing"."""
         owned = (jobs.c.id == job_id) & (jobs.c.tenant == tenant)
         with self._write() as conn:
-            status = conn.execute(sa.select(jobs.c.status).where(owned)).scalar()
+            status = conn.execute(sa.select(jobs.c.status).where(owned).with_for_update()).scalar()
             if status is None:
                 return "missing"
             if status not in FINISHED:

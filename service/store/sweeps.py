@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from service.contract.errors import ErrorType
 from service.store import leased
 from service.store.base import StoreBase, grouped, new_id, now, requeued
+from service.store.datasets import hold_dataset
 from service.store.leased import FINISHED, CancelOutcome, Row
 from service.store.tables import (
     jobs,
@@ -59,11 +60,13 @@ class SweepStore(StoreBase):
         idempotency_key: str | None = None,
         request_sha256: str | None = None,
         notify_secret: str | None = None,
+        dataset_id: str | None = None,
         warnings: list[str] | None = None,
         egress_private: bool = False,
     ) -> Row:
         """Insert a queued sweep and one queued row per trial (`trials[i]` = trial i's params);
-        raises sa.exc.IntegrityError if the idempotency key is taken."""
+        raises sa.exc.IntegrityError if the idempotency key is taken. `dataset_id`: the tenant's
+        upload it trains on, held as create_job holds a job's (DatasetGone if deleted meanwhile)."""
         sweep_id = new_id()
         at = now()
         values = leased.queued_values(
@@ -77,6 +80,8 @@ class SweepStore(StoreBase):
         )
         values["warnings"] = warnings or None  # how it runs unlike what was asked (a clamp)
         with self._write() as conn:
+            if dataset_id is not None:
+                hold_dataset(conn, dataset_id, tenant)
             conn.execute(
                 sweeps.insert().values(**values, notify_secret=notify_secret, egress_private=egress_private)
             )

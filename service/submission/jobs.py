@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from service.data.parsed import DataError
 from service.queue.broker import Broker, queue_for_device
 from service.settings import Settings
 from service.store import Repository
+from service.store.datasets import DatasetGone
 from service.store.leased import UNSENT
 from service.store.repository import Row
 from service.submission import idempotency
@@ -203,21 +205,40 @@ def submit(
         return existing, False
     if max_active is not None:
         refuse_over_capacity(active, max_active)
-    job, created = once.create(
-        lambda: store.create_job(
-            tenant=tenant,
-            spec=spec,
-            queue=checked.queue,
-            idempotency_key=idempotency_key,
-            request_sha256=once.request_sha256,
-            notify_secret=checked.spec.notify.secret if checked.spec.notify else None,
-            egress_private=checked.egress_private,
+    dataset_id = uploaded_id(checked.spec)
+    with dataset_held(("body",), dataset_id):
+        job, created = once.create(
+            lambda: store.create_job(
+                tenant=tenant,
+                spec=spec,
+                queue=checked.queue,
+                idempotency_key=idempotency_key,
+                request_sha256=once.request_sha256,
+                notify_secret=checked.spec.notify.secret if checked.spec.notify else None,
+                dataset_id=dataset_id,
+                egress_private=checked.egress_private,
+            )
         )
-    )
     if not created:
         return job, False
     send(broker.enqueue, store.fail_queued, job["id"], checked.queue)
     return job, True
+
+
+def uploaded_id(spec: JobSpec) -> str | None:
+    """The id of the tenant's upload the spec trains on, if it trains on one."""
+    return spec.dataset.id if isinstance(spec.dataset, UploadedDataset) else None
+
+
+@contextmanager
+def dataset_held(loc: tuple[str, ...], dataset_id: str | None) -> Iterator[None]:
+    """Around the insert that holds the dataset (store.create_job, create_sweep): a DELETE that
+    won the race answers the submit as a dataset that was never there, a 422 at `loc` (where the
+    spec sits in the request)."""
+    try:
+        yield
+    except DatasetGone:
+        raise SpecError((*loc, "dataset", "id"), f"no dataset with id {dataset_id!r}") from None
 
 
 def check_capacity(store: Repository, tenant: str, max_active: int) -> None:

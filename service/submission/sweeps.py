@@ -110,7 +110,6 @@ def trials_over_caps(trials: list[Trial], shape: DataShape, settings: Settings) 
     return out
 
 
-
 def submit(
     checked: CheckedSweep,
     store: Repository,
@@ -134,21 +133,24 @@ def submit(
             return store.get_sweep(existing["id"]) or existing
         return existing
     jobs.check_capacity(store, tenant, settings.max_active_jobs)
-    row, created = once.create(
-        lambda: store.create_sweep(
-            tenant=tenant,
-            spec=spec,
-            queue=queue,
-            # a search's trials are asked as it runs; `trials` here only checked its corners
-            trials=[] if sweep.space is not None else [t.params for t in trials],
-            idempotency_key=idempotency_key,
-            request_sha256=once.request_sha256,
-            notify_secret=sweep.base.notify.secret if sweep.base.notify else None,
-            warnings=checked.warnings,
-            # the rule its retrain job is admitted under (the API's, as a job's)
-            egress_private=settings.admits_private_targets,
+    dataset_id = jobs.uploaded_id(sweep.base)
+    with jobs.dataset_held(("body", "base"), dataset_id):
+        row, created = once.create(
+            lambda: store.create_sweep(
+                tenant=tenant,
+                spec=spec,
+                queue=queue,
+                # a search's trials are asked as it runs; `trials` here only checked its corners
+                trials=[] if sweep.space is not None else [t.params for t in trials],
+                idempotency_key=idempotency_key,
+                request_sha256=once.request_sha256,
+                notify_secret=sweep.base.notify.secret if sweep.base.notify else None,
+                dataset_id=dataset_id,
+                warnings=checked.warnings,
+                # the rule its retrain job is admitted under (the API's, as a job's)
+                egress_private=settings.admits_private_targets,
+            )
         )
-    )
     if not created:
         return row
     jobs.send(broker.enqueue_sweep, store.fail_queued_sweep, row["id"], queue)

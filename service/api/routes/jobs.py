@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
@@ -25,7 +25,7 @@ from service.api.routes.documents import json_document
 from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
-from service.contract.exports import EXPORT_SUFFIX
+from service.contract.exports import EXPORT_SUFFIX, ExportFormat
 from service.contract.spec import JobSpec, UriDataset
 from service.store.artifacts import ArtifactMissing, file_chunks, remove_job_files
 from service.store.repository import Row
@@ -204,7 +204,7 @@ def download_checkpoint(
         raise NotFound(f"job {job_id} has no checkpoint {name!r}")
     filename = f"{job_id}-{row['name']}"
     if format != "safetensors":
-        exported = exported_file(artifacts, job_id, row, format)
+        exported = _export(store, artifacts, tenant, job_id, row, format)
         return StreamingResponse(
             file_chunks(exported),
             media_type="application/octet-stream",
@@ -228,3 +228,25 @@ def download_checkpoint(
             "Content-Length": str(size),
         },
     )
+
+
+def _export(
+    store: StoreDep, artifacts: ArtifactsDep, tenant: str, job_id: str, row: Row, fmt: ExportFormat
+) -> BinaryIO:
+    """exported_file, for a job that may be deleted while it is exported (a DELETE racing the
+    request): whatever the export then trips on (its weights or its folder gone under it: a
+    FileNotFoundError, or torch's RuntimeError for a missing folder), and an export finished as
+    the job went, answer 404, and none of the job's files stay behind (the export may have made
+    its folder again after the DELETE removed it; a job's id is never reused)."""
+    try:
+        exported: BinaryIO | None = exported_file(artifacts, job_id, row, fmt)
+    except Exception:
+        if store.get_job(job_id, tenant) is not None:
+            raise
+        exported = None
+    if exported is not None and store.get_job(job_id, tenant) is not None:
+        return exported
+    if exported is not None:
+        exported.close()
+    remove_job_files(artifacts, job_id)
+    raise NotFound(f"no job {job_id!r}")
