@@ -55,9 +55,9 @@ COMMANDS = (
     "sweep",
     *resource_commands.COMMANDS,
     *fleet_commands.COMMANDS,
+    *log_commands.COMMANDS,
 )
 
-    *log_commands.COMMANDS,
 
 def add_commands(sub: Any) -> None:
     """Add the client commands to the `regtrain` parser's subcommands."""
@@ -89,9 +89,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--follow", "-f", action="store_true", help="follow it to the end, then the trials")
     resource_commands.add_commands(sub, common)
     fleet_commands.add_commands(sub, common)
-
-
     log_commands.add_commands(sub, common)
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     handler: Callable[[Client, argparse.Namespace, TextIO], int] = HANDLERS[args.command]
@@ -328,5 +328,5 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "predict": resource_commands.predict,
     "delete": resource_commands.delete,
     "workers": fleet_commands.workers,
-}
     "logs": log_commands.logs,
+}

@@ -1,4 +1,4 @@
-"""GET /v1/jobs/{id}/events: a job as Server-Sent Events (status, epoch, checkpoint, done).
+"""GET /v1/jobs/{id}/events: a job as Server-Sent Events (status, epoch, checkpoint, log, done).
 
 The stream is built from the store, the one source of truth on every backend: a connection
 reads the job's new history, metrics, checkpoint and log rows (a few indexed queries) when the job's
@@ -51,13 +51,14 @@ _MAX_US = 10**17  # microseconds since 1970: about the year 5100, well inside da
 
 @dataclass
 class Position:
-    """How far a client has read: the last history seq, epoch and checkpoint time sent."""
+    """How far a client has read: the last history seq, epoch, checkpoint time and log line
+    sent."""
 
     history: int = 0
     epoch: int = 0
     checkpoint_us: int = 0
-
     log: int = 0
+
     @classmethod
     def parse(cls, raw: str | None) -> Position:
         """An id this server handed out; anything else (any bytes, digits that are not ASCII,
@@ -68,7 +69,7 @@ class Position:
         history, epoch, checkpoint_us, log = (int(g or 0) for g in m.groups())
         if history > _MAX_INT or epoch > _MAX_INT or checkpoint_us > _MAX_US or log > _MAX_INT:
             return cls()
-        return cls(history, epoch, checkpoint_us)
+        return cls(history, epoch, checkpoint_us, log)
 
     def __str__(self) -> str:
         return f"{self.history}.{self.epoch}.{self.checkpoint_us}.{self.log}"
@@ -141,9 +142,9 @@ async def _changes(
                 checkpoint_after=pos.checkpoint_at,
             )
         )
-        changes = [(h["at"], "status", h) for h in history]
         # Read after the job too: a finished job's lines were all written before it finished.
         logs = await to_thread.run_sync(lambda: store.log_lines(job_id, after=pos.log, limit=LOG_BATCH))
+        changes = [(h["at"], "status", h) for h in history]
         changes += [(r["at"], "epoch", r) for r in rows]
         changes += [(c["at"], "checkpoint", c) for c in ckpts]
         # Log lines in the order they were written (their seq), between the other events by
@@ -156,19 +157,19 @@ async def _changes(
                 data = {
                     k: row[k] for k in ("status", "at", "attempt", "worker", "resumed_from_epoch", "message")
                 }
-            elif kind == "epoch":
             elif kind == "log":
                 pos.log = row["seq"]
                 data = log_line(row)  # as GET /logs shows it, with its cursor
+            elif kind == "epoch":
                 pos.epoch = max(pos.epoch, row["epoch"])
                 data = row["row"]
             else:
                 pos.checkpoint_us = max(pos.checkpoint_us, (row["at"] - _EPOCH) // _US)
                 data = {k: row[k] for k in ("name", "epoch", "size_bytes", "sha256", "metrics", "at")}
             yield sse(kind, data, str(pos))
-        if job["status"] in FINISHED:
         if len(logs) == LOG_BATCH:
             continue  # more lines wait: read on at once (`done` comes after the last)
+        if job["status"] in FINISHED:
             doc = await to_thread.run_sync(render.job_documents, store, [job])
             yield sse("done", doc[0], str(pos))
             return
