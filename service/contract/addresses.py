@@ -12,9 +12,11 @@ NAT64 gateway as surely as `127.0.0.1` does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -71,13 +73,22 @@ def resolve_target(url: str, allow_private: bool) -> str | None:
     return _checked(infos, allow_private)
 
 
+# The lookups awaited on an event loop: threads of their own, not the loop's default executor,
+# which asyncio.run waits for as it ends (a worker's fetch, cancelled during a lookup that hangs,
+# would wait for the resolver's timeout too), nor the API's request threads.
+_LOOKUPS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lookup")
+
+
 async def resolve_target_async(url: str, allow_private: bool) -> str | None:
-    """resolve_target, awaiting the lookup (the event loop's resolver, off the request threads)."""
+    """resolve_target, awaiting the lookup: the caller's deadline or cancel ends the wait at
+    once, whatever the resolver does (its thread then finishes on its own)."""
     host = urlsplit(url).hostname
     if not host:
         return None
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        infos = await asyncio.get_running_loop().run_in_executor(
+            _LOOKUPS, functools.partial(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP)
+        )
     except OSError:
         return None
     return _checked(infos, allow_private)
