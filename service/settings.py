@@ -148,12 +148,12 @@ class Settings(BaseSettings):
     )
     data_sources: str | None = Field(
         None,
-        pattern=r"^\s*[^\s:,]+:s3://[^\s,/]+(/[^\s,]*)?\s*(,\s*[^\s:,]+:s3://[^\s,/]+(/[^\s,]*)?\s*)*$",
+        pattern=r"^\s*$|^\s*[^\s:,]+:s3://[^\s,/]+(/[^\s,]*)?\s*(,\s*[^\s:,]+:s3://[^\s,/]+(/[^\s,]*)?\s*)*$",
         description='"tenant-a:s3://bucket-a/prefix,*:s3://shared-public/": the buckets and '
         "prefixes each tenant may train on or register datasets from by s3:// URI (`*`: every "
         "tenant; a prefix matches whole path segments). Never the artifacts location "
         "(REGTRAIN_ARTIFACTS_URL), whatever a grant says. Checked by the API at admission and "
-        "by the worker again before it reads (so set it on both). Unset: none, except for the "
+        "by the worker again before it reads (so set it on both). Empty: none. Unset: none, except for the "
         "tenant `default` of a server without REGTRAIN_API_KEYS (one user, whose own "
         "credentials the server holds), which may read any bucket but the artifacts location.",
     )

@@ -24,6 +24,8 @@ from fastapi.testclient import TestClient
 from service.settings import Settings
 from service.store import open_store
 from service.store.artifacts import Artifacts
+from service.store.tables import jobs
+from worker.presence import Presence
 from worker.tasks import execute
 
 CSV = ("a,b,label\n" + "".join(f"{i * 0.1:.1f},{(i * 7) % 5},{'xy'[i % 2]}\n" for i in range(60))).encode()
@@ -93,6 +95,7 @@ def _worker(settings: Settings, data_dir: Path) -> Any:
         artifacts=Artifacts(s),
         name="w1",
         shutdown=threading.Event(),
+        presence=Presence("w1", "test", interval_s=60),  # never started: no row in the store
     )
 
 
@@ -143,3 +146,35 @@ def test_a_job_reads_its_dataset_from_an_https_url(
     job = small.get(f"/v1/jobs/{r.json()['id']}").json()
     assert job["status"] == "failed" and job["error"]["type"] == "bad_data"
     assert job["error"]["message"] == "dataset.uri: the object exceeds the limit of 100 bytes"
+
+
+def test_the_worker_fetches_under_the_jobs_egress_rule_not_its_own(
+    https_root: tuple[str, Path, Path],
+    make_client: Callable[..., TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job admitted under a denying rule whose host resolves to loopback by the time a worker
+    fetches it (DNS answers otherwise than at the API's check): the worker, keyless, would
+    allow loopback by its own settings, yet obeys the rule recorded with the job."""
+    base, site, cert = https_root
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    (site / "rebound.csv").write_bytes(CSV)
+    client = make_client()  # keyless: admitted (the HEAD reaches loopback)
+    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    assert settings.admits_private_targets  # the worker below shares these settings
+    spec = {
+        "dataset": {"uri": f"{base}/rebound.csv", "target": "label"},
+        "model": {"type": "mlp", "hidden": [4]},
+        "training": {"epochs": 1, "device": "cpu"},
+    }
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    worker = _worker(settings, settings.data_dir)
+    # what an API with keys records for a host that resolved to a public address at submit
+    with worker.store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(egress_private=False))
+    execute(job_id, worker)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"]["type"] == "bad_data", job
+    assert "private" in job["error"]["message"], job
