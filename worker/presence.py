@@ -85,11 +85,15 @@ class Presence:
 
         def run() -> None:
             device = describe_device()  # torch's import: seconds, once, off Celery's thread
+            failing = False
             while True:
                 try:
                     self.beat(registry(), celery_name, queues, device)
+                    failing = False
                 except Exception:  # the store is down: the row goes stale, and comes back after
-                    log.warning("worker %s: presence heartbeat failed", self.name, exc_info=True)
+                    if not failing:  # one line per outage, not one per beat
+                        log.warning("worker %s: presence heartbeat failed", self.name, exc_info=True)
+                    failing = True
                 if self._stop.wait(self.interval_s):
                     return
 
