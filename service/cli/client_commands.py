@@ -17,6 +17,7 @@ was cancelled, or the server refused the request, 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -38,6 +39,7 @@ from regtrain_client import (
 from service.cli import fleet_commands, log_commands, resource_commands
 from service.cli.tables import fmt as _fmt
 from service.cli.tables import table
+from service.cli.terminal_text import Printable
 
 # A server that has not answered yet is tried again (after 0.5, 1 s) for at most GIVE_UP_AFTER_S, so
 # that a wrong URL is reported within about 2 s (a connect attempt waits CONNECT_S); once it has
@@ -93,7 +95,14 @@ def add_commands(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
+    # Whatever a command writes, on either stream, reaches the terminal through one filter: the
+    # server's text never as control characters (see terminal_text; --json is untouched).
+    stdout, stderr = Printable(sys.stdout), Printable(sys.stderr)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        return _run(args, Printable(out) if out is not None else stdout)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     handler: Callable[[Client, argparse.Namespace, TextIO], int] = HANDLERS[args.command]
     try:
         client = Client(args.url, retries=RETRIES, give_up_after_s=GIVE_UP_AFTER_S,
