@@ -16,13 +16,17 @@ seconds to finish. A 429 is honoured (the client waits Retry-After). Printed at 
   regtrain_http_request_duration_seconds histogram: the bucket that holds the p50 and the p99); client_loop_lag_ms, how late this client's own event loop wakes
   from a 10 ms sleep (a busy client delays reading every response it is sent), and probe_ms,
   GET /healthz timed every 50 ms by a process of its own (the API's queue and event loop, with
-  no store and no loaded client in the way).
+  no store and no loaded client in the way);
+- cpu_s: the CPU seconds (user + system) the API and the two workers used, a cost that the
+  host's other load stretches in time but does not add to (--no-celery-events: without
+  Celery's remote control and task events, to measure what they cost a fleet).
 
 The users are aiohttp sessions, each with a connection of its own, made and connected before
 the clock starts; they start over --ramp seconds (default 2), as a load tool's spawn rate;
 --ramp 0 starts them all at once, a burst of --clients submits in the same millisecond.
 
-Usage: python -m bench.load [--clients 64] [--jobs 256] [--seconds 120] [--ramp 2] [--fleet] [--json PATH]
+Usage: python -m bench.load [--clients 64] [--jobs 256] [--seconds 120] [--ramp 2] [--fleet]
+       [--no-celery-events] [--json PATH]
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -293,6 +299,11 @@ async def run(
     }
 
 
+def _cpu_s(proc: Any) -> float:
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
@@ -316,6 +327,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "small machine, the cores a fleet's API would have to itself, while the workers train on "
         "what it leaves (status p99 45-49 ms at 19, 44-56 ms at 10); 0 to share them evenly",
     )
+    p.add_argument(
+        "--no-celery-events",
+        action="store_true",
+        help="REGTRAIN_CELERY_EVENTS=false: no Celery remote control or task events (on by default "
+        "with --fleet, for `celery inspect` and Flower), to measure what they cost",
+    )
     p.add_argument("--url", help="an API already running (with its own workers) instead of starting one")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
@@ -326,12 +343,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         # Two workers, as in the issue; one torch thread each (the host's cores are shared).
         env = {"OMP_NUM_THREADS": "1", "REGTRAIN_MAX_ACTIVE_JOBS": str(max(100, args.clients * 2))}
+        if args.no_celery_events:
+            env["REGTRAIN_CELERY_EVENTS"] = "false"
         with live(args.fleet, workers=2, extra_env=env, worker_nice=args.worker_nice) as svc:
             out = asyncio.run(
                 run(svc.url, args.clients, args.jobs, args.seconds, args.drain, args.poll, args.ramp)
             )
+            # CPU seconds each process used (user + system): a cost that a busy host's other
+            # load stretches in time but does not add to, unlike the latencies
+            out["cpu_s"] = {"api": _cpu_s(svc.api), "workers": sum(_cpu_s(p) for p in svc.procs[1:])}
     out["worker_nice"] = 0 if args.url else args.worker_nice
     out["ramp_s"] = args.ramp
+    out["celery_events"] = not args.no_celery_events and args.fleet and not args.url
     out["backend"] = "fleet (Redis + PostgreSQL)" if args.fleet else "embedded (SQLite + filesystem broker)"
     width = max(map(len, out))
     for k, v in out.items():
