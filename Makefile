@@ -14,10 +14,11 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch==2.13.0 first, so the CPU wheel on this machine's disk is taken, never a CUDA build;
-# then the client (clients/python), which regtrain depends on and which is not on PyPI.
+# then the client (clients/python), which regtrain depends on and which is not on PyPI, with its
+# notebook extras (pandas, tqdm), so that the README's client snippet runs as pasted in .venv.
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q ./clients/python
+	$(BIN)/pip install -q './clients/python[notebook]'
 	$(BIN)/pip install -q -e .
 
 install-dev: $(BIN)/python
