@@ -248,6 +248,30 @@ class Settings(BaseSettings):
         "share the cores instead of fighting over them.",
     )
 
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="http(s)://host:port of an MLflow tracking server: every job becomes a run "
+        "there (params, per-epoch metrics, result, tags regtrain.job_id and regtrain.tenant), a "
+        "sweep a parent run with one nested run per trial. Sent from an outbox in the store by "
+        "the API and every worker, so a tracker that is down never fails or delays a job; its "
+        "runs appear once it is back. The operator's alone: a job chooses only the experiment and "
+        "register_as names (tracking.mlflow). Unset: nothing is tracked.",
+    )
+    mlflow_experiment: str = Field(
+        "regtrain",
+        min_length=1,
+        max_length=100,
+        description="The experiment of runs whose job names none (tracking.mlflow.experiment); "
+        "with REGTRAIN_API_KEYS, each tenant's is `{tenant}/{this}`.",
+    )
+    mlflow_history_s: float = Field(
+        7 * 86400,
+        gt=0,
+        description="How long the outbox keeps a run's bookkeeping (its MLflow run id) after its "
+        "job or sweep has ended and everything was sent (or given up on), in seconds.",
+    )
+
     def tenant_webhook_secrets(self) -> dict[str, str]:
         """Tenant → its webhook secret, from webhook_secrets (and webhook_secret for `default`)."""
         out = {"default": self.webhook_secret} if self.webhook_secret else {}

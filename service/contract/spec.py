@@ -413,6 +413,43 @@ class NotifySpec(Strict):
     )
 
 
+# An MLflow name a tenant may choose: no path separators, quotes or control characters, so it
+# reads the same in MLflow's UI, its search filters and a URL's query.
+MLFLOW_NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$"
+
+
+class MlflowTracking(Strict):
+    """Where the job's run goes in the operator's MLflow. The tracker itself is the operator's
+    alone (REGTRAIN_MLFLOW_TRACKING_URI): a job names an experiment and a model, never a URL."""
+
+    experiment: str | None = Field(
+        None,
+        max_length=100,
+        pattern=MLFLOW_NAME,
+        description="The MLflow experiment of the job's run (letters, digits, space, . _ -; up to "
+        "100). Default: REGTRAIN_MLFLOW_EXPERIMENT. On a server with API keys it is the tenant's "
+        "own, `{tenant}/{experiment}` in MLflow, so no tenant writes into another's. The tracker's "
+        "address is never a job's to choose: only REGTRAIN_MLFLOW_TRACKING_URI, set by the "
+        "operator.",
+    )
+    register_as: str | None = Field(
+        None,
+        max_length=100,
+        pattern=MLFLOW_NAME,
+        description="Register the model of a job that succeeded (its best checkpoint, logged as "
+        "the run's `model` artifacts) as a new version of this registered model; for a sweep, its "
+        "winner (the retrained best trial). On a server with API keys the name is "
+        "`{tenant}.{register_as}` in MLflow's registry, which all tenants share.",
+    )
+
+
+class TrackingSpec(Strict):
+    """Experiment tracking: each job a run in the operator's MLflow, a sweep a parent run with
+    one nested run per trial."""
+
+    mlflow: MlflowTracking = Field(default_factory=MlflowTracking)
+
+
 class JobSpec(Strict):
     """A training job. Only `dataset` and `model` are required."""
 
@@ -440,6 +477,12 @@ class JobSpec(Strict):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     notify: NotifySpec | None = Field(None, description="A webhook called when the job changes status.")
+    tracking: TrackingSpec | None = Field(
+        None,
+        description="Names for the job's run in MLflow (a sweep's base: for its parent run, its "
+        "trials and its winner). Only on a server that tracks runs (REGTRAIN_MLFLOW_TRACKING_URI, "
+        "which then tracks every job); the tracker's address is the operator's, never a job's.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

@@ -92,6 +92,9 @@ class StoreBase:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.listeners: list[Listener] = []  # called after each change to a job; see _rings
+        # Where REGTRAIN_MLFLOW_TRACKING_URI is set (service/notify/listeners.py): claims, epochs
+        # and ends write MLflow's outbox rows in their own transactions (store/mlflow_runs.py).
+        self.mlflow_tracking = False
         # PostgreSQL: no BEGIN and COMMIT round trips around a read; SQLite: no BEGIN (see
         # engine.READ). Each statement sees its own snapshot; the reads that need one snapshot
         # are one statement.

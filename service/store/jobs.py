@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from service.store import job_counts, job_reads, leased
+from service.store import job_counts, job_reads, leased, mlflow_runs
 from service.store.base import DeleteOutcome, StoreBase, grouped, new_id, now, requeued, rings
 from service.store.datasets import hold_dataset
 from service.store.leased import FINISHED, CancelOutcome, Row
@@ -278,6 +278,8 @@ class JobStore(StoreBase):
                     resumed_from_epoch=resumed,
                 )
             )
+            if self.mlflow_tracking:
+                mlflow_runs.track(conn, job_id, "job", at, resumed_from=resumed or 0)
         return Claim(job_id, row.spec, row.attempts, resumed, row.tenant, bool(row.egress_private))
 
     def heartbeat(self, job_id: str, owner: str, lease_seconds: float) -> bool | None:
@@ -300,6 +302,8 @@ class JobStore(StoreBase):
             conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(progress_epoch=epoch, latest_metrics=row)
             )
+            if self.mlflow_tracking:
+                mlflow_runs.touch(conn, job_id, now())
         return True
 
     @rings
@@ -378,6 +382,8 @@ class JobStore(StoreBase):
                     job_id=job_id, status=status, at=at, attempt=attempt, worker=owner
                 )
             )
+            if self.mlflow_tracking:
+                mlflow_runs.touch(conn, job_id, at)
         self.job_finished(job_id)
         return True
 
@@ -415,6 +421,8 @@ class JobStore(StoreBase):
                     sa.select(jobs.c.status, jobs.c.started_at).where(jobs.c.id.in_(ended))
                 ).all()
                 job_counts.count_finished(conn, [(r.status, r.started_at, at) for r in rows])
+                for ended_id in ended if self.mlflow_tracking else []:
+                    mlflow_runs.touch(conn, ended_id, at)  # its run ends failed or killed
             stale = leased.resend_stale(conn, jobs, resend_after_s, at)
         return requeued(transitions) + stale
 

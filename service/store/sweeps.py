@@ -11,7 +11,7 @@ from typing import Any, Literal, NamedTuple
 import sqlalchemy as sa
 
 from service.contract.errors import ErrorType
-from service.store import leased
+from service.store import leased, mlflow_runs
 from service.store.base import StoreBase, grouped, new_id, now, requeued
 from service.store.datasets import hold_dataset
 from service.store.leased import FINISHED, CancelOutcome, Row
@@ -179,6 +179,8 @@ class SweepStore(StoreBase):
             )
             if row is None:
                 return None
+            if self.mlflow_tracking:  # due every few seconds while it runs (store/mlflow_runs.py)
+                mlflow_runs.track(conn, sweep_id, "sweep", now())
             # A trial in a unit is the unit's holder's to mark (store/sweep_units.py).
             conn.execute(
                 sweep_trials.update()

@@ -325,3 +325,29 @@ workers = sa.Table(
     sa.Column("busy_with", sa.String(80)),  # the job, sweep or sweep unit it trains
     sa.Column("epochs_per_second", sa.Float, nullable=False, server_default="0"),
 )
+
+# Added by migration 0014: MLflow's outbox (store/mlflow_runs.py). One row per tracked job, sweep
+# and sweep trial: the MLflow run it is, how far it was sent, and when to send again. A job's row
+# is written in the transaction of its claim and touched in those of its epochs and its end; any
+# process's sender (service/notify/mlflow.py) claims due rows with a lease, like webhooks.
+mlflow_runs = sa.Table(
+    "mlflow_runs",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    # A job's or sweep's id, or "{sweep id}.{trial index}" for a trial
+    sa.Column("subject", sa.String(80), nullable=False, unique=True),
+    sa.Column("kind", sa.String(10), nullable=False),  # job, sweep, trial
+    sa.Column("parent", sa.String(64)),  # a trial's sweep
+    sa.Column("run_id", sa.String(64)),  # MLflow's, once created
+    sa.Column("sent_epoch", sa.Integer, nullable=False, server_default="0"),  # metrics sent up to
+    sa.Column("changes", sa.Integer, nullable=False, server_default="0"),  # bumped by each touch
+    sa.Column("status", sa.String(10), nullable=False),  # pending, synced, ended, failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # failures in a row
+    sa.Column("next_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Index("ix_mlflow_runs_status_next_at", "status", "next_at"),
+    sa.Index("ix_mlflow_runs_parent", "parent"),
+)

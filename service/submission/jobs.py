@@ -61,6 +61,8 @@ def check_spec(
     spec = _capped(spec, settings)
     allow_private = settings.admits_private_targets if egress_private is None else egress_private
     check_notify(spec, allow_private, ("body",))
+    if egress_private is None:  # the API admits it; a sweep's retrain came in with its sweep
+        check_tracking(spec, settings, ("body",))
     if isinstance(spec.dataset, UriDataset):
         refusal = data_sources(settings).refusal(tenant, spec.dataset.uri)
         if refusal is not None:
@@ -89,6 +91,17 @@ def check_spec(
         queue=queue_for_device(settings, spec.training.device),
         egress_private=allow_private,
     )
+
+
+def check_tracking(spec: JobSpec, settings: Settings, loc: tuple[str, ...]) -> None:
+    """A 422 at tracking.mlflow on a server with no tracker: a job names an experiment, never
+    the tracker (REGTRAIN_MLFLOW_TRACKING_URI, the operator's), and a name with nowhere to go
+    would be dropped in silence."""
+    if spec.tracking is not None and not settings.mlflow_tracking_uri:
+        raise SpecError(
+            (*loc, "tracking", "mlflow"),
+            "this server tracks no runs in MLflow (its operator has not set REGTRAIN_MLFLOW_TRACKING_URI)",
+        )
 
 
 def check_notify(spec: JobSpec, allow_private: bool, loc: tuple[str, ...]) -> None:

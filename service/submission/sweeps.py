@@ -60,6 +60,7 @@ def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Sett
             f"the limit of {settings.max_sweep_trainings:,} (REGTRAIN_MAX_SWEEP_TRAININGS)",
         )
     jobs.check_notify(sweep.base, settings.admits_private_targets, ("body", "base"))
+    jobs.check_tracking(sweep.base, settings, ("body", "base"))
     shape = jobs.data_shape(sweep.base, store, tenant, ("body", "base"))
     try:
         trials = expand(
