@@ -100,3 +100,16 @@ def test_readyz_shows_no_password_of_an_unreachable_broker(make_client: Any) -> 
     r = client.get("/readyz")
     assert r.status_code == 503, r.text
     assert r.json()["checks"]["broker"].startswith("unreachable") and SECRET not in r.text
+
+
+def test_a_registered_datasets_document_shows_its_uri_without_a_password(client: Any) -> None:
+    """The row keeps what the worker fetches; the document the tenant reads shows no secret."""
+    store = client.app.state.store
+    uri = "https://u:s3cr3t@data.example/d.csv?X-Amz-Signature=s3cr3t&v=2"
+    store.create_dataset(
+        dataset_id="ds-uri", tenant="default", name="d", task="classification", n_samples=10,
+        n_features=2, n_classes=2, sha256="0" * 64, size_bytes=10, uri=uri,
+    )  # fmt: skip
+    for doc in (client.get("/v1/datasets/ds-uri").json(), client.get("/v1/datasets").json()["datasets"][0]):
+        assert doc["uri"] == "https://u@data.example/d.csv?v=2" and SECRET not in str(doc)
+    assert store.get_dataset("ds-uri")["uri"] == uri

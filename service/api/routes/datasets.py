@@ -19,6 +19,7 @@ from service.contract.architecture import BUILTIN_SHAPES
 from service.contract.data_sources import data_sources
 from service.contract.errors import Conflict, NotFound, SpecError, TooLarge, Unavailable
 from service.contract.spec import UriDataset
+from service.contract.urls import redact_url
 from service.data import uri as dataset_uri
 from service.data.buckets import BucketUnreachable
 from service.data.datafile import DataError, ParsedDataset, parse_upload, save_canonical
@@ -264,6 +265,9 @@ def _uploaded(row: Row) -> dict[str, Any]:
     keys = ("id", "name", "task", "n_samples", "n_features", "n_classes", "image_shape", "sha256", "uri")
     return {
         **{k: row[k] for k in keys},
+        # the uri the tenant registered, shown without a password it may carry (the worker
+        # reads the stored one)
+        "uri": redact_url(row["uri"]) if row["uri"] else row["uri"],
         "source_sha256": row["source_sha256"],
         "builtin": False,
         "created_at": row["created_at"],
