@@ -201,3 +201,11 @@ def test_a_lost_worker_is_reaped_and_the_job_resumes(service: Service) -> None:
     rows = service.http.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"]
     assert [r["epoch"] for r in rows] == list(range(1, 41))  # every epoch once, none twice
     assert job["status"] in FINISHED
+    # The job's log: the second attempt's lines say where it resumed (the first's come before
+    # them, all those written before the kill).
+    lines = service.http.get(f"/v1/jobs/{job_id}/logs").json()["lines"]
+    assert [line["attempt"] for line in lines] == sorted(line["attempt"] for line in lines)
+    second = [line["message"] for line in lines if line["attempt"] == 2]
+    assert second[0].startswith("attempt 2 on "), second
+    resumed = attempts[1]["resumed_from_epoch"]
+    assert f"resuming from the checkpoint of epoch {resumed}" in second, second
