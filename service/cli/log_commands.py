@@ -3,14 +3,15 @@
 
 It shares `client_commands`' options (--url, --json), its error handling and exit codes; the
 handler is registered in its HANDLERS table. With -f the exit status is the job's, as `submit
---follow`'s: 0 when it succeeded, 1 when it failed or was cancelled.
+--follow`'s: 0 when it succeeded, 1 when it failed or was cancelled. A line's message is printed
+as the worker logged it, through the commands' one filter of control characters
+(client_commands.run, service/cli/terminal_text.py): a log carries text from tenants' data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -64,14 +65,4 @@ def _print(line: LogLine, as_json: bool, out: TextIO) -> None:
         print(json.dumps(line.model_dump(mode="json", exclude_none=True)), file=out, flush=True)
         return
     at = line.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    print(f"{at} {line.attempt} {line.level:<7} {printable(line.message)}", file=out, flush=True)
-
-
-# C0 and C1 control characters but newline and tab: a job's log carries text that tenants'
-# data and specs put there (a column's name in an error), which must not drive the terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """`text` with its control characters shown as escapes (\\x1b) rather than sent raw."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    print(f"{at} {line.attempt} {line.level:<7} {line.message}", file=out, flush=True)

@@ -174,9 +174,3 @@ def test_a_tenant_reads_and_streams_only_its_own_jobs_logs_which_go_with_the_job
     assert client.delete(f"/v1/jobs/{job['id']}", headers=a).status_code == 204
     assert client.get(url, headers=a).status_code == 404
     assert store.log_lines(job["id"], after=None, limit=10) == []
-
-
-def test_the_cli_prints_control_characters_as_escapes() -> None:
-    from service.cli.log_commands import printable
-
-    assert printable("a\x1b[2J\tb\nc\x9b") == "a\\x1b[2J\tb\nc\\x9b"
