@@ -102,3 +102,33 @@ def test_a_worker_refuses_the_trials_over_its_own_caps_untrained() -> None:
     work = trials_over_caps(trials, iris, Settings(max_epoch_samples=100))  # 20 epochs × 150 samples
     assert {e["type"] for e in work.values()} == {ErrorType.OVER_LIMIT} and len(work) == 2
     assert "training.epochs" in work[0]["message"]
+
+
+def test_within_caps_ends_the_over_cap_trials_through_on_trial_and_keeps_the_rest(tmp_path: Path) -> None:
+    """What a unit's worker and a path's coordinator run before training: an uploaded dataset's
+    shape read from the store, as the API read it."""
+    from service.store.sweeps import SweepClaim
+    from worker.runtime import Runtime
+    from worker.unit_task import within_caps
+
+    rt = Runtime(Settings(data_dir=tmp_path, max_parameters=1_000))
+    rt.store.create_dataset(
+        dataset_id="ds-1", tenant="t", name="d", task="classification", n_samples=100,
+        n_features=4, n_classes=3, sha256="0" * 64, size_bytes=10,
+    )  # fmt: skip
+    doc = {**GRID, "base": {**GRID["base"], "dataset": {"id": "ds-1"}}, "grid": None,
+           "path": {"regularization.l2": [0.1, 0.01]}}  # fmt: skip
+    sweep = SweepSpec.model_validate(doc)
+    wide = SweepSpec.model_validate(
+        {**doc, "base": {**doc["base"], "model": {"type": "mlp", "hidden": [400]}}}
+    )
+    claim = SweepClaim("sw-1", "t", doc, 1)
+    told: list[Any] = []
+    chain = [Trial(i, p, trial_spec(sweep, p)) for i, p in enumerate([{"regularization.l2": 0.1}])]
+    assert within_caps(rt, claim, sweep, chain, told.append) == chain and told == []
+    over = [Trial(0, {"regularization.l2": 0.1}, trial_spec(wide, {"regularization.l2": 0.1}))]
+    assert within_caps(rt, claim, wide, over, told.append) == []
+    (outcome,) = told
+    assert outcome.status == "failed" and outcome.error["type"] == ErrorType.OVER_LIMIT
+    assert outcome.epochs_trained == 0
+    rt.store.engine.dispose()
