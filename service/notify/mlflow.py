@@ -478,8 +478,17 @@ class MlflowSender:
                     experiment_id, sweep["name"] or sweep["id"], sweep["started_at"], tags
                 )
             run_id = str(info["run_id"])
-            params = flat_params(base)
-            params.update({f"sweep.{k}": _value(v) for k, v in spec.items() if k not in ("base", "name")})
+            # The base's fields, less those the search varies (each trial's run has its value;
+            # the search itself is `sweep.grid`, `sweep.random`, ...), and the sweep's own.
+            searched = {p for k in ("grid", "random", "path", "space") for p in spec.get(k) or {}}
+            params = {k: v for k, v in flat_params(base).items() if k not in searched}
+            params.update(
+                {
+                    f"sweep.{k}": _value(v)
+                    for k, v in spec.items()
+                    if k not in ("base", "name") and v is not None
+                }
+            )
             self.client.log(run_id, params=params)
             if not self.runs.set_run(t, run_id):
                 return

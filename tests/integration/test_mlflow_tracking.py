@@ -204,6 +204,7 @@ def test_a_sweep_is_a_parent_run_with_a_nested_run_per_trial_and_its_winner_regi
     parent = ended_run(tracker, experiment, "sweep", "regtrain.sweep_id", sweep_id)
     assert parent["info"]["status"] == "FINISHED"
     assert params(parent)["sweep.grid"] == '{"regularization.l2":[0.0,0.01]}'
+    assert "regularization.l2" not in params(parent)  # each trial's run has its own
     parent_id = parent["info"]["run_id"]
 
     children = tracker.runs(experiment, f"tags.`mlflow.parentRunId` = '{parent_id}'")
