@@ -188,6 +188,9 @@ sweeps = sa.Table(
     # deliveries; never served (sweep documents pick their fields).
     sa.Column("notify_secret", sa.String(200)),
     *_egress(),
+    # Added by migration 0015: the budget that ended its search, {"budget", "at", "detail"}
+    # (contract/sweep_budget.py), written once by its coordinator; units read it as they beat.
+    sa.Column("stopped_by", Json),
     *_indexes("sweeps"),
 )
 
