@@ -8,12 +8,16 @@ API and a real Celery worker, SQLite + file broker and PostgreSQL + Redis):
   admitted, or a fleet whose workers run with other limits) fails the trials over its caps
   `over_limit`, untrained, and the sweep goes on with the others: a grid's unit and a search's
   (told failed to its study). No API path makes an over-cap trial now that the API checks a
-  space's joint worst case, so the caps differ between the two processes here.
+  space's joint worst case, so the caps differ between the two processes here;
+- on the fleet, a database URL with its password in the query (`?password=…`, which libpq
+  honours) is never shown: every tenant reads a search's `study.storage`, and it opens the study
+  without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +36,7 @@ BASE: dict[str, Any] = {
 }
 # The worker's cap on parameters: hidden [4] on digits has 310, hidden [64] 4,810.
 WORKER_MAX_PARAMETERS = 1_000
+SECRET = "s3cr3t-db-password"
 
 
 def _finished(service: Service, sweep_id: str, timeout: float = 180) -> dict[str, Any]:
@@ -83,6 +88,8 @@ def strict_worker(
     with contextlib.ExitStack() as stack:
         if request.param == "fleet":
             env.update(stack.enter_context(fleet_backend()))
+            # trust auth ignores it, but libpq and SQLAlchemy pass it on: a secret to keep
+            env["REGTRAIN_DATABASE_URL"] += f"?password={SECRET}"
 
         def own_env(label: str) -> dict[str, str]:
             return (
@@ -116,6 +123,10 @@ def test_a_trial_over_the_workers_caps_fails_over_limit_untrained(
     assert over["epochs_trained"] == 0 and over["score"] is None and not over["curve"]  # never trained
     assert within["status"] == "succeeded" and within["epochs_trained"] == 2
     assert sweep["best"]["index"] == within["index"] and sweep["best"]["job_status"] == "succeeded"
+    assert SECRET not in json.dumps(sweep)
     if search == "space":  # the study was told the over-cap trial failed
-        study = optuna.load_study(study_name=sweep["study"]["name"], storage=sweep["study"]["storage"])
+        storage = sweep["study"]["storage"]
+        if strict_worker.backend == "fleet":
+            assert storage.startswith("postgresql+psycopg://postgres@") and "?" not in storage
+        study = optuna.load_study(study_name=sweep["study"]["name"], storage=storage)
         assert study.trials[over["index"]].state == optuna.trial.TrialState.FAIL
