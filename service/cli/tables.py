@@ -13,7 +13,9 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def fmt(v: Any) -> str:
-    """A cell: floats to 4 significant places (scientific when tiny or huge)."""
+    """A cell: floats to 4 significant places (scientific when tiny or huge). A line break or
+    tab inside server text is shown escaped, so a name cannot fake a row of the table (the
+    other control characters are escaped on the way out by service.cli.terminal_text)."""
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.4f}"
-    return str(v)
+    return str(v).replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")

@@ -40,7 +40,8 @@ def test_dot_and_empty_segments_are_refused_with_422_naming_the_uri(client: Test
         )
     r = client.post("/v1/datasets", json={"uri": uri})
     assert r.status_code == 422, r.text
-    assert "uri: the path may not hold" in r.json()["detail"][0]["msg"]
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == ["body", "uri"] and "uri: the path may not hold" in detail["msg"]
 
 
 def test_a_query_may_hold_dots() -> None:

@@ -41,3 +41,13 @@ def test_json_output_needs_no_escaping_and_is_left_as_it_is() -> None:
     doc = json.dumps({"name": "\x1b]0;PWNED\x07\u202e"}, indent=2)
     assert "\\u001b" in doc and "\\u202e" in doc and UNSAFE.search(doc) is None
     assert printable(doc) == doc
+
+
+def test_a_line_break_in_a_cell_cannot_fake_a_row() -> None:
+    from service.cli.tables import table
+
+    shown = table([["a\nb1234  fake  succeeded", "x\ty\r"]], ["NAME", "STATUS"])
+    assert shown.splitlines() == [
+        "NAME                            STATUS",
+        "a\\nb1234  fake  succeeded  x\\ty\\r",
+    ]

@@ -88,10 +88,19 @@ async def upload_dataset(
             ds = UriDataset.model_validate(ref.model_dump(exclude={"name"}))
         except ValidationError as e:
             first = e.errors()[0]
-            raise SpecError(("body", *[str(p) for p in first["loc"]]), first["msg"]) from None
+            raise SpecError(("body", *_field_of(first)), first["msg"]) from None
         name = ref.name or PurePosixPath(ds.uri.split("?", 1)[0]).name[:300] or "dataset"
         return await _register(ds, name, store, settings, artifacts, tenant, remote)
     return await run_in_threadpool(_upload, file, target, task, store, settings, artifacts, tenant)
+
+
+def _field_of(error: Any) -> list[str]:
+    """The field an error is about: its loc, or for a check over the whole model (loc empty)
+    the field its message begins with (`uri: the path may not hold ...`)."""
+    if error["loc"]:
+        return [str(p) for p in error["loc"]]
+    field = str(error["msg"]).removeprefix("Value error, ").partition(":")[0]
+    return [field] if field in UriDataset.model_fields else []
 
 
 async def _register(
