@@ -15,11 +15,14 @@ $(BIN)/python:
 
 # torch==2.13.0 first, so the CPU wheel on this machine's disk is taken, never a CUDA build;
 # then the client (clients/python), which regtrain depends on and which is not on PyPI, with its
-# notebook extras (pandas, tqdm), so that the README's client snippet runs as pasted in .venv.
+# notebook extras (pandas, tqdm), so that the README's client snippet runs as pasted in .venv;
+# then regtrain itself, as a copy (every `make up` installs the checkout again): an editable
+# install prints setuptools' "Editable installation" notice in every build, and `make up` is
+# for using regtrain. install-dev, for changing it, installs it editable.
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q './clients/python[notebook]'
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q .
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0

@@ -37,6 +37,8 @@ def test_make_install_has_what_the_client_snippet_imports() -> None:
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile[makefile.index("\ninstall:") : makefile.index("\ninstall-dev:")]
     assert "'./clients/python[notebook]'" in recipe
+    # a copy: an editable install prints setuptools' "Editable installation" notice
+    assert "pip install -q .\n" in recipe and "-e ." not in recipe
     extras = tomllib.loads((ROOT / "clients/python/pyproject.toml").read_text())["project"]
     notebook = " ".join(extras["optional-dependencies"]["notebook"])
     snippet = "\n".join(client_snippet())
