@@ -46,8 +46,5 @@ def test_json_output_needs_no_escaping_and_is_left_as_it_is() -> None:
 def test_a_line_break_in_a_cell_cannot_fake_a_row() -> None:
     from service.cli.tables import table
 
-    shown = table([["a\nb1234  fake  succeeded", "x\ty\r"]], ["NAME", "STATUS"])
-    assert shown.splitlines() == [
-        "NAME                            STATUS",
-        "a\\nb1234  fake  succeeded  x\\ty\\r",
-    ]
+    shown = table([["a\nb1234  fake  succeeded", "x\ty\r"]], ["NAME", "STATUS"]).splitlines()
+    assert len(shown) == 2 and shown[1].split() == ["a\\nb1234", "fake", "succeeded", "x\\ty\\r"]
