@@ -27,6 +27,7 @@ from service.data.buckets import s3_store
 from service.settings import Settings
 from service.store import open_store
 from service.store.artifacts import Artifacts
+from worker.presence import Presence
 from worker.tasks import execute
 
 
@@ -133,6 +134,7 @@ def _worker_rt(api_settings: Settings, data_dir: Path) -> Any:
         artifacts=Artifacts(settings),
         name="w1",
         shutdown=threading.Event(),
+        presence=Presence("w1", "test", interval_s=60),  # never started: no row in the store
     )
 
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.store import open_store
 from service.store.artifacts import Artifacts
+from worker.presence import Presence
 from worker.tasks import execute
 
 SPEC: dict[str, Any] = {
@@ -35,6 +36,7 @@ def _train(client: TestClient, spec: dict[str, Any], **headers: str) -> str:
         artifacts=Artifacts(settings),
         name="w1",
         shutdown=threading.Event(),
+        presence=Presence("w1", "test", interval_s=60),  # never started: no row in the store
     )
     execute(r.json()["id"], rt)
     return str(r.json()["id"])

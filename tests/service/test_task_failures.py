@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from service.settings import Settings
 from service.store import open_store
 from service.store.artifacts import Artifacts
+from worker.presence import Presence
 
 SPEC = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}, "training": {"epochs": 1}}
 
@@ -23,7 +24,12 @@ def rt(tmp_path: Path) -> Any:
     settings = Settings(data_dir=tmp_path, lease_seconds=30, heartbeat_seconds=0.05)
     store = open_store(settings.store_url)
     return SimpleNamespace(
-        settings=settings, store=store, artifacts=Artifacts(settings), name="w1", shutdown=threading.Event()
+        settings=settings,
+        store=store,
+        artifacts=Artifacts(settings),
+        name="w1",
+        shutdown=threading.Event(),
+        presence=Presence("w1", "test", interval_s=60),  # never started: no row in the store
     )
 
 
