@@ -12,19 +12,24 @@ written and goes on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from optuna.trial import TrialState
 
+from service.contract import sweep_budget
 from service.contract.errors import ErrorType
 from service.contract.sweep_outcome import internal_failure
-from service.contract.sweep_spec import SweepSpec, trial_count
+from service.contract.sweep_spec import SweepSpec, planned_trials, trial_count
 from service.queue.broker import queue_name
 from service.store.sweeps import TRIAL_FINISHED
 from worker import unit_task
 from worker.runtime import Runtime
-from worker.search import DEFAULT_PARALLEL, ask, open_study, storage
+from worker.search import DEFAULT_PARALLEL, ask, end_running_trials, open_study, storage
+
+log = logging.getLogger("regtrain.worker")
 
 LOOKAHEAD = 2  # queued units a search keeps ready
 POLL_S = 0.5  # how often a coordinator with nothing to train looks at the units others hold
@@ -36,9 +41,10 @@ def coordinate(
     rt: Runtime, sweep: SweepSpec, sweep_id: str, queue: str, should_stop: Callable[[], bool], send: Send
 ) -> str:
     """Run the sweep's units to their end: "succeeded" once every unit has ended and a search
-    has asked all its trials, or "cancelled" when the sweep's lease says stop. A unit (or a
-    trial) that failed `internal` fails the sweep (TrainingError internal, naming it), at once:
-    contract/sweep_outcome.py says why."""
+    has asked all its trials (or its budget stopped it: `stopped_by` is written), or
+    "cancelled" when the sweep's lease says stop. A unit (or a trial) that failed `internal`
+    fails the sweep (TrainingError internal, naming it), at once: contract/sweep_outcome.py
+    says why."""
     units, store, owner, s = rt.units, rt.store, rt.name, rt.settings
     size = sweep.parallel or DEFAULT_PARALLEL
     top_up: Callable[[], bool]
@@ -49,6 +55,8 @@ def coordinate(
             for r in store.trials([sweep_id])[sweep_id]
             if r["trial_index"] not in planned and r["status"] not in TRIAL_FINISHED
         ]
+        # budget.max_trials: the first trials start, the others end cancelled, untrained
+        left = left[: max(planned_trials(sweep) - len(planned), 0)]
         if sweep.parallel is None and queue == queue_name(s, "gpu"):
             # One GPU trains a stacked group of hundreds of trials about as fast as a few: a
             # GPU grid stays one unit (one group as large as the device holds) unless
@@ -58,6 +66,8 @@ def coordinate(
             units.add(sweep_id, owner, queue, [left[i : i + size] for i in range(0, len(left), size)]) or []
         ):
             send(uid, queue)
+        if planned_trials(sweep) < trial_count(sweep):
+            units.stop(sweep_id, owner, None, sweep_budget.trial_reason("max_trials"), queued_units=False)
 
         def top_up() -> bool:
             return True  # all planned
@@ -72,8 +82,9 @@ def coordinate(
 
         def top_up() -> bool:
             """Ask units until LOOKAHEAD are queued; True once every trial has been asked."""
-            # at most the grid sampler's combinations, for a sweep stored before they were clamped
-            wanted = trial_count(sweep)
+            # at most the grid sampler's combinations, for a sweep stored before they were
+            # clamped, and at most the budget's max_trials
+            wanted = planned_trials(sweep)
             while True:
                 asked = len(store.trials([sweep_id])[sweep_id])
                 if asked >= wanted:
@@ -87,10 +98,12 @@ def coordinate(
                 for uid in ids:
                     send(uid, queue)
 
+    stopped = False
     while True:
         if should_stop():
             return "cancelled"
-        all_asked = top_up()
+        stopped = stopped or _budget_reached(rt, sweep, sweep_id)
+        all_asked = stopped or top_up()
         claim = units.claim_next(sweep_id, owner, s.lease_seconds, s.max_attempts)
         if claim is not None:
             unit_task.train_claimed(rt, claim)
@@ -100,8 +113,36 @@ def coordinate(
             _fail_on_internal(units.of([sweep_id])[sweep_id], None)
         if all_asked and not counts.get("queued") and not counts.get("running"):
             _fail_on_internal(units.of([sweep_id])[sweep_id], store.trials([sweep_id])[sweep_id])
+            if not stopped and planned_trials(sweep) < trial_count(sweep):
+                assert sweep.budget is not None  # planned_trials is lower only with max_trials
+                detail = sweep_budget.max_trials_detail(sweep.budget, trial_count(sweep))
+                stop = sweep_budget.stopped_by("max_trials", datetime.now(UTC), detail)
+                units.stop(sweep_id, owner, stop, sweep_budget.trial_reason("max_trials"))
+            if stopped and sweep.space is not None:
+                # the trials it asked and never started: no unit will tell the study they ended
+                end_running_trials(sweep_id, s.store_url, "cancelled: the sweep's budget was reached")
             return "succeeded"
         rt.shutdown.wait(POLL_S)  # other workers hold the running units
+
+
+def _budget_reached(rt: Runtime, sweep: SweepSpec, sweep_id: str) -> bool:
+    """Whether a budget of the sweep (other than max_trials, which caps what is planned) is
+    reached: then it is written as the sweep's stopped_by (the first reached wins) and the
+    units no worker took end cancelled, their trials with them (store: SweepUnits.stop). The
+    units running on other workers learn it at their next heartbeat (worker/unit_task.py)."""
+    if sweep.budget is None:
+        return False
+    started, epochs, failed = rt.units.spent(sweep_id)
+    at = datetime.now(UTC)
+    seconds = (at - started).total_seconds() if started is not None else 0.0
+    hit = sweep_budget.reached(sweep.budget, sweep_budget.Spent(seconds, epochs, failed))
+    if hit is None:
+        return False
+    budget, detail = hit
+    stop = sweep_budget.stopped_by(budget, at, detail)
+    written = rt.units.stop(sweep_id, rt.name, stop, sweep_budget.trial_reason(budget))
+    log.info("sweep %s: stopped by its budget: %s", sweep_id, (written or stop)["detail"])
+    return True
 
 
 def _fail_on_internal(unit_rows: list[dict[str, Any]], trial_rows: list[dict[str, Any]] | None) -> None:

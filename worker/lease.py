@@ -112,6 +112,12 @@ class UnitLease(Lease):
     def __init__(self, units: SweepUnits, unit_id: str, owner: str, **kwargs: Any) -> None:
         super().__init__(units, unit_id, owner, **kwargs)
         self.units = units
+        # The sweep's stopped_by as of the last beat: a budget its coordinator found reached
+        # (the unit stops its running trials for some: contract/sweep_budget.py).
+        self.stopped_by: dict[str, Any] | None = None
 
     def renew(self) -> bool | None:
-        return self.units.heartbeat(self.job_id, self.owner, self.lease_seconds)
+        state = self.units.heartbeat(self.job_id, self.owner, self.lease_seconds)
+        if state is False and self.stopped_by is None:
+            self.stopped_by = self.units.stopped_by(self.job_id)
+        return state

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.contract import selection
+from service.contract import selection, sweep_budget
 from service.contract.errors import DomainError, ErrorType, SpecError, Unavailable
 from service.contract.search_space import trial_spec
 from service.contract.selection import leaderboard
@@ -131,6 +131,10 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         )
         return
     if best is None:
+        stop = (store.get_sweep(sweep_id) or {}).get("stopped_by")
+        if stop is not None:  # contract/sweep_budget.py
+            fail({"type": ErrorType.BUDGET_EXHAUSTED, "message": sweep_budget.no_trial_finished(stop)})
+            return
         fail({"type": ErrorType.NO_TRIAL_SUCCEEDED, "message": "every trial failed; see each trial's error"})
         return
     chosen = by_index[best]

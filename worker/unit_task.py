@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from service.contract import sweep_budget
 from service.contract.search_space import trial_spec
 from service.contract.sweep_spec import SweepSpec, Trial
 from service.queue.broker import RUN_SWEEP_UNIT_TASK
@@ -71,8 +73,11 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
     metric = sweep.primary.metric
     progress: dict[int, dict[str, Any]] = {}
     search = None
+    epochs = 0  # trained by this unit, over its trials, folds and seeds
 
     def on_epoch(index: int, fold: int, step: int, row: dict[str, Any]) -> None:
+        nonlocal epochs
+        epochs += sweep.seeds  # the row is the mean of the configuration's seeds
         rt.presence.epoch()
         if search is not None:
             search.on_epoch(index, fold, step, row)
@@ -92,7 +97,7 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             progress.clear()
 
     def on_trial(t: TrialOutcome) -> None:
-        if t.status == "cancelled":
+        if t.status == "cancelled" and t.reason is None:
             return  # stopped with its unit: the unit's next holder trains it
         if units.record_trial(uid, owner, sweep_id, t.index, **outcome_fields(t)) and search is not None:
             search.tell(t)
@@ -107,6 +112,28 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
         presence=rt.presence,
     )
 
+    def budget() -> str | None:
+        """The reason no trial of this unit starts now: a budget reached (SweepCallbacks)."""
+        if lease.stopped_by is not None:
+            return sweep_budget.trial_reason(lease.stopped_by["budget"])
+        if sweep.budget is None:
+            return None
+        seconds = 0.0
+        if claim.sweep_started_at is not None:
+            seconds = (datetime.now(UTC) - claim.sweep_started_at).total_seconds()
+        # failed trials are the coordinator's to count: a unit finishes the trials it started
+        hit = sweep_budget.reached(
+            sweep.budget.model_copy(update={"max_failed_trials": None}),
+            sweep_budget.Spent(seconds, claim.epochs_before + epochs, 0),
+        )
+        return sweep_budget.trial_reason(hit[0]) if hit is not None else None
+
+    def stop_running() -> str | None:
+        """The reason a running trial stops at this epoch: time_s or trial_epochs reached."""
+        if lease.stopped_by is not None and lease.stopped_by["budget"] not in sweep_budget.STOPS_RUNNING:
+            return None
+        return budget()
+
     def run() -> str:
         with held_sweep_dataset(rt.artifacts, sweep) as dataset_file:
             return train(dataset_file)
@@ -118,10 +145,19 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
 
             search = UnitSearch.load(sweep, sweep_id, settings.store_url, list(claim.todo))
         callbacks = SweepCallbacks(
-            on_trial=on_trial, should_stop=lease.should_stop, on_epoch=on_epoch, after_epoch=after_epoch
+            on_trial=on_trial,
+            should_stop=lease.should_stop,
+            on_epoch=on_epoch,
+            after_epoch=after_epoch,
+            budget=budget,
         )
-        if search is not None:
-            callbacks.prune = search.prune
+        judge = search.prune if search is not None else None
+
+        def prune(index: int, fold: int, step: int, row: dict[str, Any]) -> str | None:
+            # the budget first: a trial it stops ends pruned, with the budget as its reason
+            return stop_running() or (judge(index, fold, step, row) if judge is not None else None)
+
+        callbacks.prune = prune
         trials = within_caps(rt, claim, sweep, todo, on_trial)
         if not trials:
             return "succeeded"

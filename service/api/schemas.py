@@ -186,6 +186,16 @@ class SweepBest(BaseModel):
     )
 
 
+class SweepStop(BaseModel):
+    """Which budget ended a sweep's search: no trial started after `at`; the running ones
+    stopped at their next epoch (time_s, trial_epochs: `pruned`) or finished (max_trials,
+    max_failed_trials), and the ones not started ended `cancelled`, each with a `reason`."""
+
+    budget: Literal["max_trials", "max_failed_trials", "time_s", "trial_epochs"]
+    at: datetime = Field(description="When the coordinator found it reached.")
+    detail: str = Field(description='How, e.g. "3.1 s since the sweep started, of a time_s budget of 3 s".')
+
+
 class Sweep(BaseModel):
     id: str
     name: str | None
@@ -208,6 +218,11 @@ class Sweep(BaseModel):
     )
     units: list[SweepUnit] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    stopped_by: SweepStop | None = Field(
+        None,
+        description="The budget (spec.budget) that ended the search, when one did; null when "
+        "the search ran to its end.",
+    )
     study: SweepStudy | None = Field(None, description="A search's Optuna study, in regtrain's database.")
     spec: dict[str, Any] = Field(title=FILLED_SPEC, description="The SweepSpec with every default filled in.")
     error: JobError | None
@@ -221,7 +236,10 @@ class SweepValidation(BaseModel):
         description="The SweepSpec as it would run, every default filled in (a grid sampler's "
         "trials clamped to its combinations).",
     )
-    trials: int = Field(description="Trials it would train (a space: the sampler's trials).")
+    trials: int = Field(
+        description="Trials it would train (a space: the sampler's trials), at most its "
+        "budget's max_trials."
+    )
     trainings: int = Field(description="Trials × folds × seeds: the trainings it counts against the cap.")
     parameters: int = Field(description="Trainable parameters of its largest trial.")
     memory_bytes: int = Field(

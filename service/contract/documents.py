@@ -133,6 +133,7 @@ def sweep_document(
         "pareto": selection.pareto(spec, trials) if len(selection.objectives(spec)) > 1 else None,
         "units": _units(sweep, trials, units or []),
         "warnings": sweep["warnings"] or [],
+        "stopped_by": sweep.get("stopped_by"),  # the budget that ended the search, if one did
         "study": None,
         "spec": spec,
         "error": sweep["error"],

@@ -22,6 +22,7 @@ class ErrorType(StrEnum):
     WORKER_LOST = "worker_lost"  # leases expired max_attempts times
     BROKER_UNAVAILABLE = "broker_unavailable"  # stored, but the broker refused the message
     NO_TRIAL_SUCCEEDED = "no_trial_succeeded"
+    BUDGET_EXHAUSTED = "budget_exhausted"  # a sweep's budget was reached before any trial finished
     RETRAIN_FAILED = "retrain_failed"  # a sweep's best trial, retrained, failed
     RETRAIN_REFUSED = "retrain_refused"  # a sweep's best trial could not be submitted
 

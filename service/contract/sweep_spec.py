@@ -80,6 +80,53 @@ class Objective(Strict):
     mode: Literal["min", "max"] = "min"
 
 
+class Budget(Strict):
+    """Bounds on the work a sweep may do: whichever is reached first ends the search (the
+    sweep's `stopped_by` names it), as SageMaker's stopping conditions and Ray Tune's
+    `time_budget_s` do. The sweep then goes on as usual: it retrains the best of the trials
+    that finished. Give at least one field (contract/sweep_budget.py judges them)."""
+
+    max_trials: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TRIALS,
+        description="Trials started at most. A space asks no more than this many of its sampler "
+        "(it lowers `trials`); a grid or random search starts its first `max_trials` trials and "
+        "ends the others cancelled, untrained.",
+    )
+    max_failed_trials: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TRIALS,
+        description="Once this many trials have failed (diverged, over the limits, bad params; "
+        "pruned ones are not failed), no trial starts: the running ones finish, the queued ones "
+        "end cancelled.",
+    )
+    time_s: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 86400,
+        description="Wall seconds since the sweep started (its `started_at`): then no trial "
+        "starts, and the running ones stop at their next epoch, ending `pruned` with what they "
+        "trained so far.",
+    )
+    trial_epochs: int | None = Field(
+        None,
+        ge=1,
+        le=10**9,
+        description="Epochs trained, summed over the trials, folds and seeds (each trial's "
+        "`epochs_trained`): then no trial starts and the running ones stop at their next epoch, "
+        "ending `pruned`. Units on other workers learn it at their next heartbeat, so the sum "
+        "may pass it by an epoch or so of each running unit.",
+    )
+
+    @model_validator(mode="after")
+    def _some(self) -> Budget:
+        if all(getattr(self, k) is None for k in type(self).model_fields):
+            raise ValueError("give at least one of max_trials, max_failed_trials, time_s, trial_epochs")
+        return self
+
+
 class SweepSpec(Strict):
     """A search over JobSpec fields. Give exactly one of grid, random (with trials) or path."""
 
@@ -136,6 +183,11 @@ class SweepSpec(Strict):
         "sweep's queue takes a unit); for a space, also how many are asked at once. Default 8; "
         "a grid or random sweep on the gpu queue is one unit unless this is set.",
     )
+    budget: Budget | None = Field(
+        None,
+        description="Bounds on the search (trials, failed trials, wall seconds, trial-epochs): "
+        "the first reached ends it, and the sweep's `stopped_by` says which.",
+    )
     vectorize: Literal["auto"] | bool = Field(
         "auto",
         description="Train trials that share architecture, data and batch size as one stacked "
@@ -158,6 +210,11 @@ class SweepSpec(Strict):
             (values,) = self.path.values()
             if not 2 <= len(values) <= MAX_PATH_STEPS:
                 raise ValueError(f"path: give between 2 and {MAX_PATH_STEPS} values")
+        if self.budget is not None and self.path is not None:
+            raise ValueError(
+                "budget: a path is one chain of warm starts on one worker; give a budget to a "
+                "grid, a random search or a space"
+            )
         if self.cv_folds == 1:
             raise ValueError("cv_folds: use 0 (a single validation split) or at least 2 folds")
         if self.cv_folds == 0 and self.base.split.validation == 0:
@@ -250,6 +307,14 @@ def trial_count(sweep: SweepSpec) -> int:
     return sum(len(v) for v in sweep.path.values())
 
 
+def planned_trials(sweep: SweepSpec) -> int:
+    """The trials the sweep may start: `trial_count`, at most its budget's max_trials."""
+    n = trial_count(sweep)
+    if sweep.budget is not None and sweep.budget.max_trials is not None:
+        return min(n, sweep.budget.max_trials)
+    return n
+
+
 def clamped(sweep: SweepSpec) -> tuple[SweepSpec, list[str]]:
     """The sweep as it runs, with the warnings that say how it differs from the one asked for:
     a grid sampler asked for more trials than its space has combinations runs each combination
@@ -292,9 +357,9 @@ def refuse_fixed_fields(sweep: SweepSpec) -> None:
 
 
 def trainings(sweep: SweepSpec) -> int:
-    """The trainings the sweep costs: every trial once per fold and seed (the retrained best
-    aside); pruning may stop some early, never add any."""
-    return trial_count(sweep) * max(sweep.cv_folds, 1) * sweep.seeds
+    """The trainings the sweep costs: every trial it may start once per fold and seed (the
+    retrained best aside); pruning and the budget may stop some early, never add any."""
+    return planned_trials(sweep) * max(sweep.cv_folds, 1) * sweep.seeds
 
 
 def _param_sets(sweep: SweepSpec) -> tuple[str, list[dict[str, Any]]]:

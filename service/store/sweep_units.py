@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -39,6 +40,10 @@ class UnitClaim:
     attempt: int
     todo: tuple[int, ...]
     params: dict[int, dict[str, Any]]  # trial index → params, for the trials in todo
+    # What the sweep's budget judges a unit by (contract/sweep_budget.py): when the sweep
+    # started, and the epochs its trials had trained when this unit was taken.
+    sweep_started_at: datetime | None = None
+    epochs_before: int = 0
 
 
 def unit_id(sweep_id: str, index: int) -> str:
@@ -159,6 +164,74 @@ class SweepUnits:
         with self._read() as conn:
             return grouped(conn.execute(query).mappings(), "sweep_id", sweep_ids)
 
+    # --- the budget (contract/sweep_budget.py) -----------------------------------------------
+
+    def spent(self, sweep_id: str) -> tuple[datetime | None, int, int]:
+        """(when the sweep started, epochs its trials trained, trials that failed)."""
+        failed = sa.select(sa.func.count()).where(
+            sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.status == "failed"
+        )
+        with self._read() as conn:
+            started = conn.execute(sa.select(sweeps.c.started_at).where(sweeps.c.id == sweep_id)).scalar()
+            return started, _epochs(conn, sweep_id), int(conn.execute(failed).scalar() or 0)
+
+    def stop(
+        self,
+        sweep_id: str,
+        owner: str,
+        stopped_by: dict[str, Any] | None,
+        reason: str,
+        *,
+        queued_units: bool = True,
+    ) -> Any:
+        """A budget was reached: write it as the sweep's `stopped_by` unless one is there (the
+        first reached wins; None writes nothing), and end the trials in no unit and (with
+        `queued_units`) the units no worker took with their trials, `cancelled` with `reason`,
+        untrained; only while `owner` holds the sweep. The sweep's stopped_by now (None when
+        the lease is lost)."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweeps, sweep_id, owner):
+                return None
+            if stopped_by is not None:
+                conn.execute(
+                    sweeps.update()
+                    .where(sweeps.c.id == sweep_id, sweeps.c.stopped_by.is_(None))
+                    .values(stopped_by=stopped_by)
+                )
+            queued: list[int] = []
+            if queued_units:
+                queued = [
+                    int(u)
+                    for u in conn.execute(
+                        sweep_units.update()
+                        .where(sweep_units.c.sweep_id == sweep_id, sweep_units.c.status == "queued")
+                        .values(status="cancelled", finished_at=at)
+                        .returning(sweep_units.c.unit_index)
+                    ).scalars()
+                ]
+            unit = sweep_trials.c.unit
+            conn.execute(
+                sweep_trials.update()
+                .where(
+                    sweep_trials.c.sweep_id == sweep_id,
+                    sweep_trials.c.status.not_in(TRIAL_FINISHED),
+                    unit.is_(None) | unit.in_(queued),
+                )
+                .values(status="cancelled", reason=reason, finished_at=at, updated_at=at)
+            )
+            return conn.execute(sa.select(sweeps.c.stopped_by).where(sweeps.c.id == sweep_id)).scalar()
+
+    def stopped_by(self, unit: str) -> Any:
+        """The `stopped_by` of the unit's sweep: what its heartbeat tells the unit."""
+        query = (
+            sa.select(sweeps.c.stopped_by)
+            .join(sweep_units, sweep_units.c.sweep_id == sweeps.c.id)
+            .where(sweep_units.c.id == unit)
+        )
+        with self._read() as conn:
+            return conn.execute(query).scalar()
+
     # --- any worker --------------------------------------------------------------------------
 
     def claim(self, unit: str, owner: str, lease_seconds: float, max_attempts: int) -> UnitClaim | None:
@@ -167,12 +240,13 @@ class SweepUnits:
         at = now()
         with self._write() as conn:
             sweep = conn.execute(
-                sa.select(sweeps.c.id, sweeps.c.tenant, sweeps.c.spec)
+                sa.select(sweeps.c.id, sweeps.c.tenant, sweeps.c.spec, sweeps.c.started_at)
                 .join(sweep_units, sweep_units.c.sweep_id == sweeps.c.id)
                 .where(
                     sweep_units.c.id == unit,
                     sweeps.c.status == "running",
                     sa.not_(sweeps.c.cancel_requested),
+                    sweeps.c.stopped_by.is_(None),  # a budget was reached: no unit starts
                 )
             ).first()
             if sweep is None:
@@ -205,6 +279,7 @@ class SweepUnits:
                 .where(mine)
                 .order_by(sweep_trials.c.trial_index)
             ).all()
+            epochs = _epochs(conn, sweep.id)
         return UnitClaim(
             unit,
             sweep.id,
@@ -214,6 +289,8 @@ class SweepUnits:
             int(row.attempts),
             tuple(int(t.trial_index) for t in todo),
             {int(t.trial_index): t.params for t in todo},
+            sweep.started_at,
+            epochs,
         )
 
     def claim_next(
@@ -337,6 +414,15 @@ class SweepUnits:
                     _end_trials(conn, row.sweep_id, row.trials, status, row.error, at)
             stale = leased.resend_stale(conn, sweep_units, resend_after_s, at)
         return requeued + stale
+
+
+def _epochs(conn: sa.Connection, sweep_id: str) -> int:
+    """Epochs the sweep's trials trained, summed over trials, folds and seeds (a trial's
+    `epochs_trained`, written as it ends)."""
+    total = conn.execute(
+        sa.select(sa.func.sum(sweep_trials.c.epochs_trained)).where(sweep_trials.c.sweep_id == sweep_id)
+    ).scalar()
+    return int(total or 0)
 
 
 def _end_trials(

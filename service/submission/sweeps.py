@@ -18,7 +18,7 @@ from service.contract.architecture import (
 )
 from service.contract.errors import ErrorType, SpecError
 from service.contract.stacking import vectorize_refusal
-from service.contract.sweep_spec import SweepSpec, Trial, clamped, expand, trainings, trial_count
+from service.contract.sweep_spec import SweepSpec, Trial, clamped, expand, planned_trials, trainings
 from service.queue.broker import Broker, queue_for_device
 from service.settings import Settings
 from service.store import Repository
@@ -55,7 +55,7 @@ def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Sett
         search = next(k for k in ("space", "grid", "random", "path") if getattr(sweep, k) is not None)
         raise SpecError(
             ("body", search),
-            f"{trial_count(sweep):,} trials × {max(sweep.cv_folds, 1)} folds × {sweep.seeds} seeds = "
+            f"{planned_trials(sweep):,} trials × {max(sweep.cv_folds, 1)} folds × {sweep.seeds} seeds = "
             f"{n:,} trainings exceed "
             f"the limit of {settings.max_sweep_trainings:,} (REGTRAIN_MAX_SWEEP_TRAININGS)",
         )

@@ -65,6 +65,10 @@ class SweepCallbacks:
     on_epoch: Callable[[int, int, int, dict[str, Any]], None] = _no_report
     prune: Callable[[int, int, int, dict[str, Any]], str | None] = _no_prune
     after_epoch: Callable[[], None] = lambda: None  # once per epoch of a group (flush progress)
+    # The sweep's budget (contract/sweep_budget.py): a reason once it is reached, else None.
+    # Asked before each group: the trials of the groups not started then end cancelled, with
+    # that reason. (The caller stops the running ones through `prune`.)
+    budget: Callable[[], str | None] = lambda: None
 
 
 @dataclass
@@ -243,7 +247,14 @@ def _run_trials(
     """Each group of compatible trials on every fold, all seeds of a trial stacked with it.
     After each epoch the sweep's pruner (cb.on_epoch) may stop a trial: its seeds stop training
     and it skips the remaining folds."""
-    for group in _groups(sweep, trials, folds):
+    groups = _groups(sweep, trials, folds)
+    for g, group in enumerate(groups):
+        reason = cb.budget()
+        if reason is not None:
+            for t in (t for rest in groups[g:] for t in rest):
+                outcomes[t.index] = TrialOutcome(t.index, t.params, "cancelled", reason=reason)
+                cb.on_trial(outcomes[t.index])
+            return
         reps = {t.index: _replicas(sweep, t.spec) for t in group}
         prog = {t.index: _Progress() for t in group}
         failed: dict[int, dict[str, Any]] = {}

@@ -15,7 +15,7 @@ from service.api.routes import lookup, pages
 from service.api.schemas import Sweep, SweepList, SweepValidation
 from service.api.sweep_events import parse_position
 from service.api.sweep_events import stream as sweep_events_stream
-from service.contract.sweep_spec import SweepSpec, trainings, trial_count
+from service.contract.sweep_spec import SweepSpec, planned_trials, trainings
 from service.queue.broker import queue_for_device
 from service.submission import sweeps
 
@@ -100,7 +100,7 @@ def validate_sweep(
     parameters, memory = checked.worst_case()
     return {
         "spec": checked.sweep.model_dump(mode="json"),
-        "trials": trial_count(checked.sweep),
+        "trials": planned_trials(checked.sweep),  # budget.max_trials lowers it
         "trainings": trainings(checked.sweep),
         "parameters": parameters,
         "memory_bytes": memory,

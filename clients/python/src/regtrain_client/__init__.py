@@ -44,6 +44,7 @@ from regtrain_client.models import (
     Progress,
     Sweep,
     SweepBest,
+    SweepStop,
     Trial,
     Worker,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Rows",
     "Sweep",
     "SweepBest",
+    "SweepStop",
     "TooManyRequests",
     "Trial",
     "Unauthorized",

@@ -225,6 +225,15 @@ class SweepBest(Document):
     test_metrics: dict[str, Any] | None = None
 
 
+class SweepStop(Document):
+    """Which budget (spec.budget) ended a sweep's search, when, and how."""
+
+    SCHEMA = "SweepStop"
+    budget: str
+    at: datetime | None = None
+    detail: str | None = None
+
+
 class Dataset(Document):
     """An uploaded or registered dataset (id set) or a built-in one (id None), as
     GET /v1/datasets lists them."""
@@ -283,6 +292,7 @@ class Sweep(_Handle):
     objectives: list[dict[str, Any]] = []
     pareto: list[int] | None = None
     warnings: list[str] = []
+    stopped_by: SweepStop | None = None  # the budget that ended the search, when one did
     study: dict[str, Any] | None = None
 
     @property
