@@ -129,6 +129,15 @@ class UriDataset(Strict):
         return self
 
     @model_validator(mode="after")
+    def _no_password(self) -> UriDataset:
+        # The URI is shown back in the job's and sweep's documents and in MLflow's params: a
+        # password in it would be on every page that shows them. An https origin that needs
+        # one takes a presigned URL; a bucket, the server's own credentials.
+        if urlsplit(self.uri).password is not None:
+            raise ValueError("uri: a password may not be written in the URI (it would be shown in documents)")
+        return self
+
+    @model_validator(mode="after")
     def _known_format(self) -> UriDataset:
         if self.format is None:
             fmt = format_from_uri(self.uri)

@@ -44,6 +44,14 @@ def test_dot_and_empty_segments_are_refused_with_422_naming_the_uri(client: Test
     assert detail["loc"] == ["body", "uri"] and "uri: the path may not hold" in detail["msg"]
 
 
+def test_a_password_in_the_uri_is_refused_naming_it(client: TestClient) -> None:
+    uri = "https://user:hunter2@example.com/x.csv"
+    r = client.post("/v1/jobs:validate", json={**MLP, "dataset": {"uri": uri}})
+    assert r.status_code == 422 and "password" in r.json()["detail"][0]["msg"], r.text
+    r = client.post("/v1/datasets", json={"uri": uri})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "uri"], r.text
+
+
 def test_a_query_may_hold_dots() -> None:
     from service.contract.spec import UriDataset
 
