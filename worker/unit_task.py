@@ -150,14 +150,10 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             on_epoch=on_epoch,
             after_epoch=after_epoch,
             budget=budget,
+            halt=stop_running,
         )
-        judge = search.prune if search is not None else None
-
-        def prune(index: int, fold: int, step: int, row: dict[str, Any]) -> str | None:
-            # the budget first: a trial it stops ends pruned, with the budget as its reason
-            return stop_running() or (judge(index, fold, step, row) if judge is not None else None)
-
-        callbacks.prune = prune
+        if search is not None:
+            callbacks.prune = search.prune
         trials = within_caps(rt, claim, sweep, todo, on_trial)
         if not trials:
             return "succeeded"

@@ -46,9 +46,15 @@ def reached(budget: Budget | None, spent: Spent) -> tuple[str, str] | None:
     if budget is None:
         return None
     if budget.time_s is not None and spent.seconds >= budget.time_s:
-        return "time_s", f"{spent.seconds:.1f} s since the sweep started, of a time_s budget of {budget.time_s:g} s"
+        return (
+            "time_s",
+            f"{spent.seconds:.1f} s since the sweep started, of a time_s budget of {budget.time_s:g} s",
+        )
     if budget.trial_epochs is not None and spent.epochs >= budget.trial_epochs:
-        return "trial_epochs", f"{spent.epochs} epochs trained, of a trial_epochs budget of {budget.trial_epochs}"
+        return (
+            "trial_epochs",
+            f"{spent.epochs} epochs trained, of a trial_epochs budget of {budget.trial_epochs}",
+        )
     if budget.max_failed_trials is not None and spent.failed >= budget.max_failed_trials:
         return (
             "max_failed_trials",

@@ -61,7 +61,10 @@ def test_the_first_budget_reached_is_named_with_how() -> None:
         "time_s",
         "3.0 s since the sweep started, of a time_s budget of 3 s",
     )
-    assert reached(budget, Spent(0, 10, 0)) == ("trial_epochs", "10 epochs trained, of a trial_epochs budget of 10")
+    assert reached(budget, Spent(0, 10, 0)) == (
+        "trial_epochs",
+        "10 epochs trained, of a trial_epochs budget of 10",
+    )
     assert reached(budget, Spent(0, 0, 2)) == (
         "max_failed_trials",
         "2 trials failed, of a max_failed_trials budget of 2",

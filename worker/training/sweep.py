@@ -66,9 +66,11 @@ class SweepCallbacks:
     prune: Callable[[int, int, int, dict[str, Any]], str | None] = _no_prune
     after_epoch: Callable[[], None] = lambda: None  # once per epoch of a group (flush progress)
     # The sweep's budget (contract/sweep_budget.py): a reason once it is reached, else None.
-    # Asked before each group: the trials of the groups not started then end cancelled, with
-    # that reason. (The caller stops the running ones through `prune`.)
+    # `budget` is asked before each group: the trials of the groups not started then end
+    # cancelled, with that reason. `halt` is asked after an epoch that leaves more to train
+    # (not after a trial's last): the running trials then end pruned, with that reason.
     budget: Callable[[], str | None] = lambda: None
+    halt: Callable[[], str | None] = lambda: None
 
 
 @dataclass
@@ -260,6 +262,7 @@ def _run_trials(
         failed: dict[int, dict[str, Any]] = {}
         stacked = sweep.vectorize is not False and (len(group) > 1 or sweep.seeds > 1)
         epochs = group[0].spec.training.epochs
+        n_folds = len(folds(group[0].spec))
         for fold, data in enumerate(folds(group[0].spec)):
             if cb.should_stop():
                 raise _Cancelled
@@ -267,14 +270,15 @@ def _run_trials(
             if not alive:
                 break
             if stacked and not not_stackable(group[0].spec):
-                _fit_stacked(sweep, alive, reps, prog, fold, epochs, data, cb)
+                _fit_stacked(sweep, alive, reps, prog, fold, epochs, data, cb, fold == n_folds - 1)
                 continue
             for t in alive:
                 for k, spec in enumerate(reps[t.index]):
                     if prog[t.index].pruned is not None:
                         break
+                    last = fold == n_folds - 1 and k == len(reps[t.index]) - 1
                     try:
-                        _fit_solo(t, spec, prog[t.index], (fold * sweep.seeds + k) * epochs, data, cb)
+                        _fit_solo(t, spec, prog[t.index], (fold * sweep.seeds + k) * epochs, data, cb, last)
                     except TrainingError as e:
                         failed[t.index] = e.to_dict()
                         break
@@ -311,6 +315,7 @@ def _fit_stacked(
     epochs: int,
     data: Prepared,
     cb: SweepCallbacks,
+    last_fold: bool,
 ) -> None:
     slots = [(t, spec) for t in alive for spec in reps[t.index]]
     seen: dict[int, list[dict[str, Any]]] = {}
@@ -326,8 +331,9 @@ def _fit_stacked(
         for index, rows in seen.items():
             prog[index].last = _mean_row(rows)
             cb.on_epoch(index, fold, step, prog[index].last)
+        halt = cb.halt() if epoch < epochs or not last_fold else None
         for index in seen:
-            reason = cb.prune(index, fold, step, prog[index].last)
+            reason = halt or cb.prune(index, fold, step, prog[index].last)
             if reason is not None:
                 prog[index].pruned = (step, reason)
                 stop.add(index)
@@ -346,8 +352,11 @@ def _fit_stacked(
             prog[t.index].best_epochs.append(r.best_epoch)
 
 
-def _fit_solo(t: Trial, spec: JobSpec, p: _Progress, offset: int, data: Prepared, cb: SweepCallbacks) -> None:
-    """One seed of one trial on one fold; TrainingError when it fails."""
+def _fit_solo(
+    t: Trial, spec: JobSpec, p: _Progress, offset: int, data: Prepared, cb: SweepCallbacks, last: bool
+) -> None:
+    """One seed of one trial on one fold (`last`: the trial's last one); TrainingError when it
+    fails."""
     seen: list[dict[str, Any]] = []
 
     def on_epoch(row: dict[str, Any]) -> None:
@@ -355,7 +364,8 @@ def _fit_solo(t: Trial, spec: JobSpec, p: _Progress, offset: int, data: Prepared
         p.epochs += 1
         p.last = row
         cb.on_epoch(t.index, 0, offset + row["epoch"], row)
-        reason = cb.prune(t.index, 0, offset + row["epoch"], row)
+        more = row["epoch"] < spec.training.epochs or not last
+        reason = (cb.halt() if more else None) or cb.prune(t.index, 0, offset + row["epoch"], row)
         cb.after_epoch()
         if reason is not None:
             p.pruned = (offset + row["epoch"], reason)
