@@ -56,6 +56,7 @@ POLL_S = 1.0  # how often a sender looks for rows that other processes made due
 SWEEP_POLL_S = 2.0  # how often a running sweep's new trials are sent
 PURGE_EVERY_S = 600.0
 BATCH = 8  # rows claimed at once
+TRIALS_PER_SEND = 16  # a sweep's trial runs made in one send (about 4 requests each)
 
 # MLflow's limits (REST API, log-batch): per request, and a param's value.
 MAX_PARAMS, MAX_TAGS, MAX_METRICS = 100, 100, 1000
@@ -430,8 +431,8 @@ class MlflowSender:
         match = _RETRAIN_KEY.match(job.get("idempotency_key") or "")
         if match is None or self.store.get_sweep(match[1], job["tenant"]) is None:
             return None, None
-        run_id, tracked = self.runs.run_of(match[1])
-        if tracked and run_id is None:
+        run_id, coming = self.runs.run_of(match[1])
+        if run_id is None and coming:
             raise Later("waiting for its sweep's run")
         return match[1], run_id
 
@@ -493,11 +494,18 @@ class MlflowSender:
             if not self.runs.set_run(t, run_id):
                 return
         known = self.runs.trial_runs(sweep["id"])
-        for trial in self.store.trials([sweep["id"]])[sweep["id"]]:
-            index = trial["trial_index"]
-            if trial["status"] not in TRIAL_FINISHED or known.get(index, (None, False))[1]:
-                continue
-            self._sync_trial(sweep, base, experiment_id, run_id, trial, known.get(index, (None, False))[0])
+        todo = [
+            trial
+            for trial in self.store.trials([sweep["id"]])[sweep["id"]]
+            if trial["status"] in TRIAL_FINISHED and not known.get(trial["trial_index"], (None, False))[1]
+        ]
+        # A few at a time, well within the lease: the rest at once in the next send.
+        for trial in todo[:TRIALS_PER_SEND]:
+            run = known.get(trial["trial_index"], (None, False))[0]
+            self._sync_trial(sweep, base, experiment_id, run_id, trial, run)
+        if len(todo) > TRIALS_PER_SEND:
+            self.runs.synced(t, again_in_s=0)
+            return
         if sweep["status"] not in FINISHED:
             self.runs.synced(t, again_in_s=SWEEP_POLL_S)
             return

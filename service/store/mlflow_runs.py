@@ -196,10 +196,11 @@ class MlflowRuns:
     # --- runs of sweeps and their trials ---------------------------------------------------
 
     def run_of(self, subject: str) -> tuple[str | None, bool]:
-        """(the subject's run id, whether it is tracked at all)."""
+        """(the subject's run id, whether one may still come: it is tracked, and not given up)."""
+        query = sa.select(runs.c.run_id, runs.c.status).where(runs.c.subject == subject)
         with self._read() as conn:
-            row = conn.execute(sa.select(runs.c.run_id).where(runs.c.subject == subject)).first()
-        return (row.run_id, True) if row is not None else (None, False)
+            row = conn.execute(query).first()
+        return (row.run_id, row.status in _LIVE) if row is not None else (None, False)
 
     def trial_runs(self, sweep_id: str) -> dict[int, tuple[str, bool]]:
         """Trial index → (its run id, whether it was fully logged)."""

@@ -6,7 +6,9 @@ history."""
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -124,8 +126,33 @@ def test_a_sweeps_trials_keep_their_runs_and_go_with_the_sweep(store: Repository
     runs.synced(held, again_in_s=0)  # a running sweep stays due
     (again,) = runs.claim_due(10, 60)
     runs.ended(again)
+    assert runs.run_of(sweep["id"]) == ("parent", False)  # ended: no other run is coming
     assert runs.claim_due(10, 60) == []  # no trial row is ever claimed
     with store.engine.begin() as conn:
         conn.execute(mlflow_runs.update().values(finished_at=now() - timedelta(days=3)))
     assert runs.purge(older_than_s=2 * 86400) == 2  # the sweep and its logged trial
     assert [r for r in (_row(store, f"{sweep['id']}.1"),) if r] != []  # an open one stays
+
+
+def test_an_unreachable_tracker_leaves_the_row_due_after_a_backoff(store: Repository, tmp_path: Path) -> None:
+    """A sender's try at a port where nothing listens: the row waits out its first backoff with
+    the error noted, and the job carries on (its epochs and end are written as ever)."""
+    from service.notify.mlflow import BACKOFF_S, MlflowSender
+    from service.settings import Settings
+
+    with socket.socket() as s:  # a loopback port that was free a moment ago, now closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"http://127.0.0.1:{port}")
+    sender = MlflowSender(settings, store)  # not started: this test sends itself
+    store.mlflow_tracking = True
+    job_id = _running_job(store)
+    (held,) = sender.runs.claim_due(10, 60)
+    before = now()
+    sender.send(held)
+    row = _row(store, job_id)
+    assert row is not None and (row["status"], row["attempts"], row["run_id"]) == ("pending", 1, None)
+    assert "ConnectError" in str(row["last_error"])
+    assert row["next_at"] >= before + timedelta(seconds=BACKOFF_S[0])  # type: ignore[operator]
+    assert store.record_epoch(job_id, "w1", {"epoch": 1, "train_loss": 0.5})
+    assert store.finish(job_id, "w1", "succeeded", result={})
