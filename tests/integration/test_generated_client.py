@@ -55,6 +55,7 @@ def generated(service: Service, tmp_path: Path) -> Iterator[tuple[str, dict[str,
     try:
         names = ["client", "models", *(f"api.{tag}.{op}" for tag, op in [
             ("jobs", "create_job"), ("jobs", "get_job"), ("jobs", "list_jobs"), ("jobs", "job_metrics"),
+            ("jobs", "checkpoint_sidecar"),
             ("sweeps", "create_sweep"), ("sweeps", "get_sweep"), ("sweeps", "list_sweeps")])]  # fmt: skip
         yield output, {name: importlib.import_module(f"{PACKAGE}.{name}") for name in names}
     finally:
@@ -79,7 +80,7 @@ def test_the_generated_client_submits_polls_and_reads_metrics(
     # Sweep and SweepList dropped with every response that returns them.
     assert "warning" not in output.lower(), output
     models = mod["models"]
-    for name in ("Job", "JobList", "Sweep", "SweepList", "JobSpec", "SweepSpec", "Metrics"):
+    for name in ("Job", "JobList", "Sweep", "SweepList", "JobSpec", "SweepSpec", "Metrics", "Sidecar"):
         assert hasattr(models, name), name
 
     client = mod["client"].Client(base_url=service.url, raise_on_unexpected_status=True, timeout=30)
@@ -102,6 +103,9 @@ def test_the_generated_client_submits_polls_and_reads_metrics(
         assert isinstance(metrics, models.Metrics)
         assert [row["epoch"] for row in metrics.epochs] == [1, 2]
         assert all(0 <= row["val_accuracy"] <= 1 for row in metrics.epochs)
+        sidecar = mod["api.jobs.checkpoint_sidecar"].sync(job.id, "best", client=client)
+        assert isinstance(sidecar, models.Sidecar)
+        assert sidecar.input_shape == [64] and sidecar.classes == list(range(10))
 
         listed = mod["api.jobs.list_jobs"].sync(client=client)
         assert isinstance(listed, models.JobList) and job.id in {j.id for j in listed.jobs}

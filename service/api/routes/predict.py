@@ -4,13 +4,14 @@ GET /v1/jobs/{id}/checkpoints/{name}/sidecar hands out what using the weights el
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import ArtifactsDep, StoreDep, TenantDep
 from service.api.predict import checkpoint_file, read_sidecar
+from service.api.schemas import FILLED_SPEC
 from service.contract.errors import NotFound
 from service.store.repository import Row
 
@@ -40,6 +41,22 @@ class Predictions(BaseModel):
     epoch: int
 
 
+class Sidecar(BaseModel):
+    """A checkpoint's JSON sidecar: what rebuilds the model and feeds it without the server."""
+
+    model_config = ConfigDict(extra="allow")
+
+    spec: dict[str, Any] = Field(title=FILLED_SPEC, description="The JobSpec the weights were trained on.")
+    epoch: int
+    metrics: dict[str, Any] | None = Field(None, description="The metrics row of that epoch.")
+    task: Literal["classification", "regression"] | None = None
+    input_shape: list[int] | None = Field(None, description="One sample's shape, as the model takes it.")
+    classes: list[Any] | None = Field(None, description="Class labels by output index (classification).")
+    standardization: dict[str, Any] | None = Field(
+        None, description="`mean`, `std` and `shape` of the inputs; `target_mean`, `target_std`."
+    )
+
+
 def _checkpoint_or_404(store: StoreDep, tenant: str, job_id: str, name: str) -> Row:
     if store.get_job(job_id, tenant) is None:
         raise NotFound(f"no job {job_id!r}")
@@ -65,7 +82,7 @@ def predict(
     return {"predictions": predictions, "checkpoint": row["name"], "epoch": row["epoch"]}
 
 
-@router.get("/jobs/{job_id}/checkpoints/{name}/sidecar")
+@router.get("/jobs/{job_id}/checkpoints/{name}/sidecar", response_model=Sidecar)
 def checkpoint_sidecar(
     job_id: str, name: str, store: StoreDep, artifacts: ArtifactsDep, tenant: TenantDep
 ) -> dict[str, Any]:
