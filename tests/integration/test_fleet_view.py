@@ -2,7 +2,7 @@
 
 - GET /v1/workers lists both, with their queues; `regtrain workers --json` shows them; a worker
   that trains says what (to its tenant), and /metrics has its per-worker series; a worker
-  stopped cleanly leaves the list at once.
+  stopped cleanly leaves the list at once, one killed once silent for a lease.
 - On the fleet backend (PostgreSQL + Redis), Celery's own tools see the same fleet: the real
   `celery inspect ping` gets both workers' replies, and Flower lists both workers at
   /api/workers and the job's task at /api/tasks.
@@ -192,3 +192,10 @@ def test_the_fleet_is_listed_and_each_tool_sees_it(two_workers: Service, tmp_pat
     assert stopped.returncode == 0, svc.log("worker0") + svc.log("worker1")
     assert {w["name"] for w in _workers(svc)} == names - {busy["name"]}
     assert set(_series(svc, "regtrain_worker_busy")) == names - {busy["name"]}
+
+    # Killed outright, the other cannot delete its row: it is left out once silent for a lease.
+    killed = next(p for p in svc.workers if p.poll() is None)
+    killed.kill()
+    killed.wait()
+    _until("the killed worker left out", lambda: _workers(svc) == [], timeout=60)
+    assert _series(svc, "regtrain_worker_busy") == {}
