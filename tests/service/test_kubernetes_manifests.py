@@ -23,7 +23,7 @@ import redis
 import yaml
 
 from service.api.routes import health
-from service.cli.main import build_parser
+from service.cli.main import GRACEFUL_SHUTDOWN_S, build_parser
 from service.queue.broker import RUN_JOB_TASK, make_celery, queue_name
 from service.settings import Settings
 
@@ -174,6 +174,11 @@ def test_commands_and_probes_exist(docs: list[dict[str, Any]]) -> None:
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz" in routes
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert api[probe]["httpGet"]["port"] == port["name"]
+    # SIGTERM gives requests in flight GRACEFUL_SHUTDOWN_S before the API exits: within the kill
+    grace = find(docs, "Deployment", "regtrain-api")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    assert grace > GRACEFUL_SHUTDOWN_S
     cpu = parser.parse_args(container(find(docs, "Deployment", "regtrain-worker-cpu"))["args"])
     gpu = parser.parse_args(container(find(docs, "Deployment", "regtrain-worker-gpu"))["args"])
     assert cpu.command == gpu.command == "worker"
