@@ -24,8 +24,9 @@ from service.version import regtrain_version
 
 log = logging.getLogger("regtrain.worker")
 
-# The epoch rate is over the same window as /metrics' fleet-wide regtrain_epochs_per_second,
-# so the workers' rates add up to it.
+# The epoch rate is over the same window as /metrics' fleet-wide regtrain_epochs_per_second, so
+# the workers' rates of jobs' epochs add up to it (that one counts jobs' metrics rows; here, a
+# sweep unit's epochs count too, one per trial).
 RATE_WINDOW_S = 60.0
 
 
