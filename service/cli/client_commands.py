@@ -145,7 +145,8 @@ def job_summary(job: Job) -> str:
         )
     if job.result is not None:
         r = job.result
-        rows: list[tuple[str, Any]] = [(k, v) for k, v in r.metrics.items()]
+        # the scalars: a classification's per-class report is too wide for this table
+        rows: list[tuple[str, Any]] = [(k, v) for k, v in r.metrics.items() if not isinstance(v, dict | list)]
         rows += [("best_epoch", r.best_epoch), ("weight_l2_norm", r.weight_l2_norm),
                  ("weight_sparsity", r.weight_sparsity)]  # fmt: skip
         lines += ["", table([row for row in rows if row[1] is not None], ["result", "value"])]

@@ -59,6 +59,12 @@ def trial_document(t: Row) -> dict[str, Any]:
     }
 
 
+def _scalars(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
+
+
 def _units(sweep: Row, trials: list[Row], units: list[Row]) -> list[dict[str, Any]]:
     """The units of work, each with the worker that ran it (or runs it) and its attempts: the
     leased batches of a grid, random or search sweep, or a path's one chain on the sweep's
@@ -113,7 +119,9 @@ def sweep_document(
             ),
             "job_id": sweep["best_job_id"],
             "job_status": (best_job or {}).get("status"),
-            "test_metrics": result.get("metrics"),
+            # the scalars: the per-class report (a classification's per_class, confusion_matrix)
+            # is on the job, and this field stays a flat map of numbers
+            "test_metrics": _scalars(result.get("metrics")),
         }
     spec = sweep["spec"]
     doc = {

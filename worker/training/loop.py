@@ -31,7 +31,7 @@ from service.version import regtrain_version
 from worker.training import checkpoints as ckpt
 from worker.training.data import Prepared
 from worker.training.errors import TrainingError
-from worker.training.evaluation import evaluate
+from worker.training.evaluation import class_report, confusion_matrix, evaluate
 from worker.training.hostdata import HostBatches, keep_on_host
 from worker.training.models import build
 from worker.training.optim import create_optimizer, create_scheduler, folds_l2
@@ -69,12 +69,15 @@ class FitResult:
     epochs_completed: int
     best_epoch: int | None
     stopped_early: bool
-    test_metrics: dict[str, float]
+    test_metrics: dict[str, Any]  # scalars, and for classification the per-class report
     weight_l2_norm: float
     weight_sparsity: float
     parameters: int
     resumed_from_epoch: int | None
     model: nn.Module = field(repr=False)
+    # the test metrics of the `best` checkpoint's weights (what a user downloads), None when there
+    # is no test split or no best epoch
+    best_checkpoint_metrics: dict[str, Any] | None = None
 
 
 def use_cuda_graph(device: torch.device) -> bool:
@@ -163,6 +166,18 @@ class _Run:
     def evaluate(self, split: str) -> dict[str, float]:
         X, y = self.splits[split]
         return evaluate(self.model, X, y, self.data.task, self.data.standardization.target_std, self.autocast)
+
+    def test_metrics(self) -> dict[str, Any]:
+        """The model's test metrics (`test_<metric>`), and for classification the per-class
+        report; {} without a test split."""
+        X, y = self.splits["test"]
+        if not len(X):
+            return {}
+        out: dict[str, Any] = {f"test_{k}": v for k, v in self.evaluate("test").items()}
+        if self.data.task == "classification":
+            classes = self.data.classes or list(range(self.data.shape.n_outputs))
+            out.update(class_report(confusion_matrix(self.model, X, y, len(classes), self.autocast), classes))
+        return out
 
 
 def fit(
@@ -427,6 +442,21 @@ def _after_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
         run.cb.on_checkpoint_removed(f"epoch-{old}")
 
 
+def _best_checkpoint_test(run: _Run, test: dict[str, Any], restored: bool) -> dict[str, Any] | None:
+    """The test metrics of the `best` checkpoint's weights: those just measured when they were
+    restored, else measured on them and the model's own weights put back (the caller keeps them)."""
+    if not test or run.best_state is None:
+        return None
+    if restored:
+        return test
+    current = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    run.model.load_state_dict(run.best_state)
+    try:
+        return run.test_metrics()
+    finally:
+        run.model.load_state_dict(current)
+
+
 def _finish(
     run: _Run, status: Literal["succeeded", "cancelled"], completed: int, epoch: int, stopped_early: bool
 ) -> FitResult:
@@ -435,13 +465,18 @@ def _finish(
     restore = status == "succeeded" and es is not None and es.restore_best
     if restore and run.best_state is not None:
         run.model.load_state_dict(run.best_state)
-    test = {f"test_{k}": v for k, v in run.evaluate("test").items()} if len(run.splits["test"][0]) else {}
-    final_metrics = {**(run.last_row or {}), **test}
+    test = run.test_metrics()
+    # the scalars with the checkpoint (its metrics row); the per-class report with the result
+    final_metrics = {
+        **(run.last_row or {}),
+        **{k: v for k, v in test.items() if not isinstance(v, dict | list)},
+    }
     if restore and run.tracker.best_epoch is not None:
         final_metrics["restored_best_epoch"] = run.tracker.best_epoch
     if status == "cancelled" and completed < epoch:
         final_metrics["interrupted_in_epoch"] = epoch
     run.save("final", completed, final_metrics)
+    best_test = _best_checkpoint_test(run, test, restored=restore)
     l2n, sparsity = weight_stats(run.in_scope)
     return FitResult(
         status=status,
@@ -449,6 +484,7 @@ def _finish(
         best_epoch=run.tracker.best_epoch,
         stopped_early=stopped_early,
         test_metrics=test,
+        best_checkpoint_metrics=best_test,
         weight_l2_norm=l2n,
         weight_sparsity=sparsity,
         parameters=parameter_count(run.plan),

@@ -67,6 +67,7 @@ def run_job(
     result = {
         "best_epoch": out.best_epoch,
         "metrics": out.test_metrics,
+        "best_checkpoint_metrics": out.best_checkpoint_metrics,
         "weight_sparsity": out.weight_sparsity,
         "weight_l2_norm": out.weight_l2_norm,
         "epochs_completed": out.epochs_completed,

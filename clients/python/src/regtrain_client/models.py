@@ -55,12 +55,47 @@ class JobError(Document):
     message: str
 
 
+class ClassMetrics(Document):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class ClassReport(Document):
+    """A classification's test report: per class (keyed by the label as a string), the macro F1
+    and the confusion matrix (rows true, columns predicted, in the sidecar's `classes` order)."""
+
+    per_class: dict[str, ClassMetrics]
+    macro_f1: float | None = None
+    confusion_matrix: list[list[int]]
+
+
 class JobResult(Document):
     best_epoch: int | None = None
-    metrics: dict[str, float | None] = {}
+    # the test scalars (`test_accuracy`, `test_r2`, ...) and, for classification, `per_class`,
+    # `macro_f1` and `confusion_matrix` (read them typed through `report`)
+    metrics: dict[str, Any] = {}
+    # the same metrics measured on the `best` checkpoint's weights (the ones users download)
+    best_checkpoint_metrics: dict[str, Any] | None = None
     weight_sparsity: float | None = None
     weight_l2_norm: float | None = None
     epochs_completed: int | None = None
+
+    @property
+    def report(self) -> ClassReport | None:
+        """The classification report of the test metrics, typed; None for regression."""
+        return _report(self.metrics)
+
+    @property
+    def best_checkpoint_report(self) -> ClassReport | None:
+        return _report(self.best_checkpoint_metrics)
+
+
+def _report(metrics: dict[str, Any] | None) -> ClassReport | None:
+    if not metrics or "per_class" not in metrics:
+        return None
+    return ClassReport.model_validate(metrics)
 
 
 class EpochMetrics(Document):
