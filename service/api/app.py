@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, get_args
@@ -62,16 +63,38 @@ and retrains the winner as a job. Every default of the JobSpec is written in its
 UPLOAD_PATHS = frozenset({"/v1/datasets"})
 
 
+# A route whose JSON body may be larger than max_request_bytes: (its path, its limit, what the
+# 413 adds to say how to send less).
+RouteLimit = tuple[re.Pattern[str], int, str]
+ROUTE_LIMITS: tuple[RouteLimit, ...] = ((predict.PREDICT_PATH, predict.MAX_BODY_BYTES, predict.TOO_LARGE),)
+
+
 class BodyLimit:
     """Refuse (413) a request body over its limit: a multipart upload to an upload route may be
-    as large as the upload limit, any other body (JSON) as large as max_request_bytes. A declared
-    Content-Length over the limit is refused before reading; a body sent without one (chunked)
-    is counted as it arrives and refused once it passes the limit, so memory stays bounded."""
+    as large as the upload limit, a route of `route_limits` as large as its own (POST /predict:
+    its rows), any other body (JSON) as large as max_request_bytes. A declared Content-Length
+    over the limit is refused before reading; a body sent without one (chunked) is counted as
+    it arrives and refused once it passes the limit, so memory stays bounded."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_upload_bytes: int | None = None,
+        route_limits: tuple[RouteLimit, ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes if max_upload_bytes is not None else max_bytes
+        self.route_limits = route_limits
+
+    def _limit(self, path: str, upload: bool) -> tuple[int, str]:
+        if upload:
+            return self.max_upload_bytes, ""
+        for pattern, limit, hint in self.route_limits:
+            if pattern.match(path):
+                return limit, f": {hint}"
+        return self.max_bytes, ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,10 +103,12 @@ class BodyLimit:
         headers = dict(scope["headers"])
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
         upload = multipart and scope["path"] in UPLOAD_PATHS
-        limit = self.max_upload_bytes if upload else self.max_bytes
+        limit, hint = self._limit(scope["path"], upload)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            response = JSONResponse({"detail": f"the request body exceeds {limit} bytes"}, status_code=413)
+            response = JSONResponse(
+                {"detail": f"the request body exceeds {limit} bytes{hint}"}, status_code=413
+            )
             await response(scope, receive, send)
             return
         seen = 0
@@ -95,7 +120,7 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     # FastAPI passes an HTTPException raised while reading the body through.
-                    raise HTTPException(413, f"the request body exceeds {limit} bytes")
+                    raise HTTPException(413, f"the request body exceeds {limit} bytes{hint}")
             return message
 
         await self.app(scope, counted, send)
@@ -223,6 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimit,
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_upload_bytes + 1024 * 1024,
+        route_limits=ROUTE_LIMITS,
     )
     app.add_middleware(RequestTimer, latency=latency)
     return app

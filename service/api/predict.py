@@ -46,14 +46,23 @@ class Predictors:
                 self._models.popitem(last=False)
             return predictor
 
-    def predict(self, artifacts: Artifacts, job_id: str, row: Row, inputs: list[Any]) -> list[Any]:
+    def predict(
+        self, artifacts: Artifacts, job_id: str, row: Row, inputs: list[Any], *, probabilities: bool = False
+    ) -> dict[str, Any]:
+        """`{"predictions"}`; with `probabilities`, also `probabilities` (one list per row, in
+        the order of `classes`) and `classes`: a 422 at `probabilities` for a regression job."""
         from worker.training.inference import InputError
 
         predictor = self.get(artifacts, job_id, row)
+        if probabilities and predictor.task != "classification":
+            raise SpecError(("body", "probabilities"), "a regression job has no class probabilities")
         try:
-            return predictor.predict(inputs)
+            if not probabilities:
+                return {"predictions": predictor.predict(inputs)}
+            labels, proba = predictor.predict_proba(inputs)
         except InputError as e:
             raise SpecError(("body", "inputs"), str(e).removeprefix("inputs: ")) from None
+        return {"predictions": labels, "probabilities": proba.tolist(), "classes": predictor.classes}
 
 
 def weights_key(job_id: str, row: Row) -> str:

@@ -66,7 +66,7 @@ def _refusal(loc: tuple[str | int, ...], what: str) -> JSONResponse:
 class TextGuard:
     """ASGI middleware: 422 for a NUL in the path or query, and for a JSON body with a NUL or a
     lone surrogate in any key or string. Bodies are already bounded by BodyLimit (outside it),
-    so reading one whole costs at most max_request_bytes."""
+    so reading one whole costs at most its route's limit (max_request_bytes; /predict's own)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

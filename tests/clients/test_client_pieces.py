@@ -124,7 +124,7 @@ def test_predict_splits_rows_into_requests_within_the_servers_limits() -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        assert len(request.content) < 1_048_576 and len(body["inputs"]) <= 10_000
+        assert len(request.content) < 16 * 1024 * 1024 and len(body["inputs"]) <= 10_000
         seen.append(len(body["inputs"]))
         return httpx.Response(200, json={"predictions": [r[0] for r in body["inputs"]], "checkpoint": "best",
                                          "epoch": 1})  # fmt: skip
@@ -134,3 +134,19 @@ def test_predict_splits_rows_into_requests_within_the_servers_limits() -> None:
         got = client.predict("job", rows)
     assert got == [float(i) for i in range(12_000)]  # every row once, in order
     assert len(seen) > 1 and sum(seen) == 12_000
+
+
+def test_predict_with_probabilities_joins_the_requests_answers() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert body["probabilities"] is True
+        n = len(body["inputs"])
+        return httpx.Response(200, json={"predictions": [r[0] for r in body["inputs"]], "probabilities": [[0.25, 0.75]] * n,
+                                         "classes": ["a", "b"], "checkpoint": "best", "epoch": 3})  # fmt: skip
+
+    rows = [[float(i)] + [0.123456789] * 783 for i in range(1_500)]  # ~20 MB of JSON: several requests
+    with Client("http://regtrain.test", transport=httpx.MockTransport(answer)) as client:
+        got = client.predict("job", rows, probabilities=True)
+    assert got.predictions == [float(i) for i in range(1_500)]
+    assert got.probabilities is not None and len(got.probabilities) == 1_500
+    assert got.classes == ["a", "b"] and got.epoch == 3

@@ -152,6 +152,24 @@ def test_tenant_isolation_on_every_route(tmp_path: Any) -> None:
             assert client.get(f"/v1/sweeps/{sweep_id}", headers=A).json()["status"] != "cancelled"
 
 
+def test_predict_takes_bodies_up_to_its_own_limit_and_names_it_past_that(make_client: Any) -> None:
+    """POST /predict's limit is its own (its rows, not a JobSpec's): a body past
+    max_request_bytes reaches the route; one past the route's limit answers 413 naming the rows
+    and bytes a request may hold."""
+    from service.api.routes.predict import MAX_BODY_BYTES, MAX_ROWS
+
+    client = make_client(max_request_bytes=4096)
+    rows = [[0.5] * 784] * 20  # ~80 kB
+    assert client.post("/v1/jobs/nope/predict", json={"inputs": rows}).status_code == 404
+    huge = b'{"inputs": [' + b"0," * (MAX_BODY_BYTES // 2) + b"0]}"
+    r = client.post("/v1/jobs/nope/predict", content=huge, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert f"at most {MAX_ROWS} rows and {MAX_BODY_BYTES} bytes" in r.json()["detail"]
+    # the schema says the same
+    doc = client.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/predict"]["post"]
+    assert f"{MAX_ROWS} rows and {MAX_BODY_BYTES} bytes" in doc["description"]
+
+
 def test_body_limit_applies_to_requests_through_a_real_transport(tmp_path: Any) -> None:
     """The 413 of a chunked body arrives as a response, not a dropped connection."""
     app = create_app(Settings(data_dir=tmp_path / "d", max_request_bytes=1000))

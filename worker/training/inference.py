@@ -68,10 +68,23 @@ class Predictor:
         return self.standardization.apply(X)
 
     @torch.no_grad()
-    def predict(self, inputs: Any) -> list[Any]:
+    def _outputs(self, inputs: Any) -> torch.Tensor:
         X = torch.from_numpy(self._inputs(inputs))
-        out = torch.cat([self.model(X[i : i + CHUNK]) for i in range(0, len(X), CHUNK)]).float()
+        return torch.cat([self.model(X[i : i + CHUNK]) for i in range(0, len(X), CHUNK)]).float()
+
+    def predict(self, inputs: Any) -> list[Any]:
+        """Class labels (classification) or values in the target's units (regression)."""
+        out = self._outputs(inputs)
         if self.task == "classification":
             return [self.classes[i] for i in out.argmax(1).tolist()]
         st = self.standardization
         return (out.squeeze(-1) * st.target_std + st.target_mean).tolist()
+
+    def predict_proba(self, inputs: Any) -> tuple[list[Any], np.ndarray]:
+        """(class labels, their probabilities: one row per input, one column per class in the
+        order of `classes`, the softmax of the model's outputs). Classification only: the
+        label is the most probable class, the same one `predict` answers."""
+        if self.task != "classification":
+            raise InputError("probabilities: a regression model has no class probabilities")
+        proba = torch.softmax(self._outputs(inputs), dim=1)
+        return [self.classes[i] for i in proba.argmax(1).tolist()], proba.numpy()

@@ -4,6 +4,7 @@ GET /v1/jobs/{id}/checkpoints/{name}/sidecar hands out what using the weights el
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -18,6 +19,16 @@ from service.store.repository import Row
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 MAX_ROWS = 10_000
+# The largest body this route takes (BodyLimit reads it): 10,000 rows of a few dozen features,
+# or about 1,000 rows of 784 (an MNIST image) written out in full; the client splits larger
+# inputs under it, and a whole dataset is scored by POST /v1/jobs/{id}/predictions instead.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+PREDICT_PATH = re.compile(r"^/v1/jobs/[^/]+/predict$")
+TOO_LARGE = (
+    f"send at most {MAX_ROWS} rows and {MAX_BODY_BYTES} bytes per request to /predict: split the "
+    "rows over several requests (the Python client's predict does), or score a dataset with "
+    "POST /v1/jobs/{id}/predictions"
+)
 
 
 class PredictRequest(BaseModel):
@@ -31,11 +42,22 @@ class PredictRequest(BaseModel):
         "64 numbers, or 1x8x8).",
     )
     checkpoint: str = Field("best", max_length=100, description='"best", "final" or "epoch-K".')
+    probabilities: bool = Field(
+        False,
+        description="Also answer each row's class probabilities and the `classes` they are in "
+        "the order of (classification only: a regression job answers 422).",
+    )
 
 
 class Predictions(BaseModel):
     predictions: list[Any] = Field(
         description="Class labels for classification, values in the target's units for regression."
+    )
+    probabilities: list[list[float]] | None = Field(
+        None, description='With `"probabilities": true`: one list per row, in the order of `classes`.'
+    )
+    classes: list[Any] | None = Field(
+        None, description='With `"probabilities": true`: the class labels, by probability column.'
     )
     checkpoint: str
     epoch: int
@@ -66,7 +88,16 @@ def _checkpoint_or_404(store: StoreDep, tenant: str, job_id: str, name: str) -> 
     return row
 
 
-@router.post("/jobs/{job_id}/predict", response_model=Predictions)
+@router.post(
+    "/jobs/{job_id}/predict",
+    response_model=Predictions,
+    response_model_exclude_none=True,
+    description="Predict with one of the job's checkpoints (default `best`). The model is loaded "
+    "once and kept in memory for the next request.\n\n"
+    f"The body holds at most {MAX_ROWS} rows and {MAX_BODY_BYTES} bytes (a larger one answers 413 "
+    "naming both): split larger inputs (the Python client's `predict` does), or score a whole "
+    "dataset with `POST /v1/jobs/{id}/predictions`.",
+)
 def predict(
     job_id: str,
     body: PredictRequest,
@@ -75,11 +106,11 @@ def predict(
     artifacts: ArtifactsDep,
     tenant: TenantDep,
 ) -> dict[str, Any]:
-    """Predict with one of the job's checkpoints (default `best`). The model is loaded once and
-    kept in memory for the next request."""
     row = _checkpoint_or_404(store, tenant, job_id, body.checkpoint)
-    predictions = request.app.state.predictors.predict(artifacts, job_id, row, body.inputs)
-    return {"predictions": predictions, "checkpoint": row["name"], "epoch": row["epoch"]}
+    answer = request.app.state.predictors.predict(
+        artifacts, job_id, row, body.inputs, probabilities=body.probabilities
+    )
+    return {**answer, "checkpoint": row["name"], "epoch": row["epoch"]}
 
 
 @router.get("/jobs/{job_id}/checkpoints/{name}/sidecar", response_model=Sidecar)

@@ -31,6 +31,7 @@ from regtrain_client.errors import (
 from regtrain_client.frames import EpochRows, Rows
 from regtrain_client.models import (
     FINISHED,
+    BatchPrediction,
     Checkpoint,
     Dataset,
     Document,
@@ -41,6 +42,7 @@ from regtrain_client.models import (
     JobResult,
     LogLine,
     LogPage,
+    Predictions,
     Progress,
     Sweep,
     SweepBest,
@@ -56,6 +58,7 @@ __all__ = [
     "FINISHED",
     "ApiError",
     "BadRequest",
+    "BatchPrediction",
     "Checkpoint",
     "Client",
     "Conflict",
@@ -74,6 +77,7 @@ __all__ = [
     "LogPage",
     "NotFound",
     "PayloadTooLarge",
+    "Predictions",
     "Progress",
     "Rows",
     "Sweep",

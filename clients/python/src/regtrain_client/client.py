@@ -9,13 +9,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, overload
 
 import httpx
 
 from regtrain_client.errors import JobFailed
 from regtrain_client.frames import EpochRows
-from regtrain_client.models import Checkpoint, Dataset, EpochMetrics, Job, LogLine, LogPage, Sweep, Worker
+from regtrain_client.models import (
+    BatchPrediction,
+    Checkpoint,
+    Dataset,
+    EpochMetrics,
+    Job,
+    LogLine,
+    LogPage,
+    Predictions,
+    Sweep,
+    Worker,
+)
 from regtrain_client.progress import EpochProgress
 from regtrain_client.sse import Event, parse_sse
 from regtrain_client.transport import RETRYABLE, Transport, raise_for_detail
@@ -190,17 +201,80 @@ class Client:
 
         return self.transport.retrying(fetch)
 
-    def predict(self, job_id: str, inputs: Any, checkpoint: str = "best") -> list[Any]:
+    @overload
+    def predict(
+        self, job_id: str, inputs: Any, checkpoint: str = "best", *, probabilities: Literal[False] = False
+    ) -> list[Any]: ...
+    @overload
+    def predict(
+        self, job_id: str, inputs: Any, checkpoint: str = "best", *, probabilities: Literal[True]
+    ) -> Predictions: ...
+    def predict(
+        self, job_id: str, inputs: Any, checkpoint: str = "best", *, probabilities: bool = False
+    ) -> list[Any] | Predictions:
         """Predictions of a trained job for raw inputs (the server standardizes them): class
-        labels for classification, values in the target's units for regression. Many rows are
-        sent as several requests, each within the server's row and body limits, in order."""
+        labels for classification, values in the target's units for regression. With
+        `probabilities=True` (classification), a Predictions with each row's class
+        probabilities in the order of its `classes`. Many rows are sent as several requests,
+        each within the server's row and body limits, in order."""
         if hasattr(inputs, "tolist"):  # a numpy array
             inputs = inputs.tolist()
-        out: list[Any] = []
+        labels: list[Any] = []
+        proba: list[list[float]] = []
+        doc: dict[str, Any] = {}
         for batch in predict_batches(list(inputs)):
-            body = {"inputs": batch, "checkpoint": checkpoint}
-            out += self._json("POST", f"/v1/jobs/{job_id}/predict", json=body)["predictions"]
-        return out
+            body = {"inputs": batch, "checkpoint": checkpoint, "probabilities": probabilities}
+            doc = self._json("POST", f"/v1/jobs/{job_id}/predict", json=body)
+            labels += doc["predictions"]
+            proba += doc.get("probabilities") or []
+        if not probabilities:
+            return labels
+        return Predictions.model_validate({**doc, "predictions": labels, "probabilities": proba})
+
+    # --- batch predictions ---
+
+    def score(
+        self,
+        job_id: str,
+        dataset: dict[str, Any] | str,
+        *,
+        checkpoint: str = "best",
+        format: Literal["csv", "parquet"] = "csv",
+    ) -> BatchPrediction:
+        """Score a dataset (an upload's id, or `{"uri": ...}`) with a job's checkpoint on a
+        worker; poll with `batch_prediction`, fetch with `download_predictions`."""
+        ref = {"id": dataset} if isinstance(dataset, str) else dataset
+        body = {"dataset": ref, "checkpoint": checkpoint, "format": format}
+        return BatchPrediction.model_validate(self._json("POST", f"/v1/jobs/{job_id}/predictions", json=body))
+
+    def batch_prediction(self, job_id: str, prediction_id: str) -> BatchPrediction:
+        return BatchPrediction.model_validate(
+            self._json("GET", f"/v1/jobs/{job_id}/predictions/{prediction_id}")
+        )
+
+    def wait_batch_prediction(
+        self, job_id: str, prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
+    ) -> BatchPrediction:
+        """The batch prediction once it has finished (TimeoutError after `timeout` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = self.batch_prediction(job_id, prediction_id)
+            if found.finished:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch prediction {prediction_id} still {found.status}")
+            time.sleep(poll_s)
+
+    def download_predictions(self, job_id: str, prediction_id: str, path: str | Path) -> Path:
+        """Write the batch prediction's file (CSV or Parquet) to `path`."""
+        path = Path(path)
+        with (
+            self.transport.stream("GET", f"/v1/jobs/{job_id}/predictions/{prediction_id}/file") as r,
+            path.open("wb") as f,
+        ):
+            for chunk in r.iter_bytes():
+                f.write(chunk)
+        return path
 
     def events(
         self, job_id: str, *, last_event_id: str | None = None, timeout: float | None = None
@@ -330,10 +404,11 @@ class Client:
         return [Worker.model_validate(doc) for doc in self._json("GET", "/v1/workers")["workers"]]
 
 
-# The server's limits on one predict request: 10,000 rows and a 1 MiB body. Batches stay under
-# both with room for the envelope, so any number of rows goes through without a 413.
+# The server's limits on one predict request: 10,000 rows and a 16 MiB body. Batches stay under
+# both with room for the envelope and for httpx < 0.28's looser JSON (", " between values), so
+# any number of rows goes through without a 413.
 PREDICT_MAX_ROWS = 10_000
-PREDICT_MAX_BYTES = 900_000
+PREDICT_MAX_BYTES = 8_000_000
 
 
 def predict_batches(rows: list[Any]) -> Iterator[list[Any]]:

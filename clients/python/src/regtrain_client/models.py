@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO, overload
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -128,6 +128,38 @@ class Checkpoint(Document):
     metrics: dict[str, Any] | None = None
 
 
+class Predictions(Document):
+    """A predict with `probabilities=True`: the labels, each row's class probabilities (in the
+    order of `classes`) and the classes."""
+
+    SCHEMA = "Predictions"
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+    classes: list[Any] | None = None
+    checkpoint: str
+    epoch: int
+
+
+class BatchPrediction(Document):
+    """A batch prediction (POST /v1/jobs/{id}/predictions): a dataset scored by a worker; its
+    file (`Client.download_predictions`) holds a row per input row."""
+
+    SCHEMA = "BatchPrediction"
+    id: str
+    job_id: str
+    status: str
+    format: str
+    checkpoint: str
+    rows: int | None = None
+    error: JobError | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
 class LogLine(Document):
     """A line the worker logged for a job; `cursor` is where Client.logs(job_id, cursor) reads
     on from."""
@@ -214,8 +246,18 @@ class Job(_Handle):
     def events(self, last_event_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
         return self.client.events(self.id, last_event_id=last_event_id, timeout=timeout)
 
-    def predict(self, inputs: Any, checkpoint: str = "best") -> list[Any]:
-        return self.client.predict(self.id, inputs, checkpoint=checkpoint)
+    @overload
+    def predict(
+        self, inputs: Any, checkpoint: str = "best", *, probabilities: Literal[False] = False
+    ) -> list[Any]: ...
+    @overload
+    def predict(
+        self, inputs: Any, checkpoint: str = "best", *, probabilities: Literal[True]
+    ) -> Predictions: ...
+    def predict(
+        self, inputs: Any, checkpoint: str = "best", *, probabilities: bool = False
+    ) -> list[Any] | Predictions:
+        return self.client.predict(self.id, inputs, checkpoint=checkpoint, probabilities=probabilities)  # type: ignore[call-overload, no-any-return]
 
     def wait(
         self,
@@ -328,6 +370,8 @@ class Sweep(_Handle):
     pareto: list[int] | None = None
     warnings: list[str] = []
     stopped_by: SweepStop | None = None  # the budget that ended the search, when one did
+    # which swept fields mattered, {field: importance} summing to 1 (fANOVA), once it ended
+    param_importances: dict[str, float] | None = None
     study: dict[str, Any] | None = None
 
     @property
