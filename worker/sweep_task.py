@@ -111,6 +111,8 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     by_index = {r["trial_index"]: r for r in rows}
     ranked = [by_index[i] for i in leaderboard(claim.spec, rows)]
     best = selection.choose(claim.spec, ranked)
+    if status == "succeeded" and best is not None:
+        _keep_importances(rt, sweep, sweep_id, owner, rows)
 
     def cancel() -> None:
         # The study first: whoever reads the sweep as cancelled finds none of its trials still
@@ -148,6 +150,18 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     store.await_retrain(
         sweep_id, owner, best_index=best, best_job_id=job_id, warnings=selection.warnings(claim.spec, chosen)
     )
+
+
+def _keep_importances(
+    rt: Runtime, sweep: SweepSpec, sweep_id: str, owner: str, rows: list[dict[str, Any]]
+) -> None:
+    """The search has ended: which swept fields mattered, kept with the sweep for its page
+    (worker/importance.py; at most MAX_TRIALS trials weighed, so its cost is bounded)."""
+    from worker.importance import param_importances
+
+    found = param_importances(sweep, rows)
+    if found is not None:
+        rt.store.set_param_importances(sweep_id, owner, found)
 
 
 def _end_study(rt: Runtime, sweep: SweepSpec, sweep_id: str, why: str) -> None:

@@ -223,6 +223,13 @@ class Sweep(BaseModel):
         description="The budget (spec.budget) that ended the search, when one did; null when "
         "the search ran to its end.",
     )
+    param_importances: dict[str, float] | None = Field(
+        None,
+        description="Which swept fields mattered to the objective, {field: importance} summing "
+        "to 1, most important first: Optuna's get_param_importances (fANOVA) over the succeeded "
+        "trials (at most 256), computed by the worker when the search ends; null before, or "
+        "when fewer than two trials scored or no field varied.",
+    )
     study: SweepStudy | None = Field(None, description="A search's Optuna study, in regtrain's database.")
     spec: dict[str, Any] = Field(title=FILLED_SPEC, description="The SweepSpec with every default filled in.")
     error: JobError | None

@@ -142,6 +142,7 @@ def sweep_document(
         "units": _units(sweep, trials, units or []),
         "warnings": sweep["warnings"] or [],
         "stopped_by": sweep.get("stopped_by"),  # the budget that ended the search, if one did
+        "param_importances": sweep.get("param_importances"),  # worker/importance.py, once it ended
         "study": None,
         "spec": spec,
         "error": sweep["error"],

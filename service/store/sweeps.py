@@ -304,6 +304,16 @@ class SweepStore(StoreBase):
         with self._read() as conn:
             return list(conn.execute(query).scalars())
 
+    def set_param_importances(self, sweep_id: str, owner: str, importances: dict[str, float]) -> bool:
+        """Keep the importances of a search that has ended (its lease owner only)."""
+        with self._write() as conn:
+            done = conn.execute(
+                sweeps.update()
+                .where(leased.held(sweeps, sweep_id, owner))
+                .values(param_importances=importances)
+            ).rowcount
+        return bool(done)
+
     def finish_sweep(
         self,
         sweep_id: str,

@@ -191,6 +191,9 @@ sweeps = sa.Table(
     # Added by migration 0015: the budget that ended its search, {"budget", "at", "detail"}
     # (contract/sweep_budget.py), written once by its coordinator; units read it as they beat.
     sa.Column("stopped_by", Json),
+    # Added by migration 0016: {field: importance} of its trials (worker/importance.py), written
+    # once by its worker when the search ends; null before, or when there was nothing to weigh.
+    sa.Column("param_importances", Json),
     *_indexes("sweeps"),
 )
 
