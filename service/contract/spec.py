@@ -64,10 +64,35 @@ class SyntheticDataset(Strict):
         return self
 
 
+class ColumnSpec(Strict):
+    """How one feature column of a CSV or Parquet dataset is used (service.data.columns); a
+    field left out follows "auto" (the inferred type; mean for numbers, most_frequent for
+    categories; one-hot)."""
+
+    type: Literal["numeric", "categorical", "text", "drop"] | None = None
+    impute: Literal["mean", "median", "most_frequent", "constant", "none"] | None = Field(
+        None,
+        description="How gaps are filled (fitted on the train split): mean, median, most_frequent, "
+        "constant (0, or the 'other' category) or none; a column with gaps also gets a "
+        "missing-indicator feature unless none.",
+    )
+    encode: Literal["onehot", "embedding"] | None = Field(
+        None, description="Categorical columns: one-hot with an 'other' slot (embedding: not yet)."
+    )
+
+
+Columns = Literal["auto"] | Annotated[dict[Annotated[str, Field(max_length=300)], ColumnSpec], Field(max_length=10_000)]
+COLUMNS_DESCRIPTION = (
+    '"auto" (default: each column\'s type inferred) or {"<column>": {"type", "impute", "encode"}}; '
+    "columns the map leaves out follow auto. CSV and Parquet only."
+)
+
+
 class UploadedDataset(Strict):
     """A dataset uploaded through POST /v1/datasets."""
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    columns: Columns = Field("auto", description=COLUMNS_DESCRIPTION)
 
 
 DATA_FORMATS = ("parquet", "csv", "npz")
@@ -111,6 +136,7 @@ class UriDataset(Strict):
     task: Literal["classification", "regression"] | None = Field(
         None, description="Default: inferred (few distinct integer targets: classification)."
     )
+    columns: Columns = Field("auto", description=COLUMNS_DESCRIPTION)
 
     @model_validator(mode="after")
     def _plain_path(self) -> UriDataset:

@@ -4,11 +4,14 @@ No torch: the API parses an upload to answer with its shape, and the engine read
 file back. The readers live in service.data.tabular (CSV and Parquet, through pyarrow) and
 service.data.npzfile (NPZ, checked from its headers first); the labels' rules in service.data.parsed. The
 canonical file is an NPZ with `X` (float32, 2-D, or 4-D (N, C, H, W) images), `y` (int64 class
-indices, or float32 targets), `task` and `classes` (the original labels, with their type).
+indices, or float32 targets), `task` and `classes` (the original labels, with their type), and
+for a CSV or Parquet file `columns` (JSON text: the column summary of service.data.columns; X
+then holds the raw columns, gaps and string codes, encoded by each job on its train split).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -123,7 +126,8 @@ def save_canonical(data: ParsedDataset, path: Path) -> None:
     # a dot file: what a cache folder's eviction never counts, as it is not yet an entry
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     classes = data.classes if data.classes.dtype.kind in "biufU" else data.classes.astype(str)
-    np.savez(tmp, X=data.X, y=data.y, task=np.array(data.task), classes=classes)
+    extra = {} if data.columns is None else {"columns": np.array(json.dumps(data.columns))}
+    np.savez(tmp, X=data.X, y=data.y, task=np.array(data.task), classes=classes, **extra)
     tmp.replace(path)  # atomic: a worker never reads half a file
 
 
@@ -132,4 +136,5 @@ def load_canonical(path: Path) -> ParsedDataset:
         raise DataError(f"dataset file {path.name} is missing")
     with np.load(path, allow_pickle=False) as npz:
         task: Task = "classification" if str(npz["task"]) == "classification" else "regression"
-        return ParsedDataset(npz["X"], npz["y"], task, npz["classes"])
+        columns = json.loads(str(npz["columns"])) if "columns" in npz.files else None
+        return ParsedDataset(npz["X"], npz["y"], task, npz["classes"], columns)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,6 +64,10 @@ class ParsedDataset:
     # The original class labels, sorted, with their type (int64, float64, bool or str);
     # empty for regression.
     classes: np.ndarray
+    # A CSV's or Parquet file's feature columns (service.data.columns.ColumnSummary.to_dict, in
+    # file order): X then holds their raw values (NaN gaps, string columns as vocab codes), which
+    # a job encodes with the preprocessing it fits on its train split. None: X is the features.
+    columns: list[dict[str, Any]] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -96,8 +100,15 @@ def no_classes() -> np.ndarray:
     return np.array([], dtype=str)
 
 
-def finish(X: np.ndarray, y_raw: np.ndarray, task: Task | None, what: str) -> ParsedDataset:
-    """Features X (finite, checked by the reader, which can name the column) and the raw
+def finish(
+    X: np.ndarray,
+    y_raw: np.ndarray,
+    task: Task | None,
+    what: str,
+    *,
+    columns: list[dict[str, Any]] | None = None,
+) -> ParsedDataset:
+    """Features X (finite, or NaN gaps in `columns`, checked by the reader) and the raw
     target (numeric, bool or str): the task, and the target as class indices or values."""
     if X.shape[0] < MIN_SAMPLES:
         raise DataError(f"only {X.shape[0]} samples: at least {MIN_SAMPLES} are needed to split and train")
@@ -110,7 +121,7 @@ def finish(X: np.ndarray, y_raw: np.ndarray, task: Task | None, what: str) -> Pa
     if task == "regression":
         if not numeric:
             raise DataError(f"{what}: regression needs numeric targets, not {_kind(y_raw)}")
-        return ParsedDataset(X, y_raw.astype(np.float32), "regression", no_classes())
+        return ParsedDataset(X, y_raw.astype(np.float32), "regression", no_classes(), columns)
     classes, y = np.unique(y_raw, return_inverse=True)
     if classes.dtype.kind in "iu" or (classes.dtype.kind == "f" and _exact_ints(classes)):
         classes = classes.astype(np.int64)
@@ -121,7 +132,7 @@ def finish(X: np.ndarray, y_raw: np.ndarray, task: Task | None, what: str) -> Pa
         )
     if len(classes) > MAX_CLASSES:
         raise DataError(f"{what} has {len(classes)} classes, over the limit of {MAX_CLASSES}")
-    return ParsedDataset(X, y.reshape(-1).astype(np.int64), "classification", classes)
+    return ParsedDataset(X, y.reshape(-1).astype(np.int64), "classification", classes, columns)
 
 
 def _exact_ints(values: np.ndarray) -> bool:

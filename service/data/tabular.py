@@ -14,7 +14,7 @@ import codecs
 import io
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from service.data.columns import MAX_VOCAB, ColumnSummary
 from service.data.parsed import DataError, Limits, ParsedDataset, Task, finish
 
 Source = bytes | BinaryIO | Path
@@ -113,21 +114,67 @@ def parse_csv(
 ) -> ParsedDataset:
     """A CSV with a header row; `target` names the column to predict (default: the last).
 
-    Every column's type is given up front (float32 features, the target as text), so pyarrow
-    infers nothing; each block's columns are copied straight into the feature matrix and the
-    block is dropped, so memory stays about the matrix itself (not the matrix plus a table of
-    the same size), and the limits stop a file as soon as it crosses them. Missing values are
-    counted from each block's null counts (no second pass)."""
+    Every column's type is given up front (float32 for a number column, text for a string
+    column and the target), so pyarrow infers nothing past the first block; number columns are
+    copied straight into the feature matrix as each block arrives and the block is dropped, so
+    memory stays about the matrix itself, and the limits stop a file as soon as it crosses them.
+    Which columns hold strings is sniffed from the first block; a column that turns out to hold
+    a string further down is read again as text (one more pass per such column)."""
     names = _header(source)
     target = _target_name(names, target)
     features = [n for n in names if n != target]
     limits.check(0, len(features), 0)
-    types = {n: pa.float32() for n in features} | {target: pa.string()}
-    columns = [names.index(n) for n in features]
+    strings = _sniffed_strings(source, names, target)
+    while True:
+        try:
+            return _read_csv(source, names, target, features, strings, task, limits)
+        except _TurnsText as e:
+            strings.add(e.column)
+
+
+class _TurnsText(Exception):
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+
+def _sniffed_strings(source: Source, names: list[str], target: str) -> set[str]:
+    """The feature columns whose values in the first block are not all numbers (or gaps)."""
+    head = _head(source)
+    if b"\n" not in head:
+        return set()
+    head = head[: head.rindex(b"\n") + 1]
+    try:
+        table = pcsv.read_csv(
+            pa.BufferReader(head),
+            read_options=pcsv.ReadOptions(skip_rows=1, column_names=names),
+            convert_options=pcsv.ConvertOptions(column_types={target: pa.string()}, strings_can_be_null=True),
+        )
+    except pa.ArrowException:
+        return set()  # the full read says what is wrong
+    return {
+        f.name
+        for f in table.schema
+        if f.name != target and not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_null(f.type))
+    }
+
+
+def _read_csv(
+    source: Source,
+    names: list[str],
+    target: str,
+    features: list[str],
+    strings: set[str],
+    task: Task | None,
+    limits: Limits,
+) -> ParsedDataset:
+    types = {n: pa.string() if n in strings else pa.float32() for n in features} | {target: pa.string()}
+    numbers = [(j, names.index(n)) for j, n in enumerate(features) if n not in strings]
+    texts = {j: names.index(n) for j, n in enumerate(features) if n in strings}
     t_index = names.index(target)
     matrix = _Growing(len(features), _size(source))
     labels: list[pa.Array] = []
-    missing: dict[str, list[int]] = {}  # column -> [count, first line]
+    chunks: dict[int, list[pa.Array]] = {j: [] for j in texts}
+    missing = [0] * len(features)
     try:
         reader = pcsv.open_csv(
             _input(source),
@@ -138,41 +185,92 @@ def parse_csv(
             start = matrix.rows
             limits.check(start + batch.num_rows, len(features), (start + batch.num_rows) * len(features) * 4)
             block = matrix.extend(batch.num_rows)
-            for j, i in enumerate(columns):
+            for j, i in numbers:
                 column = batch.column(i)
-                if column.null_count:
-                    _note_missing(missing, features[j], column, start)
+                if column.null_count:  # gaps: NaN in the matrix, imputed when a job fits its columns
+                    missing[j] += column.null_count
+                    block[:, j] = column.to_numpy(zero_copy_only=False)
                 else:  # float32 without nulls: a view of arrow's buffer, copied once into X
                     block[:, j] = column.to_numpy()
-            if batch.column(t_index).null_count:
-                _note_missing(missing, target, batch.column(t_index), start)
+            for j, i in texts.items():
+                chunks[j].append(batch.column(i))
             labels.append(batch.column(t_index))
     except pa.ArrowException as e:
-        raise _conversion_error(e, source, names) or _csv_error(e) from None
+        m = _CONVERSION.search(str(e))
+        if m is not None and names[int(m[1])] in features:
+            raise _TurnsText(names[int(m[1])]) from None
+        raise _csv_error(e) from None
     if matrix.rows == 0:
         raise DataError("the CSV has a header but no rows")
-    for name in (*features, target):
-        if name in missing:
-            count, line = missing[name]
-            raise DataError(
-                f"column {name!r} has {count} missing values (empty, NA or NaN; first at line {line}): "
-                "fill or drop them first"
-            )
     X = matrix.done()
     del reader
     # pyarrow's allocator keeps the blocks it freed for reuse; the API parses an upload rarely,
     # so they go back to the system now instead of staying in its RSS
     pa.default_memory_pool().release_unused()
-    _refuse_non_finite(X, features, "line", 2)
-    return finish(X, _typed(pa.chunked_array(labels, pa.string())), task, f"target column {target!r}")
+    text = {j: pa.chunked_array(c, pa.string()) for j, c in chunks.items()}
+    target_column = pa.chunked_array(labels, pa.string())
+    return _with_columns(X, features, missing, text, target_column, target, task, "line", 2)
 
 
-def _note_missing(missing: dict[str, list[int]], name: str, column: pa.Array, start: int) -> None:
-    if name in missing:
-        missing[name][0] += column.null_count
-    else:
-        first = pc.index(pc.is_null(column), True).as_py()
-        missing[name] = [column.null_count, start + first + 2]
+def _with_columns(
+    X: np.ndarray,
+    features: list[str],
+    missing: list[int],
+    text: dict[int, pa.ChunkedArray],
+    target_column: pa.ChunkedArray,
+    target: str,
+    task: Task | None,
+    where: str,
+    offset: int,
+) -> ParsedDataset:
+    """The matrix with each string column's codes filled in, the column summary, and every
+    column that cannot be used named in one DataError (not only the first)."""
+    problems: list[str] = []
+    summary: list[dict[str, Any]] = []
+    for j, name in enumerate(features):
+        if j in text:
+            summary.append(_encode_strings(X, j, name, text[j]).to_dict())
+            continue
+        v = X[:, j]
+        if np.isinf(v).any():
+            row = int(np.argmax(np.isinf(v)))
+            problems.append(f"column {name!r} holds infinite values (first at {where} {row + offset})")
+        summary.append(
+            ColumnSummary(name, "number", missing[j], _distinct(v), present=len(v) - missing[j]).to_dict()
+        )
+    if target_column.null_count:
+        first = pc.index(pc.is_null(target_column), True).as_py()
+        problems.append(
+            f"target column {target!r} has {target_column.null_count} missing values (empty, NA or NaN; "
+            f"first at {where} {first + offset}): drop those rows"
+        )
+    if problems:
+        raise DataError("; ".join(problems))
+    return finish(X, _typed(target_column), task, f"target column {target!r}", columns=summary)
+
+
+def _encode_strings(X: np.ndarray, j: int, name: str, column: pa.ChunkedArray) -> ColumnSummary:
+    """A string column's values as codes into its vocab (its MAX_VOCAB most frequent values),
+    -1 beyond it, NaN for a gap (null, or only whitespace)."""
+    trimmed = pc.utf8_trim_whitespace(column)
+    trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    counts = pc.value_counts(trimmed.drop_null())
+    values, freq = counts.field("values"), counts.field("counts").to_numpy()
+    order = np.lexsort((np.arange(len(freq)), -freq))[:MAX_VOCAB]
+    vocab = values.take(pa.array(order, pa.int64()))
+    codes = pc.index_in(trimmed, value_set=vocab)
+    out = codes.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls: NaN
+    out[np.isnan(out) & ~pc.is_null(trimmed).to_numpy(zero_copy_only=False)] = -1.0
+    X[:, j] = out
+    missing = trimmed.null_count
+    words = vocab.to_pylist()
+    mean_length = float(np.mean([len(w) for w in words])) if words else 0.0
+    return ColumnSummary(name, "string", missing, len(freq), words, mean_length, len(X) - missing)
+
+
+def _distinct(v: np.ndarray) -> int:
+    """Distinct present values of a number column (a hash count in arrow's C++)."""
+    return int(pc.count_distinct(pa.array(v, from_pandas=True)).as_py())
 
 
 def _size(source: Source) -> int:
@@ -215,40 +313,12 @@ class _Growing:
         return X
 
 
-def _conversion_error(e: Exception, source: Source, names: list[str]) -> DataError | None:
-    """A value that is not a number, with its column and line (read again, for that column)."""
-    m = _CONVERSION.search(str(e))
-    if m is None:
-        return None
-    column = names[int(m[1])]
-    try:
-        table = pcsv.read_csv(
-            _input(source),
-            read_options=pcsv.ReadOptions(skip_rows=1, column_names=names),
-            convert_options=pcsv.ConvertOptions(
-                include_columns=[column], column_types={column: pa.string()}, strings_can_be_null=True
-            ),
-        )
-        values = table.column(0)
-        number = pc.utf8_trim_whitespace(values)
-        bad = pc.invert(pc.match_substring_regex(number, NUMBER, ignore_case=True))
-        line = pc.index(bad, True).as_py() + 2
-    except Exception:  # the error path: say what pyarrow said
-        return DataError(
-            f"column {column!r}: {m[3]!r} is not a number",
-            without_content=f"column {column!r}: a value is not a number",
-        )
-    return DataError(
-        f"line {line}, column {column!r}: {m[3]!r} is not a number",
-        without_content=f"line {line}, column {column!r}: the value is not a number",
-    )
-
-
 def parse_parquet(
     source: Source, target: str | None, task: Task | None = None, *, limits: Limits
 ) -> ParsedDataset:
-    """A Parquet file: numeric feature columns and a target column (default: the last). The
-    footer gives the rows and types, so a file over the limits is refused before it is read."""
+    """A Parquet file: number, boolean or string feature columns (nulls allowed) and a target
+    column (default: the last). The footer gives the rows and types, so a file over the limits,
+    or with a column of another type, is refused before it is read."""
     try:
         pf = pq.ParquetFile(source if not isinstance(source, bytes) else io.BytesIO(source))
     except (pa.ArrowException, OSError) as e:
@@ -261,12 +331,15 @@ def parse_parquet(
     features = [n for n in names if n != target]
     rows = pf.metadata.num_rows
     limits.check(rows, len(features), rows * len(features) * 4)
-    for name in features:
-        t = schema.field(name).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-            raise DataError(f"column {name!r} is {t}, not numeric: every feature column must be")
     if rows == 0:
         raise DataError("the Parquet file has no rows")
+    problems = []
+    for name in (*features, target):
+        t = schema.field(name).type
+        if not (_number(t) or _text(t)):
+            problems.append(f"column {name!r} is {t}: numbers, booleans or strings are needed")
+    if problems:
+        raise DataError("; ".join(problems))
     try:
         table = pf.read(columns=names)
     except (pa.ArrowException, OSError) as e:
@@ -274,45 +347,27 @@ def parse_parquet(
             f"the Parquet file cannot be read: {str(e)[:300]}",
             without_content="the Parquet file cannot be read",
         ) from None
-    return _dataset(table, features, target, task, line_offset=1)
-
-
-def _dataset(
-    table: pa.Table, features: list[str], target: str, task: Task | None, *, line_offset: int
-) -> ParsedDataset:
-    """The feature matrix (float32, one column at a time) and the typed target. `line_offset`
-    turns a row index into the line a user sees (2 in a CSV: the header is line 1)."""
-    where = "line" if line_offset == 2 else "row"
     X = np.empty((table.num_rows, len(features)), dtype=np.float32)
+    text: dict[int, pa.ChunkedArray] = {}
+    missing = [0] * len(features)
     for j, name in enumerate(features):
         column = table.column(name)
-        _refuse_missing(column, name, where, line_offset)
-        X[:, j] = column.cast(pa.float32()).to_numpy()
-    _refuse_non_finite(X, features, where, line_offset)
-    column = table.column(target)
-    _refuse_missing(column, target, where, line_offset)
-    return finish(X, _typed(column), task, f"target column {target!r}")
+        if _text(column.type):
+            text[j] = column.cast(pa.string())
+            continue
+        X[:, j] = column.cast(pa.float32()).to_numpy()  # nulls: NaN, a gap like a NaN itself
+        missing[j] = int(np.isnan(X[:, j]).sum())
+    return _with_columns(X, features, missing, text, table.column(target), target, task, "row", 1)
 
 
-def _refuse_non_finite(X: np.ndarray, features: list[str], where: str, offset: int) -> None:
-    """One pass over the matrix; only a matrix that fails it is searched for the first column
-    (in column order, as a user reads the header) and its first row."""
-    if np.isfinite(X).all():
-        return
-    for j, name in enumerate(features):
-        bad = ~np.isfinite(X[:, j])
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise DataError(f"column {name!r} holds NaN or infinite values (first at {where} {row + offset})")
+def _number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def _refuse_missing(column: pa.ChunkedArray, name: str, where: str, offset: int) -> None:
-    if column.null_count:
-        first = pc.index(pc.is_null(column), True).as_py()
-        raise DataError(
-            f"column {name!r} has {column.null_count} missing values (empty, NA or NaN; first at "
-            f"{where} {first + offset}): fill or drop them first"
-        )
+def _text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _typed(column: pa.ChunkedArray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Datasets: load, split (seeded, stratified), standardize on the train split only.
+"""Datasets: load, split (seeded, stratified), encode columns and standardize on the train split only.
 
 Everything stays in numpy here; the loop moves the arrays to the device once as tensors.
 """
@@ -22,6 +22,7 @@ from service.contract.spec import (
     UploadedDataset,
     UriDataset,
 )
+from service.data import columns as feature_columns
 from service.data.datafile import DataError, ParsedDataset, load_canonical
 
 _BUILTIN_LOADERS = {
@@ -80,6 +81,9 @@ class Prepared:
     standardization: Standardization
     sha256: str
     classes: list[Any] = field(default_factory=list)  # labels with their type: int, float, bool or str
+    # The column preprocessing fitted on the train split (service.data.columns' JSON), applied
+    # before the standardization; None for data whose columns are its features (NPZ, built-in).
+    preprocessing: dict[str, Any] | None = None
 
     @property
     def task(self) -> Task:
@@ -175,7 +179,7 @@ def split_and_standardize(spec: JobSpec, data: ParsedDataset) -> Prepared:
     s = spec.split
     strat = y if data.task == "classification" else None
     train_idx, val_idx, test_idx = _split(np.arange(len(X)), strat, s.validation, s.test, s.seed)
-    return _assemble(data, X, y, train_idx, val_idx, test_idx)
+    return _assemble(data, X, y, train_idx, val_idx, test_idx, column_plan(spec, data))
 
 
 def cv_folds(spec: JobSpec, data: ParsedDataset, k: int) -> list[Prepared]:
@@ -199,7 +203,24 @@ def cv_folds(spec: JobSpec, data: ParsedDataset, k: int) -> list[Prepared]:
         pairs = list(splitter.split(rest, y[rest] if classification else None))
     except ValueError:  # a class rarer than k: plain folds
         pairs = list(KFold(k, shuffle=True, random_state=s.seed).split(rest))
-    return [_assemble(data, X, y, np.sort(rest[tr]), np.sort(rest[va]), test_idx) for tr, va in pairs]
+    planned = column_plan(spec, data)
+    return [
+        _assemble(data, X, y, np.sort(rest[tr]), np.sort(rest[va]), test_idx, planned) for tr, va in pairs
+    ]
+
+
+def column_plan(spec: JobSpec, data: ParsedDataset) -> list[feature_columns.Planned] | None:
+    """How each raw column of a CSV or Parquet dataset becomes features (the spec's
+    `dataset.columns`, else inferred); None for data whose columns are its features."""
+    declared = getattr(spec.dataset, "columns", "auto")
+    if data.columns is None:
+        if declared != "auto":
+            raise DataError("dataset.columns: only a CSV or Parquet dataset has columns to declare")
+        return None
+    try:  # the encoded width was checked against the server's limits at submit (or by check_shape)
+        return feature_columns.plan(data.columns, None if declared == "auto" else declared, max_features=2**31)
+    except feature_columns.ColumnsError as e:
+        raise DataError(f"dataset.columns: {e}") from None
 
 
 def _assemble(
@@ -209,6 +230,7 @@ def _assemble(
     train_idx: np.ndarray,
     val_idx: np.ndarray,
     test_idx: np.ndarray,
+    planned: list[feature_columns.Planned] | None = None,
 ) -> Prepared:
     classification = data.task == "classification"
     if len(train_idx) < 2:
@@ -216,6 +238,13 @@ def _assemble(
     if classification and len(np.unique(y[train_idx])) < 2:
         raise DataError("the train split holds a single class: too few samples for the split")
 
+    preprocessing = None
+    if planned is not None:
+        # Fitted on the train rows only, like the standardization below: a category only the
+        # validation or test rows hold is "other" for them, as it would be for a new row.
+        assert data.columns is not None
+        preprocessing = feature_columns.fit(planned, data.columns, X[train_idx])
+        X = feature_columns.transform(preprocessing, data.columns, X)
     Xtr = X[train_idx]
     axes = (0,) if X.ndim == 2 else (0, 2, 3)
     mean = Xtr.mean(axis=axes, keepdims=True)[0]
@@ -244,6 +273,7 @@ def _assemble(
         standardization=st,
         sha256=data.sha256(),
         classes=data.classes.tolist(),
+        preprocessing=preprocessing,
     )
 
 

@@ -1,0 +1,397 @@
+"""Feature columns as they come: numbers, strings and gaps, and the preprocessing fitted on them.
+
+numpy only (no sklearn, no torch): the API computes a job's encoded width at submit and applies a
+checkpoint's preprocessing at predict with the functions here, and the engine fits it on the
+train split with them (worker.training.data, at the point where it fits the standardization),
+so the three can never disagree.
+
+The canonical matrix of a CSV or Parquet upload keeps one float32 column per feature column of
+the file (the target excluded), in file order: a number column holds its values with NaN for a
+gap; a string column holds the index of its value in the column's `vocab` (its most frequent
+values, at most MAX_VOCAB), -1 for a value beyond the vocab, NaN for a gap. The column summary
+(`ColumnSummary.to_dict`, kept in the canonical file and the dataset's row) says which is which.
+
+The fitted preprocessing, stored as plain JSON in each checkpoint's sidecar under
+`preprocessing` (never a pickle), is:
+
+    {"format": "regtrain-preprocessing/1",
+     "n_features": 12,                       # the encoded width, what the model takes
+     "columns": [                            # every feature column of the file, in file order
+       {"name": "bill_length_mm", "type": "numeric", "impute": "mean",
+        "fill": 43.9,                        # the value a gap takes (null: impute "none")
+        "indicator": true},                  # one more feature: 1.0 where the value was missing
+       {"name": "island", "type": "categorical", "impute": "most_frequent",
+        "categories": ["Biscoe", "Dream", "Torgersen"],   # seen in the train split, by frequency
+        "slots": 4,                          # one-hot width: categories, padding, then "other"
+        "fill": "Biscoe",                    # most_frequent: a gap is this category; constant:
+                                             # a gap is "other"; none: all slots 0
+        "indicator": false},
+       {"name": "comment", "type": "drop"}]}
+
+Encoding a row: for each column in order, numeric → [value or fill] (+ [missing]); categorical →
+a one-hot of `slots` values, category i at index i, anything else (unseen in the train split, or
+rare) at index slots-1 (+ [missing]); drop → nothing. A value is missing when it is null, NaN or
+one of MISSING_TOKENS. The job's standardization then applies to the encoded vector. An export
+whose graph takes numbers applies this in the client first (`encode_rows` is the reference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+ColumnType = Literal["numeric", "categorical", "text", "drop"]
+Impute = Literal["mean", "median", "most_frequent", "constant", "none"]
+FORMAT = "regtrain-preprocessing/1"
+
+# One-hot slots a categorical column may take (its most frequent categories; the rest go to
+# "other"): a column's width is bounded, so the model's first layer is.
+MAX_CATEGORIES = 256
+# The values of a string column the canonical file keeps (the rest are "beyond the vocab": -1).
+MAX_VOCAB = MAX_CATEGORIES
+# Shown by GET /v1/datasets/{id}.
+SHOWN_CATEGORIES = 50
+# "auto": a string column is categorical when it has few distinct values (at most this many, or
+# at most half its present values); otherwise it is free text.
+AUTO_CATEGORIES = 20
+# pyarrow's CSV null values (the reader's), also missing in a predict request's rows.
+MISSING_TOKENS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"]
+    + ["<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)
+
+
+@dataclass
+class ColumnSummary:
+    """One feature column as the reader found it."""
+
+    name: str
+    source: Literal["number", "string"]
+    missing: int
+    distinct: int
+    vocab: list[Any] = field(default_factory=list)  # string columns: values by frequency
+    mean_length: float = 0.0  # string columns: mean length of the values in the vocab
+    present: int = 0  # rows with a value
+
+    @property
+    def inferred(self) -> ColumnType:
+        if self.missing and self.distinct == 0:
+            return "drop"  # every value missing: nothing to learn from
+        if self.source == "number":
+            return "numeric"
+        if self.distinct <= AUTO_CATEGORIES or (
+            self.distinct <= MAX_CATEGORIES and self.distinct * 2 <= self.present
+        ):
+            return "categorical"
+        return "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the canonical file and the dataset's row keep (the vocab in full)."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "type": self.inferred,
+            "missing": self.missing,
+            "distinct": self.distinct,
+            "present": self.present,
+            "vocab": self.vocab,
+            "mean_length": round(self.mean_length, 2),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnSummary:
+        return cls(
+            d["name"],
+            d["source"],
+            int(d["missing"]),
+            int(d["distinct"]),
+            list(d.get("vocab") or []),
+            float(d.get("mean_length") or 0.0),
+            int(d.get("present") or 0),
+        )
+
+
+def shown(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """GET /v1/datasets/{id}'s `columns`: name, inferred type, missing, distinct, categories."""
+    return [
+        {
+            "name": c["name"],
+            "type": c["type"],
+            "missing": c["missing"],
+            "distinct": c["distinct"],
+            "categories": list(c.get("vocab") or [])[:SHOWN_CATEGORIES] if c["type"] == "categorical" else [],
+        }
+        for c in summary
+    ]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A column's treatment for one job: its type and imputation, and its encoded width."""
+
+    name: str
+    type: ColumnType  # "text" never reaches a plan: refused or dropped
+    impute: Impute
+    indicator: bool
+    slots: int  # categorical: one-hot width (categories + "other"); numeric: 1; drop: 0
+
+    @property
+    def width(self) -> int:
+        return self.slots + (1 if self.indicator else 0)
+
+
+class ColumnsError(ValueError):
+    """The declared columns cannot be used with this dataset: every problem, by column."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name!r}: {why}" for name, why in problems.items()))
+        self.problems = problems
+
+
+def plan(summary: list[dict[str, Any]], declared: dict[str, Any] | None, *, max_features: int) -> list[Planned]:
+    """Each feature column's treatment: declared (a `dataset.columns` entry: a dict or a model
+    with `type`, `impute`, `encode`), else inferred ("auto"). ColumnsError lists every column
+    that cannot be used, and the encoded width over `max_features`."""
+    declared = {k: _as_dict(v) for k, v in (declared or {}).items()}
+    by_name = {c["name"]: ColumnSummary.from_dict(c) for c in summary}
+    problems: dict[str, str] = {}
+    for name in declared:
+        if name not in by_name:
+            problems[name] = "no such feature column in the dataset (the target cannot be declared)"
+    planned: list[Planned] = []
+    for name, col in by_name.items():
+        d = declared.get(name, {})
+        kind: str = d.get("type") or col.inferred
+        if kind == "text":
+            if d.get("type") == "text":
+                problems[name] = (
+                    "type 'text' needs a text model, which this server does not have yet: "
+                    "declare it 'categorical' or 'drop'"
+                )
+                continue
+            kind = "drop"  # inferred free text: left out until text models exist (the summary says "text")
+        if d.get("encode") == "embedding":
+            problems[name] = "encode 'embedding' is not available yet: use 'onehot'"
+            continue
+        impute = d.get("impute") or ("mean" if kind == "numeric" else "most_frequent")
+        if kind == "drop":
+            planned.append(Planned(name, "drop", "none", False, 0))
+        elif kind == "numeric":
+            if col.source == "string":
+                problems[name] = f"holds strings (e.g. {', '.join(map(repr, col.vocab[:3]))}), not numbers"
+            elif impute == "most_frequent":
+                problems[name] = "impute 'most_frequent' is for categorical columns: use mean, median or constant"
+            elif impute == "none" and col.missing:
+                problems[name] = f"has {col.missing} missing values and impute 'none': choose an imputation"
+            else:
+                planned.append(Planned(name, "numeric", impute, col.missing > 0 and impute != "none", 1))
+        else:
+            if impute in ("mean", "median"):
+                problems[name] = f"impute {impute!r} is for numeric columns: use most_frequent, constant or none"
+                continue
+            slots = min(col.distinct, MAX_CATEGORIES) + 1
+            planned.append(Planned(name, "categorical", impute, col.missing > 0 and impute != "none", slots))
+    width = sum(p.width for p in planned)
+    if not problems and width > max_features:
+        widest = sorted(planned, key=lambda p: -p.width)[:5]
+        for p in widest:
+            problems[p.name] = (
+                f"encodes to {p.width} features; all columns together to {width}, over the limit of "
+                f"{max_features}: drop or declare some columns"
+            )
+    if not problems and width == 0:
+        problems["*"] = "no feature column is left to learn from (every column is dropped or text)"
+    if problems:
+        raise ColumnsError(problems)
+    return planned
+
+
+def n_features(planned: list[Planned]) -> int:
+    return sum(p.width for p in planned)
+
+
+def _as_dict(v: Any) -> dict[str, Any]:
+    if hasattr(v, "model_dump"):
+        return {k: x for k, x in v.model_dump().items() if x is not None}
+    return dict(v)
+
+
+def fit(planned: list[Planned], summary: list[dict[str, Any]], X: np.ndarray) -> dict[str, Any]:
+    """The preprocessing fitted on `X`, the raw canonical rows of the train split only."""
+    by_name = {c["name"]: ColumnSummary.from_dict(c) for c in summary}
+    out: list[dict[str, Any]] = []
+    for j, p in enumerate(planned):
+        v = X[:, j]
+        gap = np.isnan(v)
+        if p.type == "drop":
+            out.append({"name": p.name, "type": "drop"})
+            continue
+        if p.type == "numeric":
+            present = v[~gap].astype(np.float64)
+            fill: Any = None
+            if p.impute != "none":
+                if not len(present) or p.impute == "constant":
+                    fill = 0.0
+                else:
+                    fill = float(np.median(present) if p.impute == "median" else present.mean())
+            out.append({"name": p.name, "type": "numeric", "impute": p.impute, "fill": fill, "indicator": p.indicator})
+            continue
+        col = by_name[p.name]
+        codes = v[~gap & (v >= 0)] if col.source == "string" else v[~gap]
+        values, counts = np.unique(codes, return_counts=True)
+        order = np.lexsort((values, -counts))[: p.slots - 1]  # most frequent first, then by value
+        if col.source == "string":
+            categories: list[Any] = [col.vocab[int(values[i])] for i in order]
+        else:
+            categories = [float(values[i]) for i in order]
+        fill = None
+        if p.impute == "most_frequent" and categories:
+            fill = categories[0]
+        out.append(
+            {
+                "name": p.name,
+                "type": "categorical",
+                "impute": p.impute,
+                "categories": categories,
+                "slots": p.slots,
+                "fill": fill,
+                "indicator": p.indicator,
+                "source": col.source,
+            }
+        )
+    return {"format": FORMAT, "n_features": n_features(planned), "columns": out}
+
+
+def transform(fitted: dict[str, Any], summary: list[dict[str, Any]], X: np.ndarray) -> np.ndarray:
+    """The canonical rows `X` (any split) encoded as `fitted` says: float32, n_features wide."""
+    by_name = {c["name"]: c for c in summary}
+    parts: list[np.ndarray] = []
+    for j, c in enumerate(fitted["columns"]):
+        if c["type"] == "drop":
+            continue
+        v = X[:, j].astype(np.float64)
+        gap = np.isnan(v)
+        if c["type"] == "numeric":
+            parts.append(np.where(gap, c["fill"] if c["fill"] is not None else 0.0, v)[:, None])
+        else:
+            index = _category_index(c)
+            if c.get("source") == "string":
+                vocab = by_name[c["name"]].get("vocab") or []
+                other = c["slots"] - 1
+                # code → slot: a vocab value the train split never held is "other", as is -1
+                lookup = np.array([index.get(_key(x), other) for x in vocab] + [other], dtype=np.int64)
+                slot = lookup[np.where(gap | (v < 0), len(vocab), v).astype(np.int64)]
+            else:
+                slot = np.array([index.get(_key(x), c["slots"] - 1) for x in v.tolist()], dtype=np.int64)
+            parts.append(_one_hot(slot, gap, c))
+        if c["indicator"]:
+            parts.append(gap.astype(np.float64)[:, None])
+    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(X), 0), np.float32)
+
+
+def _category_index(c: dict[str, Any]) -> dict[Any, int]:
+    return {_key(x): i for i, x in enumerate(c["categories"])}
+
+
+def _key(x: Any) -> Any:
+    """A category's lookup key: numbers as floats (2007 and 2007.0 are one), text as text."""
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int | float):
+        return float(x)
+    return str(x).strip()
+
+
+def _one_hot(slot: np.ndarray, gap: np.ndarray, c: dict[str, Any]) -> np.ndarray:
+    out = np.zeros((len(slot), c["slots"]), dtype=np.float64)
+    other = c["slots"] - 1
+    if c["impute"] == "most_frequent" and c["fill"] is not None:
+        missing_slot = _category_index(c).get(_key(c["fill"]), other)
+    elif c["impute"] == "constant":
+        missing_slot = other
+    else:
+        missing_slot = -1  # "none": a gap is no category at all
+    slot = np.where(gap, missing_slot, slot)
+    rows = np.flatnonzero(slot >= 0)
+    out[rows, slot[rows]] = 1.0
+    return out
+
+
+class RowError(ValueError):
+    """A predict row that does not fit the columns (the message names the row and column)."""
+
+
+def encode_rows(fitted: dict[str, Any], rows: list[Any]) -> np.ndarray:
+    """Raw rows as a user has them, encoded as `fitted` says (the reference for exports):
+    each row a list in file column order (the target left out) or an object keyed by column
+    name (a column left out is missing); values numbers, strings or nulls as in the file."""
+    columns = fitted["columns"]
+    names = [c["name"] for c in columns]
+    known = set(names)
+    table: list[list[Any]] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, dict):
+            unknown = [k for k in row if k not in known]
+            if unknown:
+                raise RowError(f"row {i}: no feature column {str(unknown[0])[:100]!r} (columns: {', '.join(names)[:300]})")
+            table.append([row.get(n) for n in names])
+        elif isinstance(row, list | tuple):
+            if len(row) != len(names):
+                raise RowError(f"row {i}: {len(row)} values, but the model takes {len(names)} columns ({', '.join(names)[:300]})")
+            table.append(list(row))
+        else:
+            raise RowError(f"row {i}: a list of values or an object keyed by column name is needed")
+    parts: list[np.ndarray] = []
+    for j, c in enumerate(columns):
+        if c["type"] == "drop":
+            continue
+        raw = [r[j] for r in table]
+        gap = np.array([_missing(x) for x in raw], dtype=bool)
+        if c["type"] == "numeric":
+            values = np.zeros(len(raw))
+            for i, x in enumerate(raw):
+                if gap[i]:
+                    continue
+                try:
+                    values[i] = float(x) if not isinstance(x, bool | list | dict) else math.nan
+                except (TypeError, ValueError):
+                    values[i] = math.nan
+                if not math.isfinite(values[i]):
+                    raise RowError(f"row {i}, column {c['name']!r}: {str(x)[:50]!r} is not a finite number")
+            fill = c["fill"] if c["fill"] is not None else 0.0
+            parts.append(np.where(gap, fill, values)[:, None])
+        else:
+            index = _category_index(c)
+            other = c["slots"] - 1
+            slot = np.array([other if gap[i] else index.get(_key(_cell(x, c)), other) for i, x in enumerate(raw)])
+            parts.append(_one_hot(slot.astype(np.int64), gap, c))
+        if c["indicator"]:
+            parts.append(gap.astype(np.float64)[:, None])
+    if not parts:
+        return np.zeros((len(rows), 0), np.float32)
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _cell(x: Any, c: dict[str, Any]) -> Any:
+    """A predict value as the column's categories are kept: a number column's category as a
+    float (a string "2007" too), a string column's as text."""
+    if c.get("source") == "number" and isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return x
+    if c.get("source") == "string" and isinstance(x, int | float) and not isinstance(x, bool):
+        # the file's text "2007" against a JSON number 2007 (and 2007.0)
+        return str(int(x)) if float(x).is_integer() else str(x)
+    return x
+
+
+def _missing(x: Any) -> bool:
+    if x is None:
+        return True
+    if isinstance(x, float) and math.isnan(x):
+        return True
+    return isinstance(x, str) and x.strip() in MISSING_TOKENS
