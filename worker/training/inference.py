@@ -16,6 +16,7 @@ import torch
 
 from service.contract.architecture import DataShape, Task
 from service.contract.spec import JobSpec
+from service.data.columns import RowError, encode_rows
 from worker.training.checkpoints import read_weights
 from worker.training.data import Standardization
 from worker.training.models import create_model
@@ -48,8 +49,17 @@ class Predictor:
         self.classes: list[Any] = list(sidecar.get("classes") or [])  # ints stay ints
         self.input_shape = tuple(int(v) for v in sidecar["input_shape"])
         self.standardization = Standardization.from_dict(sidecar["standardization"])
+        # A CSV's or Parquet file's columns: raw rows (lists in file order, or objects keyed by
+        # column name; strings and nulls) are encoded as training encoded them.
+        self.preprocessing: dict[str, Any] | None = sidecar.get("preprocessing")
 
     def _inputs(self, inputs: Any) -> np.ndarray:
+        if self.preprocessing is not None:
+            try:
+                encoded = encode_rows(self.preprocessing, inputs)
+            except RowError as e:
+                raise InputError(f"inputs: {e}") from None
+            return self.standardization.apply(encoded)
         try:
             X = np.asarray(inputs)
         except ValueError:

@@ -298,6 +298,8 @@ def _setup(
         "input_shape": list(data.input_shape),
         "classes": data.classes,
         "standardization": data.standardization.to_dict(),
+        # the column preprocessing (service.data.columns), applied before the standardization
+        **({"preprocessing": data.preprocessing} if data.preprocessing is not None else {}),
         "seed": tr.seed,
         "data_sha256": data.sha256,
         "versions": {"torch": torch.__version__, "regtrain": regtrain_version()},

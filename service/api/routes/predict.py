@@ -39,7 +39,9 @@ class PredictRequest(BaseModel):
         max_length=MAX_ROWS,
         description="Rows in the dataset's raw feature space (the server applies the job's "
         "standardization): a list of features each, or nested to the input's shape (digits: "
-        "64 numbers, or 1x8x8).",
+        "64 numbers, or 1x8x8). A job on a CSV or Parquet file takes its rows as they come: a "
+        "list in file column order (the target left out) or an object keyed by column name, "
+        "with strings and nulls (a gap is imputed, an unseen category is 'other').",
     )
     checkpoint: str = Field("best", max_length=100, description='"best", "final" or "epoch-K".')
     probabilities: bool = Field(
@@ -76,6 +78,12 @@ class Sidecar(BaseModel):
     classes: list[Any] | None = Field(None, description="Class labels by output index (classification).")
     standardization: dict[str, Any] | None = Field(
         None, description="`mean`, `std` and `shape` of the inputs; `target_mean`, `target_std`."
+    )
+    preprocessing: dict[str, Any] | None = Field(
+        None,
+        description="A CSV's or Parquet file's columns as fitted on the train split (imputation, "
+        "one-hot categories with an 'other' slot), applied before `standardization`: "
+        "service.data.columns describes its JSON and holds the reference function (encode_rows).",
     )
 
 
