@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from service.contract.errors import NotFound, SpecError
-from service.contract.exports import EXPORT_SUFFIX, ExportFormat
+from service.contract.exports import EXPORT_REVISION, EXPORT_SUFFIX, ExportFormat, ExportInputDtype
 from service.store.artifacts import Artifacts, checkpoint_key, job_prefix
 from service.store.repository import Row
 
@@ -109,7 +109,9 @@ def read_sidecar(weights: Path) -> dict[str, Any]:
 _export_lock = threading.Lock()
 
 
-def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat) -> BinaryIO:
+def exported_file(
+    artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat, input_dtype: ExportInputDtype = "float32"
+) -> BinaryIO:
     """The checkpoint as a TorchScript or ONNX file taking raw inputs, made on first request and
     kept with the job's artifacts (named by the server: checkpoint name + weights hash, so any
     API replica that finds it in the store serves it without exporting again). Returned open:
@@ -117,7 +119,9 @@ def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat
     The job's files removed at any step (a DELETE racing the export): a 404 (gone_meanwhile).
     An export made while its job was deleted may be put back under the job's folder after the
     DELETE removed it: the caller checks the job is still there once this returns."""
-    key = f"{job_prefix(job_id)}/exports/{row['name']}-{row['sha256'][:16]}{EXPORT_SUFFIX[fmt]}"
+    typed = f"-{input_dtype}" if fmt == "onnx" else ""  # an ONNX file's input dtype is its own
+    name = f"{row['name']}-{row['sha256'][:16]}{typed}-{EXPORT_REVISION}{EXPORT_SUFFIX[fmt]}"
+    key = f"{job_prefix(job_id)}/exports/{name}"
     with _export_lock, gone_meanwhile(row):
         try:
             with artifacts.cached(key) as path:
@@ -128,7 +132,7 @@ def exported_file(artifacts: Artifacts, job_id: str, row: Row, fmt: ExportFormat
 
         out = artifacts.cache_path(key)
         with checkpoint_file(artifacts, job_id, row) as weights:
-            export(weights, read_sidecar(weights), fmt, out)
+            export(weights, read_sidecar(weights), fmt, out, input_dtype=input_dtype, job_id=job_id)
         artifacts.put(key, out)
         opened = out.open("rb")
         artifacts.cache.trim(keep=[out])

@@ -3,19 +3,28 @@
 The exported graph standardizes its inputs with the statistics of the job's train split (and,
 for regression, maps outputs back to the target's units), so a user feeds it the same features
 as the dataset and needs nothing else from regtrain. Classification graphs return logits; the
-class labels are in the checkpoint's sidecar (`classes`).
+class labels are in the checkpoint's sidecar (`classes`) and in the ONNX file's metadata.
+
+Inputs come as users have them: numpy and pandas give float64, integer columns int64. The
+graph casts its input to float32 itself. TorchScript takes any numeric dtype through one file.
+ONNX types its graph inputs and onnxruntime refuses any other dtype, so an ONNX file is made for
+one input dtype: float32 by default (the ONNX norm, what converters and onnxruntime users
+expect), or float64 / int64 with the Cast as the graph's first node
+(`?format=onnx&input_dtype=float64`).
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import nn
 
-from service.contract.exports import ExportFormat
+from service.contract.exports import ExportFormat, ExportInputDtype
 from worker.training.data import Standardization
 from worker.training.inference import load_model
 
@@ -39,15 +48,72 @@ class RawInputs(nn.Module):
         self.register_buffer("out_shift", torch.tensor(scale[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # in the graph: float64 (numpy, pandas) and integer inputs are taken as they come
+        x = x.to(torch.float32)
         return self.model((x - self.mean) / self.std) * self.out_scale + self.out_shift
 
 
-def export(weights: Path, sidecar: dict[str, Any], fmt: ExportFormat, out: Path) -> Path:
-    """Write the checkpoint's model as `fmt` to `out` (atomically) and return it."""
+_TORCH_DTYPE: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "int64": torch.int64,
+}
+
+
+def input_columns(sidecar: dict[str, Any]) -> list[str] | None:
+    """The dataset's feature columns, in file order, when the checkpoint knows them: the columns
+    of its `preprocessing` (service.data.columns' JSON), which turns raw rows keyed or ordered by
+    them into the matrix the graph takes; None for data whose columns are its features."""
+    columns = (sidecar.get("preprocessing") or {}).get("columns")
+    if isinstance(columns, list) and all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) for c in columns
+    ):
+        return [c["name"] for c in columns]
+    return None
+
+
+def onnx_metadata(
+    sidecar: dict[str, Any], input_dtype: ExportInputDtype, job_id: str | None
+) -> dict[str, str]:
+    """What an ONNX file says about itself (`metadata_props`, strings; JSON where structured):
+    enough to turn its outputs into labels and to build its input matrix, with no regtrain."""
+    meta = {
+        "task": str(sidecar["task"]),
+        "classes": json.dumps(sidecar.get("classes") or []),
+        "input_shape": json.dumps([int(v) for v in sidecar["input_shape"]]),
+        "input_dtype": input_dtype,
+        "outputs": "logits" if sidecar["task"] == "classification" else "values in the target's units",
+        "checkpoint_epoch": str(sidecar.get("epoch", "")),
+        "standardization": "in the graph",
+    }
+    columns = input_columns(sidecar)
+    if columns is not None:
+        meta["input_columns"] = json.dumps(columns)
+    if sidecar.get("preprocessing"):
+        # the steps that cannot live in a graph (strings: categories, their imputation): apply
+        # them with regtrain_client.preprocessing.encode_rows before feeding the model
+        meta["preprocessing"] = json.dumps(sidecar["preprocessing"])
+    if job_id is not None:
+        meta["regtrain_job_id"] = job_id
+    return meta
+
+
+def export(
+    weights: Path,
+    sidecar: dict[str, Any],
+    fmt: ExportFormat,
+    out: Path,
+    *,
+    input_dtype: ExportInputDtype = "float32",
+    job_id: str | None = None,
+) -> Path:
+    """Write the checkpoint's model as `fmt` to `out` (atomically) and return it. `input_dtype`
+    types an ONNX file's input (TorchScript takes every numeric dtype)."""
     model = load_model(weights, sidecar)
     st = Standardization.from_dict(sidecar["standardization"])
     wrapped = RawInputs(model, st, sidecar["task"] == "regression").eval()
-    example = torch.zeros(2, *(int(v) for v in sidecar["input_shape"]))
+    dtype = _TORCH_DTYPE[input_dtype] if fmt == "onnx" else torch.float32
+    example = torch.zeros(2, *(int(v) for v in sidecar["input_shape"]), dtype=dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
@@ -59,5 +125,8 @@ def export(weights: Path, sidecar: dict[str, Any], fmt: ExportFormat, out: Path)
                 wrapped, (example,), str(tmp), dynamo=False, input_names=["inputs"],
                 output_names=["outputs"], dynamic_axes={"inputs": {0: "batch"}, "outputs": {0: "batch"}},
             )  # fmt: skip
+            graph = onnx.load(str(tmp))
+            onnx.helper.set_model_props(graph, onnx_metadata(sidecar, input_dtype, job_id))
+            onnx.save(graph, str(tmp))
     tmp.replace(out)
     return out

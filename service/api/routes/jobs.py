@@ -25,7 +25,7 @@ from service.api.routes.documents import json_document
 from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validation
 from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
-from service.contract.exports import EXPORT_SUFFIX, ExportFormat
+from service.contract.exports import EXPORT_SUFFIX, ExportFormat, ExportInputDtype
 from service.contract.spec import JobSpec, UriDataset
 from service.store.artifacts import ArtifactMissing, file_chunks, remove_job_files
 from service.store.repository import Row
@@ -193,9 +193,18 @@ def download_checkpoint(
         Query(
             description="safetensors: the state dict (load it into the model the spec builds); "
             "torchscript or onnx: the whole model, standardizing raw inputs itself "
-            "(classification returns logits; class labels are in the sidecar)."
+            "(classification returns logits; class labels are in the sidecar, and in an ONNX "
+            "file's metadata_props with task, input_columns and regtrain_job_id)."
         ),
     ] = "safetensors",
+    input_dtype: Annotated[
+        ExportInputDtype,
+        Query(
+            description="format=onnx: the dtype the file's input is typed as (onnxruntime feeds "
+            "no other; the graph casts it to float32): float64 for numpy's and pandas' floats, "
+            "int64 for integers. TorchScript takes every numeric dtype in one file."
+        ),
+    ] = "float32",
 ) -> Response:
     """The checkpoint's weights (default), or the model exported as TorchScript or ONNX."""
     _job_or_404(store, tenant, job_id)
@@ -204,7 +213,9 @@ def download_checkpoint(
         raise NotFound(f"job {job_id} has no checkpoint {name!r}")
     filename = f"{job_id}-{row['name']}"
     if format != "safetensors":
-        exported = _export(store, artifacts, tenant, job_id, row, format)
+        exported = _export(store, artifacts, tenant, job_id, row, format, input_dtype)
+        if format == "onnx" and input_dtype != "float32":
+            filename += f"-{input_dtype}"
         return StreamingResponse(
             file_chunks(exported),
             media_type="application/octet-stream",
@@ -231,7 +242,13 @@ def download_checkpoint(
 
 
 def _export(
-    store: StoreDep, artifacts: ArtifactsDep, tenant: str, job_id: str, row: Row, fmt: ExportFormat
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    tenant: str,
+    job_id: str,
+    row: Row,
+    fmt: ExportFormat,
+    input_dtype: ExportInputDtype,
 ) -> BinaryIO:
     """exported_file, for a job that may be deleted while it is exported (a DELETE racing the
     request): whatever the export then trips on (its weights or its folder gone under it: a
@@ -239,7 +256,7 @@ def _export(
     the job went, answer 404, and none of the job's files stay behind (the export may have made
     its folder again after the DELETE removed it; a job's id is never reused)."""
     try:
-        exported: BinaryIO | None = exported_file(artifacts, job_id, row, fmt)
+        exported: BinaryIO | None = exported_file(artifacts, job_id, row, fmt, input_dtype)
     except Exception:
         if store.get_job(job_id, tenant) is not None:
             raise
