@@ -60,3 +60,14 @@ def test_the_workers_page_reads_the_fleet_from_the_public_api(client: TestClient
         assert f'id="{part}"' in page.text and f'$("{part}")' in script, part
     assert 'href="/workers"' in client.get("/").text
     assert "/workers" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_job_page_has_the_parts_of_its_classification_report(client: TestClient) -> None:
+    """A classification job's page draws its test confusion matrix and per-class table (the
+    browser test draws it: tests/integration/test_dashboard_browser.py)."""
+    page = client.get("/jobs/some-id").text
+    script = client.get("/static/dashboard.js").text
+    for part in ("report", "report-tables", "report-note"):
+        assert f'id="{part}"' in page and f'$("{part}")' in script, part
+    assert "confusion_matrix" in script and "per_class" in script and "best_checkpoint_metrics" in script
+    assert "innerHTML" not in script  # text goes in through textContent only

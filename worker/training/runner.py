@@ -68,6 +68,9 @@ def run_job(
         "best_epoch": out.best_epoch,
         "metrics": out.test_metrics,
         "best_checkpoint_metrics": out.best_checkpoint_metrics,
+        # the labels in the order of the confusion matrix's rows and columns (a stored document's
+        # per_class keys may come back in another order: PostgreSQL's jsonb sorts them)
+        **({"classes": data.classes} if data.task == "classification" else {}),
         "weight_sparsity": out.weight_sparsity,
         "weight_l2_norm": out.weight_l2_norm,
         "epochs_completed": out.epochs_completed,

@@ -186,7 +186,53 @@ async function showJob(id) {
     plot("charts", name, title, xs, fields.map(([k, scale]) => ({ label: k, scale, values: rows.map((r) => r[k] ?? null) })));
   }
   $("charts").dataset.charts = String($("charts").children.length);
+  drawReport(job.result);
   if (!FINISHED.has(job.status)) setTimeout(() => showJob(id).catch(fail), 2000);
+}
+
+// A classification's test report: the confusion matrix (rows true, columns predicted, each cell
+// shaded by its share of the row, so the diagonal reads as recall) and per-class precision,
+// recall, F1 and support; and the best checkpoint's score beside the final weights'.
+function drawReport(result) {
+  const m = (result && result.metrics) || {};
+  if (!m.per_class || !m.confusion_matrix) { $("report").hidden = true; return; }
+  const classes = (result.classes || Object.keys(m.per_class)).map(String);
+  const cm = el("table", null, "confusion");
+  cm.dataset.classes = String(classes.length);
+  cm.dataset.total = String(m.confusion_matrix.flat().reduce((a, b) => a + b, 0));
+  const head = cm.insertRow();
+  head.appendChild(el("th", "true ↓ predicted →"));
+  for (const c of classes) head.appendChild(el("th", c));
+  m.confusion_matrix.forEach((counts, i) => {
+    const row = cm.insertRow();
+    row.appendChild(el("th", classes[i]));
+    const total = counts.reduce((a, b) => a + b, 0);
+    counts.forEach((n, j) => {
+      const cell = el("td", n);
+      const share = total ? n / total : 0;
+      // blue on the diagonal (right), red off it (wrong), as deep as the share of the row
+      cell.style.background = n ? `rgba(${i === j ? "9,105,218" : "207,34,46"},${(0.12 + 0.88 * share).toFixed(3)})` : "";
+      if (share > 0.5) cell.style.color = "#fff";
+      cell.title = `true ${classes[i]}, predicted ${classes[j]}: ${n} of ${total}`;
+      row.appendChild(cell);
+    });
+  });
+  const pc = el("table", null, "per-class");
+  const ph = pc.insertRow();
+  for (const h of ["class", "precision", "recall", "f1", "support"]) ph.appendChild(el("th", h));
+  for (const c of classes) {
+    const r = m.per_class[c] || {};
+    const row = pc.insertRow();
+    row.appendChild(el("td", c));
+    for (const k of ["precision", "recall", "f1"]) row.appendChild(el("td", fmt(r[k])));
+    row.appendChild(el("td", r.support));
+  }
+  $("report-tables").replaceChildren(cm, pc);
+  const best = result.best_checkpoint_metrics;
+  const note = [`macro F1 ${fmt(m.macro_f1)}`, `accuracy ${fmt(m.test_accuracy)}`];
+  if (best && best.macro_f1 !== undefined) note.push(`best checkpoint: macro F1 ${fmt(best.macro_f1)}, accuracy ${fmt(best.test_accuracy)}`);
+  $("report-note").textContent = `· ${note.join(" · ")}`;
+  $("report").hidden = false;
 }
 
 // /compare?ids=a,b,c: the chosen jobs' curves overlaid, one colour per job.
