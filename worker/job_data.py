@@ -32,7 +32,7 @@ from service.data.datafile import DataError, ParsedDataset, save_canonical
 from service.data.file_cache import FileCache
 from service.settings import Settings
 from service.store.artifacts import ArtifactMissing, Artifacts
-from service.submission.jobs import check_shape
+from service.submission.jobs import check_shape, encoded_width
 from worker.artifact_sync import held_dataset
 
 
@@ -102,9 +102,11 @@ def local_dataset(
             found, canonical, shape_file = held.enter_context(
                 cache.hold(present, lambda got: [got[0].path, got[1], got[2]])
             )
-            shape = _read_shape(shape_file)
+            shape = _read_shape(shape_file, ds)
         except DataError as e:
             raise DataError(f"dataset.uri: {e}") from None
+        except SpecError as e:  # the declared columns do not fit the file
+            raise DataError(str(e)) from None
         # What the API checks at submit for data of a known shape (model size, worker memory,
         # epochs × samples), now that the shape is known: before any training starts.
         try:
@@ -135,10 +137,14 @@ def _canonical(
     return canonical, shape_file
 
 
-def _read_shape(path: Path) -> DataShape:
+def _read_shape(path: Path, ds: UriDataset) -> DataShape:
+    """The shape as the model sees it: a CSV's or Parquet file's columns as `ds.columns`
+    encodes them (a SpecError, turned into the job's DataError, names a column it cannot)."""
     doc = json.loads(path.read_text())
     image = tuple(doc["image_shape"]) if doc["image_shape"] else None
-    return DataShape(doc["task"], doc["n_features"], doc["n_outputs"], image, doc["n_samples"])
+    width = encoded_width(doc.get("columns"), ds, ("dataset", "columns"))
+    n_features = doc["n_features"] if width is None else width
+    return DataShape(doc["task"], n_features, doc["n_outputs"], image, doc["n_samples"])
 
 
 def _write_shape(path: Path, data: ParsedDataset) -> None:
@@ -149,6 +155,7 @@ def _write_shape(path: Path, data: ParsedDataset) -> None:
         "n_outputs": n_out,
         "image_shape": list(data.image_shape) if data.image_shape else None,
         "n_samples": data.n_samples,
+        "columns": data.columns,
     }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc))

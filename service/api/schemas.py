@@ -92,6 +92,24 @@ class Validation(BaseModel):
     queue: str = Field(description="The queue the job would go to.")
 
 
+class DatasetColumn(BaseModel):
+    name: str
+    type: Literal["numeric", "categorical", "text", "drop"] = Field(
+        description='Inferred: "text" (many distinct strings) and "drop" (every value missing) are '
+        "left out of the features unless declared otherwise."
+    )
+    missing: int = Field(description="Rows without a value (empty, NA, NaN, null).")
+    distinct: int = Field(description="Distinct present values.")
+    categories: list[Any] = Field(description="A categorical column's most frequent values (at most 50).")
+
+
+class DatasetTarget(BaseModel):
+    name: str
+    distribution: dict[str, Any] = Field(
+        description="Classification: rows per class label; regression: mean, std, min and max."
+    )
+
+
 class Dataset(BaseModel):
     id: str | None = Field(description='Pass as {"dataset": {"id": ...}}; null for a built-in.')
     name: str
@@ -105,6 +123,12 @@ class Dataset(BaseModel):
     created_at: datetime | None = None
     uri: str | None = Field(None, description="Where a dataset registered by reference was read from.")
     source_sha256: str | None = Field(None, description="The sha256 of the object read from `uri`.")
+    columns: list[DatasetColumn] | None = Field(
+        None,
+        description="A CSV's or Parquet file's feature columns as inferred (a job's "
+        "`dataset.columns` may declare otherwise); null for NPZ and built-in datasets.",
+    )
+    target: DatasetTarget | None = Field(None, description="The target column (CSV, Parquet).")
 
 
 class DatasetList(BaseModel):

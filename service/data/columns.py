@@ -52,6 +52,8 @@ FORMAT = "regtrain-preprocessing/1"
 MAX_CATEGORIES = 256
 # The values of a string column the canonical file keeps (the rest are "beyond the vocab": -1).
 MAX_VOCAB = MAX_CATEGORIES
+# The most features a job's columns may encode to (a file with more raw columns: twice those).
+MAX_ENCODED_FEATURES = 10_000
 # Shown by GET /v1/datasets/{id}.
 SHOWN_CATEGORIES = 50
 # "auto": a string column is categorical when it has few distinct values (at most this many, or
@@ -181,7 +183,8 @@ def plan(summary: list[dict[str, Any]], declared: dict[str, Any] | None, *, max_
             planned.append(Planned(name, "drop", "none", False, 0))
         elif kind == "numeric":
             if col.source == "string":
-                problems[name] = f"holds strings (e.g. {', '.join(map(repr, col.vocab[:3]))}), not numbers"
+                # no example values: a dataset read by URI answers without its content
+                problems[name] = f"holds strings ({col.distinct} distinct), not numbers: declare it categorical"
             elif impute == "most_frequent":
                 problems[name] = "impute 'most_frequent' is for categorical columns: use mean, median or constant"
             elif impute == "none" and col.missing:

@@ -68,6 +68,7 @@ class ParsedDataset:
     # file order): X then holds their raw values (NaN gaps, string columns as vocab codes), which
     # a job encodes with the preprocessing it fits on its train split. None: X is the features.
     columns: list[dict[str, Any]] | None = None
+    target_name: str | None = None  # a CSV's or Parquet file's target column
 
     @property
     def n_samples(self) -> int:
@@ -87,6 +88,19 @@ class ParsedDataset:
             return None
         _, c, h, w = self.X.shape
         return int(c), int(h), int(w)
+
+    def target_summary(self) -> dict[str, Any] | None:
+        """GET /v1/datasets/{id}'s `target`: its name and distribution (rows per class label, or
+        the values' mean, std, min and max); None without a named target column."""
+        if self.target_name is None:
+            return None
+        if self.task == "classification":
+            counts = np.bincount(self.y, minlength=len(self.classes)).tolist()
+            distribution: dict[str, Any] = {str(c): n for c, n in zip(self.classes.tolist(), counts, strict=True)}
+        else:
+            y = self.y.astype(np.float64)
+            distribution = {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()), "max": float(y.max())}
+        return {"name": self.target_name, "distribution": distribution}
 
     def sha256(self) -> str:
         h = hashlib.sha256()

@@ -246,7 +246,9 @@ def _with_columns(
         )
     if problems:
         raise DataError("; ".join(problems))
-    return finish(X, _typed(target_column), task, f"target column {target!r}", columns=summary)
+    data = finish(X, _typed(target_column), task, f"target column {target!r}", columns=summary)
+    data.target_name = target
+    return data
 
 
 def _encode_strings(X: np.ndarray, j: int, name: str, column: pa.ChunkedArray) -> ColumnSummary:

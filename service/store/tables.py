@@ -170,6 +170,8 @@ datasets = sa.Table(
     # Added by migration 0007: where a dataset registered by reference was read from.
     sa.Column("uri", sa.Text),
     sa.Column("source_sha256", sa.String(64)),
+    # Added by migration 0018: a CSV's or Parquet file's column summary (service.data.columns).
+    sa.Column("columns", Json),
 )
 
 # Added by migration 0004: a sweep is leased, reaped and cancelled like a job.

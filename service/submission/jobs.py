@@ -23,6 +23,7 @@ from service.contract.architecture import (
 from service.contract.data_sources import data_sources
 from service.contract.errors import AtCapacity, SpecError, Unavailable
 from service.contract.spec import JobSpec, UploadedDataset, UriDataset
+from service.data import columns as feature_columns
 from service.data import uri as dataset_uri
 from service.data.buckets import BucketUnreachable
 from service.data.parsed import DataError
@@ -184,12 +185,36 @@ def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ..
     row = store.get_dataset(spec.dataset.id, tenant)
     if row is None:
         raise SpecError((*loc, "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
-    return dataset_shape(row)
+    return dataset_shape(row, spec, loc)
 
 
-def dataset_shape(row: Row) -> DataShape:
+def dataset_shape(row: Row, spec: JobSpec | None = None, loc: tuple[str, ...] = ("body",)) -> DataShape:
+    """An upload's shape as the model sees it: a CSV's or Parquet file's width is that of its
+    columns once encoded as the spec declares (one-hot categories, missing indicators), so
+    the parameter count and memory caps hold for what the engine builds."""
     sample = row["image_shape"] or [row["n_features"]]
+    kept = row.get("columns")
+    if spec is not None:
+        width = encoded_width(kept["features"] if kept else None, spec.dataset, (*loc, "dataset", "columns"))
+        sample = sample if width is None else [width]
     return DataShape.of(row["task"], sample, int(row["n_classes"] or 0), int(row["n_samples"]))
+
+
+def encoded_width(summary: list[dict[str, Any]] | None, dataset: Any, loc: tuple[str, ...]) -> int | None:
+    """The features a CSV's or Parquet file's columns encode to under `dataset.columns`; None
+    for data whose columns are its features. A 422 at `loc` names every column that cannot be
+    used as declared, or the widest ones when the whole is over the limit."""
+    declared = getattr(dataset, "columns", "auto")
+    if summary is None:
+        if declared != "auto":
+            raise SpecError(loc, "only a CSV or Parquet dataset has columns to declare")
+        return None
+    limit = max(feature_columns.MAX_ENCODED_FEATURES, 2 * len(summary))
+    try:
+        planned = feature_columns.plan(summary, None if declared == "auto" else declared, max_features=limit)
+    except feature_columns.ColumnsError as e:
+        raise SpecError(loc, str(e)) from None
+    return feature_columns.n_features(planned)
 
 
 def submit(

@@ -112,9 +112,9 @@ def _rows(n: int = 20) -> list[str]:
 
 
 def test_a_parse_error_of_an_object_says_where_but_not_what_it_holds(tmp_path: Path) -> None:
-    csv = "\n".join(["income,label", *_rows(5), "salary-of-the-ceo,1", *_rows()]) + "\n"
+    csv = "\n".join(["income,label", *_rows(5), "salary-of-the-ceo,", *_rows()]) + "\n"
     message = _parse_error(tmp_path, "payroll.csv", csv.encode())
-    assert "line 7" in message and "income" in message
+    assert "line 7" in message and "label" in message
     assert "salary" not in message
 
     ragged = "\n".join(["a,label", *_rows(3), "1,2,secret-cell", *_rows()]) + "\n"
@@ -134,6 +134,6 @@ def test_an_upload_still_names_the_value(tmp_path: Path) -> None:
     """The tenant's own bytes: the value helps it find the line, and tells it nothing new."""
     from service.data.datafile import parse_upload
 
-    csv = "\n".join(["income,label", *_rows(5), "salary,1", *_rows()]) + "\n"
-    with pytest.raises(DataError, match="'salary' is not a number"):
+    csv = "\n".join(["income,label", *_rows(5), "1,2,salary", *_rows()]) + "\n"
+    with pytest.raises(DataError, match="salary"):
         parse_upload("up.csv", csv.encode(), "label", None, max_rows=10**6, max_columns=100)

@@ -22,6 +22,7 @@ from service.contract.spec import UriDataset
 from service.contract.urls import redact_url
 from service.data import uri as dataset_uri
 from service.data.buckets import BucketUnreachable
+from service.data.columns import shown
 from service.data.datafile import DataError, ParsedDataset, parse_upload, save_canonical
 from service.data.parsed import Task
 from service.store.artifacts import dataset_key, remove_dataset_file
@@ -224,6 +225,7 @@ def _keep(
         image_shape=list(data.image_shape) if data.image_shape else None,
         sha256=data.sha256(),
         size_bytes=size,
+        columns=None if data.columns is None else {"features": data.columns, "target": data.target_summary()},
         **source,
     )
     return _uploaded(row)
@@ -280,4 +282,18 @@ def _uploaded(row: Row) -> dict[str, Any]:
         "source_sha256": row["source_sha256"],
         "builtin": False,
         "created_at": row["created_at"],
+        **_columns(row),
     }
+
+
+def _columns(row: Row) -> dict[str, Any]:
+    """`columns` (as inferred) and `target` of a CSV or Parquet file; nothing for NPZ files and
+    uploads made before columns were kept."""
+    kept = row.get("columns")
+    if not kept:
+        return {}
+    columns = shown(kept["features"])
+    if row["uri"]:  # an object read by reference is shown without its content (as its errors are)
+        columns = [{**c, "categories": []} for c in columns]
+        return {"columns": columns, "target": None}
+    return {"columns": columns, "target": kept.get("target")}
