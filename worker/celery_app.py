@@ -18,7 +18,7 @@ from service.settings import get_settings
 log = logging.getLogger("regtrain.worker")
 
 app = make_celery(get_settings())
-app.conf.include = ["worker.tasks", "worker.sweep_task", "worker.unit_task"]
+app.conf.include = ["worker.tasks", "worker.sweep_task", "worker.unit_task", "worker.prediction_task"]
 
 
 class _QuietReturns(logging.Filter):

@@ -15,10 +15,17 @@ from celery import Celery
 from service.contract.urls import redact_url, redact_urls
 from service.notify.listeners import tell_on_change
 from service.notify.webhooks import WebhookSender
-from service.queue.broker import RUN_JOB_TASK, RUN_SWEEP_TASK, RUN_SWEEP_UNIT_TASK, queue_depth
+from service.queue.broker import (
+    RUN_BATCH_PREDICTION_TASK,
+    RUN_JOB_TASK,
+    RUN_SWEEP_TASK,
+    RUN_SWEEP_UNIT_TASK,
+    queue_depth,
+)
 from service.settings import Settings, get_settings
 from service.store import Repository, open_store
 from service.store.artifacts import Artifacts
+from service.store.batch_predictions import BatchPredictions
 from service.store.sweep_units import SweepUnits
 from service.store.workers import WorkerRegistry
 from worker.presence import Presence
@@ -92,6 +99,11 @@ class Runtime:
         for unit_id, queue in self.units.reap(s.max_attempts, s.resend_after_s):
             log.warning("sweep unit %s: (re)sending its message on %s", unit_id, queue)
             app.send_task(RUN_SWEEP_UNIT_TASK, args=[unit_id], queue=queue)
+        for prediction_id, queue in BatchPredictions(self.store.engine).reap(
+            s.max_attempts, s.resend_after_s
+        ):
+            log.warning("batch prediction %s: (re)sending its message on %s", prediction_id, queue)
+            app.send_task(RUN_BATCH_PREDICTION_TASK, args=[prediction_id], queue=queue)
         self._resend_lost(app)
         # Workers killed outright (a clean stop deletes its own row); readers already skip them.
         self.workers.purge(s.lease_seconds)

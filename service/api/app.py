@@ -22,6 +22,7 @@ from service.api.auth import parse_api_keys
 from service.api.errors import ApiError, status_of
 from service.api.predict import Predictors
 from service.api.routes import (
+    batch_predictions,
     dashboard,
     datasets,
     docs,
@@ -235,7 +236,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    for module in (jobs, job_logs, events, predict, sweeps, datasets, health, metrics, workers):
+    for module in (
+        jobs,
+        job_logs,
+        events,
+        predict,
+        batch_predictions,
+        sweeps,
+        datasets,
+        health,
+        metrics,
+        workers,
+    ):
         _document_errors(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)

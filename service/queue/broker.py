@@ -18,6 +18,7 @@ from service.settings import Settings
 RUN_JOB_TASK = "regtrain.run_job"
 RUN_SWEEP_TASK = "regtrain.run_sweep"
 RUN_SWEEP_UNIT_TASK = "regtrain.run_sweep_unit"  # sent by a sweep's coordinator, never by the API
+RUN_BATCH_PREDICTION_TASK = "regtrain.run_batch_prediction"
 QueueKind = Literal["cpu", "gpu"]
 
 
@@ -133,6 +134,9 @@ class Broker:
 
     def enqueue_sweep(self, sweep_id: str, queue: str) -> None:
         self.app.send_task(RUN_SWEEP_TASK, args=[sweep_id], queue=queue)
+
+    def enqueue_batch_prediction(self, prediction_id: str, queue: str) -> None:
+        self.app.send_task(RUN_BATCH_PREDICTION_TASK, args=[prediction_id], queue=queue)
 
     def ping(self) -> None:
         with self.app.connection_for_write() as conn:

@@ -209,6 +209,11 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}"
 
 
+def predictions_key(job_id: str, prediction_id: str, fmt: str) -> str:
+    """A batch prediction's file, in its job's folder: removed with the job."""
+    return f"{job_prefix(job_id)}/predictions/{prediction_id}.{fmt}"
+
+
 def checkpoint_key(job_id: str, relative: str) -> str:
     """A checkpoint file's key, from the path the store recorded (relative to the job's folder)."""
     return f"{job_prefix(job_id)}/{relative}"

@@ -253,6 +253,33 @@ sweep_units = sa.Table(
     sa.Index("ix_sweep_units_status_lease", "status", "lease_expires_at"),
 )
 
+# Added by migration 0017: a job's batch predictions (POST /v1/jobs/{id}/predictions), leased
+# like jobs: a worker scores the dataset in `spec` with the job's checkpoint and puts the file
+# under the job's artifacts (store/batch_predictions.py); deleted with their job.
+batch_predictions = sa.Table(
+    "batch_predictions",
+    metadata,
+    sa.Column("seq", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("spec", Json, nullable=False),  # {"dataset", "checkpoint", "format"}
+    sa.Column("queue", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("enqueued_at", UTCDateTime),
+    *_lease(),
+    sa.Column("egress_private", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("rows", sa.Integer),
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("error", Json),
+    sa.Index("ix_batch_predictions_status_lease", "status", "lease_expires_at"),
+)
+
 # Added by migration 0013: what the worker logged for a job, every attempt's lines in the order
 # they were written (seq), kept to REGTRAIN_JOB_LOG_MAX_BYTES per job (store/job_logs.py).
 job_logs = sa.Table(

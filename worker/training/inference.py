@@ -8,6 +8,7 @@ which is applied to the inputs here exactly as training applied it to the data.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 
 from service.contract.architecture import DataShape, Task
 from service.contract.spec import JobSpec
-from service.data.columns import RowError, encode_rows
+from service.data.columns import RowError, encode_rows, transform
 from worker.training.checkpoints import read_weights
 from worker.training.data import Standardization
 from worker.training.models import create_model
@@ -26,6 +27,13 @@ CHUNK = 4096
 
 class InputError(ValueError):
     """Inputs that do not fit the model (shape, type, non-finite numbers)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Rows already encoded and standardized (Predictor.prepare): predict takes them as they are."""
+
+    X: np.ndarray
 
 
 def data_shape(sidecar: dict[str, Any]) -> DataShape:
@@ -77,9 +85,25 @@ class Predictor:
             raise InputError("inputs: NaN or infinite values")
         return self.standardization.apply(X)
 
+    def prepare(self, X: np.ndarray, columns: list[dict[str, Any]] | None) -> Prepared:
+        """A dataset's canonical rows (`X` and `columns` as service.data stores them: raw
+        values, string columns as codes of that file's own vocabulary) as the model takes
+        them, encoded with the checkpoint's fitted preprocessing by column, in numpy (a batch
+        prediction's path; predict's request rows go through encode_rows)."""
+        if self.preprocessing is None:
+            return Prepared(self._inputs(X))
+        want = [c["name"] for c in self.preprocessing["columns"]]
+        have = [c["name"] for c in columns or []]
+        if have != want:
+            raise InputError(
+                f"inputs: the feature columns {', '.join(have)[:300] or '(none)'} are not the model's "
+                f"{', '.join(want)[:300]}"
+            )
+        return Prepared(self.standardization.apply(transform(self.preprocessing, columns or [], X)))
+
     @torch.no_grad()
     def _outputs(self, inputs: Any) -> torch.Tensor:
-        X = torch.from_numpy(self._inputs(inputs))
+        X = torch.from_numpy(inputs.X if isinstance(inputs, Prepared) else self._inputs(inputs))
         return torch.cat([self.model(X[i : i + CHUNK]) for i in range(0, len(X), CHUNK)]).float()
 
     def predict(self, inputs: Any) -> list[Any]:
