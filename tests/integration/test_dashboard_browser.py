@@ -4,13 +4,16 @@ jobs' curves overlaid (/compare?ids=a,b), and a sweep's score against λ (/sweep
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import browse, needs_chromium
+from browser import CHROMIUM, OFFLINE, browse, needs_chromium
 from live_service import FINISHED, Service
 from PIL import Image
 
@@ -156,3 +159,85 @@ def test_the_workers_page_lists_the_fleet(service: Service, tmp_path: Path) -> N
     for w in workers:
         assert f"<td>{w['name']}</td>" in dom and w["queues"][0] in dom
     assert "REGTRAIN_LEASE_SECONDS" in dom and 'id="error"></p>' in dom
+
+
+def _console_errors(url: str, tmp_path: Path) -> list[str]:
+    """What the page's scripts said went wrong: Chromium's console messages (logged to stderr)
+    that are errors, uncaught exceptions and CSP refusals among them."""
+    assert CHROMIUM is not None
+    out = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", *OFFLINE,
+         f"--user-data-dir={tmp_path / 'console-profile'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=8000", "--dump-dom", url],
+        check=True, capture_output=True, timeout=120, text=True,
+    )  # fmt: skip
+    return [
+        line
+        for line in out.stderr.splitlines()
+        if "CONSOLE" in line and re.search(r"Uncaught|Error|Refused|Content Security Policy", line)
+    ]
+
+
+SEARCH_FIELDS = ["regularization.l1", "regularization.l2", "model.dropout"]
+
+
+@needs_chromium
+def test_the_sweep_page_shows_every_swept_field_of_a_search(service: Service, tmp_path: Path) -> None:
+    """A finished search over l1, l2 and dropout: a parallel-coordinates view with an axis per
+    field (log where the space is) and one for the objective, a slice plot per field, the
+    worker's importance bars, per-fold epoch curves, and no console error."""
+    _embedded_only(service)
+    body = {
+        "name": "browser-search",
+        "base": {**SMALL, "training": {"epochs": 3}},
+        "space": {
+            "regularization.l1": {"log_uniform": [1e-6, 1e-2]},
+            "regularization.l2": {"log_uniform": [1e-6, 1e-1]},
+            "model.dropout": {"uniform": [0.0, 0.5]},
+        },
+        "sampler": "random",
+        "trials": 8,
+        "parallel": 2,
+        "pruner": {"type": "median", "grace_epochs": 2, "min_trials": 2},
+        "cv_folds": 2,
+        "objective": {"metric": "val_accuracy", "mode": "max"},
+    }
+    r = service.http.post("/v1/sweeps", json=body)
+    assert r.status_code == 202, r.text
+    sweep = _wait_sweep(service, r.json()["id"], timeout=240)
+    assert sweep["status"] == "succeeded", sweep["error"]
+    importances = sweep["param_importances"]
+    assert importances is not None and set(importances) == set(SEARCH_FIELDS)
+    assert abs(sum(importances.values()) - 1) < 1e-6
+    url = f"{service.url}/sweeps/{sweep['id']}"
+    dom = _browse(url, tmp_path)
+    scored = sum(
+        1 for t in sweep["trials"] if isinstance(t["score"], (int, float)) and t["status"] == "succeeded"
+    )
+    assert 'data-axes="3"' in dom
+    for field in SEARCH_FIELDS:
+        scale = "linear" if field == "model.dropout" else "log"
+        assert f'class="pc-axis" font-size="11" fill="#444" data-param="{field}" data-scale="{scale}"' in dom
+        assert f'data-slice="{field}" data-scale="{scale}" data-points="{scored}"' in dom
+        assert f'<g data-param="{field}">' in dom  # its importance bar
+    assert 'data-slices="3"' in dom and 'data-bars="3"' in dom
+    for t in sweep["trials"]:  # pruned trials dashed grey, failed dotted red, the rest solid
+        line = re.search(rf'<polyline [^>]*data-trial="{t["index"]}"', dom)
+        assert (line is not None) == (t["status"] in {"succeeded", "pruned", "failed"})
+        if t["status"] == "pruned":
+            assert 'stroke="#8c959f"' in line.group(0) and 'stroke-dasharray="6 4"' in line.group(0)
+    assert dom.count("<polyline") == len(
+        [t for t in sweep["trials"] if t["status"] in {"succeeded", "pruned", "failed"}]
+    )
+    # the epochs per fold: two charts of epochs 1..3, never "epoch 6" of a 3-epoch trial
+    assert 'data-folds="2"' in dom
+    ticks = re.findall(r'<div data-fold="(\d)" data-xticks="([^"]*)"', dom)
+    assert [k for k, _ in ticks] == ["1", "2"]
+    assert all(int(float(v)) <= 3 for _, xs in ticks for v in xs.split(",") if v), ticks
+    assert "fold 2 of 2: val_accuracy per epoch" in dom and 'id="error"></p>' in dom
+    assert _console_errors(url, tmp_path) == []
+    shot = tmp_path / "search.png"
+    _browse(url, tmp_path, shot, size="1280,2200")
+    copy = os.environ.get("SEARCH_PAGE_SHOT")  # where a person wants to look at it
+    if copy:
+        shutil.copy(shot, copy)

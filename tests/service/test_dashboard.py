@@ -71,3 +71,21 @@ def test_the_job_page_has_the_parts_of_its_classification_report(client: TestCli
         assert f'id="{part}"' in page and f'$("{part}")' in script, part
     assert "confusion_matrix" in script and "per_class" in script and "best_checkpoint_metrics" in script
     assert "innerHTML" not in script  # text goes in through textContent only
+
+
+def test_the_sweep_page_has_the_parts_its_search_views_fill_in(client: TestClient) -> None:
+    """sweep_search.js draws the search (parallel coordinates, a slice plot per field, the
+    importance bars) into parts of the page, before dashboard.js calls it; it writes the
+    tenant's text (field names, choices) as text nodes only, never as markup."""
+    page = client.get("/sweeps/some-id").text
+    search = client.get("/static/sweep_search.js").text
+    script = client.get("/static/dashboard.js").text
+    parts = ("sweep-parallel", "parallel-note", "sweep-slices", "sweep-importance", "importance-note")
+    for part in parts:
+        assert f'id="{part}"' in page and f'$("{part}")' in search, part
+    assert page.index("/static/sweep_search.js") < page.index("/static/dashboard.js")
+    assert "searchViews(sw, metric)" in script and "function searchViews" in search
+    assert "sw.param_importances" in search
+    for js in (search, script):
+        assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
+    assert "createElementNS(SVG_NS" in search

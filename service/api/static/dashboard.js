@@ -398,60 +398,91 @@ function sweepChart(sw) {
   return { xKey, metric };
 }
 
-// Every trial's objective after every step (fold k's epoch e is step k·epochs + e), one line per
-// trial: pruned trials dashed in grey with a cross where the pruner stopped them, the best trial
-// thick. What the pruner saw, and where it cut.
+// Every trial's objective after every epoch, one chart per fold (a step of the store is fold k's
+// epoch e, k·epochs + e: drawn at epoch e of fold k+1, never as "epoch 18" of a 10-epoch trial),
+// one line per trial in the same colour on every fold: pruned trials dashed in grey with a cross
+// where the pruner stopped them, the best trial thick. What the pruner compared (trials at the
+// same fold and epoch), and where it cut.
 const PRUNED = "#8c959f";
+function trialEpochs(sw, t) {  // epochs per fold: the trial's own when training.epochs is swept
+  const own = (t.params || {})["training.epochs"];
+  const base = (((sw.spec || {}).base || {}).training || {}).epochs;
+  return typeof own === "number" ? own : typeof base === "number" ? base : null;
+}
+function foldOf(sw, t, step) {  // [fold (0-based), epoch (1-based)]
+  const epochs = trialEpochs(sw, t);
+  if (!epochs) return [0, step];
+  const fold = Math.floor((step - 1) / epochs);
+  return [fold, step - fold * epochs];
+}
 function curvesChart(sw, metric) {
   const box = $("sweep-curves");
   const trials = sw.trials.filter((t) => (t.curve || []).length);
   box.dataset.curves = String(trials.length);
   box.dataset.pruned = String(trials.filter((t) => t.status === "pruned").length);
-  if (charts.curves) { charts.curves.destroy(); delete charts.curves; }
+  for (const c of charts.curves || []) c.destroy();
+  charts.curves = [];
   box.replaceChildren();
-  if (!trials.length) { $("curves-note").textContent = ""; return; }
-  const xs = [...new Set(trials.flatMap((t) => t.curve.map(([s]) => s)))].sort((a, b) => a - b);
-  const at = new Map(xs.map((x, i) => [x, i]));
-  const ys = trials.map((t) => { const y = xs.map(() => null); for (const [s, v] of t.curve) y[at.get(s)] = v; return y; });
+  if (!trials.length) { box.dataset.folds = "0"; $("curves-note").textContent = ""; return; }
+  // per trial, per fold: [[epoch, value], ...]
+  const byFold = trials.map((t) => {
+    const folds = [];
+    for (const [s, v] of t.curve) { const [k, e] = foldOf(sw, t, s); (folds[k] = folds[k] || []).push([e, v]); }
+    return folds;
+  });
+  const nFolds = Math.max(...byFold.map((f) => f.length));
+  box.dataset.folds = String(nFolds);
   const best = sw.best ? sw.best.index : null;
   const px = uPlot.pxRatio || 1;
-  const crosses = (u) => {  // where each pruned trial stopped
-    const ctx = u.ctx;
-    ctx.save();
-    ctx.strokeStyle = "#cf222e";
-    ctx.lineWidth = 2 * px;
-    trials.forEach((t, i) => {
-      if (t.status !== "pruned" || !u.series[i + 1].show) return;
-      const [s, v] = t.curve[t.curve.length - 1];
-      if (!present(v)) return;
-      const cx = u.valToPos(s, "x", true), cy = u.valToPos(v, "y", true), r = 4 * px;
-      ctx.beginPath();
-      ctx.moveTo(cx - r, cy - r); ctx.lineTo(cx + r, cy + r);
-      ctx.moveTo(cx - r, cy + r); ctx.lineTo(cx + r, cy - r);
-      ctx.stroke();
-    });
-    ctx.restore();
-  };
-  const opts = {
-    title: `every trial's ${metric}, step by step`,
-    width: Math.min(1060, window.innerWidth - 40), height: 300,
-    scales: { x: { time: false }, y: { range: yRange } },
-    axes: [{ ...epochAxis(box), label: "step (epochs across folds)" }, { size: 60, values: (u, v) => v.map(tickY) }],
-    legend: { show: trials.length <= 12 },
-    series: [{ label: "step" }, ...trials.map((t, i) => ({
-      label: `#${t.index}${t.status === "pruned" ? " (pruned)" : ""}`,
-      stroke: t.status === "pruned" ? PRUNED : t.index === best ? "#222" : color(i),
-      width: t.index === best ? 3 : 1.5, dash: t.status === "pruned" ? [5, 4] : undefined, spanGaps: true,
-      // no point at a step: the trial had stopped there (pruned, or early stopping), or is still on its way
-      value: (u, v) => (present(v) ? fmt(v) : ["queued", "running"].includes(t.status) ? "--" : "stopped"),
-    }))],
-    // off the chart, the legend shows the last step (uPlot's reads "--" until hovered)
-    hooks: { draw: [crosses], ready: [showLatest], setLegend: [showLatest] },
-  };
-  charts.curves = new uPlot(opts, [xs, ...ys], box);
+  const width = nFolds === 1 ? Math.min(1060, window.innerWidth - 40) : Math.max(300, Math.min(515, (Math.min(window.innerWidth, 1100) - 70) / 2));
+  for (let k = 0; k < nFolds; k++) {
+    const xs = [...new Set(byFold.flatMap((f) => (f[k] || []).map(([e]) => e)))].sort((a, b) => a - b);
+    const at = new Map(xs.map((x, i) => [x, i]));
+    const ys = byFold.map((f) => { const y = xs.map(() => null); for (const [e, v] of f[k] || []) y[at.get(e)] = v; return y; });
+    const crosses = (u) => {  // where each pruned trial stopped: its last epoch, in its last fold
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.strokeStyle = "#cf222e";
+      ctx.lineWidth = 2 * px;
+      trials.forEach((t, i) => {
+        const f = byFold[i];
+        if (t.status !== "pruned" || !u.series[i + 1].show || f.length - 1 !== k || !f[k]) return;
+        const [e, v] = f[k][f[k].length - 1];
+        if (!present(v)) return;
+        const cx = u.valToPos(e, "x", true), cy = u.valToPos(v, "y", true), r = 4 * px;
+        ctx.beginPath();
+        ctx.moveTo(cx - r, cy - r); ctx.lineTo(cx + r, cy + r);
+        ctx.moveTo(cx - r, cy + r); ctx.lineTo(cx + r, cy - r);
+        ctx.stroke();
+      });
+      ctx.restore();
+    };
+    const div = el("div");
+    div.dataset.fold = String(k + 1);
+    box.appendChild(div);
+    const opts = {
+      title: nFolds === 1 ? `every trial's ${metric}, epoch by epoch` : `fold ${k + 1} of ${nFolds}: ${metric} per epoch`,
+      width, height: nFolds === 1 ? 300 : 240,
+      scales: { x: { time: false }, y: { range: yRange } },
+      axes: [{ ...epochAxis(div), label: nFolds === 1 ? "epoch" : `epoch (fold ${k + 1})` }, { size: 60, values: (u, v) => v.map(tickY) }],
+      legend: { show: trials.length <= 8 },
+      series: [{ label: nFolds === 1 ? "epoch" : `fold ${k + 1}, epoch`, value: (u, v) => (present(v) ? String(v) : "--") },
+        ...trials.map((t, i) => ({
+          label: `#${t.index}${t.status === "pruned" ? " (pruned)" : ""}`,
+          stroke: t.status === "pruned" ? PRUNED : t.index === best ? "#222" : color(i),
+          width: t.index === best ? 3 : 1.5, dash: t.status === "pruned" ? [5, 4] : undefined, spanGaps: true,
+          // no point at an epoch: the trial had stopped there (pruned, or early stopping), or is still on its way
+          value: (u, v) => (present(v) ? fmt(v) : ["queued", "running"].includes(t.status) ? "--" : "stopped"),
+        }))],
+      // off the chart, the legend shows the last epoch (uPlot's reads "--" until hovered)
+      hooks: { draw: [crosses], ready: [showLatest], setLegend: [showLatest] },
+    };
+    charts.curves.push(new uPlot(opts, [xs, ...ys], div));
+  }
   const pruned = trials.filter((t) => t.status === "pruned").length;
-  $("curves-note").textContent = `${trials.length} trial${trials.length === 1 ? "" : "s"}' ${metric} after every step; `
-    + `${pruned} pruned (dashed grey, a red cross where the pruner stopped each)`
+  $("curves-note").textContent = `${trials.length} trial${trials.length === 1 ? "" : "s"}' ${metric} after every epoch`
+    + (nFolds > 1 ? `, one chart per fold (each fold trains from scratch: epoch e of fold k is the store's step (k−1)·epochs + e)` : "")
+    + `; ${pruned} pruned (dashed grey, a red cross where the pruner stopped each)`
     + (best !== null ? `; the best trial, #${best}, thick black.` : ".");
 }
 
@@ -516,6 +547,7 @@ async function showSweep(id) {
   const { metric } = sweepChart(sw);
   curvesChart(sw, metric);
   paretoChart(sw);
+  searchViews(sw, metric); // sweep_search.js: parallel coordinates, slices, importances
 
   // every swept field, conditional ones included (a search's trials need not share them)
   const keys = [...new Set(sw.trials.flatMap((t) => Object.keys(t.params || {})))];
