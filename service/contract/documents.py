@@ -65,6 +65,12 @@ def _scalars(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
 
 
+def _importances(found: dict[str, float] | None) -> dict[str, float] | None:
+    """worker/importance.py's, once the search ended: most important first (PostgreSQL's jsonb
+    keeps an object's keys in its own order)."""
+    return None if found is None else dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
 def _units(sweep: Row, trials: list[Row], units: list[Row]) -> list[dict[str, Any]]:
     """The units of work, each with the worker that ran it (or runs it) and its attempts: the
     leased batches of a grid, random or search sweep, or a path's one chain on the sweep's
@@ -142,7 +148,7 @@ def sweep_document(
         "units": _units(sweep, trials, units or []),
         "warnings": sweep["warnings"] or [],
         "stopped_by": sweep.get("stopped_by"),  # the budget that ended the search, if one did
-        "param_importances": sweep.get("param_importances"),  # worker/importance.py, once it ended
+        "param_importances": _importances(sweep.get("param_importances")),
         "study": None,
         "spec": spec,
         "error": sweep["error"],
