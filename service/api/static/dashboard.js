@@ -213,6 +213,7 @@ function drawReport(result) {
       // blue on the diagonal (right), red off it (wrong), as deep as the share of the row
       cell.style.background = n ? `rgba(${i === j ? "9,105,218" : "207,34,46"},${(0.12 + 0.88 * share).toFixed(3)})` : "";
       if (share > 0.5) cell.style.color = "#fff";
+      else if (!n) cell.style.color = "#bbb";
       cell.title = `true ${classes[i]}, predicted ${classes[j]}: ${n} of ${total}`;
       row.appendChild(cell);
     });
