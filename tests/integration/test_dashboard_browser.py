@@ -78,6 +78,41 @@ def test_the_job_page_draws_its_curves(service: Service, tmp_path: Path) -> None
 
 
 @needs_chromium
+def test_the_job_page_draws_the_confusion_matrix(service: Service, tmp_path: Path) -> None:
+    """A classification job's page: its test confusion matrix (rows true, columns predicted, in
+    the order of `classes`), per-class precision, recall, F1 and support, and macro F1 beside the
+    best checkpoint's."""
+    _embedded_only(service)
+    spec = {
+        **SMALL,
+        "name": "browser-confusion",
+        "model": {"type": "mlp", "hidden": [32]},
+        "training": {"epochs": 15},
+    }
+    job = service.wait(service.submit(spec)["id"])
+    assert job["status"] == "succeeded", job["error"]
+    m = job["result"]["metrics"]
+    url = f"{service.url}/jobs/{job['id']}"
+    dom = _browse(url, tmp_path)
+    total = sum(map(sum, m["confusion_matrix"]))
+    assert f'class="confusion" data-classes="10" data-total="{total}"' in dom
+    table = dom[dom.index('class="confusion"') : dom.index('class="per-class"')]
+    cells = [int(v) for v in re.findall(r'<td title="[^"]*"[^>]*>(\d+)</td>', table)]
+    assert cells == [n for row in m["confusion_matrix"] for n in row]  # row by row, as the API
+    assert f"macro F1 {m['macro_f1']:.4f}" in dom
+    assert f"best checkpoint: macro F1 {job['result']['best_checkpoint_metrics']['macro_f1']:.4f}" in dom
+    for label, r in m["per_class"].items():
+        assert f"<td>{label}</td><td>{r['precision']:.4f}</td><td>{r['recall']:.4f}</td>" in dom
+    assert _console_errors(url, tmp_path) == []
+    shot = tmp_path / "job-confusion.png"
+    _browse(url, tmp_path, shot, size="1280,1900")
+    assert _count(shot, BLUE) > 1000  # the curves and the matrix's diagonal
+    copy = os.environ.get("REGTRAIN_JOB_PAGE_SHOT")  # where a person wants to look at it
+    if copy:
+        shutil.copy(shot, copy)
+
+
+@needs_chromium
 def test_the_compare_page_overlays_two_jobs(service: Service, tmp_path: Path) -> None:
     _embedded_only(service)
     ids = [
