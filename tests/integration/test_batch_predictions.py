@@ -207,3 +207,19 @@ def test_deleting_the_job_deletes_its_predictions(keyed: Service) -> None:
     assert keyed.http.get(f"/v1/jobs/{job_id}/predictions/{pid}", headers=A).status_code == 404
     files = list((Path(keyed.env["REGTRAIN_DATA_DIR"]) / "jobs" / job_id).glob("**/*"))
     assert not files
+
+
+def test_a_dataset_by_uri_is_read_under_the_jobs_rules(trained: tuple[Service, str]) -> None:
+    svc, job_id = trained
+    # an object no data source grants to the tenant: refused at the door, naming dataset.uri
+    body = {"dataset": {"uri": "s3://not-granted/x.parquet", "target": "label"}}
+    r = svc.http.post(f"/v1/jobs/{job_id}/predictions", json=body, headers=A)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "dataset", "uri"], r.text
+    # a loopback origin: the job was admitted under a denying egress rule (this API has keys),
+    # so the worker never calls it, and says so naming dataset.uri
+    body = {"dataset": {"uri": "https://127.0.0.1:9/x.parquet", "target": "label"}}
+    r = svc.http.post(f"/v1/jobs/{job_id}/predictions", json=body, headers=A)
+    assert r.status_code == 202, r.text
+    done = _wait(svc, f"/v1/jobs/{job_id}/predictions/{r.json()['id']}", A)
+    assert done["status"] == "failed" and done["error"]["type"] == "bad_data", done
+    assert "dataset.uri" in done["error"]["message"] and "private" in done["error"]["message"], done
