@@ -94,6 +94,15 @@ def test_tpe_asha_with_cv_prunes_and_ends_with_the_retrained_job(service: Servic
     assert all(t["epochs_trained"] == EPOCHS * FOLDS and len(t["fold_scores"]) == FOLDS for t in done)
     assert sweep["leaderboard"][0] == sweep["best"]["index"]
     assert {u["index"] for u in sweep["units"]} == {0, 1} and all(u["worker"] for u in sweep["units"])
+    # Which fields mattered (worker/importance.py): fANOVA over the succeeded trials, most
+    # important first, the conditional momentum left out (not every trial has it).
+    found = sweep["param_importances"]
+    if len({t["score"] for t in done}) >= 2:
+        assert found is not None and set(found) <= {"regularization.l2", "optimizer.lr", "optimizer.name"}
+        assert list(found.values()) == sorted(found.values(), reverse=True)
+        assert sum(found.values()) == pytest.approx(1.0)
+    else:
+        assert found is None
 
     # The sweep ended only once its best trial's retrain had: best carries the test metrics.
     best = sweep["best"]
