@@ -1,6 +1,7 @@
 """A small dashboard: the jobs and sweeps lists at `/`, a job's loss curves at `/jobs/{id}`,
-several jobs' curves overlaid at `/compare?ids=a,b`, a sweep's objective against λ at
-`/sweeps/{id}`, and the workers at `/workers`.
+several jobs' curves overlaid at `/compare?ids=a,b`, a sweep's objective against λ, and every swept
+field (parallel coordinates, slices, importances: static/sweep_search.js) at `/sweeps/{id}`, and
+the workers at `/workers`.
 
 Static files only (service/api/static: one page, its script and uPlot, MIT); the page reads the
 same /v1 API as any client, with the API key the user types in when the server has keys."""
