@@ -81,7 +81,10 @@ class ColumnSpec(Strict):
     )
 
 
-Columns = Literal["auto"] | Annotated[dict[Annotated[str, Field(max_length=300)], ColumnSpec], Field(max_length=10_000)]
+Columns = (
+    Literal["auto"]
+    | Annotated[dict[Annotated[str, Field(max_length=300)], ColumnSpec], Field(max_length=10_000)]
+)
 COLUMNS_DESCRIPTION = (
     '"auto" (default: each column\'s type inferred) or {"<column>": {"type", "impute", "encode"}}; '
     "columns the map leaves out follow auto. CSV and Parquet only."

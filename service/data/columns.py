@@ -61,9 +61,9 @@ SHOWN_CATEGORIES = 50
 AUTO_CATEGORIES = 20
 # pyarrow's CSV null values (the reader's), also missing in a predict request's rows.
 MISSING_TOKENS = frozenset(
-    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"]
-    + ["<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-)
+    ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+     "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+)  # fmt: skip
 
 
 @dataclass
@@ -153,7 +153,7 @@ class ColumnsError(ValueError):
         self.problems = problems
 
 
-def plan(summary: list[dict[str, Any]], declared: dict[str, Any] | None, *, max_features: int) -> list[Planned]:
+def plan(summary: list[dict[str, Any]], declared: Any, *, max_features: int) -> list[Planned]:
     """Each feature column's treatment: declared (a `dataset.columns` entry: a dict or a model
     with `type`, `impute`, `encode`), else inferred ("auto"). ColumnsError lists every column
     that cannot be used, and the encoded width over `max_features`."""
@@ -178,22 +178,28 @@ def plan(summary: list[dict[str, Any]], declared: dict[str, Any] | None, *, max_
         if d.get("encode") == "embedding":
             problems[name] = "encode 'embedding' is not available yet: use 'onehot'"
             continue
-        impute = d.get("impute") or ("mean" if kind == "numeric" else "most_frequent")
+        impute: Impute = d.get("impute") or ("mean" if kind == "numeric" else "most_frequent")
         if kind == "drop":
             planned.append(Planned(name, "drop", "none", False, 0))
         elif kind == "numeric":
             if col.source == "string":
                 # no example values: a dataset read by URI answers without its content
-                problems[name] = f"holds strings ({col.distinct} distinct), not numbers: declare it categorical"
+                problems[name] = (
+                    f"holds strings ({col.distinct} distinct), not numbers: declare it categorical"
+                )
             elif impute == "most_frequent":
-                problems[name] = "impute 'most_frequent' is for categorical columns: use mean, median or constant"
+                problems[name] = (
+                    "impute 'most_frequent' is for categorical columns: use mean, median or constant"
+                )
             elif impute == "none" and col.missing:
                 problems[name] = f"has {col.missing} missing values and impute 'none': choose an imputation"
             else:
                 planned.append(Planned(name, "numeric", impute, col.missing > 0 and impute != "none", 1))
         else:
             if impute in ("mean", "median"):
-                problems[name] = f"impute {impute!r} is for numeric columns: use most_frequent, constant or none"
+                problems[name] = (
+                    f"impute {impute!r} is for numeric columns: use most_frequent, constant or none"
+                )
                 continue
             slots = min(col.distinct, MAX_CATEGORIES) + 1
             planned.append(Planned(name, "categorical", impute, col.missing > 0 and impute != "none", slots))
@@ -240,7 +246,15 @@ def fit(planned: list[Planned], summary: list[dict[str, Any]], X: np.ndarray) ->
                     fill = 0.0
                 else:
                     fill = float(np.median(present) if p.impute == "median" else present.mean())
-            out.append({"name": p.name, "type": "numeric", "impute": p.impute, "fill": fill, "indicator": p.indicator})
+            out.append(
+                {
+                    "name": p.name,
+                    "type": "numeric",
+                    "impute": p.impute,
+                    "fill": fill,
+                    "indicator": p.indicator,
+                }
+            )
             continue
         col = by_name[p.name]
         codes = v[~gap & (v >= 0)] if col.source == "string" else v[~gap]
@@ -339,11 +353,15 @@ def encode_rows(fitted: dict[str, Any], rows: list[Any]) -> np.ndarray:
         if isinstance(row, dict):
             unknown = [k for k in row if k not in known]
             if unknown:
-                raise RowError(f"row {i}: no feature column {str(unknown[0])[:100]!r} (columns: {', '.join(names)[:300]})")
+                raise RowError(
+                    f"row {i}: no feature column {str(unknown[0])[:100]!r} (columns: {', '.join(names)[:300]})"
+                )
             table.append([row.get(n) for n in names])
         elif isinstance(row, list | tuple):
             if len(row) != len(names):
-                raise RowError(f"row {i}: {len(row)} values, but the model takes {len(names)} columns ({', '.join(names)[:300]})")
+                raise RowError(
+                    f"row {i}: {len(row)} values, but the model takes {len(names)} columns ({', '.join(names)[:300]})"
+                )
             table.append(list(row))
         else:
             raise RowError(f"row {i}: a list of values or an object keyed by column name is needed")
@@ -369,7 +387,9 @@ def encode_rows(fitted: dict[str, Any], rows: list[Any]) -> np.ndarray:
         else:
             index = _category_index(c)
             other = c["slots"] - 1
-            slot = np.array([other if gap[i] else index.get(_key(_cell(x, c)), other) for i, x in enumerate(raw)])
+            slot = np.array(
+                [other if gap[i] else index.get(_key(_cell(x, c)), other) for i, x in enumerate(raw)]
+            )
             parts.append(_one_hot(slot.astype(np.int64), gap, c))
         if c["indicator"]:
             parts.append(gap.astype(np.float64)[:, None])

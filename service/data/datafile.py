@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -126,8 +126,10 @@ def save_canonical(data: ParsedDataset, path: Path) -> None:
     # a dot file: what a cache folder's eviction never counts, as it is not yet an entry
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     classes = data.classes if data.classes.dtype.kind in "biufU" else data.classes.astype(str)
-    extra = {} if data.columns is None else {"columns": np.array(json.dumps(data.columns))}
-    np.savez(tmp, X=data.X, y=data.y, task=np.array(data.task), classes=classes, **extra)
+    arrays: dict[str, Any] = {"X": data.X, "y": data.y, "task": np.array(data.task), "classes": classes}
+    if data.columns is not None:
+        arrays["columns"] = np.array(json.dumps(data.columns))
+    np.savez(tmp, **arrays)
     tmp.replace(path)  # atomic: a worker never reads half a file
 
 

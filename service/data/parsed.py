@@ -96,10 +96,17 @@ class ParsedDataset:
             return None
         if self.task == "classification":
             counts = np.bincount(self.y, minlength=len(self.classes)).tolist()
-            distribution: dict[str, Any] = {str(c): n for c, n in zip(self.classes.tolist(), counts, strict=True)}
+            distribution: dict[str, Any] = {
+                str(c): n for c, n in zip(self.classes.tolist(), counts, strict=True)
+            }
         else:
             y = self.y.astype(np.float64)
-            distribution = {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()), "max": float(y.max())}
+            distribution = {
+                "mean": float(y.mean()),
+                "std": float(y.std()),
+                "min": float(y.min()),
+                "max": float(y.max()),
+            }
         return {"name": self.target_name, "distribution": distribution}
 
     def sha256(self) -> str:

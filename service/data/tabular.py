@@ -154,7 +154,8 @@ def _sniffed_strings(source: Source, names: list[str], target: str) -> set[str]:
     return {
         f.name
         for f in table.schema
-        if f.name != target and not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_null(f.type))
+        if f.name != target
+        and not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_null(f.type))
     }
 
 

@@ -35,7 +35,11 @@ def test_the_raw_penguins_csv_is_read_as_it_comes(tmp_path: Path) -> None:
     assert [c["name"] for c in data.columns or []] == [
         "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"
     ]  # fmt: skip
-    assert by["island"]["type"] == "categorical" and sorted(by["island"]["vocab"]) == ["Biscoe", "Dream", "Torgersen"]
+    assert by["island"]["type"] == "categorical" and sorted(by["island"]["vocab"]) == [
+        "Biscoe",
+        "Dream",
+        "Torgersen",
+    ]
     assert by["sex"]["type"] == "categorical" and by["sex"]["missing"] == 11 and by["sex"]["distinct"] == 2
     assert by["bill_length_mm"]["type"] == "numeric" and by["bill_length_mm"]["missing"] == 2
     assert data.target_summary() == {
@@ -122,7 +126,7 @@ def test_declared_columns_that_cannot_be_used_are_all_named() -> None:
     for name in ("island", "sex", "year", "nope", "body_mass_g"):
         assert repr(name) in e.value.message
     # the limit on encoded features names the widest columns
-    rows = [f"{'c%d' % i},{i % 2}" for i in range(300)]
+    rows = [f"c{i},{i % 2}" for i in range(300)]
     wide = parse_csv(("tag,y\n" + "\n".join(rows) + "\n").encode(), "y", **LIMITS)
     assert (wide.columns or [])[0]["type"] == "text"  # auto: many distinct strings, left out
     with pytest.raises(fc.ColumnsError, match="'tag': encodes to 257 features"):
@@ -135,13 +139,21 @@ def test_raw_rows_as_lists_or_objects() -> None:
     assert pre is not None
     json.dumps(pre)  # plain JSON
     as_list = ["Dream", None, "NA", 200, "4000", "female", 2008]
-    as_object = {"island": "Dream", "bill_depth_mm": "NA", "flipper_length_mm": 200, "body_mass_g": 4000,
-                 "sex": "female", "year": 2008}  # fmt: skip
+    as_object = {
+        "island": "Dream",
+        "bill_depth_mm": "NA",
+        "flipper_length_mm": 200,
+        "body_mass_g": 4000,
+        "sex": "female",
+        "year": 2008,
+    }
     a, b = fc.encode_rows(pre, [as_list, as_object])
     np.testing.assert_array_equal(a, b)
     assert a.shape == (pre["n_features"],)
     island = pre["columns"][0]
-    assert a[: island["slots"]].tolist() == [1.0 if c == "Dream" else 0.0 for c in island["categories"]] + [0.0]
+    assert a[: island["slots"]].tolist() == [1.0 if c == "Dream" else 0.0 for c in island["categories"]] + [
+        0.0
+    ]
     mars = fc.encode_rows(pre, [{"island": "Mars"}])[0]
     assert mars[island["slots"] - 1] == 1.0  # an island never seen: "other"
     for bad, message in (

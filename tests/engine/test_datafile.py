@@ -164,7 +164,10 @@ def test_npz_labels_of_any_magnitude_stay_distinct() -> None:
         ([*good_rows(), "1,2,"], r"column 'y' has 1 missing values .* line 14"),
         ([*good_rows(), "1,-inf,a"], r"column 'b' holds infinite values \(first at line 14\)"),
         # every bad column in one message, not only the first
-        (["inf,-inf,", *good_rows()], r"column 'a' holds infinite.*column 'b' holds infinite.*column 'y' has 1 missing"),
+        (
+            ["inf,-inf,", *good_rows()],
+            r"column 'a' holds infinite.*column 'b' holds infinite.*column 'y' has 1 missing",
+        ),
     ],
 )
 def test_missing_and_bad_values_name_the_column(rows: list[str], message: str) -> None:
@@ -200,8 +203,16 @@ def test_parquet_features_and_typed_target() -> None:
 @pytest.mark.parametrize(
     ("columns", "target", "message"),
     [
-        ({"a": [[1]] * 20, "b": [[2]] * 20, "y": [0, 1] * 10}, None, r"column 'a' is list.*column 'b' is list"),
-        ({"a": np.arange(20.0), "y": [0, None] * 10}, None, r"target column 'y' has 10 missing values .* row 2"),
+        (
+            {"a": [[1]] * 20, "b": [[2]] * 20, "y": [0, 1] * 10},
+            None,
+            r"column 'a' is list.*column 'b' is list",
+        ),
+        (
+            {"a": np.arange(20.0), "y": [0, None] * 10},
+            None,
+            r"target column 'y' has 10 missing values .* row 2",
+        ),
         ({"a": [1.0, np.inf] * 10, "y": [0, 1] * 10}, None, "column 'a' holds infinite"),
         ({"a": np.arange(20.0), "y": [0, 1] * 10}, "label", "target column 'label' is not in"),
         ({"a": np.arange(30.0), "y": [0, 1] * 15}, None, "30 rows exceed the limit of 20"),

@@ -30,7 +30,7 @@ def _sklearn_accuracy() -> float:
 
     frame = pd.read_csv(PENGUINS)
     X, y = frame.drop(columns="species"), frame["species"]
-    classes, codes = np.unique(y.to_numpy(), return_inverse=True)
+    _, codes = np.unique(y.to_numpy(), return_inverse=True)
     train, _, test = _split(np.arange(len(frame)), codes, SPLIT["validation"], SPLIT["test"], SPLIT["seed"])
     numbers = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
     strings = ["island", "sex"]
@@ -38,7 +38,13 @@ def _sklearn_accuracy() -> float:
         ColumnTransformer(
             [
                 ("num", make_pipeline(SimpleImputer(add_indicator=True), StandardScaler()), numbers),
-                ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")), strings),
+                (
+                    "cat",
+                    make_pipeline(
+                        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
+                    ),
+                    strings,
+                ),
             ]
         ),
         MLPClassifier((32,), max_iter=2000, random_state=0),
@@ -61,7 +67,10 @@ def test_the_raw_penguins_csv_trains_and_predicts_species(service: Service) -> N
     assert sorted(columns["island"]["categories"]) == ["Biscoe", "Dream", "Torgersen"]
     assert (columns["sex"]["type"], columns["sex"]["missing"]) == ("categorical", 11)
     assert (columns["bill_length_mm"]["type"], columns["bill_length_mm"]["missing"]) == ("numeric", 2)
-    assert ds["target"] == {"name": "species", "distribution": {"Adelie": 152, "Chinstrap": 68, "Gentoo": 124}}
+    assert ds["target"] == {
+        "name": "species",
+        "distribution": {"Adelie": 152, "Chinstrap": 68, "Gentoo": 124},
+    }
 
     spec: dict[str, Any] = {
         "dataset": {"id": ds["id"]},
@@ -84,10 +93,22 @@ def test_the_raw_penguins_csv_trains_and_predicts_species(service: Service) -> N
     rows: list[Any] = [
         ["Torgersen", 39.1, 18.7, 181, 3750, "male", 2007],  # an Adelie, as in the file
         ["Biscoe", 50.0, 15.2, 220, 5700, None, "NA"],  # a Gentoo, sex and year missing
-        {"island": "Dream", "bill_length_mm": 49.5, "bill_depth_mm": 19.0, "flipper_length_mm": 200,
-         "body_mass_g": 3800, "sex": "NA", "year": 2009},  # a Chinstrap, sex missing  # fmt: skip
-        {"island": "Atlantis", "bill_length_mm": 46.1, "bill_depth_mm": 13.2, "flipper_length_mm": 211,
-         "body_mass_g": 4500},  # an island never seen, sex and year left out  # fmt: skip
+        {
+            "island": "Dream",
+            "bill_length_mm": 49.5,
+            "bill_depth_mm": 19.0,
+            "flipper_length_mm": 200,
+            "body_mass_g": 3800,
+            "sex": "NA",
+            "year": 2009,
+        },  # a Chinstrap, sex missing
+        {
+            "island": "Atlantis",
+            "bill_length_mm": 46.1,
+            "bill_depth_mm": 13.2,
+            "flipper_length_mm": 211,
+            "body_mass_g": 4500,
+        },  # an island never seen, sex and year left out
     ]
     p = service.http.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": rows})
     assert p.status_code == 200, p.text
@@ -99,9 +120,15 @@ def test_the_raw_penguins_csv_trains_and_predicts_species(service: Service) -> N
     assert sidecar["preprocessing"]["n_features"] == 17
 
     # declared columns: year as a category, sex dropped; a bad declaration names every column
-    declared = {**spec, "dataset": {"id": ds["id"], "columns": {"year": {"type": "categorical"}, "sex": {"type": "drop"}}}}
+    declared = {
+        **spec,
+        "dataset": {"id": ds["id"], "columns": {"year": {"type": "categorical"}, "sex": {"type": "drop"}}},
+    }
     assert service.http.post("/v1/jobs:validate", json=declared).json()["n_features"] == 4 + 8 + 4
-    wrong = {**spec, "dataset": {"id": ds["id"], "columns": {"island": {"type": "numeric"}, "beak": {"type": "drop"}}}}
+    wrong = {
+        **spec,
+        "dataset": {"id": ds["id"], "columns": {"island": {"type": "numeric"}, "beak": {"type": "drop"}}},
+    }
     r = service.http.post("/v1/jobs", json=wrong)
     assert r.status_code == 422 and "'island'" in r.text and "'beak'" in r.text, r.text
 

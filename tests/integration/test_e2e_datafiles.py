@@ -84,7 +84,12 @@ def test_hostile_files_are_400_and_cost_the_api_nothing(service: Service) -> Non
         ("bare.npz", bare.getvalue(), 400, "a bare .npy array"),
         ("cut.npz", good.getvalue()[:5000], 400, "truncated or damaged"),
         ("noxy.npz", good.getvalue().replace(b"X.npy", b"Z.npy"), 400, "must hold arrays 'X' and 'y'"),
-        ("gaps.csv", b"a,b,y\n" + b"1,inf,\n" * 20, 400, "column 'b' holds infinite values (first at line 2); target column 'y' has 20 missing values"),
+        (
+            "gaps.csv",
+            b"a,b,y\n" + b"1,inf,\n" * 20,
+            400,
+            "column 'b' holds infinite values (first at line 2); target column 'y' has 20 missing values",
+        ),
         ("labels.csv", labels, 201, ""),
     ]
     for name, raw, status, message in cases:

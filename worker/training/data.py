@@ -218,7 +218,9 @@ def column_plan(spec: JobSpec, data: ParsedDataset) -> list[feature_columns.Plan
             raise DataError("dataset.columns: only a CSV or Parquet dataset has columns to declare")
         return None
     try:  # the encoded width was checked against the server's limits at submit (or by check_shape)
-        return feature_columns.plan(data.columns, None if declared == "auto" else declared, max_features=2**31)
+        return feature_columns.plan(
+            data.columns, None if declared == "auto" else declared, max_features=2**31
+        )
     except feature_columns.ColumnsError as e:
         raise DataError(f"dataset.columns: {e}") from None
 
