@@ -151,7 +151,7 @@ def _document_errors(router: APIRouter) -> None:
         codes = [401]
         if (route.methods or set()) & {"POST", "PUT", "PATCH"}:
             codes += [400, 409, 413, 503]
-            if route.path == "/v1/jobs":
+            if route.path in ("/v1/jobs", "/v1/jobs/{job_id}/predictions"):
                 codes.append(429)
         for code in codes:
             entry: dict[str, Any] = {"description": ERRORS[code], "content": ERROR_BODY}

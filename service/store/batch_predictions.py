@@ -83,6 +83,14 @@ class BatchPredictions:
                 hold_dataset(conn, dataset_id, tenant)
             return dict(conn.execute(table.insert().values(**values).returning(*table.c)).mappings().one())
 
+    def active(self, tenant: str) -> int:
+        """How many of the tenant's batch predictions are queued or running."""
+        query = sa.select(sa.func.count()).where(
+            table.c.tenant == tenant, table.c.status.in_(("queued", "running"))
+        )
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def get(self, job_id: str, prediction_id: str, tenant: str) -> Row | None:
         """The tenant's batch prediction of its job; None for another tenant's, or another job's."""
         query = table.select().where(

@@ -12,7 +12,7 @@ from service.queue.broker import Broker
 from service.settings import Settings
 from service.store.batch_predictions import BatchPredictions
 from service.store.repository import Repository, Row
-from service.submission.jobs import dataset_held, send
+from service.submission.jobs import dataset_held, refuse_over_capacity, send
 
 
 def submit(
@@ -25,7 +25,8 @@ def submit(
 ) -> Row:
     """Store a queued batch prediction of the tenant's job and ring the broker on the job's
     queue. NotFound for another tenant's job (or none) and a checkpoint the job does not have;
-    SpecError naming `dataset` for data the tenant may not read."""
+    SpecError naming `dataset` for data the tenant may not read; AtCapacity (429) when the
+    tenant has REGTRAIN_MAX_ACTIVE_JOBS jobs, sweeps and batch predictions queued or running."""
     job = store.get_job(job_id, tenant)
     if job is None:
         raise NotFound(f"no job {job_id!r}")
@@ -42,6 +43,9 @@ def submit(
         if refusal is not None:
             raise SpecError(("body", "dataset", "uri"), refusal)
     predictions = BatchPredictions(store.engine)
+    # A worker's time like a job's: counted against the tenant's REGTRAIN_MAX_ACTIVE_JOBS with
+    # its jobs and sweeps, so no tenant fills the queues with scoring either.
+    refuse_over_capacity(store.active_work(tenant) + predictions.active(tenant), settings.max_active_jobs)
     with dataset_held(("body",), dataset_id):
         row = predictions.create(
             job_id=job_id,
