@@ -268,8 +268,7 @@ class SweepValidation(BaseModel):
         "trials clamped to its combinations).",
     )
     trials: int = Field(
-        description="Trials it would train (a space: the sampler's trials), at most its "
-        "budget's max_trials."
+        description="Trials it would train (a space: the sampler's trials), at most its budget's max_trials."
     )
     trainings: int = Field(description="Trials × folds × seeds: the trainings it counts against the cap.")
     parameters: int = Field(description="Trainable parameters of its largest trial.")
