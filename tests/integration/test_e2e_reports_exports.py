@@ -109,3 +109,65 @@ def test_exports_over_http_take_float64_and_int64_and_answer_what_predict_answer
                 np.testing.assert_allclose(
                     out[:, 0], answer["predictions"], rtol=1e-5, atol=1e-5, err_msg=name
                 )
+
+
+def test_a_raw_csvs_exports_take_rows_encoded_by_the_clients_reference(service: Service) -> None:
+    """Strings and gaps (the raw Palmer penguins CSV): the step a graph cannot hold is in the
+    sidecar and the ONNX metadata; regtrain_client.preprocessing.encode_rows applies it to raw
+    rows, and the exports then answer what /predict answers for those raw rows."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime as ort
+    import pandas as pd
+    import torch
+    from regtrain_client.preprocessing import encode_rows
+
+    penguins = Path(str(files("palmerpenguins") / "data" / "penguins.csv"))
+    r = service.http.post(
+        "/v1/datasets", files={"file": ("penguins.csv", penguins.read_bytes())}, data={"target": "species"}
+    )
+    assert r.status_code == 201, r.text
+    spec = {
+        "dataset": {"id": r.json()["id"]},
+        "model": {"type": "mlp", "hidden": [16]},
+        "training": {"epochs": 5},
+    }
+    job = service.wait(service.submit(spec)["id"], timeout=180)
+    assert job["status"] == "succeeded", job["error"]
+    assert sorted(job["result"]["metrics"]["per_class"]) == ["Adelie", "Chinstrap", "Gentoo"]
+    url = f"/v1/jobs/{job['id']}/checkpoints/best"
+    sidecar = service.http.get(f"{url}/sidecar").json()
+
+    frame = pd.read_csv(penguins).drop(columns="species")
+    # as pandas gives them (NaN in the gaps), the rows with gaps first, and an island never seen
+    rows = frame[frame.isna().any(axis=1)].head(10).to_dict("records") + frame.head(20).to_dict("records")
+    rows.append({**rows[-1], "island": "Atlantis"})
+    body = {"inputs": [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()} for row in rows],
+            "probabilities": True}  # fmt: skip
+    answer = service.http.post(f"/v1/jobs/{job['id']}/predict", json=body)
+    assert answer.status_code == 200, answer.text
+    expected = answer.json()
+    X = np.asarray(encode_rows(sidecar, rows), dtype=np.float64)
+    assert X.shape == (len(rows), sidecar["preprocessing"]["n_features"])
+
+    r = service.http.get(url, params={"format": "onnx", "input_dtype": "float64"})
+    assert r.status_code == 200, r.text
+    meta = {p.key: p.value for p in onnx.load_from_string(r.content).metadata_props}
+    assert json.loads(meta["input_columns"]) == list(frame.columns)
+    assert json.loads(meta["preprocessing"]) == sidecar["preprocessing"]
+    assert json.loads(meta["classes"]) == expected["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    logits = {
+        "onnx": ort.InferenceSession(r.content, providers=["CPUExecutionProvider"]).run(None, {"inputs": X})[
+            0
+        ]
+    }
+    scripted = torch.jit.load(io.BytesIO(service.http.get(url, params={"format": "torchscript"}).content))
+    with torch.no_grad():
+        logits["torchscript"] = scripted(torch.from_numpy(X)).numpy()
+    for name, out in logits.items():
+        assert [expected["classes"][k] for k in out.argmax(1)] == expected["predictions"], name
+        np.testing.assert_allclose(
+            _softmax(out), expected["probabilities"], rtol=1e-5, atol=1e-5, err_msg=name
+        )
