@@ -69,7 +69,7 @@ class FitResult:
     epochs_completed: int
     best_epoch: int | None
     stopped_early: bool
-    test_metrics: dict[str, Any]  # scalars, and for classification the per-class report
+    test_metrics: dict[str, float]  # test_<metric>, as a sweep's stacked trials report them
     weight_l2_norm: float
     weight_sparsity: float
     parameters: int
@@ -78,6 +78,8 @@ class FitResult:
     # the test metrics of the `best` checkpoint's weights (what a user downloads), None when there
     # is no test split or no best epoch
     best_checkpoint_metrics: dict[str, Any] | None = None
+    # a classification's per_class, macro_f1 and confusion_matrix on the test split ({} else)
+    test_report: dict[str, Any] = field(default_factory=dict)
 
 
 def use_cuda_graph(device: torch.device) -> bool:
@@ -485,7 +487,8 @@ def _finish(
         epochs_completed=max(completed, 0),
         best_epoch=run.tracker.best_epoch,
         stopped_early=stopped_early,
-        test_metrics=test,
+        test_metrics={k: v for k, v in test.items() if k.startswith("test_")},
+        test_report={k: v for k, v in test.items() if not k.startswith("test_")},
         best_checkpoint_metrics=best_test,
         weight_l2_norm=l2n,
         weight_sparsity=sparsity,

@@ -66,7 +66,7 @@ def run_job(
         )
     result = {
         "best_epoch": out.best_epoch,
-        "metrics": out.test_metrics,
+        "metrics": {**out.test_metrics, **out.test_report},
         "best_checkpoint_metrics": out.best_checkpoint_metrics,
         # the labels in the order of the confusion matrix's rows and columns (a stored document's
         # per_class keys may come back in another order: PostgreSQL's jsonb sorts them)
