@@ -109,15 +109,18 @@ class SweepLease(Lease):
 class UnitLease(Lease):
     """The same lease on a unit of a sweep; it also stops when the sweep is cancelled."""
 
-    def __init__(self, units: SweepUnits, unit_id: str, owner: str, **kwargs: Any) -> None:
+    def __init__(
+        self, units: SweepUnits, unit_id: str, owner: str, *, budget: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(units, unit_id, owner, **kwargs)
         self.units = units
-        # The sweep's stopped_by as of the last beat: a budget its coordinator found reached
-        # (the unit stops its running trials for some: contract/sweep_budget.py).
+        # With `budget` (the sweep has one), the sweep's stopped_by as of the last beat: a
+        # budget its coordinator found reached (contract/sweep_budget.py says what it stops).
+        self.budget = budget
         self.stopped_by: dict[str, Any] | None = None
 
     def renew(self) -> bool | None:
         state = self.units.heartbeat(self.job_id, self.owner, self.lease_seconds)
-        if state is False and self.stopped_by is None:
+        if self.budget and state is False and self.stopped_by is None:
             self.stopped_by = self.units.stopped_by(self.job_id)
         return state

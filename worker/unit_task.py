@@ -110,6 +110,7 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
         heartbeat_seconds=settings.heartbeat_seconds,
         shutdown=rt.shutdown,
         presence=rt.presence,
+        budget=sweep.budget is not None,
     )
 
     def budget() -> str | None:

@@ -1,9 +1,10 @@
 """A sweep's budget (SweepSpec.budget, contract/sweep_budget.py): validated next to its fields,
-judged by one pure function, and shown by POST /v1/sweeps:validate (max_trials lowers the
-trials it plans and the trainings it counts against the cap)."""
+judged by one pure function, shown by POST /v1/sweeps:validate (max_trials lowers the trials it
+plans and the trainings it counts against the cap), and the stop as the store keeps it."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,9 @@ from pydantic import ValidationError
 
 from service.contract.sweep_budget import Spent, no_trial_finished, reached, stopped_by, trial_reason
 from service.contract.sweep_spec import Budget, SweepSpec, planned_trials, trainings, trial_count
+from service.store import open_store
+from service.store.sweep_units import SweepUnits
+from worker.lease import UnitLease
 
 BASE: dict[str, Any] = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}}
 SPACE: dict[str, Any] = {"optimizer.lr": {"log_uniform": [1e-3, 1e-1]}}
@@ -95,3 +99,59 @@ def test_validate_reports_the_trials_max_trials_leaves(make_client: Any) -> None
     capped: TestClient = make_client(max_sweep_trainings=5)
     assert capped.post("/v1/sweeps:validate", json={**body, "budget": None}).status_code == 422
     assert capped.post("/v1/sweeps:validate", json=body).status_code == 200
+
+
+GRID = {"base": {"dataset": {"name": "iris"}}, "grid": {"regularization.l2": [0, 1, 2, 3, 4]}}
+
+
+def test_a_stop_is_written_once_cancels_what_no_worker_took_and_reaches_the_running_units(
+    store_url: str,
+) -> None:
+    """On SQLite and PostgreSQL (SweepUnits): the coordinator's stop, as another worker's unit
+    learns it (UnitLease reads stopped_by as it beats) and as a late claim finds it."""
+    store = open_store(store_url)
+    units = SweepUnits(store.engine)
+    try:
+        row = store.create_sweep(tenant="t", spec=GRID, queue="cpu", trials=[{"l2": i} for i in range(5)])
+        sweep_id = row["id"]
+        assert store.claim_sweep(sweep_id, "coordinator", 60, 3) is not None
+        first, second = units.add(sweep_id, "coordinator", "cpu", [[0, 1], [2, 3]]) or []
+        claim = units.claim(first, "other", 60, 3)
+        assert claim is not None and claim.sweep_started_at is not None and claim.epochs_before == 0
+        assert units.record_trial(first, "other", sweep_id, 0, status="succeeded", epochs_trained=4)
+        assert units.record_trial(first, "other", sweep_id, 1, status="failed", epochs_trained=2)
+        assert units.spent(sweep_id)[1:] == (6, 1)
+
+        lease = UnitLease(
+            units,
+            first,
+            "other",
+            budget=True,
+            lease_seconds=60,
+            heartbeat_seconds=60,
+            shutdown=threading.Event(),
+        )
+        lease.beat()
+        assert lease.stopped_by is None and not lease.should_stop()
+        reason = trial_reason("time_s")
+        stop = stopped_by("time_s", datetime.now(UTC), "how")
+        assert units.stop(sweep_id, "someone else", stop, reason) is None  # only the sweep's holder
+        assert units.stop(sweep_id, "coordinator", stop, reason) == stop
+        later = stopped_by("trial_epochs", datetime.now(UTC), "later")
+        assert units.stop(sweep_id, "coordinator", later, reason) == stop  # the first reached wins
+        lease.beat()
+        assert lease.stopped_by == stop and not lease.should_stop()  # a stop, not a cancel
+        assert units.claim(second, "late", 60, 3) is None  # cancelled: no worker starts it
+        trials = {t["trial_index"]: t for t in store.trials([sweep_id])[sweep_id]}
+        assert [trials[i]["status"] for i in range(5)] == [
+            "succeeded",
+            "failed",
+            "cancelled",
+            "cancelled",
+            "cancelled",
+        ]
+        assert {trials[i]["reason"] for i in (2, 3, 4)} == {reason}
+        assert [u["status"] for u in units.of([sweep_id])[sweep_id]] == ["running", "cancelled"]
+        assert store.get_sweep(sweep_id)["stopped_by"] == stop  # type: ignore[index]
+    finally:
+        store.engine.dispose()
