@@ -111,6 +111,10 @@ def numeric(doc: dict[str, Any] | None, prefix: str = "") -> dict[str, float]:
     (a confusion matrix) and flags are not metrics."""
     out: dict[str, float] = {}
     for key, v in (doc or {}).items():
+        # a class label is any text, MLflow's metric names are not: it refuses the whole batch
+        # for one name outside [/\w.\- :] (a label "Adelie (Pygoscelis)"), or one that a path
+        # would normalize ("a//b"): no slash either
+        key = re.sub(r"[^\w.\- ]", "_", str(key))
         if isinstance(v, dict):
             out.update(numeric(v, f"{prefix}{key}."))
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):

@@ -109,3 +109,7 @@ def test_a_spec_as_params_and_a_metrics_document_as_metrics() -> None:
         "nan": float("nan"),
     }
     assert numeric(doc) == {"test_loss": 0.5, "per_class.a.f1": 1.0}
+    # a class label is any text; MLflow refuses a metric name outside [/\w.\- :] or one a path
+    # would normalize ("a//b")
+    labels = {"per_class": {"Adelie (Pygoscelis)": {"f1": 0.5}, "a//b c-d.é": {"f1": 0.25}}}
+    assert numeric(labels) == {"per_class.Adelie _Pygoscelis_.f1": 0.5, "per_class.a__b c-d.é.f1": 0.25}
