@@ -328,6 +328,10 @@ class Dataset(Document):
     created_at: datetime | None = None
     uri: str | None = None
     source_sha256: str | None = None
+    # a CSV's or Parquet file's columns as inferred: [{"name", "type", "missing", "distinct",
+    # "categories"}], and its target: {"name", "distribution"}
+    columns: list[dict[str, Any]] | None = None
+    target: dict[str, Any] | None = None
 
 
 class Worker(Document):
