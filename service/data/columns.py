@@ -283,7 +283,9 @@ def fit(planned: list[Planned], summary: list[dict[str, Any]], X: np.ndarray) ->
 
 
 def transform(fitted: dict[str, Any], summary: list[dict[str, Any]], X: np.ndarray) -> np.ndarray:
-    """The canonical rows `X` (any split) encoded as `fitted` says: float32, n_features wide."""
+    """Canonical rows `X` (any split, or another file of the same columns: `summary` is that
+    file's own, whose vocab its codes index) encoded as `fitted` says: float32, n_features wide.
+    RowError when a column the model takes as numbers holds strings in this file."""
     by_name = {c["name"]: c for c in summary}
     parts: list[np.ndarray] = []
     for j, c in enumerate(fitted["columns"]):
@@ -291,18 +293,23 @@ def transform(fitted: dict[str, Any], summary: list[dict[str, Any]], X: np.ndarr
             continue
         v = X[:, j].astype(np.float64)
         gap = np.isnan(v)
+        strings = by_name[c["name"]]["source"] == "string"
         if c["type"] == "numeric":
+            if strings:
+                raise RowError(f"column {c['name']!r} holds strings, while the model takes numbers there")
             parts.append(np.where(gap, c["fill"] if c["fill"] is not None else 0.0, v)[:, None])
         else:
             index = _category_index(c)
-            if c.get("source") == "string":
+            other = c["slots"] - 1
+            if strings:
                 vocab = by_name[c["name"]].get("vocab") or []
-                other = c["slots"] - 1
                 # code → slot: a vocab value the train split never held is "other", as is -1
-                lookup = np.array([index.get(_key(x), other) for x in vocab] + [other], dtype=np.int64)
-                slot = lookup[np.where(gap | (v < 0), len(vocab), v).astype(np.int64)]
+                lookup = [index.get(_key(_cell(x, c)), other) for x in vocab] + [other]
+                codes = np.where(gap | (v < 0), len(vocab), v).astype(np.int64)
+                slot = np.asarray(lookup, dtype=np.int64)[codes]
             else:
-                slot = np.array([index.get(_key(x), c["slots"] - 1) for x in v.tolist()], dtype=np.int64)
+                keys = [index.get(_key(_cell(x, c)), other) for x in v.tolist()]
+                slot = np.asarray(keys, dtype=np.int64)
             parts.append(_one_hot(slot, gap, c))
         if c["indicator"]:
             parts.append(gap.astype(np.float64)[:, None])

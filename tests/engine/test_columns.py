@@ -174,3 +174,20 @@ def test_declared_columns_on_an_npz_are_refused() -> None:
     data = parse_upload("d.npz", buf.getvalue(), None, None, **LIMITS)
     with pytest.raises(DataError, match="only a CSV or Parquet dataset"):
         split_and_standardize(_spec({"a": {"type": "drop"}}), data)
+
+
+def test_another_file_of_the_same_columns_is_encoded_by_its_own_vocab() -> None:
+    """A batch prediction's file: its string codes index its own vocab, matched by value."""
+    train = parse_csv(
+        b"c,n,y\n" + b"".join(f"{'ab'[i % 2]},{i},{i % 2}\n".encode() for i in range(40)), "y", **LIMITS
+    )
+    pre = split_and_standardize(_spec(), train).preprocessing
+    assert pre is not None
+    other = parse_csv(
+        b"c,n,y\n" + b"".join(f"{'zba'[i % 3]},{i},{i % 2}\n".encode() for i in range(30)), "y", **LIMITS
+    )
+    encoded = fc.transform(pre, other.columns or [], other.X)
+    np.testing.assert_array_equal(encoded, fc.encode_rows(pre, [["zba"[i % 3], i] for i in range(30)]))
+    text = parse_csv(b"c,n,y\n" + b"".join(f"a,x{i},{i % 2}\n".encode() for i in range(30)), "y", **LIMITS)
+    with pytest.raises(fc.RowError, match="column 'n' holds strings"):
+        fc.transform(pre, text.columns or [], text.X)

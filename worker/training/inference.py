@@ -99,7 +99,11 @@ class Predictor:
                 f"inputs: the feature columns {', '.join(have)[:300] or '(none)'} are not the model's "
                 f"{', '.join(want)[:300]}"
             )
-        return Prepared(self.standardization.apply(transform(self.preprocessing, columns or [], X)))
+        try:
+            encoded = transform(self.preprocessing, columns or [], X)
+        except RowError as e:  # a column of strings where the model was trained on numbers
+            raise InputError(f"inputs: {e}") from None
+        return Prepared(self.standardization.apply(encoded))
 
     @torch.no_grad()
     def _outputs(self, inputs: Any) -> torch.Tensor:
