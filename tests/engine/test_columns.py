@@ -191,3 +191,18 @@ def test_another_file_of_the_same_columns_is_encoded_by_its_own_vocab() -> None:
     text = parse_csv(b"c,n,y\n" + b"".join(f"a,x{i},{i % 2}\n".encode() for i in range(30)), "y", **LIMITS)
     with pytest.raises(fc.RowError, match="column 'n' holds strings"):
         fc.transform(pre, text.columns or [], text.X)
+
+
+def test_the_clients_reference_encoding_agrees() -> None:
+    """regtrain_client.preprocessing (pure Python, for exports) encodes raw rows as predict does."""
+    from regtrain_client.preprocessing import encode_rows as client_encode
+
+    data = parse_csv(PENGUINS, "species", **LIMITS)
+    pre = split_and_standardize(_spec({"year": {"type": "categorical"}}), data).preprocessing
+    assert pre is not None
+    rows: list[Any] = [
+        ["Dream", None, "NA", 200, "4000", "female", 2008],
+        {"island": "Mars", "sex": None, "year": "2009"},
+        ["Biscoe", 50.1, 15.0, 220, 5500, "", 2010],
+    ]
+    np.testing.assert_allclose(np.asarray(client_encode(pre, rows)), fc.encode_rows(pre, rows), rtol=1e-6)
