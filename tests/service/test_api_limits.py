@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.settings import Settings
+from service.store.artifacts import predictions_key
+from service.store.batch_predictions import BatchPredictions
 
 SPEC: dict[str, Any] = {
     "dataset": {"name": "iris"},
@@ -116,8 +118,24 @@ def test_tenant_isolation_on_every_route(tmp_path: Any) -> None:
             r = client.post("/v1/sweeps", json=sweep, headers=A)
             assert r.status_code == 202, r.text
             sweep_id = r.json()["id"]
-        ids = {"job_id": job_id, "name": "final", "dataset_id": ds_id, "sweep_id": sweep_id}
-        bodies = {"/v1/jobs/{job_id}/predict": {"inputs": [[1.0, 2.0]]}}
+        # A batch prediction of the job, scored and its file put, as a worker would.
+        scoring = {"dataset": {"id": ds_id}, "checkpoint": "final"}
+        r = client.post(f"/v1/jobs/{job_id}/predictions", json=scoring, headers=A)
+        assert r.status_code == 202, r.text
+        prediction_id = r.json()["id"]
+        predictions = BatchPredictions(store.engine)
+        assert predictions.claim(prediction_id, "w", 60, 3) is not None
+        scored = app.state.artifacts.local_path(predictions_key(job_id, prediction_id, "csv"))
+        scored.parent.mkdir(parents=True)
+        scored.write_text("prediction,target\n0,0\n")
+        assert predictions.finish(prediction_id, "w", "succeeded", rows=1, size_bytes=20)
+        ids = {
+            "job_id": job_id, "name": "final", "dataset_id": ds_id, "sweep_id": sweep_id, "prediction_id": prediction_id
+        }  # fmt: skip
+        bodies = {
+            "/v1/jobs/{job_id}/predict": {"inputs": [[1.0, 2.0]]},
+            "/v1/jobs/{job_id}/predictions": scoring,
+        }
         checked = 0
         for template, methods in paths.items():
             if not template.startswith("/v1/") or "{" not in template:
