@@ -233,7 +233,7 @@ def test_the_sweep_page_shows_every_swept_field_of_a_search(service: Service, tm
         "sampler": "random",
         "trials": 8,
         "parallel": 2,
-        "pruner": {"type": "median", "grace_epochs": 2, "min_trials": 2},
+        "pruner": {"type": "median", "grace_epochs": 2, "min_trials": 4},  # the first 4 finish
         "cv_folds": 2,
         "objective": {"metric": "val_accuracy", "mode": "max"},
     }

@@ -73,7 +73,7 @@ function fieldAxes(sw) {
       const a = Math.log10(hasZero ? zeroAt : minPos), b = Math.log10(hi);
       const pos = (v) => (!isNum(v) ? null : b === a ? 0.5 : (Math.log10(v <= 0 ? zeroAt : v) - a) / (b - a));
       const ticks = hasZero ? [[zeroAt, "0"]] : [];
-      for (let e = Math.ceil(a - 1e-9); e <= Math.floor(b + 1e-9); e++) if (!hasZero || e > a + 0.5) ticks.push([10 ** e, tick(10 ** e)]);
+      for (let e = Math.ceil(a - 1e-9); e <= Math.floor(b + 1e-9); e++) if (!hasZero || e > a + 0.5) ticks.push([Number(`1e${e}`), tick(Number(`1e${e}`))]);
       if (ticks.length < 2) ticks.push([10 ** a, tick(10 ** a)], [10 ** b, tick(10 ** b)]);
       return { name, kind: "log", pos, ticks, label: `${name} (log)`, zero: hasZero };
     }
