@@ -4,6 +4,8 @@ jobs' curves overlaid (/compare?ids=a,b), and a sweep's score against λ (/sweep
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
@@ -110,6 +112,34 @@ def test_the_job_page_draws_the_confusion_matrix(service: Service, tmp_path: Pat
     copy = os.environ.get("REGTRAIN_JOB_PAGE_SHOT")  # where a person wants to look at it
     if copy:
         shutil.copy(shot, copy)
+
+
+@needs_chromium
+def test_class_labels_on_the_job_page_are_text_never_markup(service: Service, tmp_path: Path) -> None:
+    """A class label is whatever the uploaded file says: the confusion matrix and per-class table
+    write it as text (textContent), so a label that looks like markup is shown, not run."""
+    _embedded_only(service)
+    hostile = ['<img src=x onerror="document.title=1">', "<b>bold</b>"]
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["a", "b", "label"])
+    writer.writerows([i % 7, (i * 3) % 5, hostile[i % 2]] for i in range(60))
+    body = text.getvalue().encode()
+    r = service.http.post("/v1/datasets", files={"file": ("labels.csv", body)}, data={"target": "label"})
+    assert r.status_code == 201, r.text
+    spec = {
+        "dataset": {"id": r.json()["id"]},
+        "model": {"type": "mlp", "hidden": [4]},
+        "training": {"epochs": 1},
+    }
+    job = service.wait(service.submit(spec)["id"])
+    assert job["status"] == "succeeded", job["error"]
+    url = f"{service.url}/jobs/{job['id']}"
+    dom = _browse(url, tmp_path)
+    assert 'class="confusion" data-classes="2"' in dom
+    assert "&lt;img src=x onerror=" in dom and "&lt;b&gt;bold&lt;/b&gt;" in dom
+    assert "<img src" not in dom and "<b>bold" not in dom
+    assert _console_errors(url, tmp_path) == []
 
 
 @needs_chromium
