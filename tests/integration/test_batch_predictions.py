@@ -199,10 +199,11 @@ def test_deleting_the_job_deletes_its_predictions(keyed: Service) -> None:
     spec = {"dataset": {"id": dataset}, "model": {"type": "mlp", "hidden": [4]}, "training": {"epochs": 1}}
     job_id = keyed.http.post("/v1/jobs", json=spec, headers=A).json()["id"]
     assert _wait(keyed, f"/v1/jobs/{job_id}", A)["status"] == "succeeded"
-    pid = keyed.http.post(
-        f"/v1/jobs/{job_id}/predictions", json={"dataset": {"id": dataset}}, headers=A
-    ).json()["id"]
-    assert _wait(keyed, f"/v1/jobs/{job_id}/predictions/{pid}", A)["status"] == "succeeded"
+    with Client(keyed.url, api_key="key-a") as client:  # the client's way, start to end
+        queued = client.score(job_id, dataset, format="parquet")
+        done = client.wait_batch_prediction(job_id, queued.id, timeout=120)
+    assert done.status == "succeeded" and done.rows == 200
+    pid = done.id
     assert keyed.http.delete(f"/v1/jobs/{job_id}", headers=A).status_code in (200, 204)
     assert keyed.http.get(f"/v1/jobs/{job_id}/predictions/{pid}", headers=A).status_code == 404
     files = list((Path(keyed.env["REGTRAIN_DATA_DIR"]) / "jobs" / job_id).glob("**/*"))
