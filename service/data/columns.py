@@ -50,8 +50,15 @@ FORMAT = "regtrain-preprocessing/1"
 # One-hot slots a categorical column may take (its most frequent categories; the rest go to
 # "other"): a column's width is bounded, so the model's first layer is.
 MAX_CATEGORIES = 256
-# The values of a string column the canonical file keeps (the rest are "beyond the vocab": -1).
+# The values of a string column the canonical file keeps (the rest are "beyond the vocab": -1):
+# its most frequent, of at most MAX_CATEGORY_CHARS characters (a longer value is "other"), and
+# at most MAX_TOTAL_VOCAB over all its string columns (a file of many string columns keeps fewer
+# of each, never fewer than AUTO_CATEGORIES): the summary kept in the dataset's row is bounded.
 MAX_VOCAB = MAX_CATEGORIES
+MAX_CATEGORY_CHARS = 200
+MAX_TOTAL_VOCAB = 20_000
+# A column's name: kept, shown and echoed in errors.
+MAX_NAME_CHARS = 300
 # The most features a job's columns may encode to (a file with more raw columns: twice those).
 MAX_ENCODED_FEATURES = 10_000
 # Shown by GET /v1/datasets/{id}.

@@ -22,7 +22,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from service.data.columns import MAX_CATEGORIES, MAX_VOCAB, ColumnSummary
+from service.data.columns import (
+    AUTO_CATEGORIES,
+    MAX_CATEGORIES,
+    MAX_CATEGORY_CHARS,
+    MAX_NAME_CHARS,
+    MAX_TOTAL_VOCAB,
+    MAX_VOCAB,
+    ColumnSummary,
+)
 from service.data.parsed import DataError, Limits, ParsedDataset, Task, finish
 
 Source = bytes | BinaryIO | Path
@@ -98,6 +106,12 @@ def _csv_error(e: Exception) -> DataError:
 def _target_name(names: list[str], target: str | None) -> str:
     if len(names) < 2:
         raise DataError("the data needs at least one feature column and a target column")
+    long = [n for n in names if len(n) > MAX_NAME_CHARS]
+    if long:  # names are kept, shown and echoed in errors: bounded, each named by its start
+        raise DataError(
+            f"{len(long)} column names are longer than {MAX_NAME_CHARS} characters: "
+            + ", ".join(repr(n[:40] + "…") for n in long[:10])
+        )
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"the header repeats a column name ({dup!r})")
@@ -230,9 +244,12 @@ def _with_columns(
     problems: list[str] = []
     summary: list[dict[str, Any]] = []
     infinite = bool(np.isinf(X).any())  # one pass over the matrix; the columns only if it fails
+    # the vocabularies kept with the dataset (its row, its canonical file) stay bounded however
+    # many string columns a file has
+    vocab_cap = max(AUTO_CATEGORIES, min(MAX_VOCAB, MAX_TOTAL_VOCAB // max(1, len(text))))
     for j, name in enumerate(features):
         if j in text:
-            summary.append(_encode_strings(X, j, name, text[j]).to_dict())
+            summary.append(_encode_strings(X, j, name, text[j], vocab_cap).to_dict())
             continue
         v = X[:, j]
         if infinite and np.isinf(v).any():
@@ -254,14 +271,16 @@ def _with_columns(
     return data
 
 
-def _encode_strings(X: np.ndarray, j: int, name: str, column: pa.ChunkedArray) -> ColumnSummary:
-    """A string column's values as codes into its vocab (its MAX_VOCAB most frequent values),
-    -1 beyond it, NaN for a gap (null, or only whitespace)."""
+def _encode_strings(X: np.ndarray, j: int, name: str, column: pa.ChunkedArray, cap: int) -> ColumnSummary:
+    """A string column's values as codes into its vocab (its `cap` most frequent values of at
+    most MAX_CATEGORY_CHARS characters), -1 beyond it, NaN for a gap (null, or only whitespace)."""
     trimmed = pc.utf8_trim_whitespace(column)
     trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
     counts = pc.value_counts(trimmed.drop_null())
     values, freq = counts.field("values"), counts.field("counts").to_numpy()
-    order = np.lexsort((np.arange(len(freq)), -freq))[:MAX_VOCAB]
+    short = pc.less_equal(pc.utf8_length(values), MAX_CATEGORY_CHARS).to_numpy(zero_copy_only=False)
+    kept = np.flatnonzero(short)
+    order = kept[np.lexsort((kept, -freq[kept]))][:cap]
     vocab = values.take(pa.array(order, pa.int64()))
     codes = pc.index_in(trimmed, value_set=vocab)
     out = codes.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls: NaN

@@ -206,3 +206,23 @@ def test_the_clients_reference_encoding_agrees() -> None:
         ["Biscoe", 50.1, 15.0, 220, 5500, "", 2010],
     ]
     np.testing.assert_allclose(np.asarray(client_encode(pre, rows)), fc.encode_rows(pre, rows), rtol=1e-6)
+
+
+def test_hostile_names_and_values_stay_bounded() -> None:
+    long = "x" * 301
+    with pytest.raises(DataError, match="1 column names are longer than 300 characters: 'xxx"):
+        parse_csv(
+            f"{long},y\n".encode() + b"".join(f"{i},{i % 2}\n".encode() for i in range(20)), "y", **LIMITS
+        )
+    # a value past 200 characters is kept out of the vocab ("other"); many string columns
+    # share MAX_TOTAL_VOCAB, so the summary kept in the dataset's row stays bounded
+    rows = [
+        ",".join([("v" * 250 if i % 2 else "short"), *(f"w{i % 200}" for _ in range(99)), str(i % 2)])
+        for i in range(400)
+    ]
+    header = ",".join(["big", *(f"c{k}" for k in range(99)), "y"])
+    data = parse_csv((header + "\n" + "\n".join(rows) + "\n").encode(), "y", **LIMITS)
+    big, *rest = data.columns or []
+    assert big["vocab"] == ["short"] and big["type"] == "categorical" and data.X[1, 0] == -1
+    assert all(len(c["vocab"]) == fc.MAX_TOTAL_VOCAB // 100 for c in rest)
+    assert sum(len(c["vocab"]) for c in data.columns or []) <= fc.MAX_TOTAL_VOCAB
