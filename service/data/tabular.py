@@ -110,7 +110,8 @@ def _target_name(names: list[str], target: str | None) -> str:
     if long:  # names are kept, shown and echoed in errors: bounded, each named by its start
         raise DataError(
             f"{len(long)} column names are longer than {MAX_NAME_CHARS} characters: "
-            + ", ".join(repr(n[:40] + "…") for n in long[:10])
+            + ", ".join(repr(n[:40] + "…") for n in long[:10]),
+            without_content=f"{len(long)} column names are longer than {MAX_NAME_CHARS} characters",
         )
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
