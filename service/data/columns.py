@@ -25,7 +25,9 @@ The fitted preprocessing, stored as plain JSON in each checkpoint's sidecar unde
         "slots": 4,                          # one-hot width: categories, padding, then "other"
         "fill": "Biscoe",                    # most_frequent: a gap is this category; constant:
                                              # a gap is "other"; none: all slots 0
-        "indicator": false},
+        "indicator": false,
+        "source": "string"},                 # the file held text ("number": the categories are
+                                             # numbers, and "2007" matches 2007.0)
        {"name": "comment", "type": "drop"}]}
 
 Encoding a row: for each column in order, numeric → [value or fill] (+ [missing]); categorical →

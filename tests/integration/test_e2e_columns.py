@@ -58,6 +58,9 @@ def test_the_raw_penguins_csv_trains_and_predicts_species(service: Service) -> N
         "/v1/datasets", files={"file": ("penguins.csv", PENGUINS.read_bytes())}, data={"target": "species"}
     )
     assert r.status_code == 201, r.text
+    assert [c["name"] for c in r.json()["columns"]][:2] == ["island", "bill_length_mm"]  # the upload's answer
+    listed = service.http.get("/v1/datasets").json()["datasets"]
+    assert all(d.get("columns") is None for d in listed)  # a list of wide files stays small
     ds = service.http.get(f"/v1/datasets/{r.json()['id']}").json()
     columns = {c["name"]: c for c in ds["columns"]}
     assert list(columns) == [

@@ -248,7 +248,8 @@ def list_datasets(store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
         }
         for name, shape in BUILTIN_SHAPES.items()
     ]
-    return {"datasets": [_uploaded(r) for r in store.list_datasets(tenant)] + builtin}
+    # without each one's columns: a list of wide files stays small (GET /v1/datasets/{id} has them)
+    return {"datasets": [_uploaded(r, columns=False) for r in store.list_datasets(tenant)] + builtin}
 
 
 @router.get("/datasets/{dataset_id}", response_model=Dataset)
@@ -272,7 +273,7 @@ def delete_dataset(dataset_id: str, store: StoreDep, artifacts: ArtifactsDep, te
     return Response(status_code=204)
 
 
-def _uploaded(row: Row) -> dict[str, Any]:
+def _uploaded(row: Row, *, columns: bool = True) -> dict[str, Any]:
     keys = ("id", "name", "task", "n_samples", "n_features", "n_classes", "image_shape", "sha256", "uri")
     return {
         **{k: row[k] for k in keys},
@@ -282,7 +283,7 @@ def _uploaded(row: Row) -> dict[str, Any]:
         "source_sha256": row["source_sha256"],
         "builtin": False,
         "created_at": row["created_at"],
-        **_columns(row),
+        **(_columns(row) if columns else {}),
     }
 
 
