@@ -40,6 +40,7 @@ Source = bytes | BinaryIO | Path
 BLOCK_BYTES = 256 << 10
 SNIFF_BYTES = 64 << 10
 DISTINCT_SAMPLE = 20_000
+MAX_REREADS = 3
 NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|infinity|nan)$"
 _RAGGED = re.compile(r"Expected \d+ columns, got \d+")
 _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+): invalid value '(.*)'")
@@ -135,17 +136,20 @@ def parse_csv(
     copied straight into the feature matrix as each block arrives and the block is dropped, so
     memory stays about the matrix itself, and the limits stop a file as soon as it crosses them.
     Which columns hold strings is sniffed from the first block; a column that turns out to hold
-    a string further down is read again as text (one more pass per such column)."""
+    a string further down makes the file read again with it as text. After MAX_REREADS such
+    passes every column is read as text and typed once read (a file crafted with a string at
+    the end of each of its columns costs a few passes, not one per column)."""
     names = _header(source)
     target = _target_name(names, target)
     features = [n for n in names if n != target]
     limits.check(0, len(features), 0)
     strings = _sniffed_strings(source, names, target)
-    while True:
+    for _ in range(MAX_REREADS):
         try:
             return _read_csv(source, names, target, features, strings, task, limits)
         except _TurnsText as e:
             strings.add(e.column)
+    return _read_csv(source, names, target, features, set(features), task, limits, typed_after=True)
 
 
 class _TurnsText(Exception):
@@ -183,6 +187,8 @@ def _read_csv(
     strings: set[str],
     task: Task | None,
     limits: Limits,
+    *,
+    typed_after: bool = False,
 ) -> ParsedDataset:
     types = {n: pa.string() if n in strings else pa.float32() for n in features} | {target: pa.string()}
     numbers = [(j, names.index(n)) for j, n in enumerate(features) if n not in strings]
@@ -225,6 +231,15 @@ def _read_csv(
     # so they go back to the system now instead of staying in its RSS
     pa.default_memory_pool().release_unused()
     text = {j: pa.chunked_array(c, pa.string()) for j, c in chunks.items()}
+    if typed_after:  # every column was read as text: those that are all numbers (or gaps) are numbers
+        for j in list(text):
+            try:
+                values = pc.cast(pc.utf8_trim_whitespace(text[j]), pa.float32())
+            except pa.ArrowInvalid:
+                continue
+            X[:, j] = values.to_numpy()
+            missing[j] = int(np.isnan(X[:, j]).sum())
+            del text[j]
     target_column = pa.chunked_array(labels, pa.string())
     return _with_columns(X, features, missing, text, target_column, target, task, "line", 2)
 

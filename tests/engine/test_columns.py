@@ -226,3 +226,14 @@ def test_hostile_names_and_values_stay_bounded() -> None:
     assert big["vocab"] == ["short"] and big["type"] == "categorical" and data.X[1, 0] == -1
     assert all(len(c["vocab"]) == fc.MAX_TOTAL_VOCAB // 100 for c in rest)
     assert sum(len(c["vocab"]) for c in data.columns or []) <= fc.MAX_TOTAL_VOCAB
+
+
+def test_a_file_with_a_string_at_the_end_of_every_column_costs_a_few_passes() -> None:
+    rows = [",".join([*(f"{i % 5}" for _ in range(8)), "NA", str(i % 2)]) for i in range(20_000)]
+    rows.append(",".join([*(f"s{k}" for k in range(6)), "7", "", "NA", "1"]))
+    header = ",".join([*(f"c{k}" for k in range(9)), "y"])
+    data = parse_csv((header + "\n" + "\n".join(rows) + "\n").encode(), "y", **LIMITS)
+    sources = [c["source"] for c in data.columns or []]
+    assert sources == ["string"] * 6 + ["number"] * 3
+    assert [c["missing"] for c in data.columns or []][6:] == [0, 1, 20_001]
+    assert data.X[-1, 6] == 7 and np.isnan(data.X[-1, 7])
