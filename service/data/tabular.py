@@ -6,6 +6,10 @@ converted straight to float32 and copied into the feature matrix as each block a
 rows and bytes limits stop a file as soon as it crosses them and memory stays about the size of
 the matrix. The target column is read as text and then typed as a whole (int64, else
 float64, else strings), so that labels keep their identity (see service.data.parsed).
+
+Arrow arrays become numpy through their buffers (`_numpy`, `_arrow`), never through pyarrow's
+`to_numpy`, `pa.array` or `pa.scalar`: those import pandas, which the API otherwise never loads
+(0.2 to 0.4 s of the first upload's read, as long as reading the file itself).
 """
 
 from __future__ import annotations
@@ -210,11 +214,10 @@ def _read_csv(
             block = matrix.extend(batch.num_rows)
             for j, i in numbers:
                 column = batch.column(i)
-                if column.null_count:  # gaps: NaN in the matrix, imputed when a job fits its columns
-                    missing[j] += column.null_count
-                    block[:, j] = column.to_numpy(zero_copy_only=False)
-                else:  # float32 without nulls: a view of arrow's buffer, copied once into X
-                    block[:, j] = column.to_numpy()
+                # a view of arrow's buffer, copied once into X; gaps: NaN in the matrix, imputed
+                # when a job fits its columns
+                missing[j] += column.null_count
+                block[:, j] = _numpy(column)
             for j, i in texts.items():
                 chunks[j].append(batch.column(i))
             labels.append(batch.column(t_index))
@@ -237,7 +240,7 @@ def _read_csv(
                 values = pc.cast(pc.utf8_trim_whitespace(text[j]), pa.float32())
             except pa.ArrowInvalid:
                 continue
-            X[:, j] = values.to_numpy()
+            X[:, j] = _numpy(values)
             missing[j] = int(np.isnan(X[:, j]).sum())
             del text[j]
     target_column = pa.chunked_array(labels, pa.string())
@@ -291,18 +294,18 @@ def _encode_strings(X: np.ndarray, j: int, name: str, column: pa.ChunkedArray, c
     """A string column's values as codes into its vocab (its `cap` most frequent values of at
     most MAX_CATEGORY_CHARS characters), -1 beyond it, NaN for a gap (null, or only whitespace)."""
     trimmed = pc.utf8_trim_whitespace(column)
-    trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
-    counts = pc.value_counts(trimmed.drop_null())
-    values, freq = counts.field("values"), counts.field("counts").to_numpy()
-    short = pc.less_equal(pc.utf8_length(values), MAX_CATEGORY_CHARS).to_numpy(zero_copy_only=False)
+    gap = _numpy(pc.is_null(trimmed)) | (_numpy(pc.binary_length(trimmed)) == 0)  # null: NaN, not 0
+    counts = pc.value_counts(pc.filter(trimmed, _arrow(~gap)))
+    values, freq = counts.field("values"), _numpy(counts.field("counts"))
+    short = _numpy(pc.utf8_length(values)) <= MAX_CATEGORY_CHARS
     kept = np.flatnonzero(short)
     order = kept[np.lexsort((kept, -freq[kept]))][:cap]
-    vocab = values.take(pa.array(order, pa.int64()))
-    codes = pc.index_in(trimmed, value_set=vocab)
-    out = codes.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls: NaN
-    out[np.isnan(out) & ~pc.is_null(trimmed).to_numpy(zero_copy_only=False)] = -1.0
-    X[:, j] = out
-    missing = trimmed.null_count
+    vocab = values.take(_arrow(order.astype(np.int64)))
+    codes = _numpy(pc.index_in(trimmed, value_set=vocab)).astype(np.float32)  # not in the vocab: NaN
+    codes[gap] = np.nan
+    codes[np.isnan(codes) & ~gap] = -1.0
+    X[:, j] = codes
+    missing = int(gap.sum())
     words = vocab.to_pylist()
     mean_length = float(np.mean([len(w) for w in words])) if words else 0.0
     return ColumnSummary(name, "string", missing, len(freq), words, mean_length, len(X) - missing)
@@ -321,7 +324,55 @@ def _distinct(v: np.ndarray) -> int:
 
 
 def _count_distinct(v: np.ndarray) -> int:
-    return int(pc.count_distinct(pa.array(v, from_pandas=True)).as_py())  # a hash count in C++
+    present = v[~np.isnan(v)]  # a copy, contiguous; arrow counts NaN as a value
+    return int(pc.count_distinct(_arrow(present)).as_py())  # a hash count in C++
+
+
+_DTYPES: dict[pa.DataType, type] = {
+    pa.float32(): np.float32,
+    pa.float64(): np.float64,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+}
+
+
+def _numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A number or boolean arrow array as numpy, from its buffers (a view when it has no nulls).
+    A null is NaN (an integer array with nulls becomes float64, as pyarrow's to_numpy gives it),
+    False in a boolean array."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    n, offset = len(array), array.offset
+    buffers = array.buffers()
+    if pa.types.is_boolean(array.type):
+        values = _bits(buffers[1], offset, n)
+        return values & _bits(buffers[0], offset, n) if array.null_count else values
+    dtype = np.dtype(_DTYPES[array.type])
+    if n == 0:
+        return np.empty(0, dtype)
+    values = np.frombuffer(buffers[1], dtype, count=n, offset=offset * dtype.itemsize)
+    if not array.null_count:
+        return values
+    values = values.astype(np.float64 if dtype.kind in "iu" else dtype)
+    values[~_bits(buffers[0], offset, n)] = np.nan
+    return values
+
+
+def _bits(buffer: pa.Buffer | None, offset: int, n: int) -> np.ndarray:
+    if buffer is None:
+        return np.ones(n, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + n, bitorder="little")
+    return bits[offset:].view(bool)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A 1-D numpy array (float, int64 or bool) as an arrow array without nulls."""
+    if values.dtype == bool:
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    values = np.ascontiguousarray(values)
+    kind = {np.dtype(t): a for a, t in _DTYPES.items()}[values.dtype]
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
 
 
 def _size(source: Source) -> int:
@@ -406,7 +457,7 @@ def parse_parquet(
         if _text(column.type):
             text[j] = column.cast(pa.string())
             continue
-        X[:, j] = column.cast(pa.float32()).to_numpy()  # nulls: NaN, a gap like a NaN itself
+        X[:, j] = _numpy(column.cast(pa.float32()))  # nulls: NaN, a gap like a NaN itself
         missing[j] = int(np.isnan(X[:, j]).sum())
     return _with_columns(X, features, missing, text, table.column(target), target, task, "row", 1)
 
@@ -432,10 +483,10 @@ def _typed(column: pa.ChunkedArray) -> np.ndarray:
         text = pc.utf8_trim_whitespace(column)
         for numeric in (pa.int64(), pa.float64()):
             try:
-                return np.asarray(text.cast(numeric).to_numpy())
+                return np.array(_numpy(text.cast(numeric)))  # a copy: the view is read-only
             except pa.ArrowInvalid:
                 continue
-        return np.asarray(text.to_numpy(zero_copy_only=False)).astype(str)
+        return np.array(text.to_pylist(), dtype=str)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
         return np.asarray(column.to_numpy())
     raise DataError(f"the target column is {t}: numbers, booleans or strings are needed")
