@@ -292,23 +292,46 @@ def _with_columns(
 
 def _encode_strings(X: np.ndarray, j: int, name: str, column: pa.ChunkedArray, cap: int) -> ColumnSummary:
     """A string column's values as codes into its vocab (its `cap` most frequent values of at
-    most MAX_CATEGORY_CHARS characters), -1 beyond it, NaN for a gap (null, or only whitespace)."""
-    trimmed = pc.utf8_trim_whitespace(column)
-    gap = _numpy(pc.is_null(trimmed)) | (_numpy(pc.binary_length(trimmed)) == 0)  # null: NaN, not 0
-    counts = pc.value_counts(pc.filter(trimmed, _arrow(~gap)))
-    values, freq = counts.field("values"), _numpy(counts.field("counts"))
+    most MAX_CATEGORY_CHARS characters), -1 beyond it, NaN for a gap (null, or only whitespace).
+
+    Through the column's dictionary (its distinct raw values, in order of first appearance): one
+    hash pass over the rows, then trimming, counting and matching work on the distinct values
+    and one numpy take maps every row (trimming, counting and matching every row took 20 ms a
+    column of 190,000 rows; values are counted and tie-broken by first appearance as before)."""
+    encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    indices, raw = encoded.indices, encoded.dictionary
+    n, k = len(indices), len(raw)
+    # the unique trimmed values (" a" and "a" are one), in order of first appearance
+    unified = pc.dictionary_encode(pc.utf8_trim_whitespace(raw))
+    uniques = unified.dictionary
+    u = len(uniques)
+    # a null row points at a sentinel past the last value: a gap, like an empty value
+    to_unique = np.append(_numpy(unified.indices), u) if k else np.array([u], np.int32)
+    empty = np.append(_numpy(pc.binary_length(uniques)) == 0, True) if u else np.array([True])
+    if n and k:
+        buffers = indices.buffers()
+        rows = np.frombuffer(buffers[1], np.int32, count=n, offset=indices.offset * 4)
+        if indices.null_count:
+            rows = np.where(_bits(buffers[0], indices.offset, n), rows, k)
+    else:
+        rows = np.full(n, k, np.int32)
+    row_unique = to_unique[rows]
+    gap = empty[row_unique]
+    present = np.flatnonzero(~empty[:u])
+    values = uniques.take(_arrow(present.astype(np.int64)))
+    freq = np.bincount(row_unique, minlength=u + 1)[present]
     short = _numpy(pc.utf8_length(values)) <= MAX_CATEGORY_CHARS
     kept = np.flatnonzero(short)
     order = kept[np.lexsort((kept, -freq[kept]))][:cap]
     vocab = values.take(_arrow(order.astype(np.int64)))
-    codes = _numpy(pc.index_in(trimmed, value_set=vocab)).astype(np.float32)  # not in the vocab: NaN
-    codes[gap] = np.nan
-    codes[np.isnan(codes) & ~gap] = -1.0
-    X[:, j] = codes
+    place = np.full(u + 1, -1.0, np.float32)  # each unique value's code: -1 beyond the vocab
+    place[present[order]] = np.arange(len(order), dtype=np.float32)
+    place[empty] = np.nan
+    X[:, j] = place[row_unique]
     missing = int(gap.sum())
     words = vocab.to_pylist()
     mean_length = float(np.mean([len(w) for w in words])) if words else 0.0
-    return ColumnSummary(name, "string", missing, len(freq), words, mean_length, len(X) - missing)
+    return ColumnSummary(name, "string", missing, len(present), words, mean_length, len(X) - missing)
 
 
 def _distinct(v: np.ndarray) -> int:
