@@ -381,6 +381,9 @@ def encode_rows(fitted: dict[str, Any], rows: list[Any]) -> np.ndarray:
             table.append(list(row))
         else:
             raise RowError(f"row {i}: a list of values or an object keyed by column name is needed")
+    fast = _numeric_rows(columns, table)
+    if fast is not None:
+        return fast
     parts: list[np.ndarray] = []
     for j, c in enumerate(columns):
         if c["type"] == "drop":
@@ -412,6 +415,38 @@ def encode_rows(fitted: dict[str, Any], rows: list[Any]) -> np.ndarray:
     if not parts:
         return np.zeros((len(rows), 0), np.float32)
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _numeric_rows(columns: list[dict[str, Any]], table: list[list[Any]]) -> np.ndarray | None:
+    """encode_rows for the common case, all columns numbers and every value a number (what
+    numpy and pandas send, 784 pixels a row): one array conversion instead of a Python step
+    per value. None where a value is anything else (nulls, strings): the general path."""
+    if not table or any(c["type"] not in ("numeric", "drop") for c in columns):
+        return None
+    try:
+        values = np.asarray(table)
+    except ValueError:  # ragged
+        return None
+    if values.ndim != 2 or values.dtype.kind not in "iuf":
+        return None
+    values = values.astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise RowError(
+            f"row {i}, column {columns[j]['name']!r}: {str(values[i, j])[:50]!r} is not a finite number"
+        )
+    # each kept column, then a zero missing-indicator where the column has one (no value is missing)
+    order: list[int] = []
+    for j, c in enumerate(columns):
+        if c["type"] != "drop":
+            order.append(j)
+            if c["indicator"]:
+                order.append(-1)
+    out = np.zeros((len(table), len(order)), np.float32)
+    kept = [k for k, j in enumerate(order) if j >= 0]
+    out[:, kept] = values[:, [j for j in order if j >= 0]]
+    return out
 
 
 def _cell(x: Any, c: dict[str, Any]) -> Any:

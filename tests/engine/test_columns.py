@@ -237,3 +237,22 @@ def test_a_file_with_a_string_at_the_end_of_every_column_costs_a_few_passes() ->
     assert sources == ["string"] * 6 + ["number"] * 3
     assert [c["missing"] for c in data.columns or []][6:] == [0, 1, 20_001]
     assert data.X[-1, 6] == 7 and np.isnan(data.X[-1, 7])
+
+
+def test_rows_of_numbers_take_the_array_path_and_encode_as_the_general_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fitted = {
+        "columns": [
+            {"name": f"p{i}", "type": "drop" if i == 3 else "numeric", "fill": 0.5, "indicator": i % 2 == 0}
+            for i in range(12)
+        ]
+    }
+    rows = np.random.default_rng(0).integers(0, 255, (50, 12)).tolist()
+    fast = fc._numeric_rows(fitted["columns"], rows)
+    assert fast is not None and fast.dtype == np.float32
+    assert fc._numeric_rows(fitted["columns"], [[None] * 12]) is None  # a gap: the general path
+    with pytest.raises(fc.RowError, match="row 1, column 'p5'"):
+        fc.encode_rows(fitted, [[1.0] * 12, [1.0] * 5 + [float("inf")] + [1.0] * 6])
+    monkeypatch.setattr(fc, "_numeric_rows", lambda *_: None)
+    assert np.array_equal(fast, fc.encode_rows(fitted, rows))
