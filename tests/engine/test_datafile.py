@@ -180,6 +180,28 @@ def test_csv_byte_limit_is_checked_while_reading() -> None:
         parse_csv(csv_bytes("a,b,y", good_rows(100)), None, **LIMITS, max_bytes=100)
 
 
+def test_csv_read_whole_or_streamed_gives_the_same_dataset() -> None:
+    """A file whose worst case fits the byte limit is read whole (its blocks decoded in
+    parallel); a larger one streams block by block. Both give the same dataset, a column that
+    turns to strings far down (a re-read) included."""
+    from service.data.parsed import Limits
+    from service.data.tabular import _fits_whole
+
+    rows = [
+        f"{i * 0.25 if i % 7 else ''},{' x ' if i % 3 else 'NA'},{'late' if i == 9_000 else i % 5},{'ab'[i % 2]}"
+        for i in range(9_001)
+    ]
+    raw = csv_bytes("a,s,t,y", rows)
+    exact = 9_001 * 3 * 4  # what the matrix takes: within the limit, but not the worst case
+    assert _fits_whole(len(raw), 4, 3, Limits(10**6, 100))
+    assert not _fits_whole(len(raw), 4, 3, Limits(10**6, 100, exact))
+    whole = parse_csv(raw, None, max_rows=10**6, max_columns=100)
+    streamed = parse_csv(raw, None, max_rows=10**6, max_columns=100, max_bytes=exact)
+    assert np.array_equal(whole.X, streamed.X, equal_nan=True) and whole.sha256() == streamed.sha256()
+    assert whole.columns == streamed.columns and np.array_equal(whole.y, streamed.y)
+    assert [c["source"] for c in whole.columns or []] == ["number", "string", "string"]
+
+
 def parquet_bytes(**columns: object) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
