@@ -37,6 +37,13 @@ class DataShape:
     n_outputs: int  # classes for classification, 1 for regression
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) where the data are images
     n_samples: int | None = None
+    # (T, F) where each sample is a sequence of T steps of F values: frames of an NPZ whose X is
+    # N×T×F, or text as T token ids (F = 1) when vocab_size is set. Sequence models read it;
+    # n_features stays T·F so that row models and the memory estimates see the flat size.
+    sequence: tuple[int, int] | None = None
+    # Text: the vocabulary size V (ids 0..V-1, 0 the padding id) of token-id sequences, which
+    # sequence models take through an nn.Embedding; None for frames and every other data.
+    vocab_size: int | None = None
 
     @classmethod
     def of(
