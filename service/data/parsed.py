@@ -113,7 +113,7 @@ class ParsedDataset:
         h = hashlib.sha256()
         for arr in (self.X, self.y):
             h.update(str(arr.shape).encode())
-            h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))  # its bytes, not a copy
+            h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)  # its bytes, not a copy
         return h.hexdigest()
 
 
