@@ -6,7 +6,9 @@ service.data.npzfile (NPZ, checked from its headers first); the labels' rules in
 canonical file is an NPZ with `X` (float32, 2-D, or 4-D (N, C, H, W) images), `y` (int64 class
 indices, or float32 targets), `task` and `classes` (the original labels, with their type), and
 for a CSV or Parquet file `columns` (JSON text: the column summary of service.data.columns; X
-then holds the raw columns, gaps and string codes, encoded by each job on its train split).
+then holds the raw columns, gaps and string codes, encoded by each job on its train split) and,
+for each string column j, `text_j` and `text_j_offsets` (its raw values as UTF-8 bytes and their
+offsets: what a text column's tokenizer reads; ParsedDataset.texts).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def save_canonical(data: ParsedDataset, path: Path) -> None:
     arrays: dict[str, Any] = {"X": data.X, "y": data.y, "task": np.array(data.task), "classes": classes}
     if data.columns is not None:
         arrays["columns"] = np.array(json.dumps(data.columns))
+    for j, (text, offsets) in (data.texts or {}).items():
+        arrays[f"text_{j}"], arrays[f"text_{j}_offsets"] = text, offsets
     np.savez(tmp, **arrays)
     tmp.replace(path)  # atomic: a worker never reads half a file
 
@@ -139,4 +143,9 @@ def load_canonical(path: Path) -> ParsedDataset:
     with np.load(path, allow_pickle=False) as npz:
         task: Task = "classification" if str(npz["task"]) == "classification" else "regression"
         columns = json.loads(str(npz["columns"])) if "columns" in npz.files else None
-        return ParsedDataset(npz["X"], npz["y"], task, npz["classes"], columns)
+        texts = {
+            int(k[5:]): (npz[k], npz[f"{k}_offsets"])
+            for k in npz.files
+            if k.startswith("text_") and k[5:].isdigit() and f"{k}_offsets" in npz.files
+        }
+        return ParsedDataset(npz["X"], npz["y"], task, npz["classes"], columns, texts=texts or None)

@@ -8,6 +8,7 @@ numpy only. Class labels keep their identity and their type: integer labels stay
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,6 +70,19 @@ class ParsedDataset:
     # a job encodes with the preprocessing it fits on its train split. None: X is the features.
     columns: list[dict[str, Any]] | None = None
     target_name: str | None = None  # a CSV's or Parquet file's target column
+    # The raw values of each string column (by its index among the feature columns), for a text
+    # column's tokenizer: (`data`, uint8, the values' UTF-8 bytes one after another; `offsets`,
+    # int64, N+1: value i is data[offsets[i]:offsets[i+1]], a gap is empty). Plain arrays, so the
+    # canonical NPZ holds them without a pickle; None where the file had no string column.
+    texts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def text_values(self, j: int) -> list[str]:
+        """Feature column j's raw values as strings (a gap is ""); DataError where not kept."""
+        if not self.texts or j not in self.texts:
+            raise DataError("this dataset keeps no text for that column: upload it again to use it as text")
+        data, offsets = self.texts[j]
+        raw, bounds = data.tobytes(), offsets.tolist()
+        return [raw[a:b].decode("utf-8", "replace") for a, b in itertools.pairwise(bounds)]
 
     @property
     def n_samples(self) -> int:

@@ -46,6 +46,10 @@ BLOCK_BYTES = 256 << 10
 # A file read whole (see _fits_whole) is cut in blocks of this size, decoded by pyarrow's threads.
 WHOLE_BLOCK_BYTES = 1 << 20
 SNIFF_BYTES = 64 << 10
+# The raw strings kept with a dataset for its text columns (ParsedDataset.texts), all string
+# columns together: a column that would cross it is not kept (and cannot be used as text). The
+# file's own size bounds them already; this bounds the canonical copy of a huge one.
+MAX_TEXT_BYTES = 256 << 20
 DISTINCT_SAMPLE = 20_000
 MAX_REREADS = 3
 NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|infinity|nan)$"
@@ -301,9 +305,15 @@ def _with_columns(
     # the vocabularies kept with the dataset (its row, its canonical file) stay bounded however
     # many string columns a file has
     vocab_cap = max(AUTO_CATEGORIES, min(MAX_VOCAB, MAX_TOTAL_VOCAB // max(1, len(text))))
+    texts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    kept_bytes = 0
     for j, name in enumerate(features):
         if j in text:
             summary.append(_encode_strings(X, j, name, text[j], vocab_cap).to_dict())
+            raw = _raw_strings(text[j])
+            if kept_bytes + raw[0].nbytes <= MAX_TEXT_BYTES:  # beyond: not usable as text
+                texts[j] = raw
+                kept_bytes += raw[0].nbytes
             continue
         v = X[:, j]
         if infinite and np.isinf(v).any():
@@ -322,7 +332,31 @@ def _with_columns(
         raise DataError("; ".join(problems))
     data = finish(X, _typed(target_column), task, f"target column {target!r}", columns=summary)
     data.target_name = target
+    data.texts = texts or None
     return data
+
+
+def _raw_strings(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A string column's raw values as (UTF-8 bytes one after another, N+1 offsets), a gap as an
+    empty value: what a text column's tokenizer reads (ParsedDataset.texts). Through the
+    array's buffers (pc.fill_null with a Python "" would import pandas, see the module's note)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = array.cast(pa.large_string())  # 64-bit offsets, whatever the column's size
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, np.uint8), np.zeros(1, np.int64)
+    buffers = array.buffers()
+    offsets = np.frombuffer(buffers[1], np.int64, count=n + 1, offset=array.offset * 8)
+    data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    data = data[offsets[0] : offsets[-1]]
+    lengths = np.diff(offsets)
+    if array.null_count:  # a null slot's bytes are whatever the writer left: dropped
+        valid = _bits(buffers[0], array.offset, n)
+        data = data[np.repeat(valid, lengths)]
+        lengths = np.where(valid, lengths, 0)
+    kept = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=kept[1:])
+    return np.array(data), kept  # a copy: the canonical file owns its arrays
 
 
 def _encode_strings(X: np.ndarray, j: int, name: str, column: pa.ChunkedArray, cap: int) -> ColumnSummary:

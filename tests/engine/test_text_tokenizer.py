@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from service.data import datafile
+from service.data.parsed import DataError
 from worker.training import text
 from worker.training.text import PAD_ID, UNK_ID, TextEncoder, TextError
 
@@ -101,3 +107,23 @@ def test_a_kept_tokenizer_whose_specials_moved_is_refused() -> None:
     vocab["[PAD]"], vocab["great"] = vocab["great"], vocab["[PAD]"]
     with pytest.raises(TextError, match="PAD"):
         TextEncoder.from_dict({**d, "tokenizer": json.dumps(tok)})
+
+
+def test_the_canonical_file_keeps_each_string_columns_raw_values(tmp_path: Path) -> None:
+    rows = ["Great movie!", "", '"bad, very bad"', "NA", "été"] * 4
+    csv = "review,n,label\n" + "".join(f"{r},{i},{i % 2}\n" for i, r in enumerate(rows))
+    data = datafile.parse_csv(csv.encode(), "label", max_rows=100, max_columns=10)
+    expected = ["Great movie!", "", "bad, very bad", "", "été"] * 4  # gaps are empty
+    assert data.text_values(0) == expected
+    with pytest.raises(DataError, match="no text"):
+        data.text_values(1)  # a number column
+    datafile.save_canonical(data, tmp_path / "d.npz")
+    with np.load(tmp_path / "d.npz", allow_pickle=False) as npz:
+        assert npz["text_0"].dtype == np.uint8 and npz["text_0_offsets"].dtype == np.int64
+    assert datafile.load_canonical(tmp_path / "d.npz").text_values(0) == expected
+
+    table = pa.table({"review": ["a b", None, "c"] * 4, "label": [0, 1, 0] * 4})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    parquet = datafile.parse_parquet(buf.getvalue(), "label", max_rows=100, max_columns=10)
+    assert parquet.text_values(0) == ["a b", "", "c"] * 4
