@@ -77,7 +77,7 @@ def test_minimal_spec_fills_every_default() -> None:
             {"model": {"type": "sequential", "layers": [{"type": "conv3d"}, {"type": "linear"}]}},
             ("model", "layers", 0),
         ),
-        ({"model": {"type": "transformer"}}, ("model",)),
+        ({"model": {"type": "mamba"}}, ("model",)),
         ({"dataset": {"name": "mnist"}}, ("dataset", "name")),
         ({"dataset": {"id": "../etc/passwd"}}, ("dataset", "id")),
         ({"split": {"validation": 0.5, "test": 0.45}}, ("split",)),

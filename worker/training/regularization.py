@@ -82,13 +82,34 @@ class Penalty:
                 p.copy_(torch.nn.functional.softshrink(p, lr * self.l1))
 
 
+def max_norm_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every weight tensor max-norm caps, each by its rows (dim 0), one row a unit's incoming
+    weights: Linear weights (attention's out-projection among them), Conv1d/Conv2d kernels (one
+    output channel's), Embedding tables (one token's vector, or one position's), recurrent
+    weight_ih and weight_hh of GRU/LSTM layers and cells (one gate unit's weights from the input
+    and from the state), and attention's in-projection (one query, key or value unit's)."""
+    found: list[torch.Tensor] = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding):
+            found.append(m.weight)
+        elif isinstance(m, nn.RNNBase | nn.RNNCellBase):
+            found += [p for name, p in m.named_parameters(recurse=False) if name.startswith("weight_")]
+        elif isinstance(m, nn.MultiheadAttention):
+            found += [
+                p
+                for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+                if (p := getattr(m, name, None)) is not None
+            ]
+    return found
+
+
 @torch.no_grad()
 def apply_max_norm(model: nn.Module, c: float) -> None:
-    """Scale each unit's incoming weight vector (a row of a Linear weight, a kernel of a Conv's
-    output channel) down to norm ≤ c."""
-    for m in model.modules():
-        if isinstance(m, nn.Linear | nn.Conv2d):
-            m.weight.copy_(torch.renorm(m.weight, p=2, dim=0, maxnorm=c))
+    """Scale each unit's incoming weight vector (a row of max_norm_tensors' tensors: a row of a
+    Linear weight, a kernel of a Conv's output channel, an embedding's row, a gate unit's row of
+    a recurrent or attention projection) down to norm ≤ c."""
+    for w in max_norm_tensors(model):
+        w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=c))
 
 
 @torch.no_grad()
