@@ -8,9 +8,12 @@ walked here, and a test holds the two to the same parameter count.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from service.contract.errors import SpecError
 from service.contract.spec import (
@@ -126,11 +129,16 @@ def _mlp_tail(
 
 @dataclass(frozen=True)
 class ModelType:
-    """What the planner, the data loader and the stacker need to know of one model type."""
+    """What the API, the planner, the data loader, the stacker and the engine need to know of
+    one model type: its config class (validation, OpenAPI), its planner (parameters, memory),
+    and, for a type whose module is not a stack of planned layers, the dotted path of the
+    factory that builds its nn.Module (resolved in workers only)."""
 
+    spec: type[BaseModel]
     plan: Callable[[Any, DataShape], list[LayerPlan]]
     wants_images: Callable[[Any], bool]  # does it take (C, H, W) samples rather than flat rows
     not_stackable: Callable[[Any], str | None]  # why its trials train one by one (None: they stack)
+    factory: str | None = None  # "package.module:function(config, shape) -> nn.Module"
 
 
 MODEL_TYPES: dict[str, ModelType] = {}
@@ -139,43 +147,69 @@ MODEL_TYPES: dict[str, ModelType] = {}
 def model_type(
     name: str,
     *,
+    spec: type[BaseModel] | None = None,
     wants_images: Callable[[Any], bool] = lambda _: False,
-    not_stackable: Callable[[Any], str | None] = lambda _: None,
+    not_stackable: Callable[[Any], str | None] | None = None,
+    factory: str | None = None,
 ) -> Callable[[Callable[[Any, DataShape], list[LayerPlan]]], Callable[[Any, DataShape], list[LayerPlan]]]:
-    """Register the decorated planner for specs whose model `type` is `name` (as timm
-    registers models): a new model type is one function here and its spec class."""
+    """Register the decorated planner and `spec` for models whose `type` is `name` (as timm
+    registers models): the one way a model type enters, built-in or plugin
+    (service.contract.model_plugins). `spec` defaults to the planner's first parameter's
+    annotation. A type built by its own factory trains trial by trial unless it says
+    otherwise: the stacked trainer stacks planned layers only."""
+    if not_stackable is None:
+        not_stackable = (lambda _: f"{name} models train trial by trial") if factory else (lambda _: None)
+    why_not_stacked = not_stackable
 
     def register(
         plan: Callable[[Any, DataShape], list[LayerPlan]],
     ) -> Callable[[Any, DataShape], list[LayerPlan]]:
-        MODEL_TYPES[name] = ModelType(plan, wants_images, not_stackable)
+        config = spec or next(iter(typing.get_type_hints(plan).values()))
+        MODEL_TYPES[name] = ModelType(config, plan, wants_images, why_not_stacked, factory)
         return plan
 
     return register
 
 
+def model_type_of(name: str) -> ModelType:
+    """The registered type `name` (loading the built-ins and plugins on first use)."""
+    from service.contract.model_plugins import load_model_types
+
+    load_model_types()
+    return MODEL_TYPES[name]
+
+
 def plan_model(spec: JobSpec, shape: DataShape) -> list[LayerPlan]:
     """The layers of the spec's model on data of this shape; SpecError if it cannot be built."""
-    return MODEL_TYPES[spec.model.type].plan(spec.model, shape)
+    return model_type_of(spec.model.type).plan(spec.model, shape)
 
 
 def wants_images(spec: JobSpec) -> bool:
     """Does the spec's model take image-shaped samples (the loader keeps (C, H, W))?"""
-    return MODEL_TYPES[spec.model.type].wants_images(spec.model)
+    return model_type_of(spec.model.type).wants_images(spec.model)
 
 
 def _is_spatial(m: SequentialSpec) -> bool:
     return any(isinstance(layer, Conv2dLayer | MaxPool2dLayer) for layer in m.layers)
 
 
-@model_type("mlp", not_stackable=lambda m: "batch_norm models train trial by trial" if m.batch_norm else None)
+@model_type(
+    "mlp",
+    spec=MLPSpec,
+    not_stackable=lambda m: "batch_norm models train trial by trial" if m.batch_norm else None,
+)
 def _plan_mlp(m: MLPSpec, shape: DataShape) -> list[LayerPlan]:
     layers: list[LayerPlan] = []
     _mlp_tail(layers, shape.n_features, m.hidden, m.activation, m.dropout, m.batch_norm, shape.n_outputs)
     return layers
 
 
-@model_type("cnn", wants_images=lambda _: True, not_stackable=lambda _: "cnn models train trial by trial")
+@model_type(
+    "cnn",
+    spec=CNNSpec,
+    wants_images=lambda _: True,
+    not_stackable=lambda _: "cnn models train trial by trial",
+)
 def _plan_cnn(m: CNNSpec, shape: DataShape) -> list[LayerPlan]:
     if shape.image_shape is None:
         raise SpecError(("model", "type"), "a cnn needs image data (such as digits); this dataset is tabular")
@@ -203,7 +237,10 @@ def _plan_cnn(m: CNNSpec, shape: DataShape) -> list[LayerPlan]:
 
 
 @model_type(
-    "sequential", wants_images=_is_spatial, not_stackable=lambda _: "sequential models train trial by trial"
+    "sequential",
+    spec=SequentialSpec,
+    wants_images=_is_spatial,
+    not_stackable=lambda _: "sequential models train trial by trial",
 )
 def _plan_sequential(m: SequentialSpec, shape: DataShape) -> list[LayerPlan]:
     spatial = _is_spatial(m)

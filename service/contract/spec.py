@@ -8,11 +8,24 @@ fields are refused, so a misspelt option never silently falls back to its defaul
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Tag,
+    create_model,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536
@@ -226,7 +239,14 @@ Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Dropout = Annotated[float, Field(ge=0, lt=1)]
 
 
-class MLPSpec(Strict):
+class ModelConfig(Strict):
+    """Base of every model type's config (built-in or plugin): `type` names its registered
+    entry in service.contract.architecture.MODEL_TYPES."""
+
+    type: str
+
+
+class MLPSpec(ModelConfig):
     """Fully connected network: Linear → [BatchNorm] → activation → [Dropout] per hidden layer."""
 
     type: Literal["mlp"]
@@ -236,7 +256,7 @@ class MLPSpec(Strict):
     batch_norm: bool = False
 
 
-class CNNSpec(Strict):
+class CNNSpec(ModelConfig):
     """Conv blocks (Conv2d → [BatchNorm2d] → activation → MaxPool2d(2) → [Dropout2d]) then an MLP head."""
 
     type: Literal["cnn"]
@@ -298,7 +318,7 @@ LayerSpec = Annotated[
 ]
 
 
-class SequentialSpec(Strict):
+class SequentialSpec(ModelConfig):
     """An explicit list of layers; input and output sizes come from the data."""
 
     type: Literal["sequential"]
@@ -318,7 +338,52 @@ class SequentialSpec(Strict):
         return self
 
 
-ModelSpec = Annotated[MLPSpec | CNNSpec | SequentialSpec, Field(discriminator="type")]
+class _RegisteredModel:
+    """A `model` validated against the model types registered when it is validated, not when
+    this module was imported: built-in types and plugins (service.contract.model_plugins) enter
+    through the one registry, and the OpenAPI schema lists whatever it holds when generated."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _validate_model,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda m, info: m.model_dump(mode=info.mode), info_arg=True
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        choices: dict[Any, CoreSchema] = {n: c.__pydantic_core_schema__ for n, c in _model_specs().items()}
+        return handler(core_schema.tagged_union_schema(choices, discriminator="type"))
+
+
+def _model_specs() -> dict[str, type[BaseModel]]:
+    from service.contract.model_plugins import model_specs  # the registry's module imports this one
+
+    return model_specs()
+
+
+@functools.cache
+def _known_types(names: tuple[str, ...]) -> type[BaseModel]:
+    return create_model("KnownModelType", type=(Literal[names], ...))  # type: ignore[arg-type]
+
+
+def _validate_model(value: Any) -> BaseModel:
+    specs = _model_specs()
+    if isinstance(value, BaseModel) and specs.get(str(getattr(value, "type", ""))) is type(value):
+        return value
+    tag = value.get("type") if isinstance(value, dict) else None
+    if isinstance(tag, str) and tag in specs:
+        return specs[tag].model_validate(value)
+    # Refused at model.type, naming the types this process knows (plugins included).
+    _known_types(tuple(sorted(specs))).model_validate({"type": tag})
+    raise AssertionError("unreachable: the tag is not one of the known types")
+
+
+# Typed as the built-ins so that code narrowing on them type-checks; a plugin's config is a
+# ModelConfig (a Strict model with `type: Literal[name]`) the registry knows.
+ModelSpec = Annotated[MLPSpec | CNNSpec | SequentialSpec | ModelConfig, _RegisteredModel]
 
 
 # --- regularization and optimization -------------------------------------------------------

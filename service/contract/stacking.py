@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from service.contract.architecture import MODEL_TYPES
+from service.contract.architecture import model_type_of
 from service.contract.spec import JobSpec, PlateauScheduler
 
 # What may differ between the trials of one group; everything else must be equal.
@@ -22,7 +22,7 @@ VARYING = (
 
 def not_stackable(spec: JobSpec) -> str | None:
     """Why a trial cannot train in a stacked group (None when it can)."""
-    why = MODEL_TYPES[spec.model.type].not_stackable(spec.model)
+    why = model_type_of(spec.model.type).not_stackable(spec.model)
     if why is not None:
         return why
     if isinstance(spec.optimizer.scheduler, PlateauScheduler):

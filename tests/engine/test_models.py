@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from engine_helpers import make_spec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from torch import nn
 
 from service.contract.architecture import BUILTIN_SHAPES, DataShape, parameter_count, plan_model
 from service.contract.errors import SpecError
+from service.contract.spec import JobSpec
 from worker.training.models import create_model
 
 
@@ -154,23 +156,21 @@ def test_planned_parameter_count_equals_the_built_model(case: tuple[dict[str, An
     assert_no_dropout_after_last_linear(model)
 
 
-def test_every_model_type_the_spec_accepts_has_a_registered_planner() -> None:
+def test_the_spec_accepts_exactly_the_registered_model_types() -> None:
+    """One registry: JobSpec's `model` is validated against MODEL_TYPES (built-ins and plugins),
+    each type's config class says its own name, and anything else is refused at model.type."""
     from typing import get_args
 
-    from pydantic import BaseModel
+    from pydantic import ValidationError
 
     from service.contract.architecture import MODEL_TYPES
-    from service.contract.spec import JobSpec
+    from service.contract.model_plugins import model_specs
 
-    def members(tp: object) -> list[type[BaseModel]]:
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            return [tp]
-        return [m for arg in get_args(tp) for m in members(arg)]
-
-    accepted = {
-        value
-        for cls in members(JobSpec.model_fields["model"].annotation)
-        for value in get_args(cls.model_fields["type"].annotation)
-    }
-    assert accepted == {"mlp", "cnn", "sequential"}
-    assert set(MODEL_TYPES) == accepted
+    specs = model_specs()
+    assert {"mlp", "cnn", "sequential"} <= set(specs) == set(MODEL_TYPES)
+    for name, cls in specs.items():
+        assert get_args(cls.model_fields["type"].annotation) == (name,)
+    with pytest.raises(ValidationError) as e:
+        JobSpec.model_validate({"dataset": {"name": "iris"}, "model": {"type": "gru_of_my_own"}})
+    (err,) = e.value.errors()
+    assert err["loc"] == ("model", "type") and "'mlp'" in err["msg"]

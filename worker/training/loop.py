@@ -33,7 +33,7 @@ from worker.training.data import Prepared
 from worker.training.errors import TrainingError
 from worker.training.evaluation import class_report, confusion_matrix, evaluate
 from worker.training.hostdata import HostBatches, keep_on_host
-from worker.training.models import build
+from worker.training.models import create_model
 from worker.training.optim import create_optimizer, create_scheduler, folds_l2
 from worker.training.regularization import (
     EarlyStopping,
@@ -247,7 +247,7 @@ def _setup(
     # The seed fixes the initialization and dropout masks (global RNG) and the shuffles (own generator).
     torch.manual_seed(tr.seed)
     plan = plan_model(spec, data.shape)
-    model = build(plan).to(device)
+    model = create_model(spec, data.shape).to(device)
     if init_weights is not None:
         model.load_state_dict(init_weights)
     in_scope, out_of_scope = split_parameters(model, reg.apply_to)
