@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "regtrain.models"
 
 # The modules that register the built-in types; a new built-in type's module is listed here.
-BUILTIN_MODULES: tuple[str, ...] = ("service.contract.architecture",)
+BUILTIN_MODULES: tuple[str, ...] = ("service.contract.architecture", "service.contract.sequence_models")
 
 _lock = threading.RLock()
 _loaded: list[str] | None = None

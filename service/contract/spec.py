@@ -338,6 +338,81 @@ class SequentialSpec(ModelConfig):
         return self
 
 
+MAX_POSITIONS = 4096  # the longest sequence (T) a transformer's learned positions may cover
+
+
+class RNNSpec(ModelConfig):
+    """A recurrent classifier/regressor over sequences (frames N×T×F, or text as token ids through
+    an embedding): stacked GRU/LSTM layers, the final state (both directions' when
+    bidirectional, at each sequence's own length) → dropout → a linear output layer."""
+
+    type: Literal["rnn"]
+    cell: Literal["gru", "lstm"] = Field("gru", description="The recurrent cell.")
+    hidden: Width = Field(64, description="Hidden units per direction and layer.")
+    layers: int = Field(1, ge=1, le=8, description="Stacked recurrent layers.")
+    bidirectional: bool = Field(False, description="Read each sequence forward and backward.")
+    embedding_dim: Width = Field(64, description="Text only: the size of each token's embedding.")
+    dropout: Dropout = Field(
+        0.0, description="Dropout between stacked layers and on the final state before the output layer."
+    )
+    embedding_dropout: Dropout = Field(
+        0.0,
+        description="Drops whole input steps (a token's whole embedding, or a whole frame), the same "
+        "mask over their features, scaled by 1/(1-p); training only.",
+    )
+    recurrent_dropout: Dropout = Field(
+        0.0,
+        description="Variational dropout on the recurrent input h(t-1): one mask per sequence and "
+        "layer, shared by all its time steps (Gal & Ghahramani 2016); training only. Above 0 the "
+        "cells are stepped one time step at a time (slower than the fused kernel).",
+    )
+
+
+class TransformerSpec(ModelConfig):
+    """A transformer encoder over sequences: input projection (frames) or embedding (text) plus
+    learned positions → `layers` post-norm encoder layers → mean over each sequence's own steps →
+    a linear output layer. Padding is masked out of attention (key_padding_mask)."""
+
+    type: Literal["transformer"]
+    d_model: Width = Field(64, description="Width of every position's representation.")
+    heads: int = Field(4, ge=1, le=64, description="Attention heads; must divide d_model.")
+    layers: int = Field(2, ge=1, le=24, description="Encoder layers.")
+    feedforward: Width = Field(128, description="Hidden width of each layer's feed-forward block.")
+    dropout: Dropout = Field(0.1, description="Dropout in the feed-forward block and residual paths.")
+    attention_dropout: Dropout = Field(0.0, description="Dropout on the attention weights (softmax output).")
+    max_length: int = Field(
+        512,
+        ge=1,
+        le=MAX_POSITIONS,
+        description="Positions learned; sequences longer than this are refused (attention memory "
+        "grows as T²).",
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerSpec:
+        if self.d_model % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
+        return self
+
+
+class Conv1dSpec(ModelConfig):
+    """Temporal convolutions over sequences: per channel entry Conv1d ('same' padding) → ReLU,
+    then the mean over each sequence's own steps → an MLP head (ReLU, dropout)."""
+
+    type: Literal["conv1d"]
+    channels: list[Width] = Field(default_factory=lambda: [32, 32], min_length=1, max_length=16)
+    kernel_size: int = Field(5, ge=1, le=31, description="Odd sizes keep the length ('same' padding).")
+    hidden: list[Width] = Field(default_factory=lambda: [64], max_length=MAX_LAYERS)
+    embedding_dim: Width = Field(64, description="Text only: the size of each token's embedding.")
+    dropout: Dropout = Field(0.0, description="Dropout after each hidden activation of the head.")
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> Conv1dSpec:
+        if self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd (so that padding keeps every sequence's length)")
+        return self
+
+
 class _RegisteredModel:
     """A `model` validated against the model types registered when it is validated, not when
     this module was imported: built-in types and plugins (service.contract.model_plugins) enter
@@ -383,7 +458,9 @@ def _validate_model(value: Any) -> BaseModel:
 
 # Typed as the built-ins so that code narrowing on them type-checks; a plugin's config is a
 # ModelConfig (a Strict model with `type: Literal[name]`) the registry knows.
-ModelSpec = Annotated[MLPSpec | CNNSpec | SequentialSpec | ModelConfig, _RegisteredModel]
+ModelSpec = Annotated[
+    MLPSpec | CNNSpec | SequentialSpec | RNNSpec | TransformerSpec | Conv1dSpec | ModelConfig, _RegisteredModel
+]
 
 
 # --- regularization and optimization -------------------------------------------------------
