@@ -28,10 +28,14 @@ install: $(BIN)/python
 	$(BIN)/pip install -q './clients/python[notebook]'
 	$(BIN)/pip install -q .
 
+# install-dev also installs examples/plugins (a model plugin, the `residual_mlp` type), which its
+# tests and the integration tests train: an operator installs plugins the same way, in the API's
+# and every worker's environment.
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ./clients/python
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -e ./examples/plugins
 
 up: install
 	@echo 'regtrain: the command is $(abspath $(BIN))/regtrain; for a bare `regtrain` in another shell:'

@@ -1,0 +1,1 @@
+"""An example regtrain model plugin (examples/plugins/README.md)."""
