@@ -52,14 +52,17 @@ class DataShape:
     def of(
         cls, task: Task, sample_shape: Sequence[int], n_classes: int, n_samples: int | None = None
     ) -> DataShape:
-        """The shape of data whose samples are `sample_shape`: (F,) rows or (C, H, W) images."""
+        """The shape of data whose samples are `sample_shape`: (F,) rows, (T, F) sequences of
+        frames, or (C, H, W) images."""
         dims = tuple(int(v) for v in sample_shape)
         image = (dims[0], dims[1], dims[2]) if len(dims) == 3 else None
-        return cls(task, math.prod(dims), n_classes if task == "classification" else 1, image, n_samples)
+        sequence = (dims[0], dims[1]) if len(dims) == 2 else None
+        outputs = n_classes if task == "classification" else 1
+        return cls(task, math.prod(dims), outputs, image, n_samples, sequence)
 
     def flat(self) -> DataShape:
-        """The same data seen as flat rows (how a stacked MLP takes images)."""
-        return replace(self, image_shape=None)
+        """The same data seen as flat rows (how a stacked MLP takes images or frames)."""
+        return replace(self, image_shape=None, sequence=None, vocab_size=None)
 
 
 BUILTIN_SHAPES: dict[str, DataShape] = {

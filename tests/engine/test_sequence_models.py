@@ -286,3 +286,14 @@ def test_max_norm_caps_every_row_of_every_weight_bearing_layer(model: dict[str, 
     apply_max_norm(m, c)
     for w in max_norm_tensors(m):
         assert float(w.detach().reshape(w.shape[0], -1).norm(dim=1).max()) <= c * (1 + 1e-5)
+
+
+def test_a_two_dimensional_sample_is_a_sequence_of_frames() -> None:
+    """(T, F) samples (an NPZ X of N×T×F) are sequences; rows and images keep their meaning."""
+    frames = DataShape.of("classification", (T, F), CLASSES, 50)
+    assert frames.sequence == (T, F) and frames.image_shape is None and frames.n_features == T * F
+    assert frames.vocab_size is None and frames.flat().sequence is None
+    assert DataShape.of("classification", (F,), CLASSES).sequence is None
+    assert DataShape.of("classification", (1, 8, 8), CLASSES).sequence is None
+    spec = spec_of({"type": "conv1d"})
+    assert create_model(spec, frames)(batch(False)).shape == (6, CLASSES)
