@@ -428,7 +428,9 @@ class _RegisteredModel:
         )
 
     @classmethod
-    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
         choices: dict[Any, CoreSchema] = {n: c.__pydantic_core_schema__ for n, c in _model_specs().items()}
         return handler(core_schema.tagged_union_schema(choices, discriminator="type"))
 
@@ -459,7 +461,8 @@ def _validate_model(value: Any) -> BaseModel:
 # Typed as the built-ins so that code narrowing on them type-checks; a plugin's config is a
 # ModelConfig (a Strict model with `type: Literal[name]`) the registry knows.
 ModelSpec = Annotated[
-    MLPSpec | CNNSpec | SequentialSpec | RNNSpec | TransformerSpec | Conv1dSpec | ModelConfig, _RegisteredModel
+    MLPSpec | CNNSpec | SequentialSpec | RNNSpec | TransformerSpec | Conv1dSpec | ModelConfig,
+    _RegisteredModel,
 ]
 
 
