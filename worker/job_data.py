@@ -32,7 +32,7 @@ from service.data.datafile import DataError, ParsedDataset, save_canonical
 from service.data.file_cache import FileCache
 from service.settings import Settings
 from service.store.artifacts import ArtifactMissing, Artifacts
-from service.submission.jobs import check_shape, encoded_width
+from service.submission.jobs import check_shape, columns_shape
 from worker.artifact_sync import held_dataset
 
 
@@ -102,7 +102,7 @@ def local_dataset(
             found, canonical, shape_file = held.enter_context(
                 cache.hold(present, lambda got: [got[0].path, got[1], got[2]])
             )
-            shape = _read_shape(shape_file, ds)
+            shape = _read_shape(shape_file, spec)
         except DataError as e:
             raise DataError(f"dataset.uri: {e}") from None
         except SpecError as e:  # the declared columns do not fit the file
@@ -137,14 +137,13 @@ def _canonical(
     return canonical, shape_file
 
 
-def _read_shape(path: Path, ds: UriDataset) -> DataShape:
+def _read_shape(path: Path, spec: JobSpec) -> DataShape:
     """The shape as the model sees it: a CSV's or Parquet file's columns as `ds.columns`
     encodes them (a SpecError, turned into the job's DataError, names a column it cannot)."""
     doc = json.loads(path.read_text())
     image = tuple(doc["image_shape"]) if doc["image_shape"] else None
-    width = encoded_width(doc.get("columns"), ds, ("dataset", "columns"))
-    n_features = doc["n_features"] if width is None else width
-    return DataShape(doc["task"], n_features, doc["n_outputs"], image, doc["n_samples"])
+    shape = DataShape(doc["task"], doc["n_features"], doc["n_outputs"], image, doc["n_samples"])
+    return columns_shape(shape, doc.get("columns"), spec, ("dataset", "columns"))
 
 
 def _write_shape(path: Path, data: ParsedDataset) -> None:

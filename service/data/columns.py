@@ -59,6 +59,11 @@ MAX_CATEGORIES = 256
 MAX_VOCAB = MAX_CATEGORIES
 MAX_CATEGORY_CHARS = 200
 MAX_TOTAL_VOCAB = 20_000
+# A text column read by a text model (worker.training.text): token ids a row keeps and words the
+# vocabulary keeps, fitted on the train split. The API plans a text job at these bounds (the
+# fitted ones are never larger), so they are here, torch- and tokenizer-free.
+TEXT_SEQUENCE_LENGTH = 128
+TEXT_VOCAB_SIZE = 20_000
 # A column's name: kept, shown and echoed in errors.
 MAX_NAME_CHARS = 300
 # The most features a job's columns may encode to (a file with more raw columns: twice those).
@@ -144,7 +149,7 @@ class Planned:
     """A column's treatment for one job: its type and imputation, and its encoded width."""
 
     name: str
-    type: ColumnType  # "text" never reaches a plan: refused or dropped
+    type: ColumnType  # "text": only in a text model's plan (one column, read as token ids)
     impute: Impute
     indicator: bool
     slots: int  # categorical: one-hot width (categories + "other"); numeric: 1; drop: 0
@@ -162,13 +167,44 @@ class ColumnsError(ValueError):
         self.problems = problems
 
 
-def plan(summary: list[dict[str, Any]], declared: Any, *, max_features: int) -> list[Planned]:
+def takes_text(model: Any) -> bool:
+    """A model that reads a text column as token ids: its config has an `embedding_dim` (the
+    sequence types rnn, transformer, conv1d; a plugin's config by the same field)."""
+    return getattr(model, "embedding_dim", None) is not None
+
+
+def text_column(planned: list[Planned]) -> str | None:
+    """The text column a text model's plan reads (see plan's `text_model`), None for rows."""
+    return next((p.name for p in planned if p.type == "text"), None)
+
+
+def plan(
+    summary: list[dict[str, Any]], declared: Any, *, max_features: int, text_model: bool = False
+) -> list[Planned]:
     """Each feature column's treatment: declared (a `dataset.columns` entry: a dict or a model
     with `type`, `impute`, `encode`), else inferred ("auto"). ColumnsError lists every column
-    that cannot be used, and the encoded width over `max_features`."""
+    that cannot be used, and the encoded width over `max_features`.
+
+    With `text_model` (a model that reads token ids, `takes_text`), a file with a text column
+    (declared `text`, or inferred so and not declared otherwise) is a text dataset: that one
+    column is planned as "text" and every other feature column is left out ("drop": a text
+    model reads one sequence of tokens; two text columns are refused). Without a text column
+    the plan is the rows' plan (the model's planner then refuses rows)."""
     declared = {k: _as_dict(v) for k, v in (declared or {}).items()}
     by_name = {c["name"]: ColumnSummary.from_dict(c) for c in summary}
     problems: dict[str, str] = {}
+    if text_model:
+        texts = [n for n, c in by_name.items() if (declared.get(n, {}).get("type") or c.inferred) == "text"]
+        unknown = [n for n in declared if n not in by_name]
+        if len(texts) > 1:
+            problems.update(
+                {
+                    n: "a text model reads one text column: declare the others 'drop' or 'categorical'"
+                    for n in texts
+                }
+            )
+        elif texts and not unknown:
+            return [Planned(n, "text" if n == texts[0] else "drop", "none", False, 0) for n in by_name]
     for name in declared:
         if name not in by_name:
             problems[name] = "no such feature column in the dataset (the target cannot be declared)"
@@ -177,13 +213,15 @@ def plan(summary: list[dict[str, Any]], declared: Any, *, max_features: int) -> 
         d = declared.get(name, {})
         kind: str = d.get("type") or col.inferred
         if kind == "text":
+            if name in problems:  # a text model's second text column, named above
+                continue
             if d.get("type") == "text":
                 problems[name] = (
-                    "type 'text' needs a text model, which this server does not have yet: "
-                    "declare it 'categorical' or 'drop'"
+                    "type 'text' is read by a text model (model.type rnn, transformer or conv1d, "
+                    "which embed tokens): declare it 'categorical' or 'drop' for this model"
                 )
                 continue
-            kind = "drop"  # inferred free text: left out until text models exist (the summary says "text")
+            kind = "drop"  # inferred free text: a row model leaves it out (the summary says "text")
         if d.get("encode") == "embedding":
             problems[name] = "encode 'embedding' is not available yet: use 'onehot'"
             continue

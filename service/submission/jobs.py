@@ -6,7 +6,7 @@ import functools
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -194,16 +194,39 @@ def dataset_shape(row: Row, spec: JobSpec | None = None, loc: tuple[str, ...] = 
     the parameter count and memory caps hold for what the engine builds."""
     sample = row["image_shape"] or [row["n_features"]]
     kept = row.get("columns")
-    if spec is not None:
-        width = encoded_width(kept["features"] if kept else None, spec.dataset, (*loc, "dataset", "columns"))
-        sample = sample if width is None else [width]
-    return DataShape.of(row["task"], sample, int(row["n_classes"] or 0), int(row["n_samples"]))
+    shape = DataShape.of(row["task"], sample, int(row["n_classes"] or 0), int(row["n_samples"]))
+    if spec is None:
+        return shape
+    return columns_shape(shape, kept["features"] if kept else None, spec, (*loc, "dataset", "columns"))
 
 
-def encoded_width(summary: list[dict[str, Any]] | None, dataset: Any, loc: tuple[str, ...]) -> int | None:
+def columns_shape(
+    shape: DataShape, summary: list[dict[str, Any]] | None, spec: JobSpec, loc: tuple[str, ...]
+) -> DataShape:
+    """The stored shape of a dataset as the spec's model sees it: a CSV's or Parquet file's
+    columns encoded as `dataset.columns` declares (see encoded_width), or, for a text model on
+    a file with a text column, token ids at the bounds the engine's tokenizer fit keeps within
+    (TEXT_SEQUENCE_LENGTH ids from TEXT_VOCAB_SIZE words and 2 specials: the fitted shape is
+    never larger, so the planner's parameter and memory caps hold for what the engine builds)."""
+    text = feature_columns.takes_text(spec.model)
+    width = encoded_width(summary, spec.dataset, loc, text_model=text)
+    if width == TEXT_WIDTH:
+        t, v = feature_columns.TEXT_SEQUENCE_LENGTH, feature_columns.TEXT_VOCAB_SIZE + 2
+        return replace(shape, n_features=t, image_shape=None, sequence=(t, 1), vocab_size=v)
+    return shape if width is None else replace(shape, n_features=width, image_shape=None)
+
+
+# encoded_width's answer for a text dataset (its columns are read as token ids, not features)
+TEXT_WIDTH = -1
+
+
+def encoded_width(
+    summary: list[dict[str, Any]] | None, dataset: Any, loc: tuple[str, ...], *, text_model: bool = False
+) -> int | None:
     """The features a CSV's or Parquet file's columns encode to under `dataset.columns`; None
-    for data whose columns are its features. A 422 at `loc` names every column that cannot be
-    used as declared, or the widest ones when the whole is over the limit."""
+    for data whose columns are its features; TEXT_WIDTH where a text model reads a text column.
+    A 422 at `loc` names every column that cannot be used as declared, or the widest ones when
+    the whole is over the limit."""
     declared = getattr(dataset, "columns", "auto")
     if summary is None:
         if declared != "auto":
@@ -211,9 +234,13 @@ def encoded_width(summary: list[dict[str, Any]] | None, dataset: Any, loc: tuple
         return None
     limit = max(feature_columns.MAX_ENCODED_FEATURES, 2 * len(summary))
     try:
-        planned = feature_columns.plan(summary, None if declared == "auto" else declared, max_features=limit)
+        planned = feature_columns.plan(
+            summary, None if declared == "auto" else declared, max_features=limit, text_model=text_model
+        )
     except feature_columns.ColumnsError as e:
         raise SpecError(loc, str(e)) from None
+    if feature_columns.text_column(planned) is not None:
+        return TEXT_WIDTH
     return feature_columns.n_features(planned)
 
 

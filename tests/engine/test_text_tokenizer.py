@@ -10,10 +10,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
+from service.contract.spec import JobSpec
 from service.data import datafile
+from service.data.columns import ColumnsError, ColumnSummary, plan, takes_text, text_column
 from service.data.parsed import DataError
 from worker.training import text
+from worker.training.data import _split, split_and_standardize
+from worker.training.export import export
+from worker.training.inference import InputError, Predictor
+from worker.training.loop import fit
 from worker.training.text import PAD_ID, UNK_ID, TextEncoder, TextError
 
 TRAIN = ["The movie was GREAT!", "a bad movie", None, "great great fun", "   "]
@@ -26,7 +33,8 @@ def test_a_word_only_the_test_rows_hold_is_unk() -> None:
     assert "zebra" not in vocab  # never seen in the train rows
     ids, lengths = enc.encode(["great zebra movie"])
     assert ids[0, :3].tolist() == [vocab["great"], UNK_ID, vocab["movie"]]
-    assert ids[0, 3:].tolist() == [PAD_ID] * 3 and lengths.tolist() == [3]
+    assert enc.max_length == 5  # the longest train row ("the movie was great !"), under 6
+    assert ids[0, 3:].tolist() == [PAD_ID] * 2 and lengths.tolist() == [3]
 
 
 def test_normalized_lowercase_and_nfkc_and_punctuation_split() -> None:
@@ -55,7 +63,7 @@ def test_vocabulary_is_bounded_to_the_most_frequent_words() -> None:
 
 def test_a_huge_value_is_cut_before_tokenizing() -> None:
     assert [len(v) for v in text._clean(["é" * (text.MAX_TEXT_CHARS + 10), 7])] == [text.MAX_TEXT_CHARS, 1]
-    enc = text.fit("review", ["x"], max_length=text.MAX_SEQUENCE_LENGTH)
+    enc = text.fit("review", ["x " * (text.MAX_SEQUENCE_LENGTH + 5)], max_length=text.MAX_SEQUENCE_LENGTH)
     _, lengths = enc.encode(["x " * (text.MAX_TEXT_CHARS * 4)])
     assert lengths.tolist() == [text.MAX_SEQUENCE_LENGTH]
 
@@ -127,3 +135,94 @@ def test_the_canonical_file_keeps_each_string_columns_raw_values(tmp_path: Path)
     pq.write_table(table, buf)
     parquet = datafile.parse_parquet(buf.getvalue(), "label", max_rows=100, max_columns=10)
     assert parquet.text_values(0) == ["a b", "", "c"] * 4
+
+
+def _corpus_csv(per_class: int = 20, *, extra: str = "") -> bytes:
+    words = {"a": ["goal", "match", "team"], "b": ["bake", "sauce", "dinner"]}
+    lines = [f"review,n,label{',' + extra if extra else ''}"]
+    for i in range(per_class):
+        for label, w in words.items():
+            more = f",note {label}{i}" if extra else ""
+            lines.append(f"the {w[i % 3]} {w[(i + 1) % 3]} day{i},{i},{label}{more}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _text_spec(**dataset: object) -> JobSpec:
+    return JobSpec.model_validate(
+        {"dataset": {"id": "x", **dataset}, "model": {"type": "rnn", "hidden": 8, "embedding_dim": 8}}
+    )
+
+
+def test_a_text_dataset_is_token_ids_with_a_vocabulary_of_its_train_rows_only() -> None:
+    data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10)
+    spec = _text_spec()
+    # a word only one row holds: after the split it is in exactly one of train and val/test
+    values = data.text_values(0)
+    prepared = split_and_standardize(spec, data)
+    assert prepared.text is not None and prepared.preprocessing is None
+    assert prepared.X_train.dtype == np.int64 and prepared.X_train.shape[1] == 4  # the longest train row
+    assert prepared.shape.sequence == (4, 1) and prepared.shape.vocab_size == prepared.text["vocab_size"]
+    encoder = TextEncoder.from_dict(prepared.text)
+    s = spec.split
+    train_idx, _, _ = _split(np.arange(len(values)), data.y, s.validation, s.test, s.seed)
+    train_words = {w for i in train_idx for w in values[i].split()}
+    assert set(encoder.tokenizer.get_vocab()) == {"[PAD]", "[UNK]"} | train_words
+    assert len(values) == len(prepared.X_train) + len(prepared.X_val) + len(prepared.X_test)
+
+    # a word that only rows outside the train split hold is [UNK] for them
+    rows = values[:]
+    _, _, test_idx = _split(np.arange(len(rows)), data.y, s.validation, s.test, s.seed)
+    for i in test_idx:
+        rows[i] = "zebra " + rows[i]
+    raw = b"review,n,label\n" + b"".join(
+        f"{r},{i},{'ab'[int(data.y[i])]}\n".encode() for i, r in enumerate(rows)
+    )
+    marked = split_and_standardize(spec, datafile.parse_csv(raw, "label", max_rows=1000, max_columns=10))
+    assert marked.text is not None and "zebra" not in TextEncoder.from_dict(marked.text).tokenizer.get_vocab()
+    assert (marked.X_test[:, 0] == UNK_ID).all()
+
+
+def test_a_text_model_reads_one_text_column_and_leaves_the_others_out() -> None:
+    summary = datafile.parse_csv(_corpus_csv(extra="note"), "label", max_rows=1000, max_columns=10).columns
+    assert summary is not None and [ColumnSummary.from_dict(c).inferred for c in summary] == [
+        "text",
+        "numeric",
+        "text",
+    ]
+    two = pytest.raises(ColumnsError, match="one text column")
+    with two:
+        plan(summary, None, max_features=100, text_model=True)
+    planned = plan(summary, {"note": {"type": "drop"}}, max_features=100, text_model=True)
+    assert [(p.name, p.type) for p in planned] == [("review", "text"), ("n", "drop"), ("note", "drop")]
+    assert text_column(planned) == "review"
+    with pytest.raises(ColumnsError, match="read by a text model"):  # a row model cannot read text
+        plan(summary, {"review": {"type": "text"}}, max_features=100)
+    assert takes_text(_text_spec().model) and not takes_text(
+        JobSpec.model_validate({"dataset": {"id": "x"}, "model": {"type": "mlp"}}).model
+    )
+
+
+def test_a_text_checkpoint_predicts_raw_strings_and_its_export_takes_ids(tmp_path: Path) -> None:
+    data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10)
+    spec = JobSpec.model_validate(
+        {"dataset": {"id": "x"}, "model": {"type": "rnn", "hidden": 8, "embedding_dim": 8},
+         "training": {"epochs": 2, "device": "cpu"}}
+    )  # fmt: skip
+    fit(spec, split_and_standardize(spec, data), tmp_path)
+    sidecar = json.loads((tmp_path / "checkpoints" / "final.json").read_text())
+    assert TextEncoder.from_dict(sidecar["text"]).column == "review"
+    weights = tmp_path / "checkpoints" / "final.safetensors"
+    predictor = Predictor(weights, sidecar)
+    rows: list[object] = ["the goal team", ["bake sauce"], {"review": "ZEBRA dinner"}, None, ""]
+    labels, proba = predictor.predict_proba(rows)
+    assert set(labels) <= {"a", "b"} and proba.shape == (5, 2)
+    with pytest.raises(InputError, match="no 'review'"):
+        predictor.predict([{"text": "goal"}])
+    with pytest.raises(InputError, match="not a text"):
+        predictor.predict([3.5])
+    scripted = torch.jit.load(str(export(weights, sidecar, "torchscript", tmp_path / "m.pt")))
+    texts = ["the goal team", "bake sauce", "ZEBRA dinner", None, ""]  # the rows' text, as a client has it
+    ids = torch.from_numpy(TextEncoder.from_dict(sidecar["text"]).encode(texts)[0])
+    with torch.no_grad():
+        got = torch.softmax(scripted(ids), dim=1).numpy()
+    np.testing.assert_allclose(got, proba, atol=1e-5)

@@ -6,7 +6,7 @@ Everything stays in numpy here; the loop moves the arrays to the device once as 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,10 @@ class Prepared:
     # The column preprocessing fitted on the train split (service.data.columns' JSON), applied
     # before the standardization; None for data whose columns are its features (NPZ, built-in).
     preprocessing: dict[str, Any] | None = None
+    # A text dataset (a text model on a file with a text column): the tokenizer fitted on the
+    # train split (worker.training.text's JSON, kept in the sidecar as `text`). X is then int64
+    # token ids N×T (0 the padding, after each row's tokens), never standardized.
+    text: dict[str, Any] | None = None
 
     @property
     def task(self) -> Task:
@@ -219,7 +223,10 @@ def column_plan(spec: JobSpec, data: ParsedDataset) -> list[feature_columns.Plan
         return None
     try:  # the encoded width was checked against the server's limits at submit (or by check_shape)
         return feature_columns.plan(
-            data.columns, None if declared == "auto" else declared, max_features=2**31
+            data.columns,
+            None if declared == "auto" else declared,
+            max_features=2**31,
+            text_model=feature_columns.takes_text(spec.model),
         )
     except feature_columns.ColumnsError as e:
         raise DataError(f"dataset.columns: {e}") from None
@@ -240,6 +247,9 @@ def _assemble(
     if classification and len(np.unique(y[train_idx])) < 2:
         raise DataError("the train split holds a single class: too few samples for the split")
 
+    text_name = feature_columns.text_column(planned) if planned is not None else None
+    if text_name is not None:
+        return _assemble_text(data, text_name, y, train_idx, val_idx, test_idx)
     preprocessing = None
     if planned is not None:
         # Fitted on the train rows only, like the standardization below: a category only the
@@ -277,6 +287,57 @@ def _assemble(
         classes=data.classes.tolist(),
         preprocessing=preprocessing,
     )
+
+
+def _assemble_text(
+    data: ParsedDataset,
+    name: str,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+) -> Prepared:
+    """A text dataset: the vocabulary learned on the train rows only (a word only validation or
+    test rows hold is [UNK] for them, as for a new row), every row as token ids."""
+    from worker.training import text  # tokenizers: a text job's only
+
+    assert data.columns is not None
+    j = [c["name"] for c in data.columns].index(name)
+    values = data.text_values(j)
+    encoder = text.fit(name, [values[i] for i in train_idx])
+    X, _ = encoder.encode(values)
+    classification = data.task == "classification"
+    t = encoder.max_length
+    st = Standardization(np.zeros(t, np.float32), np.ones(t, np.float32))  # ids are not scaled
+    if not classification:
+        st.target_mean = float(y[train_idx].mean())
+        st.target_std = float(y[train_idx].std()) or 1.0
+
+    def ys(i: np.ndarray) -> np.ndarray:
+        if classification:
+            return y[i].astype(np.int64)
+        return ((y[i] - st.target_mean) / st.target_std).astype(np.float32)
+
+    return Prepared(
+        shape=text_shape(data.task, len(data.classes), len(X), t, encoder.vocab_size),
+        input_shape=(t,),
+        X_train=X[train_idx],
+        y_train=ys(train_idx),
+        X_val=X[val_idx],
+        y_val=ys(val_idx),
+        X_test=X[test_idx],
+        y_test=ys(test_idx),
+        standardization=st,
+        sha256=data.sha256(),
+        classes=data.classes.tolist(),
+        text=encoder.to_dict(),
+    )
+
+
+def text_shape(task: Task, n_classes: int, n_samples: int | None, length: int, vocab_size: int) -> DataShape:
+    """Token ids: T steps of one id each, from a vocabulary of `vocab_size` (0 the padding)."""
+    base = DataShape.of(task, (length,), n_classes, n_samples)
+    return replace(base, sequence=(length, 1), vocab_size=vocab_size)
 
 
 def _split(

@@ -11,6 +11,10 @@ ONNX types its graph inputs and onnxruntime refuses any other dtype, so an ONNX 
 one input dtype: float32 by default (the ONNX norm, what converters and onnxruntime users
 expect), or float64 / int64 with the Cast as the graph's first node
 (`?format=onnx&input_dtype=float64`).
+
+A text model's graph takes token ids (int64, N×T, 0 the padding after each row's tokens):
+tokenizing strings cannot live in a graph, so the sidecar's `text` (and the ONNX file's
+`text` metadata) holds the tokenizer's JSON and its max length (worker.training.text).
 """
 
 from __future__ import annotations
@@ -53,6 +57,26 @@ class RawInputs(nn.Module):
         return self.model((x - self.mean) / self.std) * self.out_scale + self.out_shift
 
 
+class TokenIds(nn.Module):
+    """A text model's graph: token ids N×T (int64, 0 the padding after each row's tokens) in,
+    as worker.training.text encodes them; regression outputs in the target's units. The
+    tokenizer cannot live in the graph: the sidecar's (and the ONNX metadata's) `text` holds
+    its JSON, which Hugging Face `tokenizers` loads (Tokenizer.from_str)."""
+
+    out_scale: torch.Tensor
+    out_shift: torch.Tensor
+
+    def __init__(self, model: nn.Module, st: Standardization, regression: bool) -> None:
+        super().__init__()
+        self.model = model
+        scale = (st.target_std, st.target_mean) if regression else (1.0, 0.0)
+        self.register_buffer("out_scale", torch.tensor(scale[0]))
+        self.register_buffer("out_shift", torch.tensor(scale[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(torch.int64)) * self.out_scale + self.out_shift
+
+
 _TORCH_DTYPE: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -93,6 +117,8 @@ def onnx_metadata(
         # the steps that cannot live in a graph (strings: categories, their imputation): apply
         # them with regtrain_client.preprocessing.encode_rows before feeding the model
         meta["preprocessing"] = json.dumps(sidecar["preprocessing"])
+    if sidecar.get("text"):
+        meta["text"] = json.dumps(sidecar["text"])  # the tokenizer: ids in, not strings
     if job_id is not None:
         meta["regtrain_job_id"] = job_id
     return meta
@@ -111,9 +137,20 @@ def export(
     types an ONNX file's input (TorchScript takes every numeric dtype)."""
     model = load_model(weights, sidecar)
     st = Standardization.from_dict(sidecar["standardization"])
-    wrapped = RawInputs(model, st, sidecar["task"] == "regression").eval()
-    dtype = _TORCH_DTYPE[input_dtype] if fmt == "onnx" else torch.float32
-    example = torch.zeros(2, *(int(v) for v in sidecar["input_shape"]), dtype=dtype)
+    regression = sidecar["task"] == "regression"
+    shape = [int(v) for v in sidecar["input_shape"]]
+    wrapped: nn.Module
+    if sidecar.get("text"):
+        wrapped = TokenIds(model, st, regression).eval()
+        example = torch.zeros(2, *shape, dtype=torch.int64)
+        example[0, :] = 1  # one full row and one of a single token: both lengths in the trace
+        example[1, 0] = 1
+        if fmt == "onnx":
+            input_dtype = "int64"  # token ids
+    else:
+        wrapped = RawInputs(model, st, regression).eval()
+        dtype = _TORCH_DTYPE[input_dtype] if fmt == "onnx" else torch.float32
+        example = torch.zeros(2, *shape, dtype=dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings(), torch.no_grad():

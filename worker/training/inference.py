@@ -19,8 +19,9 @@ from service.contract.architecture import DataShape, Task
 from service.contract.spec import JobSpec
 from service.data.columns import RowError, encode_rows, transform
 from worker.training.checkpoints import read_weights
-from worker.training.data import Standardization
+from worker.training.data import Standardization, text_shape
 from worker.training.models import create_model
+from worker.training.text import TextEncoder
 
 CHUNK = 4096
 
@@ -39,6 +40,11 @@ class Prepared:
 def data_shape(sidecar: dict[str, Any]) -> DataShape:
     """The shape of the data a checkpoint's model was trained on, from its sidecar."""
     task: Task = "classification" if sidecar["task"] == "classification" else "regression"
+    text = sidecar.get("text")
+    if text is not None:  # token ids: the model's embedding has the tokenizer's vocabulary
+        return text_shape(
+            task, len(sidecar["classes"]), None, int(text["max_length"]), int(text["vocab_size"])
+        )
     return DataShape.of(task, sidecar["input_shape"], len(sidecar["classes"]))
 
 
@@ -60,8 +66,35 @@ class Predictor:
         # A CSV's or Parquet file's columns: raw rows (lists in file order, or objects keyed by
         # column name; strings and nulls) are encoded as training encoded them.
         self.preprocessing: dict[str, Any] | None = sidecar.get("preprocessing")
+        # A text model: raw strings (a row is the string, a list holding it, or an object keyed
+        # by the text column) are tokenized by the train split's vocabulary into token ids.
+        self.text = TextEncoder.from_dict(sidecar["text"]) if sidecar.get("text") is not None else None
+
+    def _text_ids(self, inputs: Any) -> np.ndarray:
+        assert self.text is not None
+        column = self.text.column
+        if not isinstance(inputs, list):
+            raise InputError("inputs: a list of rows (strings) is expected")
+        values: list[Any] = []
+        for i, row in enumerate(inputs):
+            if isinstance(row, list) and len(row) == 1:
+                row = row[0]
+            elif isinstance(row, dict):
+                if column not in row:
+                    raise InputError(
+                        f"inputs: row {i} has no {column[:300]!r}: the model reads that text column"
+                    )
+                row = row[column]
+            if row is not None and not isinstance(row, str):
+                raise InputError(
+                    f"inputs: row {i} is not a text: each row is a string, [string] or {{{column[:300]!r}: string}}"
+                )
+            values.append(row)
+        return self.text.encode(values)[0]
 
     def _inputs(self, inputs: Any) -> np.ndarray:
+        if self.text is not None:
+            return self._text_ids(inputs)
         if self.preprocessing is not None:
             try:
                 encoded = encode_rows(self.preprocessing, inputs)
@@ -90,6 +123,8 @@ class Predictor:
         values, string columns as codes of that file's own vocabulary) as the model takes
         them, encoded with the checkpoint's fitted preprocessing by column, in numpy (a batch
         prediction's path; predict's request rows go through encode_rows)."""
+        if self.text is not None:
+            raise InputError("inputs: batch scoring of a text model is not available yet: use /predict")
         if self.preprocessing is None:
             return Prepared(self._inputs(X))
         want = [c["name"] for c in self.preprocessing["columns"]]

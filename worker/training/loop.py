@@ -302,6 +302,8 @@ def _setup(
         "standardization": data.standardization.to_dict(),
         # the column preprocessing (service.data.columns), applied before the standardization
         **({"preprocessing": data.preprocessing} if data.preprocessing is not None else {}),
+        # a text dataset's tokenizer (worker.training.text's JSON): predict tokenizes raw strings
+        **({"text": data.text} if data.text is not None else {}),
         "seed": tr.seed,
         "data_sha256": data.sha256,
         "versions": {"torch": torch.__version__, "regtrain": regtrain_version()},

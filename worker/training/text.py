@@ -6,7 +6,7 @@ of the train rows. Ids 0 and 1 are `[PAD]` and `[UNK]`: a word the train rows ne
 the validation or test rows, or a predict request, hold) is `[UNK]`, as for a new row.
 
 A column of N values becomes `ids` (int64, N×T, `[PAD]` after each row's tokens, T the
-`max_length`) and `lengths` (int64, N, 1..T) for the model's masking or packing. A value with no
+`max_length`: the fit's bound, or the longest train row when shorter) and `lengths` (int64, N, 1..T) for the model's masking or packing. A value with no
 token at all (empty, a gap, only spaces) is one `[UNK]` (length 1): every row has a token, so a
 packed GRU or a mean over the mask never divides by zero.
 
@@ -32,16 +32,18 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from service.data.columns import TEXT_SEQUENCE_LENGTH, TEXT_VOCAB_SIZE
+
 FORMAT = "regtrain-text/1"
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 # Tokens a row keeps (the rest of a longer text is cut): the model's input is N×T.
 MAX_SEQUENCE_LENGTH = 512
-DEFAULT_SEQUENCE_LENGTH = 128
+DEFAULT_SEQUENCE_LENGTH = TEXT_SEQUENCE_LENGTH  # what the API plans a text job at
 # Words the vocabulary keeps (the train rows' most frequent), the specials excluded: bounds the
 # embedding table and the JSON kept with every checkpoint.
 MAX_VOCAB_SIZE = 50_000
-DEFAULT_VOCAB_SIZE = 20_000
+DEFAULT_VOCAB_SIZE = TEXT_VOCAB_SIZE
 # Characters of one value that are tokenized (a longer one is cut before): with MAX_SEQUENCE_LENGTH
 # tokens kept, the rest would be thrown away anyway, and one huge cell costs no more than this.
 MAX_TEXT_CHARS = 16_384
@@ -153,7 +155,11 @@ def fit(
         special_tokens=[PAD, UNK],
         show_progress=False,
     )
-    tok.train_from_iterator(_clean(train_values), trainer=trainer)
+    texts = _clean(train_values)
+    tok.train_from_iterator(texts, trainer=trainer)
     if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:  # the trainer's contract
         raise TextError("the tokenizer did not keep its special tokens first")
-    return TextEncoder(column, tok, max_length)
+    # T is the longest train row's tokens when that is shorter (short texts: no steps that are
+    # all padding); a longer row at predict is cut, as one over max_length is.
+    longest = max((len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)), default=1)
+    return TextEncoder(column, tok, max(1, min(max_length, longest)))
