@@ -74,6 +74,30 @@ def claim(rt: Runtime, kind: str, row_id: str, take: Callable[[str, str, float, 
     return claimed
 
 
+# How long a worker that lacks a job's model type holds the message before returning it: the job
+# waits for a worker that has the type without this one spinning on it.
+MODEL_TYPE_RETRY_S = 5.0
+
+
+def refuse_unknown_model_type(
+    rt: Runtime, kind: str, row_id: str, spec: dict[str, Any] | None, note: Callable[[str], object]
+) -> None:
+    """Return the message to the queue, unclaimed, when `spec` names a model type this worker
+    does not have (a plugin not installed here, or hidden by REGTRAIN_DISABLED_MODEL_PLUGINS):
+    the job stays queued for a worker that has it, never failed, and says why it waits
+    (`note`, once). Checked before the claim, so no attempt is spent."""
+    from service.contract.model_plugins import known_model_types
+
+    model = (spec or {}).get("model")
+    name = model.get("type") if isinstance(model, dict) else None
+    if not isinstance(name, str) or name in known_model_types():
+        return
+    note(f"waiting for a worker with model type {name!r} ({rt.name} does not have it)")
+    log.warning("%s %s: model type %r is not installed on this worker; message returned", kind, row_id, name)
+    rt.shutdown.wait(MODEL_TYPE_RETRY_S)
+    raise Reject(f"model type {name!r} not on this worker", requeue=True)
+
+
 def hold(rt: Runtime, lease_class: type[Lease], row_id: str) -> Lease:
     """The lease this worker renews while the engine runs (start it with `with`)."""
     return lease_class(

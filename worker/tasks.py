@@ -56,6 +56,10 @@ def _execute(job_id: str, rt: Runtime, job_log: AttemptLog) -> None:
     from worker.training.runner import CheckpointRecord, JobOutcome, TrainingError, run_job
 
     settings, store, owner, artifacts = rt.settings, rt.store, rt.name, rt.artifacts
+    queued = store.get_job(job_id)
+    leased_task.refuse_unknown_model_type(
+        rt, "job", job_id, queued["spec"] if queued else None, lambda why: store.note_waiting(job_id, why)
+    )
     claim = leased_task.claim(rt, "job", job_id, store.claim)
     if claim is None:
         return

@@ -162,6 +162,25 @@ class JobStore(StoreBase):
                 job_counts.uncount_finished(conn, "failed")
         return done
 
+    def note_waiting(self, job_id: str, message: str) -> bool:
+        """A queued job a worker could not take (it lacks the job's model type) says why it
+        waits, as a `queued` history row: once per distinct reason, so that redeliveries do not
+        grow the history. False when the job is not queued (or already says so)."""
+        with self._write() as conn:
+            status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+            last = conn.execute(
+                sa.select(job_history.c.message)
+                .where(job_history.c.job_id == job_id)
+                .order_by(job_history.c.seq.desc())
+                .limit(1)
+            ).scalar()
+            if status != "queued" or last == message:
+                return False
+            conn.execute(
+                job_history.insert().values(job_id=job_id, status="queued", at=now(), message=message)
+            )
+        return True
+
     def metrics(self, job_id: str) -> list[Row]:
         query = (
             sa.select(job_metrics.c.row).where(job_metrics.c.job_id == job_id).order_by(job_metrics.c.epoch)
