@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         "data, model and optimizer state, and one batch's activations); a spec over it answers "
         "422 naming the field that drives the estimate (dataset, model or training.batch_size).",
     )
+    disabled_model_plugins: str = Field(
+        "",
+        description="Model plugins (regtrain.models entry-point names, comma-separated) this process "
+        "does not load, though installed: a worker so set leaves jobs of those types queued for a "
+        "worker that has them; the API so set refuses them (422 at model.type). Read at the first "
+        "use of the model registry (service.contract.model_plugins).",
+    )
     max_sweep_trainings: int = Field(
         2560,
         ge=1,
