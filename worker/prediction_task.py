@@ -205,7 +205,7 @@ def write_predictions(
             if should_stop():
                 return None
             try:
-                chunk = predictor.prepare(X[start : start + BATCH], data.columns)
+                chunk = predictor.prepare_rows(data, start, start + BATCH)
             except InputError as e:
                 raise DataError(str(e).removeprefix("inputs: ")) from None
             if classification:

@@ -76,13 +76,18 @@ class ParsedDataset:
     # canonical NPZ holds them without a pickle; None where the file had no string column.
     texts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
-    def text_values(self, j: int) -> list[str]:
-        """Feature column j's raw values as strings (a gap is ""); DataError where not kept."""
+    def text_values(self, j: int, start: int = 0, stop: int | None = None) -> list[str]:
+        """Feature column j's raw values of rows start..stop as strings (a gap is ""); DataError
+        where not kept."""
         if not self.texts or j not in self.texts:
             raise DataError("this dataset keeps no text for that column: upload it again to use it as text")
         data, offsets = self.texts[j]
-        raw, bounds = data.tobytes(), offsets.tolist()
-        return [raw[a:b].decode("utf-8", "replace") for a, b in itertools.pairwise(bounds)]
+        bounds = offsets[start : (len(offsets) - 1 if stop is None else stop) + 1].tolist()
+        raw = data[bounds[0] : bounds[-1]].tobytes() if bounds else b""
+        return [
+            raw[a - bounds[0] : b - bounds[0]].decode("utf-8", "replace")
+            for a, b in itertools.pairwise(bounds)
+        ]
 
     @property
     def n_samples(self) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -16,6 +17,7 @@ from service.contract.spec import JobSpec
 from service.data import datafile
 from service.data.columns import ColumnsError, ColumnSummary, plan, takes_text, text_column
 from service.data.parsed import DataError
+from worker import prediction_task
 from worker.training import text
 from worker.training.data import _split, split_and_standardize
 from worker.training.export import export
@@ -202,7 +204,9 @@ def test_a_text_model_reads_one_text_column_and_leaves_the_others_out() -> None:
     )
 
 
-def test_a_text_checkpoint_predicts_raw_strings_and_its_export_takes_ids(tmp_path: Path) -> None:
+def test_a_text_checkpoint_predicts_raw_strings_and_its_export_takes_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10)
     spec = JobSpec.model_validate(
         {"dataset": {"id": "x"}, "model": {"type": "rnn", "hidden": 8, "embedding_dim": 8},
@@ -226,3 +230,16 @@ def test_a_text_checkpoint_predicts_raw_strings_and_its_export_takes_ids(tmp_pat
     with torch.no_grad():
         got = torch.softmax(scripted(ids), dim=1).numpy()
     np.testing.assert_allclose(got, proba, atol=1e-5)
+
+    # batch scoring reads the dataset's raw strings of the text column, batch by batch
+    monkeypatch.setattr(prediction_task, "BATCH", 7)
+    out = tmp_path / "p.csv"
+    assert (
+        prediction_task.write_predictions(predictor, data, prediction_task._targets(data), out, "csv") == 40
+    )
+    table = pa_csv.read_csv(out)
+    labels, proba = predictor.predict_proba(data.text_values(0))
+    assert table.column("prediction").to_pylist() == labels
+    scored = np.column_stack([table.column(f"p_{c}").to_numpy() for c in predictor.classes])
+    np.testing.assert_allclose(scored, proba, atol=1e-6)
+    assert data.text_values(0, 5, 9) == data.text_values(0)[5:9]

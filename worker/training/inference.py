@@ -18,6 +18,7 @@ import torch
 from service.contract.architecture import DataShape, Task
 from service.contract.spec import JobSpec
 from service.data.columns import RowError, encode_rows, transform
+from service.data.parsed import DataError, ParsedDataset
 from worker.training.checkpoints import read_weights
 from worker.training.data import Standardization, text_shape
 from worker.training.models import create_model
@@ -124,7 +125,7 @@ class Predictor:
         them, encoded with the checkpoint's fitted preprocessing by column, in numpy (a batch
         prediction's path; predict's request rows go through encode_rows)."""
         if self.text is not None:
-            raise InputError("inputs: batch scoring of a text model is not available yet: use /predict")
+            raise InputError("inputs: a text model reads a dataset's raw strings: use prepare_rows")
         if self.preprocessing is None:
             return Prepared(self._inputs(X))
         want = [c["name"] for c in self.preprocessing["columns"]]
@@ -139,6 +140,22 @@ class Predictor:
         except RowError as e:  # a column of strings where the model was trained on numbers
             raise InputError(f"inputs: {e}") from None
         return Prepared(self.standardization.apply(encoded))
+
+    def prepare_rows(self, data: ParsedDataset, start: int, stop: int) -> Prepared:
+        """Rows start..stop of a dataset as the model takes them: a text model's from the
+        dataset's raw strings of its text column (matched by name), others by `prepare`."""
+        if self.text is None:
+            return self.prepare(data.X[start:stop], data.columns)
+        names = [c["name"] for c in data.columns or []]
+        if self.text.column not in names:
+            raise InputError(
+                f"inputs: the dataset has no column {self.text.column[:300]!r}, the model's text"
+            )
+        try:
+            values = data.text_values(names.index(self.text.column), start, stop)
+        except DataError as e:
+            raise InputError(f"inputs: {e}") from None
+        return Prepared(self.text.encode(values)[0])
 
     @torch.no_grad()
     def _outputs(self, inputs: Any) -> torch.Tensor:
