@@ -53,6 +53,10 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
 
     settings, store, owner = rt.settings, rt.store, rt.name
+    # A sweep of a model type this worker lacks waits, unclaimed, for a worker that has it.
+    queued = store.get_sweep(sweep_id)
+    base = queued["spec"].get("base") if queued else None
+    leased_task.refuse_unknown_model_type(rt, "sweep", sweep_id, base, lambda _why: None)
     claim = leased_task.claim(rt, "sweep", sweep_id, store.claim_sweep)
     if claim is None:
         return
