@@ -167,10 +167,16 @@ class ColumnsError(ValueError):
         self.problems = problems
 
 
+# The built-in model types that read a text column as token ids (through an embedding).
+TEXT_MODEL_TYPES = frozenset(("rnn", "transformer", "conv1d"))
+
+
 def takes_text(model: Any) -> bool:
-    """A model that reads a text column as token ids: its config has an `embedding_dim` (the
-    sequence types rnn, transformer, conv1d; a plugin's config by the same field)."""
-    return getattr(model, "embedding_dim", None) is not None
+    """A model that reads a text column as token ids: a built-in sequence type, or a plugin's
+    config with an `embedding_dim` (the field the sequence types size their embedding with)."""
+    return (
+        getattr(model, "type", None) in TEXT_MODEL_TYPES or getattr(model, "embedding_dim", None) is not None
+    )
 
 
 def text_column(planned: list[Planned]) -> str | None:

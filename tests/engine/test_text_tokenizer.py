@@ -199,8 +199,11 @@ def test_a_text_model_reads_one_text_column_and_leaves_the_others_out() -> None:
     assert text_column(planned) == "review"
     with pytest.raises(ColumnsError, match="read by a text model"):  # a row model cannot read text
         plan(summary, {"review": {"type": "text"}}, max_features=100)
-    assert takes_text(_text_spec().model) and not takes_text(
-        JobSpec.model_validate({"dataset": {"id": "x"}, "model": {"type": "mlp"}}).model
+    transformer = JobSpec.model_validate({"dataset": {"id": "x"}, "model": {"type": "transformer"}}).model
+    assert (
+        takes_text(transformer)
+        and takes_text(_text_spec().model)
+        and not takes_text(JobSpec.model_validate({"dataset": {"id": "x"}, "model": {"type": "mlp"}}).model)
     )
 
 

@@ -44,10 +44,10 @@ def _upload(service: Service) -> str:
     return str(r.json()["id"])
 
 
-def _spec(dataset_id: str, epochs: int) -> dict[str, Any]:
+def _spec(dataset_id: str, epochs: int, model: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "dataset": {"id": dataset_id},
-        "model": {"type": "rnn", "cell": "gru", "hidden": 16, "embedding_dim": 16},
+        "model": model or {"type": "rnn", "cell": "gru", "hidden": 16, "embedding_dim": 16},
         "training": {"epochs": epochs, "batch_size": 32, "device": "cpu"},
         "split": {"validation": 0.2, "test": 0.2, "seed": 0},
     }
@@ -133,3 +133,25 @@ def test_a_sweep_over_embedding_dropout_and_l2_on_the_text_model_has_a_best_tria
     best = got["best"]
     assert set(best["params"]) == {"model.embedding_dropout", "regularization.l2"}
     assert service.wait(best["job_id"], timeout=300)["status"] == "succeeded"
+
+
+def test_a_transformer_learns_text_and_predicts_raw_strings(service: Service) -> None:
+    transformer = {
+        "type": "transformer",
+        "d_model": 16,
+        "heads": 2,
+        "layers": 1,
+        "feedforward": 32,
+        "max_length": 128,
+    }
+    job = service.submit(_spec(_upload(service), epochs=12, model=transformer))
+    done = service.wait(job["id"], timeout=300)
+    assert done["status"] == "succeeded", done["error"]
+    accuracy = done["result"]["metrics"]["test_accuracy"]
+    print(f"text transformer test accuracy: {accuracy:.3f} (chance 0.333)")
+    assert accuracy >= 0.8
+    rows = ["the coach said the team played a great match", {"review": "a spicy sauce recipe for dinner"}]
+    p = service.http.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": rows})
+    assert p.status_code == 200 and p.json()["predictions"] == ["sport", "food"], p.text
+    r = service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best", params={"format": "torchscript"})
+    assert r.status_code == 200, r.text
