@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from service.contract.dataset_kinds import kind_of
 from service.contract.errors import ErrorType
-from service.contract.spec import UploadedDataset
 from service.contract.sweep_spec import SweepSpec
 from service.store.artifacts import ArtifactMissing, Artifacts, checkpoint_key, dataset_key
 from service.store.leased import FINISHED
@@ -117,12 +117,13 @@ def held_sweep_dataset(artifacts: Artifacts, sweep: SweepSpec) -> Iterator[Path 
     """A sweep's uploaded dataset, held as `held_dataset` holds it, on every worker that trains
     its trials (None for a built-in or synthetic dataset). TrainingError bad_data when the
     file is gone."""
-    if not isinstance(sweep.base.dataset, UploadedDataset):
+    upload = kind_of(sweep.base.dataset).upload_id(sweep.base.dataset)
+    if upload is None:
         yield None
         return
     with ExitStack() as held:
         try:  # only the fetch's ArtifactMissing, not one the block raises
-            path = held.enter_context(held_dataset(artifacts, sweep.base.dataset.id))
+            path = held.enter_context(held_dataset(artifacts, upload))
         except ArtifactMissing:
             raise _dataset_gone() from None
         yield path
@@ -132,9 +133,8 @@ def check_sweep_dataset(artifacts: Artifacts, sweep: SweepSpec) -> None:
     """The coordinator of a sweep in units trains nothing itself: it only checks, before any
     unit is queued, that the dataset's file is there (no copy is made). TrainingError bad_data
     when it is gone."""
-    if isinstance(sweep.base.dataset, UploadedDataset) and not artifacts.exists(
-        dataset_key(sweep.base.dataset.id)
-    ):
+    upload = kind_of(sweep.base.dataset).upload_id(sweep.base.dataset)
+    if upload is not None and not artifacts.exists(dataset_key(upload)):
         raise _dataset_gone()
 
 

@@ -22,8 +22,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from service.contract.batch_prediction import BatchPredictionSpec
+from service.contract.dataset_kinds import kind_of
 from service.contract.errors import ErrorType
-from service.contract.spec import JobSpec, UploadedDataset
+from service.contract.spec import JobSpec
 from service.data.datafile import DataError, load_canonical
 from service.data.parsed import ParsedDataset
 from service.data.uri import Stopped
@@ -83,7 +84,7 @@ def execute(prediction_id: str, rt: Runtime) -> None:
         )
         return
     ds = spec.dataset
-    named = f"dataset.id {ds.id!r}" if isinstance(ds, UploadedDataset) else f"dataset.uri {ds.uri!r}"
+    named = kind_of(ds).describe(ds)
     key = predictions_key(claim.job_id, prediction_id, spec.format)
     lease = leased_task.hold(rt, PredictionLease, prediction_id)
 

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 
 from service.contract.errors import SpecError
 from service.contract.spec import (
-    BuiltinDataset,
     CNNSpec,
     Conv2dLayer,
     JobSpec,
@@ -25,7 +24,6 @@ from service.contract.spec import (
     MaxPool2dLayer,
     MLPSpec,
     SequentialSpec,
-    SyntheticDataset,
 )
 
 Task = Literal["classification", "regression"]
@@ -76,12 +74,9 @@ BUILTIN_SHAPES: dict[str, DataShape] = {
 
 def known_shape(spec: JobSpec) -> DataShape | None:
     """The data shape of a built-in or synthetic dataset; None for an upload (ask the store)."""
-    ds = spec.dataset
-    if isinstance(ds, BuiltinDataset):
-        return BUILTIN_SHAPES[ds.name]
-    if isinstance(ds, SyntheticDataset):
-        return DataShape.of(ds.task, (ds.n_features,), ds.n_classes, ds.n_samples)
-    return None
+    from service.contract.dataset_kinds import kind_of  # the kinds' module builds on this one
+
+    return kind_of(spec.dataset).shape(spec.dataset)
 
 
 @dataclass

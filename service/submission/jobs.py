@@ -21,6 +21,7 @@ from service.contract.architecture import (
     parameter_count,
 )
 from service.contract.data_sources import data_sources
+from service.contract.dataset_kinds import kind_of
 from service.contract.errors import AtCapacity, SpecError, Unavailable
 from service.contract.spec import JobSpec, UploadedDataset, UriDataset
 from service.data import columns as feature_columns
@@ -64,8 +65,9 @@ def check_spec(
     check_notify(spec, allow_private, ("body",))
     if egress_private is None:  # the API admits it; a sweep's retrain came in with its sweep
         check_tracking(spec, settings, ("body",))
-    if isinstance(spec.dataset, UriDataset):
-        refusal = data_sources(settings).refusal(tenant, spec.dataset.uri)
+    uri = kind_of(spec.dataset).uri(spec.dataset)
+    if uri is not None:
+        refusal = data_sources(settings).refusal(tenant, uri)
         if refusal is not None:
             raise SpecError(("body", "dataset", "uri"), refusal)
         # Whether the object is there and under the limit is asked of its origin by check_uri,
@@ -292,7 +294,7 @@ def submit(
 
 def uploaded_id(spec: JobSpec) -> str | None:
     """The id of the tenant's upload the spec trains on, if it trains on one."""
-    return spec.dataset.id if isinstance(spec.dataset, UploadedDataset) else None
+    return kind_of(spec.dataset).upload_id(spec.dataset)
 
 
 @contextmanager

@@ -23,10 +23,11 @@ from service.api.predict import exported_file, weights_key
 from service.api.routes import lookup, pages
 from service.api.routes.documents import json_document
 from service.api.schemas import CheckpointList, Job, JobList, Metrics, Validation
+from service.contract.dataset_kinds import kind_of
 from service.contract.documents import job_document
 from service.contract.errors import Conflict, NotFound
 from service.contract.exports import EXPORT_SUFFIX, ExportFormat, ExportInputDtype
-from service.contract.spec import JobSpec, UriDataset
+from service.contract.spec import JobSpec
 from service.store.artifacts import ArtifactMissing, file_chunks, remove_job_files
 from service.store.repository import Row
 from service.submission import jobs
@@ -59,7 +60,7 @@ async def _checked_remotely(
     """A spec whose dataset is at a URI, checked (in the thread pool) and its object asked of its
     origin on the event loop (jobs.check_uri: no request thread waits on an origin); None for
     any other spec, which the sync part checks in the same hop as the rest of its work."""
-    if not isinstance(spec.dataset, UriDataset):
+    if kind_of(spec.dataset).uri(spec.dataset) is None:
         return None
     checked = await run_in_threadpool(jobs.check_spec, spec, store, tenant, settings)
     await jobs.check_uri(checked, settings, remote, tenant)
