@@ -80,7 +80,10 @@ class ParsedDataset:
         """Feature column j's raw values of rows start..stop as strings (a gap is ""); DataError
         where not kept."""
         if not self.texts or j not in self.texts:
-            raise DataError("this dataset keeps no text for that column: upload it again to use it as text")
+            raise DataError(
+                "this dataset keeps no text for that column (uploaded before text columns were kept, "
+                "or its strings beyond the text bytes kept): it cannot be read as text"
+            )
         data, offsets = self.texts[j]
         bounds = offsets[start : (len(offsets) - 1 if stop is None else stop) + 1].tolist()
         raw = data[bounds[0] : bounds[-1]].tobytes() if bounds else b""

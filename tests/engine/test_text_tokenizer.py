@@ -19,7 +19,7 @@ from service.data.columns import ColumnsError, ColumnSummary, plan, takes_text, 
 from service.data.parsed import DataError
 from worker import prediction_task
 from worker.training import text
-from worker.training.data import _split, split_and_standardize
+from worker.training.data import _split, cv_folds, split_and_standardize
 from worker.training.export import export
 from worker.training.inference import InputError, Predictor
 from worker.training.loop import fit
@@ -246,3 +246,24 @@ def test_a_text_checkpoint_predicts_raw_strings_and_its_export_takes_ids(
     scored = np.column_stack([table.column(f"p_{c}").to_numpy() for c in predictor.classes])
     np.testing.assert_allclose(scored, proba, atol=1e-6)
     assert data.text_values(0, 5, 9) == data.text_values(0)[5:9]
+
+
+def test_each_cv_fold_learns_its_vocabulary_on_its_own_train_part() -> None:
+    data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10)
+    values = data.text_values(0)
+    folds = cv_folds(_text_spec(), data, 3)
+    vocabs = [set(TextEncoder.from_dict(f.text or {}).tokenizer.get_vocab()) for f in folds]
+    assert len({frozenset(v) for v in vocabs}) > 1  # the day<i> words differ with the fold's rows
+    for fold, vocab in zip(folds, vocabs, strict=True):
+        assert fold.X_train.dtype == np.int64
+        assert vocab <= {"[PAD]", "[UNK]"} | {w for v in values for w in v.split()}
+
+
+def test_text_beyond_the_kept_bytes_cannot_be_read_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.data import tabular
+
+    monkeypatch.setattr(tabular, "MAX_TEXT_BYTES", 100)  # the corpus's column holds more
+    data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10)
+    assert data.texts is None
+    with pytest.raises(DataError, match="keeps no text"):
+        split_and_standardize(_text_spec(), data)
