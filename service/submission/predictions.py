@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from service.contract.batch_prediction import BatchPredictionSpec
 from service.contract.data_sources import data_sources
+from service.contract.dataset_kinds import kind_of
 from service.contract.errors import NotFound, SpecError
-from service.contract.spec import UploadedDataset, UriDataset
 from service.queue.broker import Broker
 from service.settings import Settings
 from service.store.batch_predictions import BatchPredictions
@@ -33,13 +33,11 @@ def submit(
     if store.checkpoint(job_id, spec.checkpoint) is None:
         raise NotFound(f"job {job_id} has no checkpoint {spec.checkpoint!r}")
     ds = spec.dataset
-    dataset_id = None
-    if isinstance(ds, UploadedDataset):
-        if store.get_dataset(ds.id, tenant) is None:
-            raise SpecError(("body", "dataset", "id"), f"no dataset with id {ds.id!r}")
-        dataset_id = ds.id
-    elif isinstance(ds, UriDataset):
-        refusal = data_sources(settings).refusal(tenant, ds.uri)
+    dataset_id, uri = kind_of(ds).upload_id(ds), kind_of(ds).uri(ds)
+    if dataset_id is not None and store.get_dataset(dataset_id, tenant) is None:
+        raise SpecError(("body", "dataset", "id"), f"no dataset with id {dataset_id!r}")
+    if uri is not None:
+        refusal = data_sources(settings).refusal(tenant, uri)
         if refusal is not None:
             raise SpecError(("body", "dataset", "uri"), refusal)
     predictions = BatchPredictions(store.engine)
