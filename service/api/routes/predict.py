@@ -41,7 +41,9 @@ class PredictRequest(BaseModel):
         "standardization): a list of features each, or nested to the input's shape (digits: "
         "64 numbers, or 1x8x8). A job on a CSV or Parquet file takes its rows as they come: a "
         "list in file column order (the target left out) or an object keyed by column name, "
-        "with strings and nulls (a gap is imputed, an unseen category is 'other').",
+        "with strings and nulls (a gap is imputed, an unseen category is 'other'). A text model "
+        "(rnn, transformer, conv1d on a text column) takes raw strings: a row is the text, [text] "
+        "or {column: text}, tokenized by the job's train-split vocabulary.",
     )
     checkpoint: str = Field("best", max_length=100, description='"best", "final" or "epoch-K".')
     probabilities: bool = Field(
