@@ -291,6 +291,7 @@ def _setup(
         batch_size=bs,
         sample_shape=tuple(X.shape[1:]),
         target_dtype=y.dtype,
+        input_dtype=X.dtype,
         use_graph=use_cuda_graph(device),
         host_batches=HostBatches(X, y, bs, device) if on_host else None,
     )

@@ -47,6 +47,7 @@ class Stepper:
         target_dtype: torch.dtype,
         use_graph: bool,
         host_batches: HostBatches | None = None,
+        input_dtype: torch.dtype = torch.float32,  # int64: token ids of a text dataset
     ) -> None:
         self.model, self.criterion, self.optimizer, self.penalty = model, criterion, optimizer, penalty
         self.regression = regression
@@ -64,7 +65,7 @@ class Stepper:
         self.graph_lr: float | None = None
         self.warm = 0
         if self.use_graph:
-            self.sx = torch.zeros((batch_size, *sample_shape), device=device)
+            self.sx = torch.zeros((batch_size, *sample_shape), device=device, dtype=input_dtype)
             self.sy = torch.zeros(batch_size, device=device, dtype=target_dtype)
             self.side = torch.cuda.Stream(device)
 
