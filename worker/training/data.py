@@ -6,6 +6,7 @@ Everything stays in numpy here; the loop moves the arrays to the device once as 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -94,30 +95,56 @@ class Prepared:
         return self.shape.task
 
 
+# How a worker reads each kind of dataset, by its spec class (what the other rooms ask of a
+# kind is service.contract.dataset_kinds): a new kind registers its loader here.
+Loader = Callable[[Any, Path | None, Path | None], ParsedDataset]
+LOADERS: dict[type[Any], Loader] = {}
+
+
+def loads(cls: type[Any]) -> Callable[[Loader], Loader]:
+    def register(load: Loader) -> Loader:
+        LOADERS[cls] = load
+        return load
+
+    return register
+
+
 def load_dataset(spec: JobSpec, datasets_dir: Path | None, dataset_file: Path | None = None) -> ParsedDataset:
     """The raw dataset a spec names; DataError with a reason when it cannot be had. A dataset
     by URI is read from `dataset_file`, the canonical file the worker made of the fetched object
     (the engine itself fetches nothing); an upload from `dataset_file` when the caller gives
     one (the worker's held copy), else from `datasets_dir`."""
-    ds = spec.dataset
-    if isinstance(ds, UriDataset):
-        if dataset_file is None:
-            raise DataError("dataset.uri: the worker has not fetched this dataset")
-        return load_canonical(dataset_file)
-    if isinstance(ds, BuiltinDataset):
-        bunch = _BUILTIN_LOADERS[ds.name]()
-        X = np.asarray(bunch.data, dtype=np.float32)
-        if ds.name == "digits":
-            X = X.reshape(-1, 1, 8, 8)
-        if ds.name == "diabetes":
-            return ParsedDataset(
-                X, np.asarray(bunch.target, np.float32), "regression", np.array([], dtype=str)
-            )
-        names = np.asarray(bunch.target_names)  # digits: the ints 0-9; iris: strings
-        return ParsedDataset(X, np.asarray(bunch.target, np.int64), "classification", names)
-    if isinstance(ds, SyntheticDataset):
-        return _synthetic(ds)
-    assert isinstance(ds, UploadedDataset)
+    return LOADERS[type(spec.dataset)](spec.dataset, datasets_dir, dataset_file)
+
+
+@loads(UriDataset)
+def _load_uri(ds: UriDataset, datasets_dir: Path | None, dataset_file: Path | None) -> ParsedDataset:
+    if dataset_file is None:
+        raise DataError("dataset.uri: the worker has not fetched this dataset")
+    return load_canonical(dataset_file)
+
+
+@loads(BuiltinDataset)
+def _load_builtin(ds: BuiltinDataset, datasets_dir: Path | None, dataset_file: Path | None) -> ParsedDataset:
+    bunch = _BUILTIN_LOADERS[ds.name]()
+    X = np.asarray(bunch.data, dtype=np.float32)
+    if ds.name == "digits":
+        X = X.reshape(-1, 1, 8, 8)
+    if ds.name == "diabetes":
+        return ParsedDataset(X, np.asarray(bunch.target, np.float32), "regression", np.array([], dtype=str))
+    names = np.asarray(bunch.target_names)  # digits: the ints 0-9; iris: strings
+    return ParsedDataset(X, np.asarray(bunch.target, np.int64), "classification", names)
+
+
+@loads(SyntheticDataset)
+def _load_synthetic(
+    ds: SyntheticDataset, datasets_dir: Path | None, dataset_file: Path | None
+) -> ParsedDataset:
+    return _synthetic(ds)
+
+
+@loads(UploadedDataset)
+def _load_upload(ds: UploadedDataset, datasets_dir: Path | None, dataset_file: Path | None) -> ParsedDataset:
     if dataset_file is not None:
         return load_canonical(dataset_file)
     if datasets_dir is None:
