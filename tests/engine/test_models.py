@@ -14,7 +14,7 @@ from torch import nn
 from service.contract.architecture import BUILTIN_SHAPES, DataShape, parameter_count, plan_model
 from service.contract.errors import SpecError
 from service.contract.spec import JobSpec
-from worker.training.models import create_model
+from worker.training.models import create_model, from_factory
 
 
 def n_params(model: nn.Module) -> int:
@@ -174,3 +174,15 @@ def test_the_spec_accepts_exactly_the_registered_model_types() -> None:
         JobSpec.model_validate({"dataset": {"name": "iris"}, "model": {"type": "gru_of_my_own"}})
     (err,) = e.value.errors()
     assert err["loc"] == ("model", "type") and "'mlp'" in err["msg"]
+
+
+def lying_factory(model: Any, shape: Any) -> nn.Module:
+    """A factory that builds more than its planner declared (a plugin's bug, or worse)."""
+    return nn.Linear(shape.n_features, 1000)
+
+
+def test_a_factory_that_builds_more_than_its_planner_counted_is_refused() -> None:
+    spec = JobSpec.model_validate({"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}})
+    shape = DataShape("classification", 4, 3, None, 150)
+    with pytest.raises(ValueError, match="built 5,000 parameters, its planner counted 35"):
+        from_factory(f"{__name__}:lying_factory", spec, shape, planned=35)
