@@ -141,8 +141,9 @@ def _read_shape(path: Path, spec: JobSpec) -> DataShape:
     """The shape as the model sees it: a CSV's or Parquet file's columns as `ds.columns`
     encodes them (a SpecError, turned into the job's DataError, names a column it cannot)."""
     doc = json.loads(path.read_text())
-    image = tuple(doc["image_shape"]) if doc["image_shape"] else None
-    shape = DataShape(doc["task"], doc["n_features"], doc["n_outputs"], image, doc["n_samples"])
+    # a sample's (C, H, W) images or (T, F) frames, else a row of n_features
+    sample = doc["image_shape"] or [doc["n_features"]]
+    shape = DataShape.of(doc["task"], sample, doc["n_outputs"], doc["n_samples"])
     return columns_shape(shape, doc.get("columns"), spec, ("dataset", "columns"))
 
 

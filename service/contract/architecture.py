@@ -187,6 +187,18 @@ def wants_images(spec: JobSpec) -> bool:
     return model_type_of(spec.model.type).wants_images(spec.model)
 
 
+def _no_frames(shape: DataShape, what: str) -> None:
+    """Sequences of frames are read by the sequence types only: flattening T×F frames into a row
+    would lose their order and their lengths (a 422 at model.type, never a silent flatten)."""
+    if shape.sequence is not None and shape.vocab_size is None:
+        t, f = shape.sequence
+        raise SpecError(
+            ("model", "type"),
+            f"{what} takes rows; this dataset holds sequences of frames ({t}×{f}): "
+            "use a sequence model (rnn, transformer or conv1d)",
+        )
+
+
 def _is_spatial(m: SequentialSpec) -> bool:
     return any(isinstance(layer, Conv2dLayer | MaxPool2dLayer) for layer in m.layers)
 
@@ -197,6 +209,7 @@ def _is_spatial(m: SequentialSpec) -> bool:
     not_stackable=lambda m: "batch_norm models train trial by trial" if m.batch_norm else None,
 )
 def _plan_mlp(m: MLPSpec, shape: DataShape) -> list[LayerPlan]:
+    _no_frames(shape, "an mlp")
     layers: list[LayerPlan] = []
     _mlp_tail(layers, shape.n_features, m.hidden, m.activation, m.dropout, m.batch_norm, shape.n_outputs)
     return layers
@@ -241,6 +254,7 @@ def _plan_cnn(m: CNNSpec, shape: DataShape) -> list[LayerPlan]:
     not_stackable=lambda _: "sequential models train trial by trial",
 )
 def _plan_sequential(m: SequentialSpec, shape: DataShape) -> list[LayerPlan]:
+    _no_frames(shape, "a sequential model")
     spatial = _is_spatial(m)
     if spatial and shape.image_shape is None:
         raise SpecError(("model", "layers"), "conv2d and max_pool2d need image data; this dataset is tabular")

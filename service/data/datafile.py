@@ -8,7 +8,8 @@ indices, or float32 targets), `task` and `classes` (the original labels, with th
 for a CSV or Parquet file `columns` (JSON text: the column summary of service.data.columns; X
 then holds the raw columns, gaps and string codes, encoded by each job on its train split) and,
 for each string column j, `text_j` and `text_j_offsets` (its raw values as UTF-8 bytes and their
-offsets: what a text column's tokenizer reads; ParsedDataset.texts).
+offsets: what a text column's tokenizer reads; ParsedDataset.texts), and for frames (an NPZ
+with `lengths`) `lengths`, X then N×T×F.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ def save_canonical(data: ParsedDataset, path: Path) -> None:
         arrays["columns"] = np.array(json.dumps(data.columns))
     for j, (text, offsets) in (data.texts or {}).items():
         arrays[f"text_{j}"], arrays[f"text_{j}_offsets"] = text, offsets
+    if data.lengths is not None:
+        arrays["lengths"] = data.lengths
     np.savez(tmp, **arrays)
     tmp.replace(path)  # atomic: a worker never reads half a file
 
@@ -148,4 +151,7 @@ def load_canonical(path: Path) -> ParsedDataset:
             for k in npz.files
             if k.startswith("text_") and k[5:].isdigit() and f"{k}_offsets" in npz.files
         }
-        return ParsedDataset(npz["X"], npz["y"], task, npz["classes"], columns, texts=texts or None)
+        lengths = npz["lengths"] if "lengths" in npz.files else None
+        return ParsedDataset(
+            npz["X"], npz["y"], task, npz["classes"], columns, texts=texts or None, lengths=lengths
+        )

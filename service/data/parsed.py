@@ -75,6 +75,9 @@ class ParsedDataset:
     # int64, N+1: value i is data[offsets[i]:offsets[i+1]], a gap is empty). Plain arrays, so the
     # canonical NPZ holds them without a pickle; None where the file had no string column.
     texts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+    # Sequences of frames (an NPZ with `lengths`): X is N×T×F float32 and this each sequence's
+    # length (int64, 1..T; the frames after it are zero). None for every other dataset.
+    lengths: np.ndarray | None = None
 
     def text_values(self, j: int, start: int = 0, stop: int | None = None) -> list[str]:
         """Feature column j's raw values of rows start..stop as strings (a gap is ""); DataError
@@ -105,7 +108,11 @@ class ParsedDataset:
         return len(self.classes) if self.task == "classification" else None
 
     @property
-    def image_shape(self) -> tuple[int, int, int] | None:
+    def image_shape(self) -> tuple[int, ...] | None:
+        """A sample's shape where it is not a flat row: (C, H, W) images, or (T, F) frames (what
+        DataShape.of reads as a sequence; the dataset row's `image_shape` column keeps it)."""
+        if self.lengths is not None:
+            return int(self.X.shape[1]), int(self.X.shape[2])
         if self.X.ndim != 4:
             return None
         _, c, h, w = self.X.shape
@@ -133,7 +140,7 @@ class ParsedDataset:
 
     def sha256(self) -> str:
         h = hashlib.sha256()
-        for arr in (self.X, self.y):
+        for arr in (self.X, self.y) if self.lengths is None else (self.X, self.y, self.lengths):
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)  # its bytes, not a copy
         return h.hexdigest()

@@ -196,9 +196,12 @@ def prepare(spec: JobSpec, datasets_dir: Path | None = None, dataset_file: Path 
 def _arrays(spec: JobSpec, data: ParsedDataset) -> tuple[np.ndarray, np.ndarray]:
     X, y = data.X, data.y
     images = wants_images(spec)
-    if images and X.ndim != 4:
+    if data.lengths is not None:  # frames N×T×F: a sequence model reads them (its planner checks)
+        if images:
+            raise DataError("the model needs image data (N, C, H, W); this dataset holds sequences of frames")
+    elif images and X.ndim != 4:
         raise DataError("the model needs image data (N, C, H, W); this dataset is tabular")
-    if not images:
+    elif not images:
         X = X.reshape(len(X), -1)
     if data.task == "classification" and len(np.unique(y)) < 2:
         raise DataError("the target has a single class: nothing to learn")
@@ -285,11 +288,16 @@ def _assemble(
         preprocessing = feature_columns.fit(planned, data.columns, X[train_idx])
         X = feature_columns.transform(preprocessing, data.columns, X)
     Xtr = X[train_idx]
-    axes = (0,) if X.ndim == 2 else (0, 2, 3)
-    mean = Xtr.mean(axis=axes, keepdims=True)[0]
-    std = Xtr.std(axis=axes, keepdims=True)[0]
+    if data.lengths is not None:  # frames: per feature, over the train split's real frames only
+        real = Xtr[np.arange(X.shape[1])[None, :] < data.lengths[train_idx][:, None]]
+        mean, std = real.mean(axis=0, keepdims=True), real.std(axis=0, keepdims=True)
+    else:
+        axes = (0,) if X.ndim == 2 else (0, 2, 3)
+        mean = Xtr.mean(axis=axes, keepdims=True)[0]
+        std = Xtr.std(axis=axes, keepdims=True)[0]
     std[std < 1e-8] = 1.0  # constant features (blank pixels) pass through unscaled
     st = Standardization(mean.astype(np.float32), std.astype(np.float32))
+    scale = _frames_scaler(st, data.lengths) if data.lengths is not None else lambda x, _: st.apply(x)
     if not classification:
         st.target_mean = float(y[train_idx].mean())
         st.target_std = float(y[train_idx].std()) or 1.0
@@ -303,17 +311,32 @@ def _assemble(
     return Prepared(
         shape=shape,
         input_shape=tuple(int(v) for v in X.shape[1:]),
-        X_train=st.apply(Xtr),
+        X_train=scale(Xtr, train_idx),
         y_train=ys(train_idx),
-        X_val=st.apply(X[val_idx]),
+        X_val=scale(X[val_idx], val_idx),
         y_val=ys(val_idx),
-        X_test=st.apply(X[test_idx]),
+        X_test=scale(X[test_idx], test_idx),
         y_test=ys(test_idx),
         standardization=st,
         sha256=data.sha256(),
         classes=data.classes.tolist(),
         preprocessing=preprocessing,
     )
+
+
+def _frames_scaler(
+    st: Standardization, lengths: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Standardize frames and keep their padding zero: a sequence model takes the trailing
+    all-zero frames of a sequence as its padding (sequence_models.SequenceInput), so each
+    sequence's length travels with its frames, through the loop, predict and exports alike."""
+
+    def scale(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        out = st.apply(X)
+        out[np.arange(X.shape[1])[None, :] >= lengths[idx][:, None]] = 0
+        return out
+
+    return scale
 
 
 def _assemble_text(

@@ -31,6 +31,7 @@ from torch import nn
 from service.contract.exports import ExportFormat, ExportInputDtype
 from worker.training.data import Standardization
 from worker.training.inference import load_model
+from worker.training.sequence_models import frame_lengths
 
 
 class RawInputs(nn.Module):
@@ -54,7 +55,11 @@ class RawInputs(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # in the graph: float64 (numpy, pandas) and integer inputs are taken as they come
         x = x.to(torch.float32)
-        return self.model((x - self.mean) / self.std) * self.out_scale + self.out_shift
+        z = (x - self.mean) / self.std
+        if x.dim() == 3:  # frames N×T×F: trailing all-zero frames are padding, zero for the model
+            steps = torch.arange(x.shape[1], device=x.device)[None, :]
+            z = z * (steps < frame_lengths(x)[:, None]).unsqueeze(-1).to(z.dtype)
+        return self.model(z) * self.out_scale + self.out_shift
 
 
 class TokenIds(nn.Module):
@@ -151,6 +156,9 @@ def export(
         wrapped = RawInputs(model, st, regression).eval()
         dtype = _TORCH_DTYPE[input_dtype] if fmt == "onnx" else torch.float32
         example = torch.zeros(2, *shape, dtype=dtype)
+        if len(shape) == 2:  # frames: one full sequence and one of a single frame, as for text
+            example[0] = 1
+            example[1, 0] = 1
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings(), torch.no_grad():

@@ -70,6 +70,8 @@ class Predictor:
         # A text model: raw strings (a row is the string, a list holding it, or an object keyed
         # by the text column) are tokenized by the train split's vocabulary into token ids.
         self.text = TextEncoder.from_dict(sidecar["text"]) if sidecar.get("text") is not None else None
+        # Sequences of frames (T, F): a row is a list of up to T frames of F values.
+        self.frames = self.text is None and len(self.input_shape) == 2
 
     def _text_ids(self, inputs: Any) -> np.ndarray:
         assert self.text is not None
@@ -93,9 +95,39 @@ class Predictor:
             values.append(row)
         return self.text.encode(values)[0]
 
+    def _frame_rows(self, inputs: Any) -> np.ndarray:
+        """Rows of frames: each a list of 1..T frames of F values, padded with zero frames to T.
+        A row's length ends at its last frame that is not all zero (the padding a sequence model
+        reads; worker.training.data), so a full T×F row with trailing zero frames is the same
+        row as one without them. Standardized, with the padding kept zero."""
+        t, f = self.input_shape
+        if not isinstance(inputs, list | np.ndarray):
+            raise InputError("inputs: a list of rows (each a list of frames) is expected")
+        X = np.zeros((len(inputs), t, f), np.float32)
+        for i, row in enumerate(inputs):
+            try:
+                a = np.asarray(row, dtype=np.float64)
+            except (ValueError, TypeError):
+                raise InputError(f"inputs: row {i} is not a list of frames of numbers") from None
+            if a.ndim != 2 or a.shape[1] != f or not 1 <= a.shape[0] <= t:
+                raise InputError(
+                    f"inputs: row {i} must hold 1..{t} frames of {f} values (a T×F list); "
+                    f"got shape {list(a.shape)}"
+                )
+            X[i, : len(a)] = a
+        if not np.isfinite(X).all():
+            raise InputError("inputs: NaN or infinite values")
+        real = (X != 0).any(-1)
+        lengths = np.maximum(t - (np.cumsum(real[:, ::-1], 1) == 0).sum(1), 1)
+        out = self.standardization.apply(X)
+        out[np.arange(t)[None, :] >= lengths[:, None]] = 0
+        return out
+
     def _inputs(self, inputs: Any) -> np.ndarray:
         if self.text is not None:
             return self._text_ids(inputs)
+        if self.frames:
+            return self._frame_rows(inputs)
         if self.preprocessing is not None:
             try:
                 encoded = encode_rows(self.preprocessing, inputs)

@@ -43,7 +43,7 @@ def step_mask(lengths: Tensor, t: int) -> Tensor:
 
 class SequenceInput(nn.Module):
     """Frames pass through; token ids go through an embedding (row 0, padding, stays zero).
-    Returns (B, T, E) and the lengths (given, from the padding of text, or all T)."""
+    Returns (B, T, E) and the lengths (given, else from the padding of text or of frames)."""
 
     def __init__(self, vocab_size: int | None, dim: int) -> None:
         super().__init__()
@@ -55,9 +55,17 @@ class SequenceInput(nn.Module):
             if lengths is None:
                 lengths = (ids != 0).sum(1).clamp(min=1)
             return self.embedding(ids), lengths
-        if lengths is None:
-            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        if lengths is None:  # frames: the trailing all-zero ones are padding (worker.training.data)
+            lengths = frame_lengths(x)
         return x.float(), lengths
+
+
+def frame_lengths(x: Tensor) -> Tensor:
+    """(B,) each sequence's frames up to its last one that is not all zero (at least 1): how a
+    frames dataset's lengths travel with its standardized frames (their padding zeroed)."""
+    real = (x != 0).any(-1).long()  # (B, T)
+    trailing = real.flip(1).cumsum(1) == 0  # True over the padding at the end
+    return (x.shape[1] - trailing.sum(1)).clamp(min=1)
 
 
 class RNNModel(nn.Module):
