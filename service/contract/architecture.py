@@ -194,7 +194,7 @@ def _no_frames(shape: DataShape, what: str) -> None:
         t, f = shape.sequence
         raise SpecError(
             ("model", "type"),
-            f"{what} takes rows; this dataset holds sequences of frames ({t}×{f}): "
+            f"{what} takes rows or images; this dataset holds sequences of frames ({t}×{f}): "
             "use a sequence model (rnn, transformer or conv1d)",
         )
 
@@ -222,6 +222,7 @@ def _plan_mlp(m: MLPSpec, shape: DataShape) -> list[LayerPlan]:
     not_stackable=lambda _: "cnn models train trial by trial",
 )
 def _plan_cnn(m: CNNSpec, shape: DataShape) -> list[LayerPlan]:
+    _no_frames(shape, "a cnn")
     if shape.image_shape is None:
         raise SpecError(("model", "type"), "a cnn needs image data (such as digits); this dataset is tabular")
     layers: list[LayerPlan] = []

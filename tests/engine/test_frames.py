@@ -103,7 +103,7 @@ def test_row_and_image_models_refuse_frames_at_model_type(model: dict[str, Any])
     shape = DataShape.of("classification", (24, 3), 3, 90)
     with pytest.raises(SpecError) as e:
         plan_model(make_spec(model=model), shape)
-    assert e.value.loc == ("model", "type")
+    assert e.value.loc == ("model", "type") and "sequences of frames (24×3)" in str(e.value)
 
 
 def test_frames_are_standardized_with_their_padding_zero() -> None:
@@ -144,6 +144,10 @@ def test_frames_train_predict_and_export(tmp_path: Path, model: dict[str, Any]) 
     labels, proba = predictor.predict_proba(rows)
     np.testing.assert_allclose(predictor.predict_proba(padded)[1], proba, atol=1e-5)
     assert set(labels) <= {0, 1, 2}
+    # a batch prediction reads the dataset's canonical rows: the same inputs as the rows above
+    np.testing.assert_allclose(
+        predictor.prepare_rows(data, 0, 6).X, predictor.prepare(np.array(padded), None).X
+    )
     script = torch.jit.load(str(export(ckpt / "final.safetensors", side, "torchscript", tmp_path / "m.pt")))
     with torch.no_grad():
         out = script(torch.tensor(np.array(padded), dtype=torch.float64))
