@@ -152,3 +152,13 @@ def test_frames_train_predict_and_export(tmp_path: Path, model: dict[str, Any]) 
     with torch.no_grad():
         out = script(torch.tensor(np.array(padded), dtype=torch.float64))
     np.testing.assert_allclose(torch.softmax(out, 1).numpy(), proba, atol=1e-4)
+
+
+def test_a_worker_held_shape_file_of_frames_reads_back_as_a_sequence(tmp_path: Path) -> None:
+    """A dataset by URI: the worker keeps its shape beside the canonical file (job_data)."""
+    from worker.job_data import _read_shape, _write_shape
+
+    _write_shape(tmp_path / "shape.json", parse_npz(npz_bytes(**frames()), **LIMITS))
+    spec = make_spec(model={"type": "conv1d", "channels": [4]})
+    shape = _read_shape(tmp_path / "shape.json", spec)
+    assert (shape.sequence, shape.image_shape, shape.n_features, shape.n_outputs) == ((24, 3), None, 72, 3)
