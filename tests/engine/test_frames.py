@@ -19,7 +19,7 @@ from service.data.datafile import DataError, load_canonical, parse_npz, save_can
 from worker.training.checkpoints import read_sidecar
 from worker.training.data import split_and_standardize
 from worker.training.export import export
-from worker.training.inference import Predictor
+from worker.training.inference import InputError, Predictor
 from worker.training.runner import run_job
 
 LIMITS: dict[str, Any] = {"max_rows": 10_000, "max_columns": 10_000, "max_bytes": 50_000_000}
@@ -144,6 +144,9 @@ def test_frames_train_predict_and_export(tmp_path: Path, model: dict[str, Any]) 
     labels, proba = predictor.predict_proba(rows)
     np.testing.assert_allclose(predictor.predict_proba(padded)[1], proba, atol=1e-5)
     assert set(labels) <= {0, 1, 2}
+    # short rows are padded to T: how many one call takes is bounded by what they are padded to
+    with pytest.raises(InputError, match="at most 233016 rows of 24×3 frames"):
+        predictor.predict([[[1.0, 2.0, 3.0]]] * 233_017)
     # a batch prediction reads the dataset's canonical rows: the same inputs as the rows above
     np.testing.assert_allclose(
         predictor.prepare_rows(data, 0, 6).X, predictor.prepare(np.array(padded), None).X

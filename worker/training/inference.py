@@ -25,6 +25,10 @@ from worker.training.models import create_model
 from worker.training.text import TextEncoder
 
 CHUNK = 4096
+# The most values one predict request's rows are padded to (rows × T × F, 64 MB as float32): a
+# row of one frame becomes T frames, so short rows would otherwise make a small body a large
+# array. A batch prediction's rows come from a dataset, already within its bytes limit.
+MAX_FRAME_VALUES = 2**24
 
 
 class InputError(ValueError):
@@ -103,6 +107,11 @@ class Predictor:
         t, f = self.input_shape
         if not isinstance(inputs, list | np.ndarray):
             raise InputError("inputs: a list of rows (each a list of frames) is expected")
+        if isinstance(inputs, list) and len(inputs) * t * f > MAX_FRAME_VALUES:  # a dataset's are bounded
+            raise InputError(
+                f"inputs: at most {max(MAX_FRAME_VALUES // (t * f), 1)} rows of {t}×{f} frames per "
+                "request: split the rows, or score a dataset with POST /v1/jobs/{id}/predictions"
+            )
         X = np.zeros((len(inputs), t, f), np.float32)
         for i, row in enumerate(inputs):
             try:
