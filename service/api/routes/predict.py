@@ -43,7 +43,9 @@ class PredictRequest(BaseModel):
         "list in file column order (the target left out) or an object keyed by column name, "
         "with strings and nulls (a gap is imputed, an unseen category is 'other'). A text model "
         "(rnn, transformer, conv1d on a text column) takes raw strings: a row is the text, [text] "
-        "or {column: text}, tokenized by the job's train-split vocabulary.",
+        "or {column: text}, tokenized by the job's train-split vocabulary. A model on sequences "
+        "of frames (an NPZ with lengths) takes a row as a list of 1..T frames of F numbers, "
+        "padded with zero frames (trailing all-zero frames are padding).",
     )
     checkpoint: str = Field("best", max_length=100, description='"best", "final" or "epoch-K".')
     probabilities: bool = Field(
