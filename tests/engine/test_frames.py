@@ -14,7 +14,7 @@ import torch
 from engine_helpers import make_spec
 
 from service.contract.architecture import DataShape, plan_model
-from service.contract.errors import SpecError
+from service.contract.errors import Conflict, SpecError
 from service.data.datafile import DataError, load_canonical, parse_npz, save_canonical
 from worker.training.checkpoints import read_sidecar
 from worker.training.data import split_and_standardize
@@ -155,6 +155,13 @@ def test_frames_train_predict_and_export(tmp_path: Path, model: dict[str, Any]) 
     with torch.no_grad():
         out = script(torch.tensor(np.array(padded), dtype=torch.float64))
     np.testing.assert_allclose(torch.softmax(out, 1).numpy(), proba, atol=1e-4)
+    # ONNX where its operators reach; where they do not, a Conflict (the route's 409) naming it
+    if model["type"] == "transformer":
+        with pytest.raises(Conflict, match=r"format=onnx: .*aten::.*format=torchscript"):
+            export(ckpt / "final.safetensors", side, "onnx", tmp_path / "m.onnx")
+        assert not list(tmp_path.glob("*.onnx*"))
+    else:
+        assert export(ckpt / "final.safetensors", side, "onnx", tmp_path / "m.onnx").is_file()
 
 
 def test_a_worker_held_shape_file_of_frames_reads_back_as_a_sequence(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import onnx
 import torch
 from torch import nn
 
+from service.contract.errors import Conflict
 from service.contract.exports import ExportFormat, ExportInputDtype
 from worker.training.data import Standardization
 from worker.training.inference import load_model
@@ -166,12 +167,28 @@ def export(
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(wrapped, example), str(tmp))
         else:
-            torch.onnx.export(
-                wrapped, (example,), str(tmp), dynamo=False, input_names=["inputs"],
-                output_names=["outputs"], dynamic_axes={"inputs": {0: "batch"}, "outputs": {0: "batch"}},
-            )  # fmt: skip
+            try:
+                torch.onnx.export(
+                    wrapped, (example,), str(tmp), dynamo=False, input_names=["inputs"],
+                    output_names=["outputs"], dynamic_axes={"inputs": {0: "batch"}, "outputs": {0: "batch"}},
+                )  # fmt: skip
+            except torch.onnx.errors.UnsupportedOperatorError as e:
+                # The model is fine, ONNX has no such operator (the transformer's fused encoder
+                # layer): the caller's 409 names it; TorchScript exports the same model.
+                tmp.unlink(missing_ok=True)
+                raise Conflict(
+                    f"format=onnx: this model uses an operator ONNX cannot express ({_operator(e)}); "
+                    "export it as format=torchscript"
+                ) from None
             graph = onnx.load(str(tmp))
             onnx.helper.set_model_props(graph, onnx_metadata(sidecar, input_dtype, job_id))
             onnx.save(graph, str(tmp))
     tmp.replace(out)
     return out
+
+
+def _operator(e: Exception) -> str:
+    """The operator an UnsupportedOperatorError names (`aten::…`), else its first line."""
+    text = str(e)
+    found = [w.strip("'\".,") for w in text.split() if "::" in w]
+    return found[0] if found else text.splitlines()[0][:200]
