@@ -48,6 +48,9 @@ def execute_unit(unit_id: str, rt: Runtime) -> None:
     import worker.training.sweep  # noqa: F401
 
     s = rt.settings
+    # A unit of a model type this worker lacks (a plugin not installed here) goes back to the
+    # queue unclaimed, for a worker that has it, as a job's or a sweep's does.
+    leased_task.refuse_unknown_model_type(rt, "unit", unit_id, rt.units.base_spec(unit_id), lambda _why: None)
     claim = leased_task.claim(rt, "unit", unit_id, rt.units.claim)
     # The sweep's other queued units are this worker's to take too: their messages, behind
     # this one, would only find them taken.

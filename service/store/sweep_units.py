@@ -232,6 +232,19 @@ class SweepUnits:
         with self._read() as conn:
             return conn.execute(query).scalar()
 
+    def base_spec(self, unit: str) -> dict[str, Any] | None:
+        """The base JobSpec of the unit's sweep (what a worker checks it can train before it
+        claims the unit), None for no such unit."""
+        query = (
+            sa.select(sweeps.c.spec)
+            .join(sweep_units, sweep_units.c.sweep_id == sweeps.c.id)
+            .where(sweep_units.c.id == unit)
+        )
+        with self._read() as conn:
+            spec = conn.execute(query).scalar()
+        base = spec.get("base") if isinstance(spec, dict) else None
+        return base if isinstance(base, dict) else None
+
     # --- any worker --------------------------------------------------------------------------
 
     def claim(self, unit: str, owner: str, lease_seconds: float, max_attempts: int) -> UnitClaim | None:

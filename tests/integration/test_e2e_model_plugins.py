@@ -119,3 +119,32 @@ def test_a_worker_without_the_plugin_leaves_the_job_waiting(no_plugin_worker: Se
     job = svc.wait(job_id, timeout=120)
     assert job["status"] == "succeeded", job["error"]
     assert [h["status"] for h in job["history"]] == ["queued", "queued", "running", "succeeded"]
+
+
+def test_a_worker_without_the_plugin_hands_back_the_units_of_a_sweep(no_plugin_worker: Service) -> None:
+    """Units of a plugin-type sweep, whichever worker's queue they reach first: worker0 (without
+    the plugin) hands each back unclaimed, worker1 trains them all, none fails."""
+    svc = no_plugin_worker
+    while len(svc.workers) < 2:
+        svc.start_worker()  # worker1 has the plugin (started here if this test runs alone)
+    r = svc.http.post(
+        "/v1/sweeps",
+        json={
+            "base": {**PLUGIN, "training": {**PLUGIN["training"], "epochs": 2}},
+            "grid": {"regularization.l2": [0, 0.001, 0.01, 0.1]},
+            "parallel": 1,  # a unit per trial: messages for both workers
+        },
+    )
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 240
+    while (sweep := svc.http.get(f"/v1/sweeps/{r.json()['id']}").json())["status"] not in {
+        "succeeded",
+        "failed",
+        "cancelled",
+    }:
+        assert time.monotonic() < deadline, sweep
+        time.sleep(0.3)
+    assert sweep["status"] == "succeeded", sweep["error"]
+    assert [t["status"] for t in sweep["trials"]] == ["succeeded"] * 4
+    trained_by = {u["worker"] for u in sweep["units"]}
+    assert len(trained_by) == 1 and trained_by != {None}, sweep["units"]
