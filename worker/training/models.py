@@ -53,7 +53,9 @@ def from_factory(path: str, spec: JobSpec, shape: DataShape, planned: int) -> nn
         raise TypeError(f"{path} returned {type(model).__name__}, not an nn.Module")
     built = sum(p.numel() for p in model.parameters())
     if built != planned:
-        raise ValueError(f"{spec.model.type}: {path} built {built:,} parameters, its planner counted {planned:,}")
+        raise ValueError(
+            f"{spec.model.type}: {path} built {built:,} parameters, its planner counted {planned:,}"
+        )
     return model
 
 
