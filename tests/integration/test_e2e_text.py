@@ -155,3 +155,8 @@ def test_a_transformer_learns_text_and_predicts_raw_strings(service: Service) ->
     assert p.status_code == 200 and p.json()["predictions"] == ["sport", "food"], p.text
     r = service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best", params={"format": "torchscript"})
     assert r.status_code == 200, r.text
+    # ONNX has no operator for the fused encoder layer: a 409 that names it, never a 500
+    r = service.http.get(f"/v1/jobs/{job['id']}/checkpoints/best", params={"format": "onnx"})
+    assert r.status_code == 409 and "aten::" in r.json()["detail"] and "torchscript" in r.json()["detail"], (
+        r.text
+    )
