@@ -298,14 +298,7 @@ def _assemble(
     std[std < 1e-8] = 1.0  # constant features (blank pixels) pass through unscaled
     st = Standardization(mean.astype(np.float32), std.astype(np.float32))
     scale = _frames_scaler(st, data.lengths) if data.lengths is not None else lambda x, _: st.apply(x)
-    if not classification:
-        st.target_mean = float(y[train_idx].mean())
-        st.target_std = float(y[train_idx].std()) or 1.0
-
-    def ys(i: np.ndarray) -> np.ndarray:
-        if classification:
-            return y[i].astype(np.int64)
-        return ((y[i] - st.target_mean) / st.target_std).astype(np.float32)
+    ys = _targets(st, y, train_idx, classification)
 
     shape = DataShape.of(data.task, X.shape[1:], len(data.classes), len(X))
     return Prepared(
@@ -322,6 +315,23 @@ def _assemble(
         classes=data.classes.tolist(),
         preprocessing=preprocessing,
     )
+
+
+def _targets(
+    st: Standardization, y: np.ndarray, train_idx: np.ndarray, classification: bool
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The targets of some rows as the engine trains on them: class indices, or regression
+    targets standardized by the train split's mean and std (kept in `st` for predict)."""
+    if not classification:
+        st.target_mean = float(y[train_idx].mean())
+        st.target_std = float(y[train_idx].std()) or 1.0
+
+    def ys(i: np.ndarray) -> np.ndarray:
+        if classification:
+            return y[i].astype(np.int64)
+        return ((y[i] - st.target_mean) / st.target_std).astype(np.float32)
+
+    return ys
 
 
 def _frames_scaler(
@@ -359,14 +369,7 @@ def _assemble_text(
     classification = data.task == "classification"
     t = encoder.max_length
     st = Standardization(np.zeros(t, np.float32), np.ones(t, np.float32))  # ids are not scaled
-    if not classification:
-        st.target_mean = float(y[train_idx].mean())
-        st.target_std = float(y[train_idx].std()) or 1.0
-
-    def ys(i: np.ndarray) -> np.ndarray:
-        if classification:
-            return y[i].astype(np.int64)
-        return ((y[i] - st.target_mean) / st.target_std).astype(np.float32)
+    ys = _targets(st, y, train_idx, classification)
 
     return Prepared(
         shape=text_shape(data.task, len(data.classes), len(X), t, encoder.vocab_size),
