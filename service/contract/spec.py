@@ -22,6 +22,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     Tag,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -154,30 +155,32 @@ class UriDataset(Strict):
     )
     columns: Columns = Field("auto", description=COLUMNS_DESCRIPTION)
 
-    @model_validator(mode="after")
-    def _plain_path(self) -> UriDataset:
+    @field_validator("uri")
+    @classmethod
+    def _plain_path(cls, uri: str) -> str:
         # A path that would be normalized names another object than it reads as (`secret/../`
         # is `/`): refused, so that what a rule over buckets or prefixes sees is what is read.
         # An S3 key's empty segments (`a//b`, a trailing `/`) are normalized away alike.
-        if self.uri.startswith("s3://"):
-            segments = self.uri.removeprefix("s3://").partition("/")[2].split("/")
+        if uri.startswith("s3://"):
+            segments = uri.removeprefix("s3://").partition("/")[2].split("/")
             bad = [s for s in segments if s in ("", ".", "..") or _dots(s)]
         else:
-            path = urlsplit(self.uri).path
+            path = urlsplit(uri).path
             bad = [s for s in path.split("/") if _dots(s)]
         if bad:
             shown = "an empty" if not bad[0] else f"a {bad[0]!r}"
             raise ValueError(f"uri: the path may not hold {shown} segment (it would read another path)")
-        return self
+        return uri
 
-    @model_validator(mode="after")
-    def _no_password(self) -> UriDataset:
+    @field_validator("uri")
+    @classmethod
+    def _no_password(cls, uri: str) -> str:
         # The URI is shown back in the job's and sweep's documents and in MLflow's params: a
         # password in it would be on every page that shows them. An https origin that needs
         # one takes a presigned URL; a bucket, the server's own credentials.
-        if urlsplit(self.uri).password is not None:
+        if urlsplit(uri).password is not None:
             raise ValueError("uri: a password may not be written in the URI (it would be shown in documents)")
-        return self
+        return uri
 
     @model_validator(mode="after")
     def _known_format(self) -> UriDataset:

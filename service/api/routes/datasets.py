@@ -97,7 +97,7 @@ async def upload_dataset(
 
 def _field_of(error: Any) -> list[str]:
     """The field an error is about: its loc, or for a check over the whole model (loc empty)
-    the field its message begins with (`uri: the path may not hold ...`)."""
+    the field its message begins with (`format: the URI's suffix names no format ...`)."""
     if error["loc"]:
         return [str(p) for p in error["loc"]]
     field = str(error["msg"]).removeprefix("Value error, ").partition(":")[0]
