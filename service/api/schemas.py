@@ -235,6 +235,11 @@ class Sweep(BaseModel):
     trials: list[SweepTrial]
     leaderboard: list[int] = Field(description="Indices of the scored trials, best first.")
     best: SweepBest | None
+    best_known_at: datetime | None = Field(
+        None,
+        description="When the best trial's score was first known (its finished_at; while the "
+        "sweep runs, the leader's): the time to the winner, beside the sweep's finished_at.",
+    )
     objective: dict[str, Any]
     objectives: list[dict[str, Any]] = Field(
         default_factory=list,

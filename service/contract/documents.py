@@ -59,6 +59,15 @@ def trial_document(t: Row) -> dict[str, Any]:
     }
 
 
+def _best_known_at(sweep: Row, by_index: dict[int, Row], ranked: list[int]) -> Any:
+    """When the best trial's score was first known: the best trial's (or, while the sweep runs,
+    the leader's) finished_at, the moment its score was written. How long a search took to
+    find its winner, beside how long it ran."""
+    best = sweep["best_index"] if sweep["best_index"] is not None else (ranked[0] if ranked else None)
+    row = by_index.get(best) if best is not None else None
+    return row["finished_at"] if row is not None else None
+
+
 def _scalars(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     if metrics is None:
         return None
@@ -130,6 +139,7 @@ def sweep_document(
             "test_metrics": _scalars(result.get("metrics")),
         }
     spec = sweep["spec"]
+    ranked = selection.leaderboard(spec, trials)
     doc = {
         "id": sweep["id"],
         "name": sweep["name"],
@@ -140,8 +150,9 @@ def sweep_document(
         "attempts": sweep["attempts"],
         "cancel_requested": bool(sweep["cancel_requested"]),
         "trials": [trial_document(t) for t in trials],
-        "leaderboard": selection.leaderboard(spec, trials),
+        "leaderboard": ranked,
         "best": best,
+        "best_known_at": _best_known_at(sweep, by_index, ranked),
         "objective": selection.primary(spec),
         "objectives": selection.objectives(spec),
         "pareto": selection.pareto(spec, trials) if len(selection.objectives(spec)) > 1 else None,

@@ -31,7 +31,7 @@ SWEEP: dict[str, Any] = {
 }
 SWEEP_FIELDS = {
     "id", "name", "status", "created_at", "started_at", "finished_at", "trials", "leaderboard",
-    "best", "objective", "spec", "error",
+    "best", "best_known_at", "objective", "spec", "error",
 }  # fmt: skip
 TRIAL_FIELDS = {"index", "params", "status", "metrics", "score", "fold_scores", "vectorized", "error"}
 
@@ -301,3 +301,25 @@ def test_a_released_sweep_is_queued_again_and_a_stale_message_resent(store: Repo
     time.sleep(1.2)  # seconds, not tenths: a loaded machine must not let the resend lapse twice
     assert store.reap_sweeps(3, 1.0).resend == [(sweep_id, "cpu")]
     assert store.reap_sweeps(3, 1.0).resend == []  # sent again just now
+
+
+def test_best_known_at_is_when_the_leaders_score_was_written(store: Repository) -> None:
+    """The time to the winner: the best trial's finished_at (the leader's while it runs)."""
+    from service.contract.documents import sweep_document
+
+    spec = {"name": "s", "base": BASE, "grid": {"regularization.l2": [0.0, 0.01, 0.1]}}
+    spec["objective"] = {"metric": "val_accuracy", "mode": "max"}
+    sweep_id = store.create_sweep(tenant="t", spec=spec, queue="cpu", trials=TRIALS)["id"]
+    assert store.claim_sweep(sweep_id, "w1", 30, 3) is not None
+
+    def doc() -> dict[str, Any]:
+        return sweep_document(store.get_sweep(sweep_id), store.trials([sweep_id])[sweep_id], None)  # type: ignore[arg-type]
+
+    assert doc()["best_known_at"] is None  # nothing scored yet
+    assert store.record_trial(sweep_id, "w1", 2, status="succeeded", score=0.9, metrics={"val_accuracy": 0.9})
+    first = doc()
+    assert first["best_known_at"] == first["trials"][2]["finished_at"] is not None
+    assert store.record_trial(sweep_id, "w1", 0, status="succeeded", score=0.5, metrics={"val_accuracy": 0.5})
+    assert doc()["best_known_at"] == first["best_known_at"]  # a worse trial changes nothing
+    assert store.finish_sweep(sweep_id, "w1", "cancelled", best_index=0)  # the sweep's choice wins
+    assert doc()["best_known_at"] == doc()["trials"][0]["finished_at"]

@@ -366,6 +366,7 @@ class Sweep(_Handle):
     trials: list[Trial] = []
     leaderboard: list[int] = []
     best: SweepBest | None = None
+    best_known_at: datetime | None = None  # when the best trial's score was first known
     objective: dict[str, Any] = {}
     error: JobError | None = None
     spec: dict[str, Any] = {}
