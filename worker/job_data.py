@@ -25,8 +25,9 @@ from typing import Any
 
 from service.contract.architecture import DataShape
 from service.contract.data_sources import data_sources
+from service.contract.dataset_kinds import kind_of
 from service.contract.errors import SpecError
-from service.contract.spec import JobSpec, UploadedDataset, UriDataset
+from service.contract.spec import JobSpec, UriDataset
 from service.data import uri as dataset_uri
 from service.data.datafile import DataError, ParsedDataset, save_canonical
 from service.data.file_cache import FileCache
@@ -58,16 +59,18 @@ def local_dataset(
     `time_limit_s` (TimeLimitReached when the job's limit is the one that ran out), and stops
     with uri.Stopped within a moment of `should_stop()` (the lease's: a cancel, a shutdown).
     Raises DataError with the field it concerns."""
-    ds = spec.dataset
-    if isinstance(ds, UploadedDataset):
+    kind = kind_of(spec.dataset)
+    dataset_id = kind.upload_id(spec.dataset)
+    if dataset_id is not None:
         with ExitStack() as held:
             try:
-                path = held.enter_context(held_dataset(artifacts, ds.id))
+                path = held.enter_context(held_dataset(artifacts, dataset_id))
             except ArtifactMissing:
-                raise DataError(f"dataset.id: the file of dataset {ds.id!r} is gone") from None
+                raise DataError(f"dataset.id: the file of dataset {dataset_id!r} is gone") from None
             yield path, {}
         return
-    if not isinstance(ds, UriDataset):
+    ds = kind.remote(spec.dataset)
+    if ds is None:  # its kind's loader makes it (built-in, synthetic)
         yield None, {}
         return
     refusal = data_sources(settings).refusal(tenant, ds.uri)

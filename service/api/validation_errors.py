@@ -31,7 +31,9 @@ def _child(node: Any, part: Any) -> Any:
 def user_loc(loc: Sequence[Any], body: Any) -> list[Any]:
     """`loc` without the parts that are not in the request: walking the body along the loc, a
     part that is neither a key of the object at hand nor an index of the list at hand is a union
-    tag when more parts follow it (the last part may name a missing or unknown field)."""
+    tag when more parts follow it (the last part may name a missing or unknown field); so is a
+    part that names a scalar of the request when the next part is a sibling of it (a tag spelt
+    like one of its member's fields: `body.dataset.uri.format` is `body.dataset.format`)."""
     if not loc or loc[0] != "body":
         return list(loc)
     out: list[Any] = ["body"]
@@ -39,6 +41,9 @@ def user_loc(loc: Sequence[Any], body: Any) -> list[Any]:
     parts = list(loc[1:])
     for i, part in enumerate(parts):
         child = _child(node, part)
+        sibling_next = i + 1 < len(parts) and _child(node, parts[i + 1]) is not _MISSING
+        if child is not _MISSING and not isinstance(child, (dict, list)) and sibling_next:
+            continue  # a scalar, and the next part is beside it: the tag of the member with both
         if child is not _MISSING:
             node = child
         elif i < len(parts) - 1 or not isinstance(node, dict):

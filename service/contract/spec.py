@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     Tag,
+    TypeAdapter,
     create_model,
     field_validator,
     model_validator,
@@ -194,30 +196,70 @@ class UriDataset(Strict):
         return self
 
 
+class _RegisteredDataset:
+    """A `dataset` validated against the dataset kinds registered when it is validated
+    (service.contract.dataset_kinds), each a union member under its tag: a new kind is
+    registered there, never listed here. The OpenAPI schema lists the kinds registered when it
+    is generated, in their order."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _validate_dataset,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda d, info: d.model_dump(
+                    mode=info.mode,
+                    by_alias=info.by_alias,
+                    exclude_unset=info.exclude_unset,
+                    exclude_defaults=info.exclude_defaults,
+                    exclude_none=info.exclude_none,
+                ),
+                info_arg=True,
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        choices: dict[Any, CoreSchema] = {
+            kind.tag: kind.spec.__pydantic_core_schema__ for kind in _dataset_kinds()
+        }
+        return handler(core_schema.tagged_union_schema(choices, discriminator=_dataset_tag))
+
+
+def _dataset_kinds() -> list[Any]:
+    from service.contract.dataset_kinds import kinds  # the registry's module imports this one
+
+    return kinds()
+
+
 def _dataset_tag(value: Any) -> str | None:
-    if isinstance(value, dict):
-        if "uri" in value:
-            return "uri"
-        if "id" in value:
-            return "uploaded"
-        return "synthetic" if value.get("name") == "synthetic" else "builtin"
-    if isinstance(value, UploadedDataset):
-        return "uploaded"
-    if isinstance(value, UriDataset):
-        return "uri"
-    if isinstance(value, SyntheticDataset):
-        return "synthetic"
-    if isinstance(value, BuiltinDataset):
-        return "builtin"
-    return None
+    from service.contract.dataset_kinds import tag_of
+
+    return tag_of(value)
 
 
+@functools.cache
+def _dataset_union(members: tuple[tuple[str, type[BaseModel]], ...]) -> TypeAdapter[Any]:
+    # pydantic's own tagged union over the kinds: its errors name the tag tried
+    # (`dataset.uri.uri`, which the API's 422 shows as `body.dataset.uri`) or union_tag_not_found
+    union = functools.reduce(operator.or_, [Annotated[cls, Tag(tag)] for tag, cls in members])
+    tagged: Any = Annotated[union, Discriminator(_dataset_tag)]  # a type built at run time
+    return TypeAdapter(tagged)
+
+
+def _validate_dataset(value: Any) -> BaseModel:
+    members = tuple((kind.tag, kind.spec) for kind in _dataset_kinds())
+    validated: BaseModel = _dataset_union(members).validate_python(value)
+    return validated
+
+
+# Typed as the built-in kinds (another kind's spec is a Strict model the registry knows): no room
+# reads a kind's fields but the kind itself (service.contract.dataset_kinds).
 DatasetSpec = Annotated[
-    Annotated[BuiltinDataset, Tag("builtin")]
-    | Annotated[SyntheticDataset, Tag("synthetic")]
-    | Annotated[UploadedDataset, Tag("uploaded")]
-    | Annotated[UriDataset, Tag("uri")],
-    Discriminator(_dataset_tag),
+    BuiltinDataset | SyntheticDataset | UploadedDataset | UriDataset,
+    _RegisteredDataset,
 ]
 
 

@@ -23,7 +23,7 @@ from service.contract.architecture import (
 from service.contract.data_sources import data_sources
 from service.contract.dataset_kinds import kind_of
 from service.contract.errors import AtCapacity, SpecError, Unavailable
-from service.contract.spec import JobSpec, UploadedDataset, UriDataset
+from service.contract.spec import JobSpec
 from service.data import columns as feature_columns
 from service.data import uri as dataset_uri
 from service.data.buckets import BucketUnreachable
@@ -134,8 +134,8 @@ async def check_uri(checked: CheckedSpec, settings: Settings, remote: RemoteSlot
     the job naming the field). Awaited on the API's event loop, after check_spec and before the
     insert: the HEAD holds no request thread, ends at REGTRAIN_REMOTE_HEAD_DEADLINE_S, and takes
     one of the tenant's remote slots (none free: 429)."""
-    ds = checked.spec.dataset
-    if not isinstance(ds, UriDataset):
+    ds = kind_of(checked.spec.dataset).remote(checked.spec.dataset)
+    if ds is None:
         return
     with remote.slot(tenant):
         try:
@@ -173,20 +173,22 @@ def _capped(spec: JobSpec, settings: Settings) -> JobSpec:
 
 
 def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ...] = ("body",)) -> DataShape:
-    """The shape of the spec's data: built in, synthetic, or one of the tenant's uploads; a 422
-    at `loc` (where the spec sits in the request) when the tenant has no such upload."""
+    """The shape of the spec's data: known to its kind (built in, synthetic), or one of the
+    tenant's uploads; a 422 at `loc` (where the spec sits in the request) when the tenant has no
+    such upload, or for an object by URI (its shape is known only once a worker has read it)."""
+    kind = kind_of(spec.dataset)
     shape = known_shape(spec)
     if shape is not None:
         return shape
-    if isinstance(spec.dataset, UriDataset):
+    dataset_id = kind.upload_id(spec.dataset)
+    if dataset_id is None:
         raise SpecError(
             (*loc, "dataset", "uri"),
             "a sweep trains on a registered dataset: POST /v1/datasets with this uri, then give its id",
         )
-    assert isinstance(spec.dataset, UploadedDataset)
-    row = store.get_dataset(spec.dataset.id, tenant)
+    row = store.get_dataset(dataset_id, tenant)
     if row is None:
-        raise SpecError((*loc, "dataset", "id"), f"no dataset with id {spec.dataset.id!r}")
+        raise SpecError((*loc, "dataset", "id"), f"no dataset with id {dataset_id!r}")
     return dataset_shape(row, spec, loc)
 
 

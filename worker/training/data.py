@@ -16,6 +16,7 @@ from sklearn import datasets as skdatasets
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from service.contract.architecture import DataShape, Task, wants_images
+from service.contract.dataset_kinds import kind_of
 from service.contract.spec import (
     BuiltinDataset,
     JobSpec,
@@ -95,15 +96,15 @@ class Prepared:
         return self.shape.task
 
 
-# How a worker reads each kind of dataset, by its spec class (what the other rooms ask of a
-# kind is service.contract.dataset_kinds): a new kind registers its loader here.
+# How a worker reads each kind of dataset, by its kind's tag (what the other rooms ask of a kind
+# is service.contract.dataset_kinds): a new kind registers its loader here.
 Loader = Callable[[Any, Path | None, Path | None], ParsedDataset]
-LOADERS: dict[type[Any], Loader] = {}
+LOADERS: dict[str, Loader] = {}
 
 
-def loads(cls: type[Any]) -> Callable[[Loader], Loader]:
+def loads(tag: str) -> Callable[[Loader], Loader]:
     def register(load: Loader) -> Loader:
-        LOADERS[cls] = load
+        LOADERS[tag] = load
         return load
 
     return register
@@ -114,17 +115,20 @@ def load_dataset(spec: JobSpec, datasets_dir: Path | None, dataset_file: Path | 
     by URI is read from `dataset_file`, the canonical file the worker made of the fetched object
     (the engine itself fetches nothing); an upload from `dataset_file` when the caller gives
     one (the worker's held copy), else from `datasets_dir`."""
-    return LOADERS[type(spec.dataset)](spec.dataset, datasets_dir, dataset_file)
+    tag = kind_of(spec.dataset).tag
+    if tag not in LOADERS:
+        raise DataError(f"dataset: this worker has no loader for datasets of kind {tag!r}")
+    return LOADERS[tag](spec.dataset, datasets_dir, dataset_file)
 
 
-@loads(UriDataset)
+@loads("uri")
 def _load_uri(ds: UriDataset, datasets_dir: Path | None, dataset_file: Path | None) -> ParsedDataset:
     if dataset_file is None:
         raise DataError("dataset.uri: the worker has not fetched this dataset")
     return load_canonical(dataset_file)
 
 
-@loads(BuiltinDataset)
+@loads("builtin")
 def _load_builtin(ds: BuiltinDataset, datasets_dir: Path | None, dataset_file: Path | None) -> ParsedDataset:
     bunch = _BUILTIN_LOADERS[ds.name]()
     X = np.asarray(bunch.data, dtype=np.float32)
@@ -136,14 +140,14 @@ def _load_builtin(ds: BuiltinDataset, datasets_dir: Path | None, dataset_file: P
     return ParsedDataset(X, np.asarray(bunch.target, np.int64), "classification", names)
 
 
-@loads(SyntheticDataset)
+@loads("synthetic")
 def _load_synthetic(
     ds: SyntheticDataset, datasets_dir: Path | None, dataset_file: Path | None
 ) -> ParsedDataset:
     return _synthetic(ds)
 
 
-@loads(UploadedDataset)
+@loads("uploaded")
 def _load_upload(ds: UploadedDataset, datasets_dir: Path | None, dataset_file: Path | None) -> ParsedDataset:
     if dataset_file is not None:
         return load_canonical(dataset_file)
