@@ -254,6 +254,13 @@ class Settings(BaseSettings):
         "default, every core. Several CPU workers on one host: cores / workers, so that they "
         "share the cores instead of fighting over them.",
     )
+    worker_warmup: bool = Field(
+        True,
+        description="A worker trains a tiny stacked sweep and a tiny job on synthetic data before "
+        "it says ready (torch imported, kernels and math libraries loaded: well under a second "
+        "after the import), so the first sweep or job it takes starts at once. false: ready "
+        "sooner, the first training pays for it.",
+    )
 
     mlflow_tracking_uri: str | None = Field(
         None,

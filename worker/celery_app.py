@@ -58,6 +58,25 @@ def _torch_threads(**_: Any) -> None:
         log.info("torch computes with %d threads", threads)
 
 
+@signals.worker_init.connect
+def _warm_up(**_: Any) -> None:
+    # After the threads are set (they shape the kernels loaded) and before Celery says ready:
+    # worker_init's handlers run before the consumer starts, so no message waits on this.
+    if not get_settings().worker_warmup:
+        return
+    from worker.search import storage
+    from worker.warmup import warm_up
+
+    try:
+        seconds = warm_up()
+        # Optuna's storage on the store, made once per process: its first making creates
+        # Optuna's tables (seconds on a new database), which a search's first unit would wait on.
+        storage(get_settings().store_url)
+        log.info("worker warmed up in %.2fs", seconds)
+    except Exception:  # a worker that cannot warm up may still train: the first task finds out
+        log.warning("worker warm-up failed", exc_info=True)
+
+
 @signals.worker_ready.connect
 def _start_reaper(**_: Any) -> None:
     from worker.runtime import runtime

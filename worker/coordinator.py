@@ -13,6 +13,7 @@ written and goes on.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from worker.search import DEFAULT_PARALLEL, ask, end_running_trials, open_study,
 log = logging.getLogger("regtrain.worker")
 
 LOOKAHEAD = 2  # queued units a search keeps ready
+LIVE_BEATS = 3  # a worker silent for this many heartbeats is not counted on (fleet_size)
 POLL_S = 0.5  # how often a coordinator with nothing to train looks at the units others hold
 
 Send = Callable[[str, str], None]  # (unit id, queue): ring the broker for a unit
@@ -46,7 +48,7 @@ def coordinate(
     fails the sweep (TrainingError internal, naming it), at once: contract/sweep_outcome.py
     says why."""
     units, store, owner, s = rt.units, rt.store, rt.name, rt.settings
-    size = sweep.parallel or DEFAULT_PARALLEL
+    workers = fleet_size(rt, queue)
     top_up: Callable[[], bool]
     if sweep.space is None:
         planned = {i for u in units.of([sweep_id])[sweep_id] for i in u["trials"]}
@@ -57,11 +59,13 @@ def coordinate(
         ]
         # budget.max_trials: the first trials start, the others end cancelled, untrained
         left = left[: max(planned_trials(sweep) - len(planned), 0)]
+        size = unit_size(sweep, len(left), workers)
         if sweep.parallel is None and queue == queue_name(s, "gpu"):
             # One GPU trains a stacked group of hundreds of trials about as fast as a few: a
             # GPU grid stays one unit (one group as large as the device holds) unless
             # `parallel` asks to spread it.
             size = max(len(left), 1)
+        log.info("sweep %s: %d trials in units of %d for %d workers", sweep_id, len(left), size, workers)
         for uid in (
             units.add(sweep_id, owner, queue, [left[i : i + size] for i in range(0, len(left), size)]) or []
         ):
@@ -73,6 +77,7 @@ def coordinate(
             return True  # all planned
 
     else:
+        size = unit_size(sweep, planned_trials(sweep), workers)
         study = open_study(sweep, sweep_id, storage(s.store_url))
         study.set_user_attr("regtrain_sweep", sweep_id)
         known = {r["trial_index"] for r in store.trials([sweep_id])[sweep_id]}
@@ -123,6 +128,25 @@ def coordinate(
                 end_running_trials(sweep_id, s.store_url, "cancelled: the sweep's budget was reached")
             return "succeeded"
         rt.shutdown.wait(POLL_S)  # other workers hold the running units
+
+
+def fleet_size(rt: Runtime, queue: str) -> int:
+    """The workers on the sweep's queue that are alive now (a heartbeat within LIVE_BEATS
+    intervals, never beyond the lease), this one included: what the sweep's work is split
+    for."""
+    s = rt.settings
+    within = min(LIVE_BEATS * s.heartbeat_seconds, s.lease_seconds)
+    return max(rt.workers.live_on(queue, within), 1)
+
+
+def unit_size(sweep: SweepSpec, trials: int, workers: int) -> int:
+    """Trials per unit: `parallel` when the sweep sets it; else as many units as there are
+    workers to take them, each at most DEFAULT_PARALLEL trials (a stacked group that size
+    already trains at the machine's rate: wider ones gain little, and a second worker gains
+    the whole of its cores). An 8-trial grid on two workers is two units of 4."""
+    if sweep.parallel is not None:
+        return sweep.parallel
+    return max(1, min(DEFAULT_PARALLEL, math.ceil(trials / max(workers, 1))))
 
 
 def _budget_reached(rt: Runtime, sweep: SweepSpec, sweep_id: str) -> bool:

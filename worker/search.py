@@ -14,6 +14,7 @@ a successive-halving rung at step r means r epochs of training.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -39,8 +40,11 @@ DEFAULT_PARALLEL = 8
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+@functools.cache
 def storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on regtrain's database. On SQLite every Optuna transaction takes
+    """Optuna's RDB storage on regtrain's database, one per process and URL: making one opens
+    an engine and checks the schema's version (tenths of a second), which a sweep's every
+    unit would otherwise pay before its first epoch. On SQLite every Optuna transaction takes
     the write lock up front (BEGIN IMMEDIATE, waiting up to 30 s), as regtrain's own writes
     do: a transaction that reads and then writes would otherwise fail at once with "database
     is locked" whenever this worker's heartbeat or the API wrote in between."""
@@ -143,6 +147,15 @@ def open_study(sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage) 
     """The sweep's study in regtrain's database (`st`, from `storage`): made by the first
     caller, loaded by the rest (the coordinator asks from it, each unit's worker reports to and
     tells it)."""
+    try:  # a load reads the study; a create that finds it made already costs a failed INSERT
+        return optuna.load_study(
+            study_name=study_name(sweep_id),
+            storage=st,
+            sampler=make_sampler(sweep),
+            pruner=make_pruner(sweep.pruner),
+        )
+    except KeyError:
+        pass
     directions: list[Literal["minimize", "maximize"]] = [
         "maximize" if o.mode == "max" else "minimize" for o in sweep.objectives
     ]

@@ -14,6 +14,7 @@ import logging
 from functools import cache
 from typing import Any
 
+from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from service.contract import selection, sweep_budget
@@ -151,9 +152,26 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
         fail(error, best)
         return
     # Running until the retrain job has finished: then `best.test_metrics` holds its test metrics.
-    store.await_retrain(
+    if store.await_retrain(
         sweep_id, owner, best_index=best, best_job_id=job_id, warnings=selection.warnings(claim.spec, chosen)
-    )
+    ):
+        _retrain_here(rt, job_id)
+
+
+def _retrain_here(rt: Runtime, job_id: str) -> None:
+    """Train the retrain job in this process now, the way its message would (worker/tasks.py:
+    the job's claim decides, so no two workers run it): this worker is warm, free, and holds
+    the data, where the message would wait for a worker to take it. The message went out all
+    the same, so a worker lost here loses nothing: the job is queued for the next one, or its
+    lease lapses and the reaper hands it on."""
+    from worker.tasks import execute
+
+    if rt.shutdown.is_set():
+        return  # the message takes it to another worker
+    try:
+        execute(job_id, rt)
+    except Reject:  # shutting down, or the store went away: the job's message is still queued
+        log.info("job %s: left to its message", job_id)
 
 
 def _keep_importances(

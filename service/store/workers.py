@@ -88,6 +88,14 @@ class WorkerRegistry(StoreBase):
             rows = conn.execute(_ALIVE, {"since": since}).mappings().all()
         return [WorkerRow(**r) for r in rows]
 
+    def live_on(self, queue: str, within_s: float) -> int:
+        """How many workers heard from in the last `within_s` seconds take messages from
+        `queue`: what a sweep's coordinator splits its work for (worker/coordinator.py)."""
+        since = now() - timedelta(seconds=within_s)
+        query = sa.select(workers_table.c.queues).where(workers_table.c.last_heartbeat >= since)
+        with self._read() as conn:
+            return sum(1 for (queues,) in conn.execute(query) if queue in (queues or []))
+
     def purge(self, silent_s: float) -> int:
         """Delete the rows of workers silent for more than `silent_s` (killed, not stopped)."""
         before = now() - timedelta(seconds=silent_s)

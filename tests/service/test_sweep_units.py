@@ -104,20 +104,38 @@ def test_units_are_written_only_by_the_sweeps_coordinator(stores: tuple[Reposito
     assert trials[5]["status"] == "failed" and trials[5]["error"] == {"type": "bad_params"}
 
 
-@pytest.mark.parametrize(("queue", "parallel", "expected"), [
-    ("regtrain-cpu", None, [list(range(8)), [8, 9]]),  # 8 a unit by default: every worker a share
-    ("regtrain-gpu", None, [list(range(10))]),  # one stacked group on one GPU
-    ("regtrain-gpu", 4, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]),  # unless asked to spread it
+@pytest.mark.parametrize(("queue", "parallel", "live", "expected"), [
+    ("regtrain-cpu", None, [], [list(range(8)), [8, 9]]),  # 8 a unit by default: every worker a share
+    # as many units as live workers on the queue can take (a silent one, or one on another
+    # queue, is not counted)
+    ("regtrain-cpu", None, [("w1", 0), ("w2", 0), ("w3", 600), ("w4", 0, "regtrain-gpu")],
+     [list(range(5)), list(range(5, 10))]),
+    ("regtrain-cpu", 3, [("w1", 0), ("w2", 0)], [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]),  # parallel rules
+    ("regtrain-gpu", None, [], [list(range(10))]),  # one stacked group on one GPU
+    ("regtrain-gpu", 4, [], [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]),  # unless asked to spread it
 ])  # fmt: skip
 def test_a_coordinator_splits_a_grid_into_units_by_its_queue(
-    tmp_path: Any, queue: str, parallel: int | None, expected: list[list[int]]
+    tmp_path: Any, queue: str, parallel: int | None, live: list[tuple[Any, ...]], expected: list[list[int]]
 ) -> None:
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
     from service.contract.sweep_spec import SweepSpec
     from service.settings import Settings
+    from service.store.base import now
+    from service.store.tables import workers
+    from service.store.workers import WorkerBeat
     from worker.coordinator import coordinate
     from worker.runtime import Runtime
 
     rt = Runtime(Settings(data_dir=tmp_path, queue_prefix="regtrain-"))
+    for name, silent_s, *queues in live:
+        beat = WorkerBeat(name, None, "h", queues or ["regtrain-cpu"], "cpu", "0", now(), None, 0.0)
+        rt.workers.beat(beat)
+        with rt.store.engine.begin() as conn:  # a worker last heard from silent_s ago
+            at = now() - timedelta(seconds=silent_s)
+            conn.execute(sa.update(workers).where(workers.c.name == name).values(last_heartbeat=at))
     base = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}}
     doc = {"base": base, "grid": {"regularization.l2": [i / 10 for i in range(10)]}, "parallel": parallel}
     sweep = SweepSpec.model_validate(doc)
