@@ -171,6 +171,35 @@ class Settings(BaseSettings):
         "parsed (an NPZ's X and y from their headers, before any array is read; a CSV's or "
         "Parquet file's rows × features × 4); also the most bytes read of a dataset given by URI.",
     )
+    # A text column read by a text model: what the API plans a text job at and what a worker
+    # fits. Bounded by what a kept tokenizer may hold (worker.training.text's MAX_SEQUENCE_LENGTH
+    # and MAX_VOCAB_SIZE, the same on every server, so a checkpoint loads anywhere).
+    text_max_tokens: int = Field(
+        128,
+        ge=1,
+        le=512,
+        description="Tokens a text row keeps (a longer text is cut): a text model's input is N×T with "
+        "T this, or the longest train row when shorter. The API plans a text job at it (a "
+        "transformer whose max_length is below it answers 422 naming model.max_length) and a "
+        "worker fits at it; set it alike on both. At most 512.",
+    )
+    text_max_vocabulary: int = Field(
+        20_000,
+        ge=1,
+        le=50_000,
+        description="Words a text column's vocabulary keeps (the train split's most frequent, [PAD] "
+        "and [UNK] besides): the rows of a text model's embedding table, counted at submit "
+        "against REGTRAIN_MAX_PARAMETERS and REGTRAIN_MAX_WORKER_MEMORY_BYTES (a 422 naming "
+        "the model), and what a worker fits; set it alike on both. At most 50,000.",
+    )
+    text_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Bytes of raw strings a dataset keeps for its text columns, all of them together "
+        "(an upload's, and a worker's parse of a dataset by URI): a column that would cross it "
+        "is kept as categories only, and a text model on it answers 422 naming "
+        "dataset.columns (at submit, for an upload) or fails bad_data.",
+    )
     remote_head_deadline_s: float = Field(
         10.0,
         gt=0,

@@ -29,6 +29,7 @@ from service.contract.dataset_kinds import kind_of
 from service.contract.errors import SpecError
 from service.contract.spec import JobSpec, UriDataset
 from service.data import uri as dataset_uri
+from service.data.columns import TextBounds
 from service.data.datafile import DataError, ParsedDataset, save_canonical
 from service.data.file_cache import FileCache
 from service.settings import Settings
@@ -105,7 +106,7 @@ def local_dataset(
             found, canonical, shape_file = held.enter_context(
                 cache.hold(present, lambda got: [got[0].path, got[1], got[2]])
             )
-            shape = _read_shape(shape_file, spec)
+            shape = _read_shape(shape_file, spec, settings)
         except DataError as e:
             raise DataError(f"dataset.uri: {e}") from None
         except SpecError as e:  # the declared columns do not fit the file
@@ -122,7 +123,9 @@ def local_dataset(
 def _canonical(
     fetched: dataset_uri.Fetched, ds: UriDataset, cache: FileCache, settings: Settings
 ) -> tuple[Path, Path]:
-    reading = hashlib.sha256(f"{ds.format}\n{ds.target}\n{ds.task}".encode()).hexdigest()[:16]
+    # the text kept is part of the reading: a worker whose REGTRAIN_TEXT_MAX_BYTES differs makes its own
+    how = f"{ds.format}\n{ds.target}\n{ds.task}\n{settings.text_max_bytes}"
+    reading = hashlib.sha256(how.encode()).hexdigest()[:16]
     folder = dataset_uri.datasets_folder(cache) / "canonical"
     canonical = folder / f"{fetched.sha256}-{reading}.npz"
     shape_file = canonical.with_suffix(".shape.json")
@@ -133,6 +136,7 @@ def _canonical(
             max_rows=settings.max_dataset_rows,
             max_columns=settings.max_dataset_columns,
             max_bytes=settings.max_dataset_bytes,
+            max_text_bytes=settings.text_max_bytes,
         )
         save_canonical(data, canonical)
         _write_shape(shape_file, data)
@@ -140,14 +144,14 @@ def _canonical(
     return canonical, shape_file
 
 
-def _read_shape(path: Path, spec: JobSpec) -> DataShape:
+def _read_shape(path: Path, spec: JobSpec, settings: Settings | None = None) -> DataShape:
     """The shape as the model sees it: a CSV's or Parquet file's columns as `ds.columns`
     encodes them (a SpecError, turned into the job's DataError, names a column it cannot)."""
     doc = json.loads(path.read_text())
     # a sample's (C, H, W) images or (T, F) frames, else a row of n_features
     sample = doc["image_shape"] or [doc["n_features"]]
     shape = DataShape.of(doc["task"], sample, doc["n_outputs"], doc["n_samples"])
-    return columns_shape(shape, doc.get("columns"), spec, ("dataset", "columns"))
+    return columns_shape(shape, doc.get("columns"), spec, ("dataset", "columns"), TextBounds.of(settings))
 
 
 def _write_shape(path: Path, data: ParsedDataset) -> None:

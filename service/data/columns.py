@@ -45,6 +45,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.settings import Settings, get_settings
+
 ColumnType = Literal["numeric", "categorical", "text", "drop"]
 Impute = Literal["mean", "median", "most_frequent", "constant", "none"]
 FORMAT = "regtrain-preprocessing/1"
@@ -59,11 +61,6 @@ MAX_CATEGORIES = 256
 MAX_VOCAB = MAX_CATEGORIES
 MAX_CATEGORY_CHARS = 200
 MAX_TOTAL_VOCAB = 20_000
-# A text column read by a text model (worker.training.text): token ids a row keeps and words the
-# vocabulary keeps, fitted on the train split. The API plans a text job at these bounds (the
-# fitted ones are never larger), so they are here, torch- and tokenizer-free.
-TEXT_SEQUENCE_LENGTH = 128
-TEXT_VOCAB_SIZE = 20_000
 # A column's name: kept, shown and echoed in errors.
 MAX_NAME_CHARS = 300
 # The most features a job's columns may encode to (a file with more raw columns: twice those).
@@ -179,6 +176,26 @@ def takes_text(model: Any) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class TextBounds:
+    """A text column read by a text model (worker.training.text): token ids a row keeps, words
+    the vocabulary keeps (fitted on the train split), and bytes of raw strings a dataset keeps
+    for its text columns. The API plans a text job at these bounds (the fitted ones are never
+    larger) and a worker fits and parses at them: REGTRAIN_TEXT_MAX_TOKENS, _MAX_VOCABULARY and
+    _MAX_BYTES."""
+
+    max_tokens: int
+    max_vocabulary: int
+    max_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings | None = None) -> TextBounds:
+        """The bounds `settings` set; by default this process's (a worker's environment: the
+        engine and a sweep's trials, which no caller hands settings, fit at these)."""
+        s = settings or get_settings()
+        return cls(s.text_max_tokens, s.text_max_vocabulary, s.text_max_bytes)
+
+
 def text_column(planned: list[Planned]) -> str | None:
     """The text column a text model's plan reads (see plan's `text_model`), None for rows."""
     return next((p.name for p in planned if p.type == "text"), None)
@@ -198,6 +215,7 @@ def plan(
     the plan is the rows' plan (the model's planner then refuses rows)."""
     declared = {k: _as_dict(v) for k, v in (declared or {}).items()}
     by_name = {c["name"]: ColumnSummary.from_dict(c) for c in summary}
+    not_kept = {c["name"] for c in summary if c.get("text_kept") is False}
     problems: dict[str, str] = {}
     if text_model:
         texts = [n for n, c in by_name.items() if (declared.get(n, {}).get("type") or c.inferred) == "text"]
@@ -208,6 +226,11 @@ def plan(
                     n: "a text model reads one text column: declare the others 'drop' or 'categorical'"
                     for n in texts
                 }
+            )
+        elif texts and texts[0] in not_kept:
+            problems[texts[0]] = (
+                "its strings are beyond the bytes of text this server keeps of a dataset "
+                "(REGTRAIN_TEXT_MAX_BYTES): it cannot be read as text; declare it 'categorical' or 'drop'"
             )
         elif texts and not unknown:
             return [Planned(n, "text" if n == texts[0] else "drop", "none", False, 0) for n in by_name]

@@ -41,8 +41,12 @@ ZIP_MAGIC = b"PK\x03\x04"
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _limits(max_rows: int, max_columns: int, max_bytes: int | None) -> Limits:
-    return Limits(max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
+def _limits(
+    max_rows: int, max_columns: int, max_bytes: int | None, max_text_bytes: int | None = None
+) -> Limits:
+    return Limits(
+        max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes, max_text_bytes=max_text_bytes
+    )
 
 
 def parse_csv(
@@ -53,10 +57,11 @@ def parse_csv(
     max_rows: int,
     max_columns: int,
     max_bytes: int | None = None,
+    max_text_bytes: int | None = None,
 ) -> ParsedDataset:
     from service.data.tabular import parse_csv as read  # pyarrow: loaded by the first upload only
 
-    return read(source, target, task, limits=_limits(max_rows, max_columns, max_bytes))
+    return read(source, target, task, limits=_limits(max_rows, max_columns, max_bytes, max_text_bytes))
 
 
 def parse_parquet(
@@ -67,10 +72,11 @@ def parse_parquet(
     max_rows: int,
     max_columns: int,
     max_bytes: int | None = None,
+    max_text_bytes: int | None = None,
 ) -> ParsedDataset:
     from service.data.tabular import parse_parquet as read
 
-    return read(source, target, task, limits=_limits(max_rows, max_columns, max_bytes))
+    return read(source, target, task, limits=_limits(max_rows, max_columns, max_bytes, max_text_bytes))
 
 
 def parse_npz(
@@ -112,16 +118,33 @@ def parse_upload(
     max_rows: int,
     max_columns: int,
     max_bytes: int | None = None,
+    max_text_bytes: int | None = None,
 ) -> ParsedDataset:
-    """Parse by content (a Parquet or zip file's magic bytes), else by suffix; CSV otherwise."""
+    """Parse by content (a Parquet or zip file's magic bytes), else by suffix; CSV otherwise.
+    `max_text_bytes`: the raw strings kept for text columns (default: this process's
+    REGTRAIN_TEXT_MAX_BYTES)."""
     fmt = file_format(filename, source)
     if fmt == "parquet":
         return parse_parquet(
-            source, target, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes
+            source,
+            target,
+            task,
+            max_rows=max_rows,
+            max_columns=max_columns,
+            max_bytes=max_bytes,
+            max_text_bytes=max_text_bytes,
         )
     if fmt == "npz":
         return parse_npz(source, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
-    return parse_csv(source, target, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
+    return parse_csv(
+        source,
+        target,
+        task,
+        max_rows=max_rows,
+        max_columns=max_columns,
+        max_bytes=max_bytes,
+        max_text_bytes=max_text_bytes,
+    )
 
 
 def save_canonical(data: ParsedDataset, path: Path) -> None:

@@ -44,6 +44,8 @@ class Limits:
     max_rows: int
     max_columns: int
     max_bytes: int | None = None
+    # Bytes of raw strings kept for text columns (REGTRAIN_TEXT_MAX_BYTES); None: this process's.
+    max_text_bytes: int | None = None
 
     def check(self, rows: int, features: int, nbytes: int, what: str = "the data") -> None:
         if rows > self.max_rows:

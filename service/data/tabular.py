@@ -35,6 +35,7 @@ from service.data.columns import (
     MAX_TOTAL_VOCAB,
     MAX_VOCAB,
     ColumnSummary,
+    TextBounds,
 )
 from service.data.parsed import DataError, Limits, ParsedDataset, Task, finish
 
@@ -46,10 +47,6 @@ BLOCK_BYTES = 256 << 10
 # A file read whole (see _fits_whole) is cut in blocks of this size, decoded by pyarrow's threads.
 WHOLE_BLOCK_BYTES = 1 << 20
 SNIFF_BYTES = 64 << 10
-# The raw strings kept with a dataset for its text columns (ParsedDataset.texts), all string
-# columns together: a column that would cross it is not kept (and cannot be used as text). The
-# file's own size bounds them already; this bounds the canonical copy of a huge one.
-MAX_TEXT_BYTES = 256 << 20
 DISTINCT_SAMPLE = 20_000
 MAX_REREADS = 3
 NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|infinity|nan)$"
@@ -264,7 +261,7 @@ def _read_csv(
             missing[j] = int(np.isnan(X[:, j]).sum())
             del text[j]
     target_column = pa.chunked_array(labels, pa.string())
-    return _with_columns(X, features, missing, text, target_column, target, task, "line", 2)
+    return _with_columns(X, features, missing, text, target_column, target, task, "line", 2, limits)
 
 
 def _fits_whole(size: int, columns: int, features: int, limits: Limits) -> bool:
@@ -296,6 +293,7 @@ def _with_columns(
     task: Task | None,
     where: str,
     offset: int,
+    limits: Limits,
 ) -> ParsedDataset:
     """The matrix with each string column's codes filled in, the column summary, and every
     column that cannot be used named in one DataError (not only the first)."""
@@ -306,14 +304,21 @@ def _with_columns(
     # many string columns a file has
     vocab_cap = max(AUTO_CATEGORIES, min(MAX_VOCAB, MAX_TOTAL_VOCAB // max(1, len(text))))
     texts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    # The raw strings kept for text columns (ParsedDataset.texts), all string columns together:
+    # a column that would cross the bound is not kept (its summary says so, and it cannot be read
+    # as text). The file's own size bounds them already; this bounds the canonical copy of a
+    # huge one (REGTRAIN_TEXT_MAX_BYTES).
+    max_text = limits.max_text_bytes if limits.max_text_bytes is not None else TextBounds.of().max_bytes
     kept_bytes = 0
     for j, name in enumerate(features):
         if j in text:
             summary.append(_encode_strings(X, j, name, text[j], vocab_cap).to_dict())
             raw = _raw_strings(text[j])
-            if kept_bytes + raw[0].nbytes <= MAX_TEXT_BYTES:  # beyond: not usable as text
+            if kept_bytes + raw[0].nbytes <= max_text:
                 texts[j] = raw
                 kept_bytes += raw[0].nbytes
+            else:  # beyond: not usable as text, which a text model's plan then says (422)
+                summary[-1]["text_kept"] = False
             continue
         v = X[:, j]
         if infinite and np.isinf(v).any():
@@ -559,7 +564,7 @@ def parse_parquet(
             continue
         X[:, j] = _numpy(column.cast(pa.float32()))  # nulls: NaN, a gap like a NaN itself
         missing[j] = int(np.isnan(X[:, j]).sum())
-    return _with_columns(X, features, missing, text, table.column(target), target, task, "row", 1)
+    return _with_columns(X, features, missing, text, table.column(target), target, task, "row", 1, limits)
 
 
 def _number(t: pa.DataType) -> bool:

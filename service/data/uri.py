@@ -265,7 +265,13 @@ def datasets_folder(cache: FileCache) -> Path:
 
 
 def parse(
-    ds: UriDataset, fetched: Fetched, *, max_rows: int, max_columns: int, max_bytes: int
+    ds: UriDataset,
+    fetched: Fetched,
+    *,
+    max_rows: int,
+    max_columns: int,
+    max_bytes: int,
+    max_text_bytes: int | None = None,
 ) -> ParsedDataset:
     """The fetched object read as the format the spec declares (or its suffix names); an
     object whose content is another format is refused, not guessed. A refusal names the line
@@ -283,6 +289,7 @@ def parse(
             max_rows=max_rows,
             max_columns=max_columns,
             max_bytes=max_bytes,
+            max_text_bytes=max_text_bytes,
         )
     except DataError as e:
         raise DataError(e.without_content) from None

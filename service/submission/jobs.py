@@ -27,6 +27,7 @@ from service.contract.spec import JobSpec
 from service.data import columns as feature_columns
 from service.data import uri as dataset_uri
 from service.data.buckets import BucketUnreachable
+from service.data.columns import TextBounds
 from service.data.parsed import DataError
 from service.queue.broker import Broker, queue_for_device
 from service.settings import Settings
@@ -81,7 +82,7 @@ def check_spec(
             queue=queue,
             egress_private=allow_private,
         )
-    shape = data_shape(spec, store, tenant)
+    shape = data_shape(spec, store, tenant, text=TextBounds.of(settings))
     try:
         layers = check_shape(spec, shape, settings)
     except SpecError as e:
@@ -172,10 +173,18 @@ def _capped(spec: JobSpec, settings: Settings) -> JobSpec:
     return spec
 
 
-def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ...] = ("body",)) -> DataShape:
+def data_shape(
+    spec: JobSpec,
+    store: Repository,
+    tenant: str,
+    loc: tuple[str, ...] = ("body",),
+    *,
+    text: TextBounds | None = None,
+) -> DataShape:
     """The shape of the spec's data: known to its kind (built in, synthetic), or one of the
     tenant's uploads; a 422 at `loc` (where the spec sits in the request) when the tenant has no
-    such upload, or for an object by URI (its shape is known only once a worker has read it)."""
+    such upload, or for an object by URI (its shape is known only once a worker has read it).
+    `text`: the bounds a text dataset is planned at (default: this process's settings)."""
     kind = kind_of(spec.dataset)
     shape = known_shape(spec)
     if shape is not None:
@@ -189,10 +198,16 @@ def data_shape(spec: JobSpec, store: Repository, tenant: str, loc: tuple[str, ..
     row = store.get_dataset(dataset_id, tenant)
     if row is None:
         raise SpecError((*loc, "dataset", "id"), f"no dataset with id {dataset_id!r}")
-    return dataset_shape(row, spec, loc)
+    return dataset_shape(row, spec, loc, text=text)
 
 
-def dataset_shape(row: Row, spec: JobSpec | None = None, loc: tuple[str, ...] = ("body",)) -> DataShape:
+def dataset_shape(
+    row: Row,
+    spec: JobSpec | None = None,
+    loc: tuple[str, ...] = ("body",),
+    *,
+    text: TextBounds | None = None,
+) -> DataShape:
     """An upload's shape as the model sees it: a CSV's or Parquet file's width is that of its
     columns once encoded as the spec declares (one-hot categories, missing indicators), so
     the parameter count and memory caps hold for what the engine builds."""
@@ -201,21 +216,27 @@ def dataset_shape(row: Row, spec: JobSpec | None = None, loc: tuple[str, ...] = 
     shape = DataShape.of(row["task"], sample, int(row["n_classes"] or 0), int(row["n_samples"]))
     if spec is None:
         return shape
-    return columns_shape(shape, kept["features"] if kept else None, spec, (*loc, "dataset", "columns"))
+    return columns_shape(shape, kept["features"] if kept else None, spec, (*loc, "dataset", "columns"), text)
 
 
 def columns_shape(
-    shape: DataShape, summary: list[dict[str, Any]] | None, spec: JobSpec, loc: tuple[str, ...]
+    shape: DataShape,
+    summary: list[dict[str, Any]] | None,
+    spec: JobSpec,
+    loc: tuple[str, ...],
+    text: TextBounds | None = None,
 ) -> DataShape:
     """The stored shape of a dataset as the spec's model sees it: a CSV's or Parquet file's
     columns encoded as `dataset.columns` declares (see encoded_width), or, for a text model on
     a file with a text column, token ids at the bounds the engine's tokenizer fit keeps within
-    (TEXT_SEQUENCE_LENGTH ids from TEXT_VOCAB_SIZE words and 2 specials: the fitted shape is
-    never larger, so the planner's parameter and memory caps hold for what the engine builds)."""
-    text = feature_columns.takes_text(spec.model)
-    width = encoded_width(summary, spec.dataset, loc, text_model=text)
+    (`text`, default this process's settings: max_tokens ids from max_vocabulary words and 2
+    specials; the fitted shape is never larger, so the planner's parameter and memory caps hold
+    for what the engine builds, a worker fitting at the same REGTRAIN_TEXT_* settings)."""
+    text_model = feature_columns.takes_text(spec.model)
+    width = encoded_width(summary, spec.dataset, loc, text_model=text_model)
     if width == TEXT_WIDTH:
-        t, v = feature_columns.TEXT_SEQUENCE_LENGTH, feature_columns.TEXT_VOCAB_SIZE + 2
+        bounds = text or TextBounds.of()
+        t, v = bounds.max_tokens, bounds.max_vocabulary + 2
         return replace(shape, n_features=t, image_shape=None, sequence=(t, 1), vocab_size=v)
     return shape if width is None else replace(shape, n_features=width, image_shape=None)
 

@@ -19,6 +19,7 @@ from service.contract.architecture import (
 from service.contract.errors import ErrorType, SpecError
 from service.contract.stacking import vectorize_refusal
 from service.contract.sweep_spec import SweepSpec, Trial, clamped, expand, planned_trials, trainings
+from service.data.columns import TextBounds
 from service.queue.broker import Broker, queue_for_device
 from service.settings import Settings
 from service.store import Repository
@@ -61,7 +62,7 @@ def check_sweep(sweep: SweepSpec, store: Repository, tenant: str, settings: Sett
         )
     jobs.check_notify(sweep.base, settings.admits_private_targets, ("body", "base"))
     jobs.check_tracking(sweep.base, settings, ("body", "base"))
-    shape = jobs.data_shape(sweep.base, store, tenant, ("body", "base"))
+    shape = jobs.data_shape(sweep.base, store, tenant, ("body", "base"), text=TextBounds.of(settings))
     try:
         trials = expand(
             sweep,

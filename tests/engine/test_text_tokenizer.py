@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import torch
+from pydantic import ValidationError
 
 from service.contract.spec import JobSpec
 from service.data import datafile
 from service.data.columns import ColumnsError, ColumnSummary, plan, takes_text, text_column
 from service.data.parsed import DataError
+from service.settings import Settings, get_settings
 from worker import prediction_task
 from worker.training import text
 from worker.training.data import _split, cv_folds, split_and_standardize
@@ -259,11 +262,51 @@ def test_each_cv_fold_learns_its_vocabulary_on_its_own_train_part() -> None:
         assert vocab <= {"[PAD]", "[UNK]"} | {w for v in values for w in v.split()}
 
 
-def test_text_beyond_the_kept_bytes_cannot_be_read_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.data import tabular
+def test_text_beyond_the_kept_bytes_cannot_be_read_as_text() -> None:
+    # REGTRAIN_TEXT_MAX_BYTES as the parse takes it: the corpus's column holds more than 100
+    data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10, max_text_bytes=100)
+    assert data.texts is None
+    assert data.columns is not None and data.columns[0]["text_kept"] is False  # the plan says why
+    with pytest.raises(DataError, match="REGTRAIN_TEXT_MAX_BYTES"):
+        split_and_standardize(_text_spec(), data)
 
-    monkeypatch.setattr(tabular, "MAX_TEXT_BYTES", 100)  # the corpus's column holds more
+
+@pytest.fixture
+def text_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set REGTRAIN_TEXT_* for this process, as a worker's environment does."""
+
+    def set_env(**values: int) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"REGTRAIN_{name.upper()}", str(value))
+        get_settings.cache_clear()
+
+    yield set_env
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_worker_fits_at_its_text_settings(text_settings: Callable[..., None]) -> None:
+    data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10)
+    longest = split_and_standardize(_text_spec(), data).input_shape[0]
+    text_settings(text_max_tokens=3, text_max_vocabulary=4)
+    prepared = split_and_standardize(_text_spec(), data)
+    assert longest > 3 and prepared.input_shape == (3,) and prepared.X_train.shape[1] == 3
+    encoder = TextEncoder.from_dict(prepared.text or {})
+    assert encoder.max_length == 3 and encoder.vocab_size == 4 + 2  # the words, [PAD] and [UNK]
+    assert prepared.shape.vocab_size == 6 and int(prepared.X_train.max()) < 6
+
+
+def test_a_worker_parses_at_its_text_bytes_setting(text_settings: Callable[..., None]) -> None:
+    text_settings(text_max_bytes=100)  # a parse given no bound keeps this process's
     data = datafile.parse_csv(_corpus_csv(), "label", max_rows=1000, max_columns=10)
     assert data.texts is None
-    with pytest.raises(DataError, match="keeps no text"):
-        split_and_standardize(_text_spec(), data)
+
+
+def test_the_text_settings_stay_within_what_a_kept_tokenizer_may_hold() -> None:
+    fields = Settings.model_fields
+    bounds = {m.le for m in fields["text_max_tokens"].metadata if hasattr(m, "le")}
+    assert bounds == {text.MAX_SEQUENCE_LENGTH}
+    bounds = {m.le for m in fields["text_max_vocabulary"].metadata if hasattr(m, "le")}
+    assert bounds == {text.MAX_VOCAB_SIZE}
+    with pytest.raises(ValidationError):
+        Settings(text_max_tokens=text.MAX_SEQUENCE_LENGTH + 1)

@@ -19,8 +19,10 @@ What is kept with the checkpoint (its sidecar's `text`, plain JSON, never a pick
 Loading it (`TextEncoder.from_dict`) parses that JSON with the library's Rust deserializer: data,
 never code, and its size, vocabulary and special ids are checked against the bounds here
 before it is used. Bounds: MAX_TEXT_CHARS characters of a value are tokenized (a longer one is
-cut first, so one huge cell costs at most that), at most MAX_SEQUENCE_LENGTH tokens a row, at
-most MAX_VOCAB_SIZE words.
+cut first, so one huge cell costs at most that); a fit keeps REGTRAIN_TEXT_MAX_TOKENS tokens a
+row and REGTRAIN_TEXT_MAX_VOCABULARY words (service.data.columns.TextBounds: the process's
+settings, what the API planned the job at), never more than what a kept tokenizer may hold
+anywhere: MAX_SEQUENCE_LENGTH tokens, MAX_VOCAB_SIZE words.
 """
 
 from __future__ import annotations
@@ -32,18 +34,17 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from service.data.columns import TEXT_SEQUENCE_LENGTH, TEXT_VOCAB_SIZE
+from service.data.columns import TextBounds
 
 FORMAT = "regtrain-text/1"
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
-# Tokens a row keeps (the rest of a longer text is cut): the model's input is N×T.
+# The most tokens a row keeps (the rest of a longer text is cut; the model's input is N×T) and
+# words a vocabulary keeps (the specials excluded: bounds the embedding table and the JSON kept
+# with every checkpoint) that any server fits or loads: the ceilings of the settings
+# REGTRAIN_TEXT_MAX_TOKENS and _MAX_VOCABULARY, which choose what a fit keeps below them.
 MAX_SEQUENCE_LENGTH = 512
-DEFAULT_SEQUENCE_LENGTH = TEXT_SEQUENCE_LENGTH  # what the API plans a text job at
-# Words the vocabulary keeps (the train rows' most frequent), the specials excluded: bounds the
-# embedding table and the JSON kept with every checkpoint.
 MAX_VOCAB_SIZE = 50_000
-DEFAULT_VOCAB_SIZE = TEXT_VOCAB_SIZE
 # Characters of one value that are tokenized (a longer one is cut before): with MAX_SEQUENCE_LENGTH
 # tokens kept, the rest would be thrown away anyway, and one huge cell costs no more than this.
 MAX_TEXT_CHARS = 16_384
@@ -139,11 +140,16 @@ def fit(
     column: str,
     train_values: Sequence[Any],
     *,
-    max_length: int = DEFAULT_SEQUENCE_LENGTH,
-    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    max_length: int | None = None,
+    vocab_size: int | None = None,
     min_frequency: int = 1,
 ) -> TextEncoder:
-    """The vocabulary of the train rows' most frequent words (call it with the train split only)."""
+    """The vocabulary of the train rows' most frequent words (call it with the train split only).
+    `max_length` and `vocab_size` default to this process's REGTRAIN_TEXT_MAX_TOKENS and
+    REGTRAIN_TEXT_MAX_VOCABULARY."""
+    bounds = TextBounds.of()
+    max_length = bounds.max_tokens if max_length is None else max_length
+    vocab_size = bounds.max_vocabulary if vocab_size is None else vocab_size
     if not 1 <= max_length <= MAX_SEQUENCE_LENGTH:
         raise TextError(f"max_length {max_length} is outside 1..{MAX_SEQUENCE_LENGTH}")
     if not 1 <= vocab_size <= MAX_VOCAB_SIZE:

@@ -160,6 +160,7 @@ def _keep_fetched(
                 max_rows=settings.max_dataset_rows,
                 max_columns=settings.max_dataset_columns,
                 max_bytes=settings.max_dataset_bytes,
+                max_text_bytes=settings.text_max_bytes,
             )
     except DataError as e:
         raise BadRequest(f"uri: {e}") from None
@@ -197,6 +198,7 @@ def _upload(
             max_rows=settings.max_dataset_rows,
             max_columns=settings.max_dataset_columns,
             max_bytes=settings.max_dataset_bytes,
+            max_text_bytes=settings.text_max_bytes,
         )
     except DataError as e:
         raise BadRequest(f"{display_name}: {e}") from None
