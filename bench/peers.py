@@ -24,7 +24,8 @@ load above the core count is flagged void. --all adds the other targets (bench/p
 a pruned search against a 64-point grid, two workers against one, the engine against the hand loop.
 
 Usage: python -m bench.peers [--problem digits|mnist784|both] [--trials 32] [--epochs 20]
-                             [--repeat N] [--skip-ray] [--all] [--timeline] [--json PATH]
+                             [--repeat N] [--skip-ray] [--all [--grid-epochs 10]] [--timeline]
+                             [--json PATH]
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ def _turn(name: str, problem: str, trials: int, epochs: int) -> Outcome:
     else:
         out = run_child("bench.peers_optuna" if name == "optuna script" else "bench.peers_ray", args)
     out.load_before, out.load_after = before, _load()
+    aside = f"  (ray.init {out.notes['init_s']:.1f} s, not counted)" if "init_s" in out.notes else ""
     print(
         f"  {name:14} wall {out.wall_s:7.2f} s  best at {out.best_at_s:7.2f} s  best val {out.best_val:.4f}  "
         f"test {out.test:.4f}  trial-epochs {out.trial_epochs:4d}  pruned {out.pruned}/{out.trials}  "
-        f"load {out.load_before[0]:.2f} → {out.load_after[0]:.2f}",
+        f"load {out.load_before[0]:.2f} → {out.load_after[0]:.2f}{aside}",
         flush=True,
     )
     return out
@@ -160,15 +162,16 @@ def all_rows(extra: dict[str, Any]) -> list[Row]:
     ]
 
 
-def run_extra() -> dict[str, Any]:
+def run_extra(grid_epochs: int) -> dict[str, Any]:
     from bench import peers_all
 
     out: dict[str, Any] = {}
-    for key, measure in (
-        ("pruned_vs_grid", peers_all.pruned_vs_grid),
-        ("fleet", peers_all.fleet_two_vs_one),
+    measures: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
+        ("pruned_vs_grid", lambda: peers_all.pruned_vs_grid(grid_epochs)),
+        ("fleet", lambda: peers_all.fleet_two_vs_one(grid_epochs)),
         ("engine", peers_all.engine_vs_hand),
-    ):
+    )
+    for key, measure in measures:
         before = _load()
         print(f"\n== {key}  (load {before[0]:.2f})", flush=True)
         _warn_load(key, before)
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--all", action="store_true", help="also the grid, fleet and engine targets")
+    ap.add_argument("--grid-epochs", type=int, default=10, help="--all: epochs of the grid and fleet sweeps")
     ap.add_argument("--timeline", action="store_true", help="print regtrain's first search per trial")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows += peer_rows(problem, runs, gflops)
         report["runs"][problem] = {n: [asdict(o) for o in outs] for n, outs in runs.items()}
     if args.all:
-        report["all"] = run_extra()
+        report["all"] = run_extra(args.grid_epochs)
         rows += all_rows(report["all"])
     print_rows(rows)
     report["rows"] = [asdict(r) for r in rows]

@@ -69,7 +69,7 @@ def pruned_vs_grid(epochs: int = GRID_EPOCHS, trials: int = 32) -> dict[str, Any
     return out
 
 
-def fleet_two_vs_one(epochs: int = 8) -> dict[str, Any]:
+def fleet_two_vs_one(epochs: int = GRID_EPOCHS) -> dict[str, Any]:
     # bench/fleet.py's sweep, less its `parallel`: regtrain decides how to split the work
     doc = {
         "name": "bench-peers-fleet",
