@@ -4,26 +4,52 @@ ports, on each of the two backends regtrain supports:
 - embedded: SQLite file + the filesystem broker in a temporary data dir (what `regtrain up` runs);
 - fleet: a fresh PostgreSQL database and a Redis db with a queue/key prefix of this run's own.
 
-One server and one worker per backend are shared by every test (session scope); the small
-jobs the tests submit keep the suite fast on two cores. Never Celery's eager mode.
+One server and one worker per backend are shared by every test of a test process (started on
+first use, ended with the session); the small jobs the tests submit keep the suite fast on two
+cores. Never Celery's eager mode.
+
+Why a pool rather than a session fixture parametrized by backend: pytest holds one parameter of
+a parametrized fixture at a time, so with the tests of each file run together (xdist's
+`--dist loadfile`) every file would tear its backend down for the other one and start it again:
+two API + worker pairs started per file, 10-20 s each on two loaded cores.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from live_service import Service, base_env, fleet_backend
 
 
-@pytest.fixture(scope="session", params=["embedded", "fleet"])
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp(f"regtrain-{request.param}")
-    env = base_env(root / "data")
+class ServicePool:
+    """The session's services, one per backend, each started the first time a test asks."""
+
+    def __init__(self, root: Path, stack: contextlib.ExitStack) -> None:
+        self.root, self.stack = root, stack
+        self.started: dict[str, Service] = {}
+
+    def get(self, backend: str) -> Service:
+        if backend not in self.started:
+            root = self.root / backend
+            root.mkdir()
+            env = base_env(root / "data")
+            if backend == "fleet":
+                env.update(self.stack.enter_context(fleet_backend()))
+            svc = Service(backend, env, root)
+            self.stack.callback(svc.close)
+            self.started[backend] = svc
+        return self.started[backend]
+
+
+@pytest.fixture(scope="session")
+def service_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePool]:
     with contextlib.ExitStack() as stack:
-        if request.param == "fleet":
-            env.update(stack.enter_context(fleet_backend()))
-        svc = Service(request.param, env, root)
-        stack.callback(svc.close)
-        yield svc
+        yield ServicePool(tmp_path_factory.mktemp("regtrain"), stack)
+
+
+@pytest.fixture(params=["embedded", "fleet"])
+def service(request: pytest.FixtureRequest, service_pool: ServicePool) -> Service:
+    return service_pool.get(request.param)
