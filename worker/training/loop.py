@@ -5,9 +5,11 @@ from the host. The loss, the penalty and the first non-finite step are kept on t
 read every CHECK_EVERY steps (with the cancel flag and the time limit), so the step itself never
 waits for the host. The last partial batch of an epoch is kept, so every sample counts.
 
-`fit` is the epoch loop, one screen; its pieces follow in the order they run (setup, resume,
-an epoch's steps, its metrics row, what follows an epoch, the finish) over one state object,
-`_Run`. They stay in one module (about 440 lines) so the loop reads top to bottom.
+`fit` is the epoch loop, one screen; its pieces follow in the order they run (setup and its
+parts: the monitor, the splits, the stepper, the sidecar; resume, an epoch's steps, its metrics
+row, what follows an epoch, the finish) over one state object, `_Run`. They stay in one module
+(about 530 lines) so the loop reads top to bottom. The penalties' math and the optimizers are
+the registry's (worker.training.terms, worker.training.updates), shared with the stacked trainer.
 """
 
 from __future__ import annotations
@@ -233,57 +235,104 @@ def _setup(
 ) -> _Run:
     """Model, penalty, optimizer, schedule, early stopping, data on its device, and the stepper."""
     deadline = time.monotonic() + time_limit_s if time_limit_s is not None else None
-    tr, reg = spec.training, spec.regularization
+    tr = spec.training
     device = resolve_device(tr.device)
-    task, has_val = data.task, len(data.X_val) > 0
-    es = tr.early_stopping
-    monitor = es.monitor if es else ("val_loss" if has_val else "train_eval_loss")
-    if monitor not in metric_names(task, has_val):
-        raise TrainingError(
-            ErrorType.BAD_DATA,
-            f"training.early_stopping.monitor: {monitor!r} is not reported for this job; choose one of {sorted(metric_names(task, has_val))}",
-        )
-
+    monitor = _monitor(spec, data)
     # The seed fixes the initialization and dropout masks (global RNG) and the shuffles (own generator).
     torch.manual_seed(tr.seed)
-    plan = plan_model(spec, data.shape)
     model = create_model(spec, data.shape).to(device)
     if init_weights is not None:
         model.load_state_dict(init_weights)
-    in_scope, out_of_scope = split_parameters(model, reg.apply_to)
-    penalty = Penalty(in_scope, reg.l1, reg.l2, reg.l1_mode, l2_in_optimizer=folds_l2(spec))
+    in_scope, out_of_scope = split_parameters(model, spec.regularization.apply_to)
     optimizer = create_optimizer(spec, in_scope, out_of_scope, device)
+    splits, on_host = _splits(data, device, tr.seed)
+    shuffle = torch.Generator(device=splits["train"][0].device)  # the permutation lives where the data does
+    shuffle.manual_seed(tr.seed)
+    return _Run(
+        spec=spec,
+        data=data,
+        cb=cb,
+        device=device,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=tr.precision == "bf16"),
+        monitor=monitor,
+        plan=plan_model(spec, data.shape),
+        model=model,
+        in_scope=in_scope,
+        optimizer=optimizer,
+        scheduler=create_scheduler(spec, optimizer),
+        tracker=EarlyStopping.for_spec(tr.early_stopping, monitor),
+        shuffle=shuffle,
+        stepper=_stepper(spec, data, model, in_scope, optimizer, splits, device, on_host),
+        splits=splits,
+        folder=work_dir / "checkpoints" if work_dir else None,
+        sidecar=_sidecar(spec, data, sidecar_extra),
+        deadline=deadline,
+        time_limit_s=time_limit_s,
+    )
+
+
+def _monitor(spec: JobSpec, data: Prepared) -> str:
+    """The metric early stopping (and the best checkpoint) follows; BAD_DATA if not reported."""
+    es, has_val = spec.training.early_stopping, len(data.X_val) > 0
+    monitor = es.monitor if es else ("val_loss" if has_val else "train_eval_loss")
+    if monitor not in metric_names(data.task, has_val):
+        raise TrainingError(
+            ErrorType.BAD_DATA,
+            f"training.early_stopping.monitor: {monitor!r} is not reported for this job; choose one of {sorted(metric_names(data.task, has_val))}",
+        )
+    return monitor
+
+
+def _splits(
+    data: Prepared, device: torch.device, seed: int
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], bool]:
+    """train, val, test and gap (train samples evaluated each epoch) as tensors, on the device
+    or, too large for it, on the host; and whether they stay on the host."""
     arrays = (data.X_train, data.y_train, data.X_val, data.y_val, data.X_test, data.y_test)
     on_host = keep_on_host(sum(a.nbytes for a in arrays), device)
     data_device = torch.device("cpu") if on_host else device
-    shuffle = torch.Generator(device=data_device)  # the permutation lives where the data does
-    shuffle.manual_seed(tr.seed)
-    tracker = EarlyStopping.for_spec(es, monitor)
-    criterion: nn.Module = (
-        nn.CrossEntropyLoss(label_smoothing=reg.label_smoothing) if task == "classification" else nn.MSELoss()
-    )
 
     def tensors(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.as_tensor(X, device=data_device), torch.as_tensor(y, device=data_device)
 
     X, y = tensors(data.X_train, data.y_train)
-    n = len(X)
-    gap_idx = torch.randperm(n, generator=torch.Generator().manual_seed(tr.seed))[:GAP_SAMPLES].to(
-        data_device
-    )
+    gap_idx = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))[:GAP_SAMPLES]
+    gap_idx = gap_idx.to(data_device)
     splits = {
         "train": (X, y),
         "val": tensors(data.X_val, data.y_val),
         "test": tensors(data.X_test, data.y_test),
         "gap": (X[gap_idx].to(device), y[gap_idx].to(device)),
     }
-    bs = min(tr.batch_size, n)
-    stepper = Stepper(
+    return splits, on_host
+
+
+def _stepper(
+    spec: JobSpec,
+    data: Prepared,
+    model: nn.Module,
+    in_scope: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    on_host: bool,
+) -> Stepper:
+    """The step: the loss, the penalty (L2 folded into the optimizer where it can be), clipping
+    and max-norm, eager or captured."""
+    tr, reg = spec.training, spec.regularization
+    criterion: nn.Module = (
+        nn.CrossEntropyLoss(label_smoothing=reg.label_smoothing)
+        if data.task == "classification"
+        else nn.MSELoss()
+    )
+    X, y = splits["train"]
+    bs = min(tr.batch_size, len(X))
+    return Stepper(
         model,
         criterion,
         optimizer,
-        penalty,
-        regression=task == "regression",
+        Penalty(in_scope, reg.l1, reg.l2, reg.l1_mode, l2_in_optimizer=folds_l2(spec)),
+        regression=data.task == "regression",
         grad_clip_norm=tr.grad_clip_norm,
         max_norm=reg.max_norm,
         bf16=tr.precision == "bf16",
@@ -295,9 +344,13 @@ def _setup(
         use_graph=use_cuda_graph(device),
         host_batches=HostBatches(X, y, bs, device) if on_host else None,
     )
-    sidecar = {
+
+
+def _sidecar(spec: JobSpec, data: Prepared, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """What every checkpoint's sidecar says of the run (predict reads it back)."""
+    return {
         "spec": spec.model_dump(mode="json"),
-        "task": task,
+        "task": data.task,
         "input_shape": list(data.input_shape),
         "classes": data.classes,
         "standardization": data.standardization.to_dict(),
@@ -305,32 +358,11 @@ def _setup(
         **({"preprocessing": data.preprocessing} if data.preprocessing is not None else {}),
         # a text dataset's tokenizer (worker.training.text's JSON): predict tokenizes raw strings
         **({"text": data.text} if data.text is not None else {}),
-        "seed": tr.seed,
+        "seed": spec.training.seed,
         "data_sha256": data.sha256,
         "versions": {"torch": torch.__version__, "regtrain": regtrain_version()},
-        **(sidecar_extra or {}),
+        **(extra or {}),
     }
-    return _Run(
-        spec=spec,
-        data=data,
-        cb=cb,
-        device=device,
-        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=tr.precision == "bf16"),
-        monitor=monitor,
-        plan=plan,
-        model=model,
-        in_scope=in_scope,
-        optimizer=optimizer,
-        scheduler=create_scheduler(spec, optimizer),
-        tracker=tracker,
-        shuffle=shuffle,
-        stepper=stepper,
-        splits=splits,
-        folder=work_dir / "checkpoints" if work_dir else None,
-        sidecar=sidecar,
-        deadline=deadline,
-        time_limit_s=time_limit_s,
-    )
 
 
 def _resume(run: _Run) -> int:

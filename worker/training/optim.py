@@ -1,5 +1,6 @@
-"""Optimizers and schedulers. weight_decay keeps PyTorch's meaning and the regularization scope:
-two parameter groups, the tensors in scope decayed, the rest not."""
+"""The solo loop's optimizer and scheduler. The optimizer is the torch face of the registry's
+entry (worker.training.updates.UPDATES); weight_decay keeps PyTorch's meaning and the
+regularization scope: two parameter groups, the tensors in scope decayed, the rest not."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
 
 from service.contract.spec import CosineScheduler, JobSpec, PlateauScheduler, StepScheduler
+from worker.training.updates import UPDATES
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 
@@ -15,7 +17,7 @@ def folds_l2(spec: JobSpec) -> bool:
     """Whether L2's gradient 2λ₂w can ride in the optimizer's coupled weight decay: true for sgd,
     adam and rmsprop (g += wd·w before anything else), false for adamw (decoupled) and when
     gradients are clipped (the penalty's gradient must be clipped with the data's)."""
-    return spec.optimizer.name != "adamw" and spec.training.grad_clip_norm is None
+    return not UPDATES[spec.optimizer.name].decoupled and spec.training.grad_clip_norm is None
 
 
 def create_optimizer(
@@ -28,22 +30,7 @@ def create_optimizer(
         {"params": out_of_scope, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    # fused kernels on CUDA (one launch for all tensors), capturable so that the step can be
-    # replayed from a CUDA graph; foreach on CPU
-    cuda = device.type == "cuda"
-    fast: dict[str, bool] = {"fused": True} if cuda else {"foreach": True}
-    capturable = {"capturable": True} if cuda else {}
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **fast)
-    if o.name == "adam":
-        return torch.optim.Adam(
-            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, **fast, **capturable
-        )
-    if o.name == "adamw":
-        return torch.optim.AdamW(
-            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, **fast, **capturable
-        )
-    return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum, eps=o.eps, foreach=True, **capturable)
+    return UPDATES[o.name].torch_optimizer(groups, o, device)
 
 
 def create_scheduler(spec: JobSpec, optimizer: torch.optim.Optimizer) -> Scheduler | None:

@@ -1,4 +1,6 @@
-"""Regularization, exactly as docs/REGULARIZATION.md defines it.
+"""Regularization of one model (the solo loop), exactly as docs/REGULARIZATION.md defines it;
+the terms' math is worker.training.terms (written once over a trial axis, this is its one-trial
+case).
 
 - L2 is λ₂·Σw² (gradient 2λ₂w) and L1 is λ₁·Σ|w| (subgradient λ₁·sign(w)) over the tensors in
   scope: by default every weight matrix and kernel (2+ dimensions) of every layer.
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from service.contract.spec import EarlyStoppingSpec
+from worker.training import terms
 
 
 def split_parameters(
@@ -52,15 +55,9 @@ class Penalty:
     def value(self) -> torch.Tensor:
         """The penalty at the current weights, as a 0-d tensor on the device (no host sync)."""
         device = self.params[0].device if self.params else None
-        total = torch.zeros((), device=device)
         if not self.active:
-            return total
-        if self.l2 > 0:
-            total += self.l2 * torch.stack(torch._foreach_norm(self.params, 2)).square().sum()
-        if self.l1 > 0:
-            # abs().sum() per tensor: on CPU about twice as fast as _foreach_norm(ord=1)
-            total += self.l1 * torch.stack([p.abs().sum() for p in self.params]).sum()
-        return total
+            return torch.zeros((), device=device)
+        return terms.penalty_value(self.params, self.l1, self.l2, terms.SOLO, device)
 
     @torch.no_grad()
     def add_gradient(self) -> None:
@@ -70,16 +67,15 @@ class Penalty:
         params = [p for p in self.params if p.grad is not None]
         grads = [g for p in params if (g := p.grad) is not None]
         if self.l2 > 0 and not self.l2_in_optimizer:
-            torch._foreach_add_(grads, params, alpha=2 * self.l2)
+            terms.add_scaled(grads, params, 2 * self.l2, terms.SOLO)
         if self.l1 > 0 and not self.proximal:
-            torch._foreach_add_(grads, torch._foreach_sign(params), alpha=self.l1)
+            terms.add_l1_subgradient(grads, params, self.l1, terms.SOLO)
 
     @torch.no_grad()
     def proximal_step(self, lr: float) -> None:
         """w ← sign(w)·max(|w| − lr·λ₁, 0) after the optimizer's step (softshrink)."""
         if self.active and self.proximal and self.l1 > 0:
-            for p in self.params:
-                p.copy_(torch.nn.functional.softshrink(p, lr * self.l1))
+            terms.proximal_l1(self.params, lr * self.l1, terms.SOLO)
 
 
 def max_norm_tensors(model: nn.Module) -> list[torch.Tensor]:
@@ -109,7 +105,7 @@ def apply_max_norm(model: nn.Module, c: float) -> None:
     Linear weight, a kernel of a Conv's output channel, an embedding's row, a gate unit's row of
     a recurrent or attention projection) down to norm ≤ c."""
     for w in max_norm_tensors(model):
-        w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=c))
+        terms.cap_unit_norms(w, c)
 
 
 @torch.no_grad()

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,104 +23,22 @@ from service.data.datafile import DataError
 from worker.training.data import Prepared, cv_folds, load_dataset, split_and_standardize
 from worker.training.errors import TrainingError
 from worker.training.loop import Callbacks, fit, resolve_device
-from worker.training.stacked import StackedTrainer
+from worker.training.sweep_group import StackedGroup
+from worker.training.sweep_trials import (
+    Cancelled,
+    Progress,
+    SweepCallbacks,
+    SweepOutcome,
+    TrialOutcome,
+    kept_row,
+    outcome_of,
+    replicas,
+    summarize,
+)
+
+__all__ = ["SweepCallbacks", "SweepOutcome", "TrialOutcome", "run_sweep"]
 
 CPU_MAX_GROUP = 64
-
-
-@dataclass
-class TrialOutcome:
-    index: int
-    params: dict[str, Any]
-    status: Literal["succeeded", "failed", "cancelled", "pruned"]
-    metrics: dict[str, float] = field(default_factory=dict)  # fold means of the kept row, + score_std
-    score: float | None = None
-    fold_scores: list[float] = field(default_factory=list)
-    best_epoch: float | None = None  # mean over folds
-    vectorized: bool = False
-    error: dict[str, Any] | None = None
-    epochs_trained: int = 0  # summed over folds and seeds
-    pruned_at_epoch: int | None = None
-    reason: str | None = None
-
-
-def _no_report(_index: int, _fold: int, _step: int, _row: dict[str, Any]) -> None:
-    return None
-
-
-def _no_prune(_index: int, _fold: int, _step: int, _row: dict[str, Any]) -> str | None:
-    return None
-
-
-@dataclass
-class SweepCallbacks:
-    on_trial: Callable[[TrialOutcome], None] = lambda _t: None
-    should_stop: Callable[[], bool] = lambda: False
-    # After each epoch of a trial (its seeds' rows averaged): (trial index, fold, step = epochs
-    # of this configuration so far across folds, row). on_epoch is told of every trial of the
-    # epoch first; then prune answers for each a reason to stop it, or None.
-    on_epoch: Callable[[int, int, int, dict[str, Any]], None] = _no_report
-    prune: Callable[[int, int, int, dict[str, Any]], str | None] = _no_prune
-    after_epoch: Callable[[], None] = lambda: None  # once per epoch of a group (flush progress)
-    # The sweep's budget (contract/sweep_budget.py): a reason once it is reached, else None.
-    # `budget` is asked before each group: the trials of the groups not started then end
-    # cancelled, with that reason. `halt` is asked after an epoch that leaves more to train
-    # (not after a trial's last): the running trials then end pruned, with that reason.
-    budget: Callable[[], str | None] = lambda: None
-    halt: Callable[[], str | None] = lambda: None
-
-
-@dataclass
-class SweepOutcome:
-    status: Literal["succeeded", "cancelled"]
-    trials: list[TrialOutcome]
-    best_index: int | None
-
-
-class _Cancelled(Exception):
-    pass
-
-
-def _kept_row(spec: Any, best: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
-    es = spec.training.early_stopping
-    return best if (es and es.restore_best and best) else last
-
-
-def _summarize(
-    sweep: SweepSpec,
-    trial: Trial,
-    rows: list[dict[str, Any]],
-    best_epochs: list[int | None],
-    vectorized: bool,
-) -> TrialOutcome:
-    metric = sweep.primary.metric
-    scores = [float(s) for r in rows if (s := r.get(metric)) is not None and math.isfinite(s)]
-    if not rows or len(scores) < len(rows):
-        return TrialOutcome(
-            trial.index,
-            trial.params,
-            "failed",
-            vectorized=vectorized,
-            error={"type": ErrorType.DIVERGED, "message": f"{metric} was not finite on every fold"},
-        )
-    keys = [
-        k
-        for k, v in rows[0].items()
-        if isinstance(v, int | float) and k not in ("epoch", "seconds", "samples_per_second")
-    ]
-    metrics = {k: statistics.fmean(float(r[k]) for r in rows if r.get(k) is not None) for k in keys}
-    metrics[f"{metric}_std"] = statistics.pstdev(scores) if len(scores) > 1 else 0.0
-    epochs = [e for e in best_epochs if e is not None]
-    return TrialOutcome(
-        trial.index,
-        trial.params,
-        "succeeded",
-        metrics=metrics,
-        score=statistics.fmean(scores),
-        fold_scores=[float(s) for s in scores],
-        best_epoch=statistics.fmean(epochs) if epochs else None,
-        vectorized=vectorized,
-    )
 
 
 def _max_group(specs: list[Any], data: Prepared) -> int:
@@ -149,7 +64,8 @@ def run_sweep(
     folds_cache: dict[str, list[Prepared]] | None = None,
 ) -> SweepOutcome:
     """`folds_cache` keeps the folds between calls (a search trains one unit of trials per call);
-    `dataset_file` is the upload's file, as for load_dataset."""
+    `dataset_file` is the upload's file, as for load_dataset. The outcome lists `trials`, then
+    the trials callbacks.refill gave (continuous batching), in the order they started."""
     cb = callbacks or SweepCallbacks()
     folds_of: dict[str, list[Prepared]] = {} if folds_cache is None else folds_cache
 
@@ -165,17 +81,19 @@ def run_sweep(
         return folds_of[key]
 
     outcomes: dict[int, TrialOutcome] = {}
+    started: list[Trial] = []  # those refill gave
     status: Literal["succeeded", "cancelled"] = "succeeded"
     try:
         if sweep.path is not None:
             _run_path(sweep, trials, folds, cb, outcomes)
         else:
-            _run_trials(sweep, trials, folds, cb, outcomes)
-    except _Cancelled:
+            _run_trials(sweep, trials, folds, cb, outcomes, started)
+    except Cancelled:
         status = "cancelled"
     except DataError as e:
         raise TrainingError(ErrorType.BAD_DATA, str(e)) from None
-    for t in trials:
+    every = [*trials, *started]
+    for t in every:
         if t.index not in outcomes:
             outcomes[t.index] = TrialOutcome(t.index, t.params, "cancelled")
     done = [o for o in outcomes.values() if o.status == "succeeded" and o.score is not None]
@@ -183,7 +101,7 @@ def run_sweep(
     if done:
         sign = 1 if sweep.primary.mode == "min" else -1
         best = min((sign * o.score, o.index) for o in done if o.score is not None)[1]
-    return SweepOutcome(status, [outcomes[t.index] for t in trials], best)
+    return SweepOutcome(status, [outcomes[t.index] for t in every], best)
 
 
 def _groups(
@@ -205,155 +123,72 @@ def _groups(
     return groups + solo
 
 
-def _replicas(sweep: SweepSpec, spec: JobSpec) -> list[JobSpec]:
-    """The configuration trained under `seeds` seeds: seed, seed + 1, ... (stacked together)."""
-    if sweep.seeds == 1:
-        return [spec]
-    out = []
-    for k in range(sweep.seeds):
-        doc = spec.model_dump(mode="json")
-        doc["training"]["seed"] = spec.training.seed + k
-        out.append(JobSpec.model_validate(doc))
-    return out
-
-
-def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics rows of one epoch of a configuration's seeds, averaged."""
-    if len(rows) == 1:
-        return rows[0]
-    out: dict[str, Any] = {}
-    for k, v in rows[0].items():
-        nums = [float(x) for r in rows if isinstance(x := r.get(k), int | float) and not isinstance(x, bool)]
-        out[k] = statistics.fmean(nums) if len(nums) == len(rows) else v
-    return out
-
-
-@dataclass
-class _Progress:
-    """What one trial has trained so far across folds and seeds."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)  # kept row per (fold, seed)
-    best_epochs: list[int | None] = field(default_factory=list)
-    epochs: int = 0
-    pruned: tuple[int, str] | None = None  # (step, reason)
-    last: dict[str, Any] = field(default_factory=dict)
-
-
 def _run_trials(
     sweep: SweepSpec,
     trials: list[Trial],
     folds: Callable[[Any], list[Prepared]],
     cb: SweepCallbacks,
     outcomes: dict[int, TrialOutcome],
+    started: list[Trial],
 ) -> None:
-    """Each group of compatible trials on every fold, all seeds of a trial stacked with it.
-    After each epoch the sweep's pruner (cb.on_epoch) may stop a trial: its seeds stop training
-    and it skips the remaining folds."""
+    """Each group of compatible trials on every fold, all seeds of a trial stacked with it; a
+    stacked group is kept full with the trials cb.refill gives (sweep_group.StackedGroup).
+    After each epoch the sweep's pruner (cb.prune) may stop a trial: its seeds stop training
+    and it skips the remaining folds. Each trial's outcome goes to cb.on_trial as it ends."""
     groups = _groups(sweep, trials, folds)
-    for g, group in enumerate(groups):
+    other_kind: list[Trial] = []  # refilled trials of another group's kind: after the groups
+    g = 0
+    while g < len(groups) or other_kind:
+        if g == len(groups):
+            groups += _groups(sweep, other_kind, folds)
+            other_kind = []
+        group = groups[g]
         reason = cb.budget()
         if reason is not None:
-            for t in (t for rest in groups[g:] for t in rest):
+            for t in [*(t for rest in groups[g:] for t in rest), *other_kind]:
                 outcomes[t.index] = TrialOutcome(t.index, t.params, "cancelled", reason=reason)
                 cb.on_trial(outcomes[t.index])
             return
-        reps = {t.index: _replicas(sweep, t.spec) for t in group}
-        prog = {t.index: _Progress() for t in group}
-        failed: dict[int, dict[str, Any]] = {}
+        g += 1
         stacked = sweep.vectorize is not False and (len(group) > 1 or sweep.seeds > 1)
-        epochs = group[0].spec.training.epochs
-        n_folds = len(folds(group[0].spec))
-        for fold, data in enumerate(folds(group[0].spec)):
-            if cb.should_stop():
-                raise _Cancelled
-            alive = [t for t in group if prog[t.index].pruned is None and t.index not in failed]
-            if not alive:
-                break
-            if stacked and not not_stackable(group[0].spec):
-                _fit_stacked(sweep, alive, reps, prog, fold, epochs, data, cb, fold == n_folds - 1)
-                continue
-            for t in alive:
-                for k, spec in enumerate(reps[t.index]):
-                    if prog[t.index].pruned is not None:
-                        break
-                    last = fold == n_folds - 1 and k == len(reps[t.index]) - 1
-                    try:
-                        _fit_solo(t, spec, prog[t.index], (fold * sweep.seeds + k) * epochs, data, cb, last)
-                    except TrainingError as e:
-                        failed[t.index] = e.to_dict()
-                        break
-        for t in group:
-            p = prog[t.index]
-            if t.index in failed:
-                outcome = TrialOutcome(
-                    t.index, t.params, "failed", error=failed[t.index], epochs_trained=p.epochs
-                )
-            elif p.pruned is not None:
-                outcome = TrialOutcome(
-                    t.index,
-                    t.params,
-                    "pruned",
-                    metrics={k: v for k, v in p.last.items() if isinstance(v, int | float)},
-                    vectorized=stacked,
-                    epochs_trained=p.epochs,
-                    pruned_at_epoch=p.pruned[0],
-                    reason=p.pruned[1],
-                )
-            else:
-                outcome = _summarize(sweep, t, p.rows, p.best_epochs, stacked)
-                outcome.epochs_trained = p.epochs
-            outcomes[t.index] = outcome
-            cb.on_trial(outcome)
+        if stacked and not not_stackable(group[0].spec):
+            StackedGroup(sweep, group, folds(group[0].spec), cb, outcomes, started, other_kind).run()
+        else:
+            for t in group:
+                _run_alone(sweep, t, folds(t.spec), cb, outcomes)
 
 
-def _fit_stacked(
-    sweep: SweepSpec,
-    alive: list[Trial],
-    reps: dict[int, list[JobSpec]],
-    prog: dict[int, _Progress],
-    fold: int,
-    epochs: int,
-    data: Prepared,
-    cb: SweepCallbacks,
-    last_fold: bool,
+def _run_alone(
+    sweep: SweepSpec, t: Trial, folds: list[Prepared], cb: SweepCallbacks, outcomes: dict[int, TrialOutcome]
 ) -> None:
-    slots = [(t, spec) for t in alive for spec in reps[t.index]]
-    seen: dict[int, list[dict[str, Any]]] = {}
-
-    def on_epoch(g: int, row: dict[str, Any]) -> None:
-        t = slots[g][0]
-        prog[t.index].epochs += 1
-        seen.setdefault(t.index, []).append(row)
-
-    def after_epoch(epoch: int) -> list[int]:
-        stop: set[int] = set()
-        step = fold * epochs + epoch
-        for index, rows in seen.items():
-            prog[index].last = _mean_row(rows)
-            cb.on_epoch(index, fold, step, prog[index].last)
-        halt = cb.halt() if epoch < epochs or not last_fold else None
-        for index in seen:
-            reason = halt or cb.prune(index, fold, step, prog[index].last)
-            if reason is not None:
-                prog[index].pruned = (step, reason)
-                stop.add(index)
-        seen.clear()
-        cb.after_epoch()
-        return [g for g, (t, _) in enumerate(slots) if t.index in stop]
-
-    results = StackedTrainer([spec for _, spec in slots], data).fit(
-        on_epoch=on_epoch, should_stop=cb.should_stop, after_epoch=after_epoch
-    )
-    if cb.should_stop():
-        raise _Cancelled
-    for (t, spec), r in zip(slots, results, strict=True):
-        if prog[t.index].pruned is None:
-            prog[t.index].rows.append(_kept_row(spec, r.best_metrics, r.last_metrics))
-            prog[t.index].best_epochs.append(r.best_epoch)
+    """One trial with the loop, fold by fold, seed by seed."""
+    p = Progress()
+    failed: dict[str, Any] | None = None
+    epochs = t.spec.training.epochs
+    started = False
+    for fold, data in enumerate(folds):
+        if cb.should_stop():
+            raise Cancelled
+        if p.pruned is not None or failed is not None:
+            break
+        if not started:
+            cb.on_start(t.index)
+            started = True
+        for k, spec in enumerate(replicas(sweep, t.spec)):
+            if p.pruned is not None:
+                break
+            last = fold == len(folds) - 1 and k == sweep.seeds - 1
+            try:
+                _fit_solo(t, spec, p, (fold * sweep.seeds + k) * epochs, data, cb, last)
+            except TrainingError as e:
+                failed = e.to_dict()
+                break
+    outcomes[t.index] = outcome_of(sweep, t, p, failed, vectorized=False)
+    cb.on_trial(outcomes[t.index])
 
 
 def _fit_solo(
-    t: Trial, spec: JobSpec, p: _Progress, offset: int, data: Prepared, cb: SweepCallbacks, last: bool
+    t: Trial, spec: JobSpec, p: Progress, offset: int, data: Prepared, cb: SweepCallbacks, last: bool
 ) -> None:
     """One seed of one trial on one fold (`last`: the trial's last one); TrainingError when it
     fails."""
@@ -379,9 +214,9 @@ def _fit_solo(
     if p.pruned is not None:
         return
     if out.status == "cancelled":
-        raise _Cancelled
+        raise Cancelled
     by_epoch = {r["epoch"]: r for r in seen}
-    p.rows.append(_kept_row(spec, by_epoch.get(out.best_epoch or -1, {}), seen[-1] if seen else {}))
+    p.rows.append(kept_row(spec, by_epoch.get(out.best_epoch or -1, {}), seen[-1] if seen else {}))
     p.best_epochs.append(out.best_epoch)
 
 
@@ -401,7 +236,7 @@ def _run_path(
         weights: dict[str, torch.Tensor] | None = None
         for t in trials:
             if cb.should_stop():
-                raise _Cancelled
+                raise Cancelled
             if t.index in failed:
                 continue
             seen: list[dict[str, Any]] = []
@@ -417,14 +252,14 @@ def _run_path(
                 failed[t.index] = e.to_dict()
                 continue
             if out.status == "cancelled":
-                raise _Cancelled
+                raise Cancelled
             weights = {k: v.detach().clone() for k, v in out.model.state_dict().items()}
             by_epoch = {r["epoch"]: r for r in seen}
-            rows[t.index].append(_kept_row(t.spec, by_epoch.get(out.best_epoch or -1, {}), seen[-1]))
+            rows[t.index].append(kept_row(t.spec, by_epoch.get(out.best_epoch or -1, {}), seen[-1]))
             best_epochs[t.index].append(out.best_epoch)
     for t in trials:
         if t.index in failed:
             outcomes[t.index] = TrialOutcome(t.index, t.params, "failed", error=failed[t.index])
         else:
-            outcomes[t.index] = _summarize(sweep, t, rows[t.index], best_epochs[t.index], False)
+            outcomes[t.index] = summarize(sweep, t, rows[t.index], best_epochs[t.index], False)
         cb.on_trial(outcomes[t.index])

@@ -1,0 +1,142 @@
+"""Continuous batching: a slot of a stacked group freed by a pruned or finished trial takes the
+next trial the search gives (SweepCallbacks.refill), which trains exactly as it would alone
+(its own initialization, fresh optimizer state and step count, its own schedule position and
+shuffles), starts when it starts (on_start) and ends with its own outcome (on_trial)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from engine_helpers import BASE, make_spec, merge
+
+from service.contract.architecture import BUILTIN_SHAPES
+from service.contract.spec import JobSpec
+from service.contract.stacking import group_key
+from service.contract.sweep_spec import SweepSpec, Trial, expand
+from worker.training.data import cv_folds, load_dataset, split_and_standardize
+from worker.training.loop import Callbacks, fit
+from worker.training.stacked import StackedTrainer
+from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
+
+TOL = 1e-4
+KEYS = ("train_loss", "val_loss", "val_accuracy", "lr")
+
+
+def _solo_rows(spec: JobSpec, data: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    fit(spec, data, None, Callbacks(on_epoch=rows.append))
+    return rows
+
+
+def _close(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        for k in KEYS:
+            assert ra[k] == pytest.approx(rb[k], rel=TOL, abs=TOL), (ra["epoch"], k)
+
+
+def test_a_refilled_slot_trains_as_its_trial_alone_with_fresh_adam_state() -> None:
+    """Trial 0 is pruned after its second epoch; its slot takes a new trial, which then trains
+    beside trial 1 (at its epoch 3) from its own epoch 1: Adam's bias correction restarts with
+    its own step count, its cosine schedule from the top, its shuffles from its seed's first."""
+
+    def spec(lr: float, l2: float, seed: int = 0) -> JobSpec:
+        return make_spec(
+            optimizer={"name": "adam", "lr": lr, "scheduler": {"type": "cosine"}},
+            regularization={"l2": l2},
+            training={"epochs": 5, "batch_size": 32, "device": "cpu", "seed": seed},
+        )
+
+    a, b, new = spec(0.01, 0.0), spec(0.003, 1e-3), spec(0.02, 1e-4, seed=7)
+    data = split_and_standardize(a, load_dataset(a, None))
+    rows: dict[int, list[dict[str, Any]]] = {}
+    ended: list[int] = []
+    given = [new]
+    trainer = StackedTrainer([a, b], data, per_slot_batches=True)
+    results = trainer.fit(
+        on_epoch=lambda g, r: rows.setdefault(g, []).append(r),
+        after_epoch=lambda rnd: [0] if rnd == 2 else [],
+        refill=lambda: given.pop() if given else None,
+        on_result=lambda g, _r: ended.append(g),
+    )
+    assert trainer.trials[2] is new and trainer.slots[0] == 2  # in trial 0's slot, in place
+    assert ended == [0, 1, 2] and [r.pruned for r in results] == [True, False, False]
+    assert len(rows[0]) == 2 and len(rows[1]) == 5 and len(rows[2]) == 5
+    _close(rows[1], _solo_rows(b, data))
+    _close(rows[2], _solo_rows(new, data))  # its first step is a solo first step, and so on
+
+
+def _search(cv: int) -> tuple[SweepSpec, list[Trial], list[Trial]]:
+    s = SweepSpec.model_validate(
+        {
+            "base": merge(BASE, {"optimizer": {"name": "adam", "lr": 0.01}, "training": {"epochs": 3}}),
+            "grid": {"optimizer.lr": [0.01, 0.003, 0.03, 0.001, 0.02, 0.005]},
+            **({"cv_folds": cv} if cv else {}),
+        }
+    )
+    trials = expand(s, BUILTIN_SHAPES[s.base.dataset.name], 10_000_000)
+    return s, trials[:2], trials[2:]
+
+
+@pytest.mark.parametrize("cv", [0, 2], ids=["holdout", "2-fold"])
+def test_a_pruned_search_keeps_its_group_full_and_each_trial_is_its_solo_run(cv: int) -> None:
+    sweep, first, later = _search(cv)
+    key = group_key(first[0].spec)
+    events: list[tuple[str, int]] = []
+    per_round: list[set[int]] = [set()]
+    asked: list[str] = []
+
+    def refill(k: str) -> Trial | None:
+        asked.append(k)
+        return later.pop(0) if later else None
+
+    def on_epoch(i: int, _fold: int, _step: int, _row: dict[str, Any]) -> None:
+        per_round[-1].add(i)
+
+    def prune(i: int, _fold: int, step: int, _row: dict[str, Any]) -> str | None:
+        return "rule" if i in (0, 3) and step == 1 else None
+
+    outcomes: list[TrialOutcome] = []
+    cb = SweepCallbacks(
+        refill=refill,
+        on_start=lambda i: events.append(("start", i)),
+        on_trial=lambda t: (events.append(("end", t.index)), outcomes.append(t)),
+        on_epoch=on_epoch,
+        prune=prune,
+        after_epoch=lambda: per_round.append(set()),
+    )
+    out = run_sweep(sweep, first, callbacks=cb)
+    assert set(asked) == {key}
+    assert [t.index for t in out.trials] == [0, 1, 2, 3, 4, 5]
+    assert {t.index: t.status for t in out.trials} == {
+        0: "pruned",
+        1: "succeeded",
+        2: "succeeded",
+        3: "pruned",
+        4: "succeeded",
+        5: "succeeded",
+    }
+    # the refilled trials start after the group began training, as slots free
+    assert events[:2] == [("start", 0), ("start", 1)]
+    assert events.index(("start", 2)) > events.index(("end", 0))
+    assert events.index(("start", 4)) > events.index(("end", 3))
+    # two slots busy every round until the search has nothing more to give
+    busy = [len(r) for r in per_round if r]
+    assert busy[: busy.index(1)] == [2] * busy.index(1) if 1 in busy else all(n == 2 for n in busy)
+    assert sorted(o.index for o in outcomes) == list(range(6))
+
+    spec0 = first[0].spec
+    folds = (
+        cv_folds(spec0, load_dataset(spec0, None), cv)
+        if cv
+        else [split_and_standardize(spec0, load_dataset(spec0, None))]
+    )
+    all_trials = {t.index: t for t in [*first, *_search(cv)[2]]}
+    for t in out.trials:
+        if t.status != "succeeded":
+            assert t.epochs_trained == 1 and t.pruned_at_epoch == 1
+            continue
+        solo = [_solo_rows(all_trials[t.index].spec, f)[-1]["val_loss"] for f in folds]
+        assert t.fold_scores == pytest.approx(solo, rel=TOL, abs=TOL), t.index
+        assert t.vectorized and t.epochs_trained == 3 * len(folds)

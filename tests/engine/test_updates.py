@@ -1,0 +1,98 @@
+"""The registry's two faces held equal: each optimizer entry's trial-axis `update` (the stacked
+trainer's) against its `torch_optimizer` (the solo loop's), and each regularization term over a
+trial axis against its one-trial case, trial by trial."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from service.contract.spec import OptimizerSpec
+from worker.training import terms
+from worker.training.updates import UPDATES
+
+OPTIMIZERS = [
+    {"name": "sgd", "lr": 0.05},
+    {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+    {"name": "adam", "lr": 0.01, "weight_decay": 1e-2},
+    {"name": "adamw", "lr": 0.01, "weight_decay": 1e-1},
+    {"name": "rmsprop", "lr": 0.01, "momentum": 0.5, "weight_decay": 1e-2},
+    {"name": "rmsprop", "lr": 0.01},
+]
+
+
+def _grads(step: int, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(100 + step))
+
+
+@pytest.mark.parametrize("doc", OPTIMIZERS, ids=lambda d: f"{d['name']}-{len(d)}")
+def test_the_trial_axis_update_is_the_torch_optimizer_trial_by_trial(doc: dict[str, Any]) -> None:
+    """Three trials with their own lr and weight decay, one of them entering two steps late
+    (a refilled slot: fresh state and its own step count), each equal to its own torch run."""
+    G, shape, steps = 3, (5, 4), 6
+    lrs, wds, starts = (
+        [doc["lr"], doc["lr"] / 3, doc["lr"] * 2],
+        [doc.get("weight_decay", 0.0), 0.0, 1e-3],
+        [0, 0, 2],
+    )
+    o = OptimizerSpec.model_validate(doc)
+    rule = UPDATES[o.name]
+    init = torch.randn((G, *shape), generator=torch.Generator().manual_seed(0))
+    solo = []
+    for g in range(G):
+        p = torch.nn.Parameter(init[g].clone())
+        spec = OptimizerSpec.model_validate({**doc, "lr": lrs[g], "weight_decay": wds[g]})
+        opt = rule.torch_optimizer([{"params": [p], "weight_decay": wds[g]}], spec, torch.device("cpu"))
+        for s in range(starts[g], steps):
+            p.grad = _grads(s, (G, *shape))[g].clone()
+            opt.step()
+        solo.append(p.detach())
+
+    stacked = init.clone()
+    ax = terms.TrialAxis(G, {id(stacked): 0})
+    st = rule.init_state(stacked, o)
+    t = torch.zeros(G, dtype=torch.float64)
+    lr_all, wd_all = torch.tensor(lrs), torch.tensor(wds)
+    for s in range(steps):
+        active = torch.tensor([float(s >= start) for start in starts])
+        g = _grads(s, (G, *shape)) * ax.view(active, stacked)
+        t += active.double()
+        lr = lr_all * active
+        if rule.decoupled:
+            terms.decoupled_decay([stacked], lr * wd_all, ax)
+        else:
+            terms.add_scaled([g], [stacked], wd_all, ax)
+        before = {k: v.clone() for k, v in st.items()}
+        rule.update(stacked, g, st, o, ax.view(lr, stacked), ax.view(t.clamp(min=1), stacked))
+        for k, v in st.items():  # a slot not yet entered keeps its state fresh
+            v[active == 0] = before[k][active == 0]
+    for g in range(G):
+        torch.testing.assert_close(stacked[g], solo[g], rtol=1e-6, atol=1e-7)
+
+
+def test_the_terms_over_a_trial_axis_are_their_one_trial_case() -> None:
+    G = 3
+    w = torch.randn(4, G, 5, generator=torch.Generator().manual_seed(1))  # trial axis 1
+    b = torch.randn(G, 1, 5, generator=torch.Generator().manual_seed(2))
+    ax = terms.TrialAxis(G, {id(w): 1, id(b): 0})
+    l1, l2 = torch.tensor([0.0, 1e-3, 1e-2]), torch.tensor([1e-2, 0.0, 1e-3])
+    values = terms.penalty_value([w, b], l1, l2, ax, None)
+    gw, gb = torch.zeros_like(w), torch.zeros_like(b)
+    terms.add_scaled([gw, gb], [w, b], 2 * l2, ax)
+    terms.add_l1_subgradient([gw, gb], [w, b], l1, ax)
+    pw, pb = w.clone(), b.clone()
+    terms.proximal_l1([pw, pb], 0.5 * l1 * 30, terms.TrialAxis(G, {id(pw): 1, id(pb): 0}))
+    for g in range(G):
+        ws, bs = w[:, g].clone(), b[g].clone()
+        one = terms.penalty_value([ws, bs], float(l1[g]), float(l2[g]), terms.SOLO, None)
+        assert float(values[g]) == pytest.approx(float(one), rel=1e-6)
+        gws, gbs = torch.zeros_like(ws), torch.zeros_like(bs)
+        terms.add_scaled([gws, gbs], [ws, bs], 2 * float(l2[g]), terms.SOLO)
+        terms.add_l1_subgradient([gws, gbs], [ws, bs], float(l1[g]), terms.SOLO)
+        torch.testing.assert_close(gw[:, g], gws)
+        torch.testing.assert_close(gb[g], gbs)
+        terms.proximal_l1([ws, bs], float(0.5 * l1[g] * 30), terms.SOLO)
+        torch.testing.assert_close(pw[:, g], ws)
+        torch.testing.assert_close(pb[g], bs)

@@ -1,0 +1,151 @@
+"""The regularization terms, each written once over a trial axis (docs/REGULARIZATION.md).
+
+A term's hyper-parameter is a float for one trial (the solo loop: tensors without a trial axis)
+or a (G,) tensor for G stacked trials, broadcast along each parameter's trial axis (TrialAxis).
+Every term has its value (per trial: a 0-d tensor, or (G,)), its gradient (added to the
+parameters' gradients in place, not backpropagated: the same numbers, a fraction of the kernels)
+and, where it has one, its proximal step:
+
+- L2: λ₂·Σw², gradient 2λ₂w (coupled weight decay wd·w is the same gradient with 2λ₂ = wd);
+- L1: λ₁·Σ|w|, subgradient λ₁·sign(w), or the proximal step w ← sign(w)·max(|w| − lr·λ₁, 0);
+- decoupled weight decay (AdamW): w ← w·(1 − lr·wd), before the optimizer's step;
+- max-norm: each unit's incoming weight vector scaled down to norm ≤ c, after the step.
+
+With no trial axis the list ops are torch._foreach_* (one call for the whole list: on the CPU
+the per-tensor calls' overhead is what a small model's step is made of).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+Hyper = float | torch.Tensor  # one trial's number, or (G,) per trial
+
+
+@dataclass
+class TrialAxis:
+    """Where each parameter keeps its trials: `axes[id(p)]` its trial axis, for G trials. The
+    one-trial case (SOLO) has no axes: hyper-parameters are floats and values 0-d tensors."""
+
+    G: int = 1
+    axes: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def solo(self) -> bool:
+        return not self.axes
+
+    def along(self, v: Hyper, p: torch.Tensor) -> Hyper:
+        """v shaped to broadcast along p's trial axis (a float stays a float)."""
+        if not isinstance(v, torch.Tensor) or v.dim() == 0 or id(p) not in self.axes:
+            return v
+        shape = [1] * p.dim()
+        shape[self.axes[id(p)]] = self.G
+        return v.view(shape)
+
+    def view(self, v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """A (G,) tensor shaped to broadcast along p's trial axis."""
+        out = self.along(v, p)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    def dims(self, p: torch.Tensor) -> list[int] | None:
+        """The dimensions to reduce for a per-trial total (None: all of them)."""
+        if id(p) not in self.axes:
+            return None
+        return [d for d in range(p.dim()) if d != self.axes[id(p)]]
+
+    def total(self, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """t (shaped like p) summed over everything but the trial axis: (G,), or 0-d."""
+        dims = self.dims(p)
+        return t.sum() if dims is None else t.sum(dims)
+
+
+SOLO = TrialAxis()
+
+
+def _nonzero(v: Hyper) -> bool:
+    # a tensor counts as in use (the caller passes 0.0 for a term no trial uses): reading it
+    # back would be a host sync inside the step
+    return True if isinstance(v, torch.Tensor) else v > 0
+
+
+@torch.no_grad()
+def l2_value(params: Sequence[torch.Tensor], l2: Hyper, ax: TrialAxis) -> torch.Tensor:
+    """λ₂·Σw² per trial."""
+    if ax.solo:
+        return l2 * torch.stack(torch._foreach_norm(list(params), 2)).square().sum()
+    return torch.stack([l2 * torch.linalg.vector_norm(p, 2, dim=ax.dims(p)).square() for p in params]).sum(0)
+
+
+@torch.no_grad()
+def l1_value(params: Sequence[torch.Tensor], l1: Hyper, ax: TrialAxis) -> torch.Tensor:
+    """λ₁·Σ|w| per trial (abs().sum(): on CPU about twice as fast as a 1-norm kernel)."""
+    return l1 * torch.stack([ax.total(p.abs(), p) for p in params]).sum(0)
+
+
+@torch.no_grad()
+def penalty_value(
+    params: Sequence[torch.Tensor], l1: Hyper, l2: Hyper, ax: TrialAxis, device: torch.device | None
+) -> torch.Tensor:
+    """λ₁·Σ|w| + λ₂·Σw² per trial, on the device (no host sync)."""
+    total: torch.Tensor | None = None
+    if params and _nonzero(l2):
+        total = l2_value(params, l2, ax)
+    if params and _nonzero(l1):
+        value = l1_value(params, l1, ax)
+        total = value if total is None else total.add_(value)
+    return total if total is not None else torch.zeros(() if ax.solo else ax.G, device=device)
+
+
+@torch.no_grad()
+def add_scaled(grads: list[torch.Tensor], params: Sequence[torch.Tensor], coef: Hyper, ax: TrialAxis) -> None:
+    """g += coef·w: L2's gradient (coef 2λ₂) and coupled weight decay's (coef wd)."""
+    if ax.solo:
+        torch._foreach_add_(grads, list(params), alpha=float(coef))
+        return
+    for g, p in zip(grads, params, strict=True):
+        g.addcmul_(ax.along(coef, p), p)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def add_l1_subgradient(
+    grads: list[torch.Tensor], params: list[torch.Tensor], l1: Hyper, ax: TrialAxis
+) -> None:
+    """g += λ₁·sign(w)."""
+    if ax.solo:
+        torch._foreach_add_(grads, torch._foreach_sign(list(params)), alpha=float(l1))
+        return
+    for g, p in zip(grads, params, strict=True):
+        g.addcmul_(ax.along(l1, p), torch.sign(p))  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def proximal_l1(params: Sequence[torch.Tensor], threshold: Hyper, ax: TrialAxis) -> None:
+    """w ← sign(w)·max(|w| − τ, 0) with τ = lr·λ₁ per trial (softshrink): exact zeros."""
+    for p in params:
+        if isinstance(threshold, torch.Tensor):
+            tau = ax.along(threshold, p)
+            p.copy_(torch.sign(p) * torch.clamp(p.abs() - tau, min=0))
+        else:
+            p.copy_(torch.nn.functional.softshrink(p, threshold))
+
+
+@torch.no_grad()
+def decoupled_decay(params: Sequence[torch.Tensor], lr_wd: Hyper, ax: TrialAxis) -> None:
+    """w ← w·(1 − lr·wd), AdamW's weight decay, before its step."""
+    for p in params:
+        p.mul_(1 - ax.along(lr_wd, p))
+
+
+@torch.no_grad()
+def cap_unit_norms(w: torch.Tensor, c: float, unit_dim: int = 0, incoming: list[int] | None = None) -> None:
+    """Scale each unit's incoming weights down to norm ≤ c: the rows (dim `unit_dim`) of a solo
+    tensor, or, stacked, the norms over the `incoming` dims (keeping the trial and unit axes)."""
+    if incoming is None:
+        w.copy_(torch.renorm(w, p=2, dim=unit_dim, maxnorm=c))
+        return
+    norms = w.norm(dim=incoming, keepdim=True)
+    w.mul_(torch.clamp(c / (norms + 1e-7), max=1.0))

@@ -1,0 +1,149 @@
+"""The optimizer updates, each written once over a trial axis, with the torch optimizer that
+does the same for one trial.
+
+An entry (SGD, Adam, AdamW, RMSprop) has two faces, held equal by tests/engine/test_updates.py:
+- `update(p, g, state, o, lr, t)`: the step for a parameter whose trials lie along a trial axis,
+  with per-trial learning rates `lr` and step counts `t` broadcast along it (the stacked
+  trainer; the count is per trial, so a slot refilled with a new trial starts its Adam bias
+  correction afresh);
+- `torch_optimizer(groups, o, device)`: the torch.optim optimizer the solo loop steps. The solo
+  loop keeps torch.optim because it keeps what the loop needs at no cost of ours: fused CUDA
+  kernels that a CUDA graph can capture, foreach kernels on the CPU, and an optimizer
+  state_dict that checkpoints (and old checkpoints) resume from.
+
+Weight decay is not part of the update: it is the L2-shaped term of worker.training.terms,
+coupled (in the gradient: sgd, adam, rmsprop) or decoupled (adamw), as `decoupled` says.
+The LR schedules are here too: `lr_factor` is the closed form both trainers' schedules follow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from service.contract.spec import CosineScheduler, OptimizerSpec, StepScheduler
+
+State = dict[str, torch.Tensor]
+Lr = float | torch.Tensor  # broadcast along the parameter's trial axis
+
+
+def _fast(device: torch.device, capturable: bool = True) -> dict[str, bool]:
+    # fused kernels on CUDA (one launch for all tensors), capturable so that the step can be
+    # replayed from a CUDA graph; foreach on CPU
+    if device.type == "cuda":
+        return {"fused": True, "capturable": True} if capturable else {"fused": True}
+    return {"foreach": True}
+
+
+@dataclass(frozen=True)
+class Update:
+    name: str
+    decoupled: bool = False  # weight decay w ← w·(1 − lr·wd) rather than in the gradient
+
+    def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def init_state(self, p: torch.Tensor, o: OptimizerSpec) -> State:
+        """Fresh state: zeros (a zero momentum buffer gives torch's first step, buf = g)."""
+        return {k: torch.zeros_like(p) for k in self.state_names(o)}
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+        raise NotImplementedError
+
+    def torch_optimizer(
+        self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
+    ) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+
+class _SGD(Update):
+    def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
+        return ("buf",) if o.momentum > 0 else ()
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+        if o.momentum > 0:
+            buf = st["buf"].mul_(o.momentum).add_(g)
+            g = g + o.momentum * buf if o.nesterov else buf
+        p.sub_(lr * g)
+
+    def torch_optimizer(
+        self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
+    ) -> torch.optim.Optimizer:
+        fast = _fast(device, capturable=False)  # SGD has no step count to capture
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **fast)
+
+
+class _Adam(Update):
+    def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
+        return ("m", "v")
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+        b1, b2 = o.betas
+        st["m"].lerp_(g, 1 - b1)
+        st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+        # bias corrections in double, then the step size in float, as torch computes them
+        bc1, bc2_sqrt = 1 - b1**t, (1 - b2**t) ** 0.5
+        step = lr / bc1 if not isinstance(lr, torch.Tensor) else (lr.double() / bc1).float()
+        if isinstance(bc2_sqrt, torch.Tensor):
+            bc2_sqrt = bc2_sqrt.float()
+        denom = (st["v"].sqrt() / bc2_sqrt).add_(o.eps)
+        p.sub_(step * (st["m"] / denom))
+
+    def torch_optimizer(
+        self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
+    ) -> torch.optim.Optimizer:
+        cls = torch.optim.AdamW if self.decoupled else torch.optim.Adam
+        return cls(groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, **_fast(device))
+
+
+class _RMSprop(Update):
+    ALPHA = 0.99  # torch's default, which the spec does not expose
+
+    def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
+        return ("v", "buf") if o.momentum > 0 else ("v",)
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+        st["v"].mul_(self.ALPHA).addcmul_(g, g, value=1 - self.ALPHA)
+        avg = st["v"].sqrt().add_(o.eps)
+        if o.momentum > 0:
+            st["buf"].mul_(o.momentum).addcdiv_(g, avg)
+            p.sub_(lr * st["buf"])
+        else:
+            p.sub_(lr * g / avg)
+
+    def torch_optimizer(
+        self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
+    ) -> torch.optim.Optimizer:
+        fast = {"foreach": True, **({"capturable": True} if device.type == "cuda" else {})}
+        return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum, eps=o.eps, **fast)
+
+
+UPDATES: dict[str, Update] = {
+    "sgd": _SGD("sgd"),
+    "adam": _Adam("adam"),
+    "adamw": _Adam("adamw", decoupled=True),
+    "rmsprop": _RMSprop("rmsprop"),
+}
+
+
+def lr_factor(o: OptimizerSpec, epochs: int, epoch: int) -> float:
+    """The schedule's multiplier of the base lr for `epoch` (1-based); a cosine schedule's is
+    the share of (lr − eta_min) kept (its closed form)."""
+    s = o.scheduler
+    if isinstance(s, StepScheduler):
+        return s.gamma ** ((epoch - 1) // s.step_size)
+    if isinstance(s, CosineScheduler):
+        t_max = s.t_max or epochs
+        return 0.5 * (1 + math.cos(math.pi * min(epoch - 1, t_max) / t_max))
+    return 1.0
+
+
+def scheduled_lr(o: OptimizerSpec, epochs: int, epoch: int, base_lr: float) -> float:
+    """The learning rate of `epoch` (1-based) for a trial whose base lr is `base_lr`."""
+    f = lr_factor(o, epochs, epoch)
+    if isinstance(o.scheduler, CosineScheduler):
+        return o.scheduler.eta_min + (base_lr - o.scheduler.eta_min) * f
+    return base_lr * f
