@@ -3,9 +3,11 @@ units (a batch trained together, stacked where it allows), queues each as a leas
 message on the sweep's queue, and trains units itself while any are queued, so that one worker
 alone still runs the whole sweep and every other worker on the queue takes a share.
 
-A grid's or random sweep's units are all written at once. A search's are asked from the sampler
-as the sweep runs, LOOKAHEAD units ahead: one for this worker and one for any other, so the
-sampler learns from every trial that has ended before it proposes the next batch. A coordinator
+A grid's or random sweep's units are all written at once, as many as the live workers on the
+sweep's queue can take. A search's are queued as the sweep runs, one for each live worker, and
+each asks its own trials from the sampler as it starts and as its stacked groups' slots free
+(worker/unit_task.py), so the sampler learns from every trial that has ended before it proposes
+the next. A coordinator
 that dies costs nothing: the reaper hands the sweep to another worker, which finds the units
 written and goes on.
 """
@@ -28,13 +30,13 @@ from service.queue.broker import queue_name
 from service.store.sweeps import TRIAL_FINISHED
 from worker import unit_task
 from worker.runtime import Runtime
-from worker.search import DEFAULT_PARALLEL, ask, end_running_trials, open_study, storage
+from worker.search import DEFAULT_PARALLEL, end_running_trials, open_study, storage
 
 log = logging.getLogger("regtrain.worker")
 
-LOOKAHEAD = 2  # queued units a search keeps ready
+LOOKAHEAD = 2  # a search's units queued or running ahead of its workers, where units do not refill
 LIVE_BEATS = 3  # a worker silent for this many heartbeats is not counted on (fleet_size)
-POLL_S = 0.5  # how often a coordinator with nothing to train looks at the units others hold
+POLL_S = 0.1  # how often a coordinator with nothing to train looks at the units others hold
 
 Send = Callable[[str, str], None]  # (unit id, queue): ring the broker for a unit
 
@@ -77,31 +79,34 @@ def coordinate(
             return True  # all planned
 
     else:
+        # The study is made by the first unit that opens it (worker/search.py open_study):
+        # nothing here stands between the sweep's message and its first unit.
         size = unit_size(sweep, planned_trials(sweep), workers)
-        study = open_study(sweep, sweep_id, storage(s.store_url))
-        study.set_user_attr("regtrain_sweep", sweep_id)
-        known = {r["trial_index"] for r in store.trials([sweep_id])[sweep_id]}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.number not in known:  # asked by a coordinator that died before writing its unit
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+        refills = unit_task.engine_refills()
 
         def top_up() -> bool:
-            """Ask units until LOOKAHEAD are queued; True once every trial has been asked."""
+            """Queue units for the workers to take while the search has trials to ask; True
+            once every trial has been asked. A unit asks its own trials as it starts, and a
+            stacked group's freed slots as they free (worker/unit_task.py: the sampler then
+            learns from every trial ended before it proposes the next), so a unit is queued
+            for each live worker that holds none of this sweep's, plus one ready for the next
+            worker to free up where the engine does not refill (LOOKAHEAD): never more than
+            the trials left to ask would fill."""
             # at most the grid sampler's combinations, for a sweep stored before they were
             # clamped, and at most the budget's max_trials
-            wanted = planned_trials(sweep)
-            while True:
-                asked = len(store.trials([sweep_id])[sweep_id])
-                if asked >= wanted:
-                    return True
-                if units.counts(sweep_id).get("queued", 0) >= LOOKAHEAD:
-                    return False
-                good, bad = ask(study, sweep, min(size, wanted - asked))
-                ids = units.add(sweep_id, owner, queue, [sorted(good)] if good else [], good, bad)
-                if ids is None:
-                    return False  # the lease is lost: should_stop says so next
-                for uid in ids:
-                    send(uid, queue)
+            left = planned_trials(sweep) - units.asked(sweep_id)
+            if left <= 0:
+                return True
+            counts = units.counts(sweep_id)
+            queued, running = counts.get("queued", 0), counts.get("running", 0)
+            ahead = max(workers - running, 0 if refills else LOOKAHEAD - 1)
+            more = min(ahead, math.ceil(left / size)) - queued
+            for uid in (
+                (units.add(sweep_id, owner, queue, [[] for _ in range(more)]) or []) if more > 0 else []
+            ):
+                send(uid, queue)
+            return False
 
     stopped = False
     while True:
@@ -126,8 +131,22 @@ def coordinate(
             if stopped and sweep.space is not None:
                 # the trials it asked and never started: no unit will tell the study they ended
                 end_running_trials(sweep_id, s.store_url, "cancelled: the sweep's budget was reached")
+            elif sweep.space is not None:
+                _end_orphans(sweep, sweep_id, s.store_url, store.trials([sweep_id])[sweep_id])
             return "succeeded"
         rt.shutdown.wait(POLL_S)  # other workers hold the running units
+
+
+def _end_orphans(sweep: SweepSpec, sweep_id: str, url: str, rows: list[dict[str, Any]]) -> None:
+    """Every unit has ended: a trial still running in the study that the store never recorded
+    was asked by a unit whose worker died before writing it, and no one will tell the study it
+    ended. The study is labelled with its sweep for whoever opens it (optuna-dashboard)."""
+    study = open_study(sweep, sweep_id, storage(url))
+    study.set_user_attr("regtrain_sweep", sweep_id)
+    known = {r["trial_index"] for r in rows}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number not in known:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def fleet_size(rt: Runtime, queue: str) -> int:

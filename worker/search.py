@@ -73,8 +73,11 @@ def _int_values(d: Dimension) -> list[int]:
     return list(range(d.int_[0], d.int_[1] + 1))
 
 
-def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
-    seed = sweep.seed
+def make_sampler(sweep: SweepSpec, salt: int = 0) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler. Every process that asks (a unit's, the coordinator's) has its own
+    instance: `salt` (the unit's index + 1) gives each its own random stream, where the same
+    seed would have each unit's first random trials repeat another's."""
+    seed = None if sweep.seed is None else sweep.seed + 7919 * salt
     assert sweep.space is not None
     match sweep.sampler or "tpe":
         case "random":
@@ -143,7 +146,9 @@ def suggest(trial: optuna.Trial, space: dict[str, Dimension]) -> dict[str, Any]:
     return params
 
 
-def open_study(sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage) -> optuna.Study:
+def open_study(
+    sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage, salt: int = 0
+) -> optuna.Study:
     """The sweep's study in regtrain's database (`st`, from `storage`): made by the first
     caller, loaded by the rest (the coordinator asks from it, each unit's worker reports to and
     tells it)."""
@@ -151,7 +156,7 @@ def open_study(sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage) 
         return optuna.load_study(
             study_name=study_name(sweep_id),
             storage=st,
-            sampler=make_sampler(sweep),
+            sampler=make_sampler(sweep, salt),
             pruner=make_pruner(sweep.pruner),
         )
     except KeyError:
@@ -162,7 +167,7 @@ def open_study(sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage) 
     study = optuna.create_study(
         storage=st,
         study_name=study_name(sweep_id),
-        sampler=make_sampler(sweep),
+        sampler=make_sampler(sweep, salt),
         pruner=make_pruner(sweep.pruner),
         directions=directions,
         load_if_exists=True,
@@ -170,9 +175,12 @@ def open_study(sweep: SweepSpec, sweep_id: str, st: optuna.storages.RDBStorage) 
     return study
 
 
-def ask(study: optuna.Study, sweep: SweepSpec, n: int) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
+def ask(
+    study: optuna.Study, sweep: SweepSpec, n: int, asked: dict[int, optuna.Trial] | None = None
+) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
     """Ask `n` trials of the sampler: (trial number → params of the ones that make a valid
-    spec, trial number → error of the ones that do not, already told failed)."""
+    spec, trial number → error of the ones that do not, already told failed). `asked` gets the
+    Trial object of each valid one."""
     assert sweep.space is not None
     good: dict[int, dict[str, Any]] = {}
     bad: dict[int, Any] = {}
@@ -182,6 +190,8 @@ def ask(study: optuna.Study, sweep: SweepSpec, n: int) -> tuple[dict[int, dict[s
         try:
             trial_spec(sweep, params)
             good[ot.number] = params
+            if asked is not None:
+                asked[ot.number] = ot
         except (ValidationError, KeyError, SpecError) as e:
             study.tell(ot, state=TrialState.FAIL)
             bad[ot.number] = (params, {"type": ErrorType.BAD_PARAMS, "message": str(e)[:2000]})
@@ -236,9 +246,11 @@ class UnitSearch:
     reported: dict[int, set[int]]
 
     @classmethod
-    def load(cls, sweep: SweepSpec, sweep_id: str, storage_url: str, numbers: list[int]) -> UnitSearch:
+    def load(
+        cls, sweep: SweepSpec, sweep_id: str, storage_url: str, numbers: list[int], salt: int = 0
+    ) -> UnitSearch:
         st = storage(storage_url)
-        study = open_study(sweep, sweep_id, st)
+        study = open_study(sweep, sweep_id, st, salt)
         # Trial objects of trials another process asked: their ids from the storage's own API.
         study_id = st.get_study_id_from_name(study.study_name)
         trials = {
@@ -259,6 +271,22 @@ class UnitSearch:
             if t.number in trials
         }
         return cls(sweep, study, trials, gap, rungs, reported)
+
+    def ask(self, n: int) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
+        """Ask `n` trials for this unit (its first ones, or one for a freed slot of a stacked
+        group), as the coordinator's `ask`; each valid one is this unit's to report and tell.
+        The study holds it RUNNING from now: it starts training at once."""
+        return ask(self.study, self.sweep, n, self.trials)
+
+    def drop(self, number: int, why: str) -> None:
+        """A trial asked that the store refused (the sweep asked all its trials meanwhile, or
+        this unit's lease was lost): ended in the study, FAIL as end_running_trials does."""
+        trial = self.trials.pop(number, None)
+        if trial is None:
+            return
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            trial.set_user_attr(END_ATTR, why)
+        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
     def on_epoch(self, index: int, fold: int, step: int, row: dict[str, Any]) -> None:
         value = row.get(self.sweep.primary.metric)

@@ -11,18 +11,20 @@ worker that lost the unit is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from service.contract import sweep_budget
 from service.contract.search_space import trial_spec
-from service.contract.sweep_spec import SweepSpec, Trial
+from service.contract.sweep_spec import SweepSpec, Trial, planned_trials
 from service.queue.broker import RUN_SWEEP_UNIT_TASK
 from service.store.sweep_units import UnitClaim
 from service.store.sweeps import SweepClaim
@@ -33,6 +35,9 @@ from worker.celery_app import app
 from worker.lease import UnitLease
 from worker.leased_task import finite, outcome_fields
 from worker.runtime import Runtime, runtime
+
+if TYPE_CHECKING:  # Optuna: imported where a search's unit trains
+    from worker.search import UnitSearch
 
 log = logging.getLogger("regtrain.worker")
 
@@ -64,6 +69,7 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
     # Torch only in a process that trains (see worker.tasks.execute).
     from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
 
+    engine_calls = {f.name for f in dataclasses.fields(SweepCallbacks)}
     units, owner, settings = rt.units, rt.name, rt.settings
     uid, sweep_id = claim.unit_id, claim.sweep_id
     try:
@@ -72,7 +78,6 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
     except (ValidationError, KeyError) as e:
         units.finish(uid, owner, "failed", error=leased_task.bad_spec(e))
         return None
-    log.info("sweep %s unit %d: trials %s on %s", sweep_id, claim.index, list(claim.todo), owner)
     metric = sweep.primary.metric
     progress: dict[int, dict[str, Any]] = {}
     search = None
@@ -138,16 +143,21 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             return None
         return budget()
 
+    def on_start(index: int) -> None:
+        units.trial_started(uid, owner, sweep_id, index)
+
     def run() -> str:
         with held_sweep_dataset(rt.artifacts, sweep) as dataset_file:
             return train(dataset_file)
 
+    def ask(n: int) -> list[Trial]:
+        """Up to `n` trials of the search, asked now for this unit (see SearchAsker)."""
+        assert search is not None
+        return SearchAsker(rt, claim, sweep, search, budget, on_trial).ask(n)
+
     def train(dataset_file: Path | None) -> str:
         nonlocal search
-        if sweep.space is not None:
-            from worker.search import UnitSearch
-
-            search = UnitSearch.load(sweep, sweep_id, settings.store_url, list(claim.todo))
+        trials = within_caps(rt, claim, sweep, todo, on_trial)
         callbacks = SweepCallbacks(
             on_trial=on_trial,
             should_stop=lease.should_stop,
@@ -156,9 +166,20 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             budget=budget,
             halt=stop_running,
         )
-        if search is not None:
+        if "on_start" in engine_calls:  # the engine says when each trial starts (worker/training)
+            callbacks.on_start = on_start
+        if sweep.space is not None:
+            from worker.search import UnitSearch
+
+            search = UnitSearch.load(sweep, sweep_id, settings.store_url, list(claim.todo), claim.index + 1)
             callbacks.prune = search.prune
-        trials = within_caps(rt, claim, sweep, todo, on_trial)
+            # A search's unit asks its own trials: its first ones now (a retried unit keeps
+            # those it holds), then one for each slot of a stacked group that frees, so a group
+            # stays full until the search has asked all its trials (continuous batching).
+            trials += ask(max(first_ask(rt, claim, sweep) - len(todo), 0))
+            if "refill" in engine_calls:
+                callbacks.refill = lambda _key: next(iter(ask(1)), None)
+        log.info("sweep %s unit %d: trials %s on %s", sweep_id, claim.index, [t.index for t in trials], owner)
         if not trials:
             return "succeeded"
         return run_sweep(
@@ -186,6 +207,58 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             cancel=lambda: units.finish(uid, owner, "cancelled"),
         )
     return status
+
+
+def engine_refills() -> bool:
+    """Whether the engine asks for a trial as a stacked group's slot frees (continuous
+    batching: SweepCallbacks.refill)."""
+    from worker.training.sweep import SweepCallbacks
+
+    return "refill" in {f.name for f in dataclasses.fields(SweepCallbacks)}
+
+
+def first_ask(rt: Runtime, claim: UnitClaim, sweep: SweepSpec) -> int:
+    """How many trials a search's unit asks as it starts: its share of what is left to ask
+    among the live workers (worker/coordinator.py unit_size)."""
+    from worker.coordinator import fleet_size, unit_size
+
+    left = planned_trials(sweep) - rt.units.asked(claim.sweep_id)
+    return unit_size(sweep, left, fleet_size(rt, claim.queue))
+
+
+@dataclass
+class SearchAsker:
+    """Asks a search's trials for a running unit: from the study (worker/search.py), written
+    in the store as the unit's (SweepUnits.add_trials: under the unit's lease, never past the
+    sweep's planned trials), registered with the unit's UnitSearch. Nothing is asked once the
+    sweep's budget says stop or every trial has been asked; a trial the store refuses (another
+    unit asked the last one meanwhile) is ended in the study; one over this worker's caps ends
+    failed, untrained, and another is asked in its place."""
+
+    rt: Runtime
+    claim: UnitClaim
+    sweep: SweepSpec
+    search: UnitSearch
+    budget: Callable[[], str | None]
+    on_trial: Callable[[Any], None]
+
+    def ask(self, n: int) -> list[Trial]:
+        units, c = self.rt.units, self.claim
+        cap = planned_trials(self.sweep)
+        out: list[Trial] = []
+        while len(out) < n and self.budget() is None:
+            room = min(n - len(out), cap - units.asked(c.sweep_id))
+            if room <= 0:
+                break
+            good, bad = self.search.ask(room)
+            taken = units.add_trials(c.unit_id, self.rt.name, c.sweep_id, good, bad, cap)
+            for number in set(good) - set(taken or []):
+                self.search.drop(number, "cancelled: the sweep had asked all its trials")
+            if not taken:
+                break  # the lease is lost, or another unit asked the last ones
+            asked = [Trial(i, good[i], trial_spec(self.sweep, good[i])) for i in taken]
+            out += within_caps(self.rt, c, self.sweep, asked, self.on_trial)
+        return out
 
 
 def within_caps(

@@ -44,6 +44,7 @@ class UnitClaim:
     # started, and the epochs its trials had trained when this unit was taken.
     sweep_started_at: datetime | None = None
     epochs_before: int = 0
+    queue: str = ""
 
 
 def unit_id(sweep_id: str, index: int) -> str:
@@ -272,7 +273,12 @@ class SweepUnits:
                 lease_seconds=lease_seconds,
                 max_attempts=max_attempts,
                 at=at,
-                returning=(sweep_units.c.unit_index, sweep_units.c.trials, sweep_units.c.attempts),
+                returning=(
+                    sweep_units.c.unit_index,
+                    sweep_units.c.trials,
+                    sweep_units.c.attempts,
+                    sweep_units.c.queue,
+                ),
             )
             if row is None:
                 return None
@@ -304,6 +310,7 @@ class SweepUnits:
             {int(t.trial_index): t.params for t in todo},
             sweep.started_at,
             epochs,
+            str(row.queue),
         )
 
     def claim_next(
@@ -322,6 +329,100 @@ class SweepUnits:
             if claimed is not None:
                 return claimed
         return None
+
+    def asked(self, sweep_id: str) -> int:
+        """How many trials the sweep has asked (or, for a grid, holds): its trials' rows."""
+        query = sa.select(sa.func.count()).where(sweep_trials.c.sweep_id == sweep_id)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def add_trials(
+        self,
+        unit: str,
+        owner: str,
+        sweep_id: str,
+        new_trials: dict[int, dict[str, Any]],
+        failed_trials: dict[int, tuple[dict[str, Any], dict[str, Any]]],
+        cap: int,
+    ) -> list[int] | None:
+        """Trials a running unit of a search just asked (its first ones, or one for a freed
+        slot of a stacked group: worker/unit_task.py), written as this unit's, running on
+        `owner`, in one transaction and only while `owner` holds the unit; the ones asked that
+        failed at once (index → (params, error)) are written failed. At most `cap` trials in
+        the sweep, counted under a lock of the sweep's row, so that units refilling at the same
+        time never ask more than the sweep may (its trials, its budget's max_trials): the ones
+        past it are not written. The indexes of `new_trials` written, in order; None when the
+        lease is lost."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweep_units, unit, owner):
+                return None
+            # PostgreSQL: units of other workers wait here, so their counts see these rows
+            # (SQLite's write transactions are one at a time already).
+            conn.execute(sa.select(sweeps.c.id).where(sweeps.c.id == sweep_id).with_for_update()).first()
+            room = cap - int(
+                conn.execute(sa.select(sa.func.count()).where(sweep_trials.c.sweep_id == sweep_id)).scalar()
+                or 0
+            )
+            failed = list(failed_trials.items())[: max(room, 0)]
+            taken = list(new_trials)[: max(room - len(failed), 0)]
+            index = conn.execute(
+                sa.select(sweep_units.c.unit_index, sweep_units.c.trials).where(sweep_units.c.id == unit)
+            ).first()
+            assert index is not None  # owned above
+            rows = [
+                {
+                    "sweep_id": sweep_id,
+                    "trial_index": i,
+                    "params": p,
+                    "status": "failed",
+                    "error": error,
+                    "vectorized": False,
+                    "finished_at": at,
+                    "updated_at": at,
+                }
+                for i, (p, error) in failed
+            ] + [
+                {
+                    "sweep_id": sweep_id,
+                    "trial_index": i,
+                    "params": new_trials[i],
+                    "status": "running",
+                    "vectorized": False,
+                    "unit": int(index.unit_index),
+                    "worker": owner,
+                    "started_at": at,
+                    "updated_at": at,
+                }
+                for i in taken
+            ]
+            if rows:
+                conn.execute(sweep_trials.insert(), rows)
+            if taken:
+                conn.execute(
+                    sweep_units.update()
+                    .where(sweep_units.c.id == unit)
+                    .values(trials=[*(index.trials or []), *taken])
+                )
+        return taken
+
+    def trial_started(self, unit: str, owner: str, sweep_id: str, index: int) -> bool:
+        """The trial starts training now (its own started_at: a unit's trials start as its
+        groups, or its freed slots, take them), only while `owner` holds the unit."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweep_units, unit, owner):
+                return False
+            conn.execute(
+                sweep_trials.update()
+                .where(
+                    sweep_trials.c.sweep_id == sweep_id,
+                    sweep_trials.c.trial_index == index,
+                    sweep_trials.c.status.not_in(TRIAL_FINISHED),
+                )
+                .values(status="running", worker=owner, started_at=at, updated_at=at)
+            )
+        return True
 
     def heartbeat(self, unit: str, owner: str, lease_seconds: float) -> bool | None:
         """Renew the unit's lease: True = stop (the sweep's cancel was asked for, or the sweep

@@ -213,3 +213,51 @@ def test_a_unit_carries_on_while_its_sweep_waits_for_a_new_coordinator(
     assert store.get_sweep(sweep_id)["status"] == "queued"  # type: ignore[index]
     assert units.heartbeat(first, "a", 60) is False
     assert units.record_trial(first, "a", sweep_id, 0, status="succeeded")
+
+
+def test_units_refilling_at_once_never_ask_past_the_sweeps_trials(
+    stores: tuple[Repository, SweepUnits],
+) -> None:
+    """A search's running units write the trials they ask (their first, then one per freed
+    slot) as their own, under their lease, and never more than the sweep may ask, however many
+    units ask at the same time; each trial's started_at is its own."""
+    import threading
+
+    store, units = stores
+    row = store.create_sweep(tenant="t", spec={"name": "s"}, queue="cpu", trials=[])
+    sweep_id = row["id"]
+    assert store.claim_sweep(sweep_id, "coordinator", 60, 3) is not None
+    ids = units.add(sweep_id, "coordinator", "cpu", [[] for _ in range(4)]) or []
+    claims = [units.claim(u, f"w{i}", 60, 3) for i, u in enumerate(ids)]
+    assert all(c is not None and c.todo == () and c.queue == "cpu" for c in claims)
+    taken: dict[int, list[int] | None] = {}
+
+    def refill(k: int) -> None:
+        new = {10 * k + j: {"l2": j} for j in range(3)}
+        taken[k] = units.add_trials(ids[k], f"w{k}", sweep_id, new, {}, cap=7)
+
+    threads = [threading.Thread(target=refill, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(v or []) for v in taken.values()) == 7 == units.asked(sweep_id)
+    assert units.add_trials(ids[0], "w1", sweep_id, {99: {}}, {}, cap=99) is None  # not its holder
+    trials = _trials(store, sweep_id)
+    held = {u["unit_index"]: u["trials"] for u in units.of([sweep_id])[sweep_id]}
+    for k, got in taken.items():
+        assert held[k] == got and all(
+            trials[i]["unit"] == k and trials[i]["worker"] == f"w{k}" for i in got or []
+        )
+    assert {t["status"] for t in trials.values()} == {"running"}
+    # a trial that fails at once is counted, and written failed
+    assert (
+        units.add_trials(ids[0], "w0", sweep_id, {}, {50: ({"l2": -1}, {"type": "bad_params"})}, cap=8) == []
+    )
+    assert _trials(store, sweep_id)[50]["status"] == "failed" and units.asked(sweep_id) == 8
+    first = next(i for i in taken[0] or [])
+    before = trials[first]["started_at"]
+    time.sleep(0.01)
+    assert units.trial_started(ids[0], "w0", sweep_id, first)
+    assert not units.trial_started(ids[0], "w1", sweep_id, first)
+    assert _trials(store, sweep_id)[first]["started_at"] > before
