@@ -109,7 +109,7 @@ def test_a_worker_without_the_plugin_leaves_the_job_waiting(no_plugin_worker: Se
     assert (
         len(waiting) == 1 and "waiting for a worker with model type 'residual_mlp'" in waiting[0]["message"]
     )
-    time.sleep(6)  # worker0 returns the message again and again: the job stays queued, one note
+    time.sleep(3)  # worker0 returns the message again and again: the job stays queued, one note
     job = svc.job(job_id)
     assert (
         job["status"] == "queued" and job["attempt"] == 0 if "attempt" in job else job["status"] == "queued"
