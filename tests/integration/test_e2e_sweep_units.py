@@ -1,7 +1,8 @@
 """A sweep spread over the fleet, on processes of this module's own: a real API, two real Celery
 workers on the cpu queue, PostgreSQL and Redis. The sweep's units run on both workers (the
 document names two), and a SIGKILLed worker's unit is trained by the other, with no unit trained
-to its end twice and no trial recorded twice.
+to its end twice and no trial recorded twice. A CV grid that names no `parallel` is split for the
+live workers, so both train it.
 
 The tests run in file order and share the processes; the second one kills a worker.
 """
@@ -108,6 +109,24 @@ def test_a_sweeps_units_run_on_both_workers(fleet: Service) -> None:
     _trained_once(sweep)
     # ended only once the best trial's retrain had: best carries its test metrics
     assert sweep["best"]["job_status"] == "succeeded" and sweep["best"]["test_metrics"]["test_accuracy"] > 0
+
+
+def test_a_cv_grid_without_parallel_is_split_for_the_live_workers(fleet: Service) -> None:
+    """An 8-trial, 4-fold CV grid that names no `parallel` is cut into as many units as there
+    are live workers on its queue, counted from their heartbeats: both train it."""
+    deadline = time.monotonic() + 60
+    while len(fleet.http.get("/v1/workers").json()["workers"]) < 2:  # both heartbeats are in
+        assert time.monotonic() < deadline, fleet.http.get("/v1/workers").text
+        time.sleep(0.1)
+    grid = {k: v for k, v in SWEEP.items() if k != "parallel"}
+    base = {**grid["base"], "training": {**grid["base"]["training"], "epochs": 3}}
+    r = fleet.http.post("/v1/sweeps", json={**grid, "base": base, "cv_folds": 4, "name": "fills"})
+    assert r.status_code == 202, r.text
+    sweep = _wait(fleet, r.json()["id"])
+    assert sweep["status"] == "succeeded", sweep["error"]
+    assert [u["trials"] for u in sweep["units"]] == [[0, 1, 2, 3], [4, 5, 6, 7]], sweep["units"]
+    assert {u["worker"] for u in sweep["units"]} == {_name(p.pid) for p in fleet.workers}, sweep["units"]
+    assert all(len(t["fold_scores"]) == 4 for t in sweep["trials"])
 
 
 def test_a_sigkilled_workers_unit_finishes_on_the_other_without_training_twice(fleet: Service) -> None:
