@@ -43,7 +43,7 @@ from typing import Any
 from bench import peers_data, peers_ray, peers_regtrain
 from bench.peers_outcome import Outcome, run_child
 
-CORES = os.cpu_count() or 1
+CORES = len(os.sched_getaffinity(0))  # the cores this process may run on (taskset counts)
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,21 @@ def run_extra(grid_epochs: int) -> dict[str, Any]:
         print(f"\n== {key}  (load {before[0]:.2f})", flush=True)
         _warn_load(key, before)
         out[key] = {**measure(), "load_before": before, "load_after": _load()}
-        print(f"  {json.dumps({k: v for k, v in out[key].items() if not isinstance(v, dict)})}", flush=True)
+        print(f"  {_flat(out[key])}", flush=True)
     return out
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> str:
+    """A measurement's numbers on one line: `one.seconds 26.20  two.seconds 3.50  ratio 0.13`."""
+    parts = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            parts.append(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, float):
+            parts.append(f"{prefix}{k} {v:.3f}")
+        elif isinstance(v, int | str):
+            parts.append(f"{prefix}{k} {v}")
+    return "  ".join(p for p in parts if p)
 
 
 def print_timeline(out: Outcome) -> None:

@@ -83,7 +83,7 @@ def fleet_two_vs_one(epochs: int = GRID_EPOCHS) -> dict[str, Any]:
         "objective": {"metric": "val_accuracy", "mode": "max"},
         "cv_folds": 4,
     }
-    cores = os.cpu_count() or 2
+    cores = len(os.sched_getaffinity(0))
     one = fleet.run(1, cores, doc)
     two = fleet.run(2, max(1, cores // 2), doc)
     return {"one": one, "two": two, "ratio": two["seconds"] / one["seconds"]}

@@ -1,6 +1,6 @@
 """Contestant: Ray Tune, ASHA + OptunaSearch, one trial per core (each trial asks for 1 CPU, so
-as many run at once as the machine has cores), Tune's defaults otherwise, over
-bench/peers_loop.py's hand-written loop inside a function trainable; then the best trial that
+as many run at once as this process has cores: os.sched_getaffinity, which taskset narrows),
+Tune's defaults otherwise, over bench/peers_loop.py's hand-written loop inside a function trainable; then the best trial that
 ran every epoch retrained on train + validation in the driver and tested.
 
 Ray is not a dependency of regtrain: `pip install -e '.[peers]'` (or `pip install "ray[tune]"`).
@@ -91,7 +91,10 @@ def run(problem: str, trials: int, epochs: int) -> Outcome:
     data = peers_data.split(p)
     t = time.perf_counter()
     ray.init(
-        num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+        num_cpus=len(os.sched_getaffinity(0)),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
     )
     init_s = time.perf_counter() - t
     try:
