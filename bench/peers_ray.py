@@ -1,7 +1,8 @@
 """Contestant: Ray Tune, ASHA + OptunaSearch, one trial per core (each trial asks for 1 CPU, so
 as many run at once as this process has cores: os.sched_getaffinity, which taskset narrows),
-Tune's defaults otherwise, over bench/peers_loop.py's hand-written loop inside a function trainable; then the best trial that
-ran every epoch retrained on train + validation in the driver and tested.
+Tune's defaults otherwise, over bench/peers_loop.py's hand-written loop inside a function
+trainable; then the best trial that ran every epoch retrained on train + validation in the
+driver and tested.
 
 Ray is not a dependency of regtrain: `pip install -e '.[peers]'` (or `pip install "ray[tune]"`).
 ray.init is timed apart (`notes.init_s`); the wall time starts when the Tuner is built.
