@@ -409,7 +409,8 @@ class RNNSpec(ModelConfig):
         0.0,
         description="Variational dropout on the recurrent input h(t-1): one mask per sequence and "
         "layer, shared by all its time steps (Gal & Ghahramani 2016); training only. Above 0 the "
-        "cells are stepped one time step at a time (slower than the fused kernel).",
+        "cells are stepped one time step at a time in training (0: the fused GRU/LSTM kernel, "
+        "cuDNN on a GPU).",
     )
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from service.contract.architecture import DataShape, parameter_count, plan_model
 from service.contract.errors import SpecError
 from service.contract.spec import JobSpec
+from worker.training import sequence_models
 from worker.training.models import create_model
 from worker.training.regularization import Penalty, apply_max_norm, max_norm_tensors, split_parameters
 
@@ -181,6 +182,93 @@ def test_l2_on_a_gru_replays_lambda_sum_of_squares() -> None:
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
+# --- the fused kernel -----------------------------------------------------------------------
+
+
+def stepped_and_fused(
+    m: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    assert isinstance(m, sequence_models.RNNModel)
+    m.fused = False
+    stepped = m(x, lengths)
+    m.fused = True
+    return stepped, m(x, lengths)
+
+
+@pytest.mark.parametrize("text", [False, True])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_fused_kernel_computes_what_the_stepped_cells_do(cell: str, text: bool) -> None:
+    """The same weights, the same outputs (≤ 1e-5), over sequences of every length from 1 to T
+    read both ways through two layers; and the same gradients into the cells' tensors."""
+    config = {
+        "type": "rnn",
+        "cell": cell,
+        "layers": 2,
+        "bidirectional": True,
+        "hidden": 7,
+        "embedding_dim": 5,
+    }
+    m = built(config, text).eval()
+    x = batch(text, n=T)
+    lengths = torch.arange(1, T + 1)
+    if text:  # text's lengths come from its padding
+        x = torch.where(sequence_models.step_mask(lengths, T), x, torch.zeros_like(x))
+    stepped, fused = stepped_and_fused(m, x, None if text else lengths)
+    torch.testing.assert_close(fused, stepped, atol=1e-5, rtol=1e-5)
+    grads = []
+    for fused_path in (False, True):
+        m.zero_grad()
+        m.fused = fused_path
+        m(x, None if text else lengths).square().sum().backward()
+        grads.append([p.grad.clone() for p in m.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) == len(list(m.parameters()))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_max_norm_and_l2_reach_the_weights_the_fused_kernel_reads() -> None:
+    """The fused path reads the cells' own tensors: max-norm caps them (and so what the kernel
+    computes with), and the L2 scope names them, as for the stepped cells."""
+    m = built({"type": "rnn", "cell": "lstm", "layers": 2, "bidirectional": True, "hidden": 6})
+    capped = {id(t) for t in max_norm_tensors(m)}
+    inside, _ = split_parameters(m, "weights")
+    cells = [p for n, p in m.named_parameters() if n.startswith("cells.") and ".weight_" in n]
+    assert len(cells) == 2 * 2 * 2 and all(id(p) in capped for p in cells)
+    assert {id(p) for p in cells} <= {id(p) for p in inside}
+    with torch.no_grad():
+        for p in cells:
+            p.mul_(50)
+    m.eval()
+    x = batch(False)
+    before = m(x)
+    apply_max_norm(m, 0.5)
+    assert all(float(p.norm(dim=1).max()) <= 0.5 + 1e-6 for p in cells)
+    stepped, fused = stepped_and_fused(m, x, None)
+    assert not torch.allclose(fused, before)  # the kernel read the capped weights
+    torch.testing.assert_close(fused, stepped, atol=1e-5, rtol=1e-5)
+
+
+def test_training_takes_the_fused_kernel_only_without_a_recurrent_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    for name in ("_fused", "_direction"):
+        original = getattr(sequence_models.RNNModel, name)
+        monkeypatch.setattr(
+            sequence_models.RNNModel,
+            name,
+            lambda self, *a, _o=original, _n=name, **k: calls.append(_n) or _o(self, *a, **k),
+        )
+    built({"type": "rnn", "hidden": 4}).train()(batch(False))
+    assert set(calls) == {"_fused"}
+    calls.clear()
+    built({"type": "rnn", "hidden": 4, "recurrent_dropout": 0.3}).train()(batch(False))
+    assert set(calls) == {"_direction"}
+    calls.clear()
+    built({"type": "rnn", "hidden": 4, "recurrent_dropout": 0.3}).eval()(batch(False))
+    assert set(calls) == {"_fused"}  # no mask in eval
+
+
 # --- dropout -------------------------------------------------------------------------------
 
 
@@ -204,12 +292,24 @@ def test_recurrent_dropout_uses_one_mask_per_sequence() -> None:
     assert len({tuple(row.tolist()) for row in masks[0]}) > 1  # a mask per sequence
 
 
-def test_embedding_dropout_drops_whole_steps() -> None:
-    m = built({"type": "rnn", "embedding_dim": 6, "embedding_dropout": 0.5}, text=True).train()
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.2])  # the fused kernel, the stepped cells
+def test_embedding_dropout_drops_whole_steps(
+    recurrent_dropout: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = built(
+        {"type": "rnn", "embedding_dim": 6, "embedding_dropout": 0.5, "recurrent_dropout": recurrent_dropout},
+        text=True,
+    ).train()
     seen: list[torch.Tensor] = []
-    m.cells[0][0].register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach()))  # type: ignore[index]
+    dropped = sequence_models.step_dropout
+
+    def recorded(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+        seen.append(dropped(x, p, training).detach())
+        return seen[-1]
+
+    monkeypatch.setattr(sequence_models, "step_dropout", recorded)
     m(batch(True, n=8))
-    steps = torch.stack(seen, 1)  # (B, T, E): each step all zero or all kept
+    steps = seen[0]  # (B, T, E) what the first layer reads: each step all zero or all kept
     zero = (steps == 0).all(-1)
     assert bool(zero.any()) and bool((~zero).any())
     assert bool(((steps != 0).all(-1) | zero).all())

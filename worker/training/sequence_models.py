@@ -11,7 +11,10 @@ Regularization these models add (docs/REGULARIZATION.md, "Sequence models"):
   (sequence, step) shared by its features, scaled by 1/(1-p);
 - recurrent dropout is variational (Gal & Ghahramani 2016): one mask per sequence, layer and
   direction on h(t-1), drawn once and shared over every time step; the cells are stepped
-  explicitly for it (nn.GRUCell/nn.LSTMCell hold the same tensors as one layer of nn.GRU/LSTM);
+  explicitly for it (nn.GRUCell/nn.LSTMCell hold the same tensors as one layer of nn.GRU/LSTM).
+  Without it (recurrent_dropout 0, and in eval) each layer and direction runs nn.GRU/LSTM's
+  fused kernel (cuDNN on a GPU) over the cell's own tensors: the same module, parameters,
+  checkpoints and regularization scope either way, one kernel call instead of T steps;
 - attention dropout is nn.MultiheadAttention's dropout on the attention weights.
 All are identity in eval mode.
 """
@@ -68,7 +71,19 @@ def frame_lengths(x: Tensor) -> Tensor:
     return (x.shape[1] - trailing.sum(1)).clamp(min=1)
 
 
+def reversed_within(lengths: Tensor, t: int) -> Tensor:
+    """(B, T) indices reversing each sequence's first `length` steps in place, the padding after
+    them left where it is: a permutation that is its own inverse."""
+    steps = torch.arange(t, device=lengths.device)[None, :]
+    last = lengths[:, None] - 1
+    return torch.where(steps <= last, last - steps, steps)
+
+
 class RNNModel(nn.Module):
+    # The fused kernel wherever no recurrent mask is drawn; False steps the cells always (the
+    # reference tests/engine/test_sequence_models.py compares the fused path with).
+    fused = True
+
     def __init__(self, m: RNNSpec, shape: DataShape) -> None:
         super().__init__()
         assert shape.sequence is not None
@@ -116,10 +131,35 @@ class RNNModel(nn.Module):
             outs[i] = h
         return torch.stack(outs, 1), h
 
+    def _fused(
+        self, cell: nn.RNNCellBase, x: Tensor, lengths: Tensor, reverse: bool
+    ) -> tuple[Tensor, Tensor]:
+        """What _direction computes without a recurrent mask, by the fused kernel: a sequence read
+        backward is reversed within its length first, so that both directions read real steps
+        first and their state at the last real one is the final state (what follows it, padding,
+        reaches neither that state nor the next layer's real steps)."""
+        b, t = x.shape[0], x.shape[1]
+        order = reversed_within(lengths, t)[..., None] if reverse else None
+        if order is not None:
+            x = x.gather(1, order.expand_as(x))
+        # nn.GRU/LSTM's own kernel (what their forward calls), given the cell's tensors: no second
+        # copy of the weights, and a call tracing (TorchScript, ONNX) records as one GRU/LSTM op
+        weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+        h0 = x.new_zeros(1, b, self.hidden)
+        if self.lstm:
+            out = torch.lstm(x, [h0, h0], weights, True, 1, 0.0, self.training, False, True)[0]
+        else:
+            out = torch.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)[0]
+        final = out.gather(1, (lengths - 1).view(b, 1, 1).expand(b, 1, self.hidden)).squeeze(1)
+        if order is not None:
+            out = out.gather(1, order.expand_as(out))
+        return out, final
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         seq, lengths = self.input(x, lengths)
         seq = step_dropout(seq, self.embedding_dropout, self.training)
         valid = step_mask(lengths, seq.shape[1])
+        stepped = not self.fused or (self.training and self.recurrent_dropout > 0)
         finals: list[Tensor] = []
         for k, layer in enumerate(self.cells):
             directions = cast(nn.ModuleList, layer)
@@ -127,7 +167,10 @@ class RNNModel(nn.Module):
                 seq = self.drop(seq)
             outs, finals = [], []
             for d, cell in enumerate(directions):
-                out, h = self._direction(cell, seq, valid, reverse=d == 1)
+                if stepped:
+                    out, h = self._direction(cell, seq, valid, reverse=d == 1)
+                else:
+                    out, h = self._fused(cast(nn.RNNCellBase, cell), seq, lengths, reverse=d == 1)
                 outs.append(out)
                 finals.append(h)
             seq = torch.cat(outs, -1)
