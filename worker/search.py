@@ -1,8 +1,10 @@
-"""A sweep's `space`, searched with Optuna's ask/tell: the coordinator asks a unit of trials
-(`parallel`, default 8) from the sampler (worker/coordinator.py); whichever worker takes the unit
-trains its trials together with the engine (stacked where they allow), reports each trial's
-objective after every epoch to the pruner and tells the study how each ended (UnitSearch); the
-coordinator asks again until `trials` trials have been asked.
+"""A sweep's `space`, searched with Optuna's ask/tell: the coordinator queues units, one per live
+worker (worker/coordinator.py); whichever worker takes a unit asks its first trials from the
+sampler (`parallel`, default its share of the trials, at most 8), trains them together with the
+engine (stacked where they allow), asks one more for each slot of a stacked group that frees
+(a pruned or ended trial: continuous batching), reports each trial's objective after every
+epoch to the pruner and tells the study how each ended (UnitSearch), until `trials` trials have
+been asked.
 
 The study lives in regtrain's own database (Optuna's RDB storage on the same SQLite file or
 PostgreSQL database), so `optuna.load_study(study_name=..., storage=...)` and optuna-dashboard
