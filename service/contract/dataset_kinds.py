@@ -73,11 +73,6 @@ def dataset_kind(cls: type[DatasetKind]) -> type[DatasetKind]:
     return cls
 
 
-def unregister(cls: type[DatasetKind]) -> None:
-    """Take a kind out of the registry (a test's throwaway kind)."""
-    DATASET_KINDS.pop(cls.spec, None)
-
-
 def kinds() -> list[DatasetKind]:
     for module in BUILTIN_MODULES:
         importlib.import_module(module)

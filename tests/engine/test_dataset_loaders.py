@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from pydantic import Field
 
-from service.contract import dataset_kinds
 from service.contract.architecture import DataShape
-from service.contract.dataset_kinds import DatasetKind, dataset_kind, kinds
+from service.contract.dataset_kinds import DATASET_KINDS, DatasetKind, dataset_kind, kinds
 from service.contract.spec import JobSpec, Strict
 from service.data.datafile import DataError, ParsedDataset
 from worker.training.data import LOADERS, load_dataset, loads, prepare
@@ -51,7 +50,7 @@ def ones_kind() -> Iterator[None]:
     dataset_kind(Ones)
     loads("ones")(_load_ones)
     yield
-    dataset_kinds.unregister(Ones)
+    DATASET_KINDS.pop(OnesDataset)
     LOADERS.pop("ones")
 
 

@@ -185,14 +185,24 @@ def test_l2_on_a_gru_replays_lambda_sum_of_squares() -> None:
 # --- the fused kernel -----------------------------------------------------------------------
 
 
+def run(m: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, *, fused: bool) -> torch.Tensor:
+    """The model's output by the fused kernel, or by the stepped cells in its place (with no
+    mask: what the stepped path computes in eval)."""
+    if fused:
+        return m(x, lengths)
+
+    def stepped(self: Any, cell: nn.Module, seq: torch.Tensor, n: torch.Tensor, reverse: bool) -> Any:
+        return self._direction(cell, seq, sequence_models.step_mask(n, seq.shape[1]), reverse)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sequence_models.RNNModel, "_fused", stepped)
+        return m(x, lengths)
+
+
 def stepped_and_fused(
     m: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    assert isinstance(m, sequence_models.RNNModel)
-    m.fused = False
-    stepped = m(x, lengths)
-    m.fused = True
-    return stepped, m(x, lengths)
+    return run(m, x, lengths, fused=False), run(m, x, lengths, fused=True)
 
 
 @pytest.mark.parametrize("text", [False, True])
@@ -218,8 +228,7 @@ def test_the_fused_kernel_computes_what_the_stepped_cells_do(cell: str, text: bo
     grads = []
     for fused_path in (False, True):
         m.zero_grad()
-        m.fused = fused_path
-        m(x, None if text else lengths).square().sum().backward()
+        run(m, x, None if text else lengths, fused=fused_path).square().sum().backward()
         grads.append([p.grad.clone() for p in m.parameters() if p.grad is not None])
     assert len(grads[0]) == len(grads[1]) == len(list(m.parameters()))
     for a, b in zip(*grads, strict=True):

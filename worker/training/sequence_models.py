@@ -80,10 +80,6 @@ def reversed_within(lengths: Tensor, t: int) -> Tensor:
 
 
 class RNNModel(nn.Module):
-    # The fused kernel wherever no recurrent mask is drawn; False steps the cells always (the
-    # reference tests/engine/test_sequence_models.py compares the fused path with).
-    fused = True
-
     def __init__(self, m: RNNSpec, shape: DataShape) -> None:
         super().__init__()
         assert shape.sequence is not None
@@ -159,7 +155,7 @@ class RNNModel(nn.Module):
         seq, lengths = self.input(x, lengths)
         seq = step_dropout(seq, self.embedding_dropout, self.training)
         valid = step_mask(lengths, seq.shape[1])
-        stepped = not self.fused or (self.training and self.recurrent_dropout > 0)
+        stepped = self.training and self.recurrent_dropout > 0  # else no mask: the fused kernel
         finals: list[Tensor] = []
         for k, layer in enumerate(self.cells):
             directions = cast(nn.ModuleList, layer)
