@@ -6,14 +6,20 @@ DataLoader loop; the engine runs its ordinary epoch (shuffle by index, penalties
 gradient, metrics and the generalization-gap evaluation included). Each variant runs in its own
 process so that its peak memory is its own.
 
-Usage: python -m bench.engine [--device cpu|cuda] [--batch 64,512] [--json PATH]
+Usage: python -m bench.engine [--device cpu|cuda] [--batch 64,512] [--samples N] [--repeat K]
+                              [--json PATH]
+
+--samples trains on the first N samples (a shorter run on a busy machine); --repeat runs the
+variants K times, interleaved, and reports each one's median (the load average is printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -73,10 +79,10 @@ def run_engine(device: str, batch: int) -> float:
     return float(rows[-1]["seconds"])
 
 
-def _child(variant: str, device: str, batch: int) -> None:
-    import os
-
+def _child(variant: str, device: str, batch: int, samples: int) -> None:
     import torch
+
+    workload.N = samples
 
     if variant == "engine-eager":  # the engine without CUDA graphs, to show what they add
         os.environ["REGTRAIN_CUDA_GRAPHS"] = "0"
@@ -90,7 +96,7 @@ def _child(variant: str, device: str, batch: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
 
 
-def measure(variant: str, device: str, batch: int) -> dict[str, float]:
+def measure(variant: str, device: str, batch: int, samples: int = N) -> dict[str, float]:
     cmd = [
         sys.executable,
         "-m",
@@ -101,9 +107,22 @@ def measure(variant: str, device: str, batch: int) -> dict[str, float]:
         device,
         "--batch",
         str(batch),
+        "--samples",
+        str(samples),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _interleaved(
+    variants: tuple[str, ...], device: str, batch: int, samples: int, repeat: int
+) -> list[dict[str, float]]:
+    """Each variant `repeat` times, in turns; per variant the median seconds and peak bytes."""
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    for _ in range(repeat):
+        for v in variants:
+            runs[v].append(measure(v, device, batch, samples))
+    return [{k: statistics.median(r[k] for r in runs[v]) for k in runs[v][0]} for v in variants]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -111,31 +130,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", default="64")
     ap.add_argument("--child", choices=["hand", "engine", "engine-eager"])
+    ap.add_argument("--samples", type=int, default=N)
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if args.child:
-        _child(args.child, args.device, int(args.batch))
+        _child(args.child, args.device, int(args.batch), args.samples)
         return {}
-    results: dict[str, Any] = {"device": args.device, "samples": N, "runs": []}
+    n = args.samples
+    results: dict[str, Any] = {"device": args.device, "samples": n, "runs": []}
+    print(
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {n} samples, median of {args.repeat}"
+    )
     print(
         f"{'device':6} {'batch':>5} {'hand s/epoch':>12} {'engine s/epoch':>14} {'speedup':>8} {'hand MB':>8} {'engine MB':>9} {'mem ratio':>9}"
     )
     for batch in (int(b) for b in args.batch.split(",")):
-        hand = measure("hand", args.device, batch)
-        eng = measure("engine", args.device, batch)
+        hand, eng = _interleaved(("hand", "engine"), args.device, batch, n, args.repeat)
         run = {
             "batch": batch,
             "hand_s": hand["seconds"],
             "engine_s": eng["seconds"],
-            "hand_samples_per_s": N / hand["seconds"],
-            "engine_samples_per_s": N / eng["seconds"],
+            "hand_samples_per_s": n / hand["seconds"],
+            "engine_samples_per_s": n / eng["seconds"],
             "speedup": hand["seconds"] / eng["seconds"],
             "hand_peak_bytes": hand["peak_bytes"],
             "engine_peak_bytes": eng["peak_bytes"],
             "memory_ratio": eng["peak_bytes"] / hand["peak_bytes"],
         }
         if args.device == "cuda":
-            eager = measure("engine-eager", args.device, batch)
+            eager = measure("engine-eager", args.device, batch, n)
             run["engine_eager_s"] = eager["seconds"]
             run["engine_eager_speedup"] = hand["seconds"] / eager["seconds"]
         results["runs"].append(run)

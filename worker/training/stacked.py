@@ -297,7 +297,7 @@ class StackedTrainer:
     def step(self, idx: torch.Tensor) -> None:
         """Train every trial on its rows idx ((B,) shared by all trials, or (G, B))."""
         if not self.use_graph:
-            self.eager(self.X[idx], self.y[idx])
+            self.eager(*self._gather(idx))
             return
         mode = "shared" if idx.dim() == 1 else "per-slot"
         if self.graph is not None and self.graph_mode != mode:
@@ -305,18 +305,25 @@ class StackedTrainer:
         if idx.shape[-1] != self.bs or (self.graph is None and self.warm < WARMUP_STEPS):
             self.side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.side):
-                self.eager(self.X[idx], self.y[idx])
+                self.eager(*self._gather(idx))
             torch.cuda.current_stream().wait_stream(self.side)
             self.warm += 1
             return
         if self.graph is None and not self._capture(idx):
-            self.eager(self.X[idx], self.y[idx])
+            self.eager(*self._gather(idx))
             return
         assert self.graph is not None
         sx, sy = self.static[mode]
         torch.index_select(self.X, 0, idx.reshape(-1), out=sx.view(-1, self.X.shape[1]))
         torch.index_select(self.y, 0, idx.reshape(-1), out=sy.view(-1))
         self.graph.replay()
+
+    def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows idx ((B,) or (G, B)) of the train split: index_select on the flat indices
+        (on the CPU about 5x cheaper than advanced indexing)."""
+        flat = idx.reshape(-1)
+        xb = torch.index_select(self.X, 0, flat).view(*idx.shape, self.X.shape[1])
+        return xb, torch.index_select(self.y, 0, flat).view(idx.shape)
 
     def _capture(self, idx: torch.Tensor) -> bool:
         mode = "shared" if idx.dim() == 1 else "per-slot"
