@@ -83,7 +83,7 @@ def coordinate(
         # nothing here stands between the sweep's message and its first unit.
         size = unit_size(sweep, planned_trials(sweep), workers)
 
-        refills = unit_task.engine_refills()
+        refills = unit_task.engine_refills() and sweep.vectorize is not False  # groups to refill
 
         def top_up() -> bool:
             """Queue units for the workers to take while the search has trials to ask; True

@@ -246,7 +246,7 @@ class SearchAsker:
         units, c = self.rt.units, self.claim
         cap = planned_trials(self.sweep)
         out: list[Trial] = []
-        while len(out) < n and self.budget() is None:
+        while len(out) < n and not self._stopped():
             room = min(n - len(out), cap - units.asked(c.sweep_id))
             if room <= 0:
                 break
@@ -259,6 +259,17 @@ class SearchAsker:
             asked = [Trial(i, good[i], trial_spec(self.sweep, good[i])) for i in taken]
             out += within_caps(self.rt, c, self.sweep, asked, self.on_trial)
         return out
+
+    def _stopped(self) -> bool:
+        """A budget says no trial starts: the unit's own (time_s, trial_epochs, a stop its
+        heartbeat read), or max_failed_trials, which the coordinator names once it looks (it may
+        be training a unit itself: this unit must not refill past it meanwhile)."""
+        if self.budget() is not None:
+            return True
+        budget = self.sweep.budget
+        if budget is None or budget.max_failed_trials is None:
+            return False
+        return self.rt.units.spent(self.claim.sweep_id)[2] >= budget.max_failed_trials
 
 
 def within_caps(

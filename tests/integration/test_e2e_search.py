@@ -93,7 +93,12 @@ def test_tpe_asha_with_cv_prunes_and_ends_with_the_retrained_job(service: Servic
         assert t["epochs_trained"] == t["pruned_at_epoch"] and t["score"] is None
     assert all(t["epochs_trained"] == EPOCHS * FOLDS and len(t["fold_scores"]) == FOLDS for t in done)
     assert sweep["leaderboard"][0] == sweep["best"]["index"]
-    assert {u["index"] for u in sweep["units"]} == {0, 1} and all(u["worker"] for u in sweep["units"])
+    # One worker: one unit, its stacked group of `parallel` 4 kept full as trials were pruned or
+    # ended, with the next trials the sampler proposed (continuous batching).
+    assert [u["trials"] for u in sweep["units"]] == [list(range(8))] and sweep["units"][0]["worker"]
+    for t in trials:  # each trial's own times: the refilled ones started as slots freed
+        assert t["started_at"] and t["finished_at"] and t["started_at"] < t["finished_at"]
+    assert len({t["started_at"] for t in trials}) > 1
     # Which fields mattered (worker/importance.py): fANOVA over the succeeded trials, most
     # important first, the conditional momentum left out (not every trial has it).
     found = sweep["param_importances"]
@@ -189,6 +194,7 @@ def test_a_lost_worker_mid_search_hands_its_unit_to_the_next_worker(service: Ser
             "sampler": "random",
             "trials": 4,
             "parallel": 2,
+            "vectorize": False,  # trial by trial: units of two, one after the other (no refill)
             "objective": {"metric": "val_accuracy", "mode": "max"},
         },
     )
