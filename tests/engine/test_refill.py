@@ -20,7 +20,7 @@ from worker.training.stacked import StackedTrainer
 from worker.training.sweep import SweepCallbacks, TrialOutcome, run_sweep
 
 TOL = 1e-4
-KEYS = ("train_loss", "val_loss", "val_accuracy", "lr")
+KEYS = ("train_loss", "penalty", "val_loss", "val_accuracy", "lr")
 
 
 def _solo_rows(spec: JobSpec, data: Any) -> list[dict[str, Any]]:
@@ -41,14 +41,15 @@ def test_a_refilled_slot_trains_as_its_trial_alone_with_fresh_adam_state() -> No
     beside trial 1 (at its epoch 3) from its own epoch 1: Adam's bias correction restarts with
     its own step count, its cosine schedule from the top, its shuffles from its seed's first."""
 
-    def spec(lr: float, l2: float, seed: int = 0) -> JobSpec:
+    def spec(lr: float, l2: float, seed: int = 0, l1: float = 0.0) -> JobSpec:
         return make_spec(
             optimizer={"name": "adam", "lr": lr, "scheduler": {"type": "cosine"}},
-            regularization={"l2": l2},
+            regularization={"l2": l2, "l1": l1},
             training={"epochs": 5, "batch_size": 32, "device": "cpu", "seed": seed},
         )
 
-    a, b, new = spec(0.01, 0.0), spec(0.003, 1e-3), spec(0.02, 1e-4, seed=7)
+    # the new trial brings a term no trial of the group had (L1): the step takes it on
+    a, b, new = spec(0.01, 0.0), spec(0.003, 1e-3), spec(0.02, 1e-4, seed=7, l1=1e-3)
     data = split_and_standardize(a, load_dataset(a, None))
     rows: dict[int, list[dict[str, Any]]] = {}
     ended: list[int] = []
@@ -140,3 +141,22 @@ def test_a_pruned_search_keeps_its_group_full_and_each_trial_is_its_solo_run(cv:
         solo = [_solo_rows(all_trials[t.index].spec, f)[-1]["val_loss"] for f in folds]
         assert t.fold_scores == pytest.approx(solo, rel=TOL, abs=TOL), t.index
         assert t.vectorized and t.epochs_trained == 3 * len(folds)
+
+
+def test_a_refilled_trial_of_another_kind_trains_after_the_group() -> None:
+    sweep, first, later = _search(0)
+    doc = later[0].spec.model_dump(mode="json")
+    doc["model"]["hidden"] = [8]  # another architecture: another group's key
+    other = Trial(index=9, params={"model.hidden": [8]}, spec=JobSpec.model_validate(doc))
+    given = [other, later[1]]
+    starts: list[int] = []
+    cb = SweepCallbacks(
+        refill=lambda _k: given.pop(0) if given else None,
+        on_start=starts.append,
+        prune=lambda i, _f, step, _r: "rule" if i == 0 and step == 1 else None,
+    )
+    out = run_sweep(sweep, first, callbacks=cb)
+    assert [t.index for t in out.trials] == [0, 1, 9, 3]
+    assert [t.status for t in out.trials] == ["pruned", "succeeded", "succeeded", "succeeded"]
+    assert starts == [0, 1, 3, 9]  # trial 3 took the slot; trial 9 trained after the group
+    assert [t.vectorized for t in out.trials] == [True, True, False, True]
