@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,14 +62,18 @@ def run_sweep(
     dataset_file: Path | None = None,
     callbacks: SweepCallbacks | None = None,
     folds_cache: dict[str, list[Prepared]] | None = None,
+    folds: Sequence[int] | None = None,
 ) -> SweepOutcome:
     """`folds_cache` keeps the folds between calls (a search trains one unit of trials per call);
-    `dataset_file` is the upload's file, as for load_dataset. The outcome lists `trials`, then
-    the trials callbacks.refill gave (continuous batching), in the order they started."""
+    `dataset_file` is the upload's file, as for load_dataset. `folds`: train only these cv folds
+    (indices into cv_folds; None: all), each trial's outcome summarizing over them, its steps
+    and reported folds those of the whole (step = fold × epochs + epoch). The outcome lists
+    `trials`, then the trials callbacks.refill gave (continuous batching), in the order they
+    started."""
     cb = callbacks or SweepCallbacks()
     folds_of: dict[str, list[Prepared]] = {} if folds_cache is None else folds_cache
 
-    def folds(spec: Any) -> list[Prepared]:
+    def all_folds(spec: Any) -> list[Prepared]:
         key = json.dumps(
             [spec.dataset.model_dump(mode="json"), spec.split.model_dump(mode="json"), spec.model.type]
         )
@@ -80,14 +84,20 @@ def run_sweep(
             )
         return folds_of[key]
 
+    subset = sorted(set(folds)) if folds is not None else None
+
+    def chosen(spec: Any) -> list[tuple[int, Prepared]]:
+        every = all_folds(spec)
+        return [(i, every[i]) for i in (subset if subset is not None else range(len(every)))]
+
     outcomes: dict[int, TrialOutcome] = {}
     started: list[Trial] = []  # those refill gave
     status: Literal["succeeded", "cancelled"] = "succeeded"
     try:
         if sweep.path is not None:
-            _run_path(sweep, trials, folds, cb, outcomes)
+            _run_path(sweep, trials, chosen, cb, outcomes)
         else:
-            _run_trials(sweep, trials, folds, cb, outcomes, started)
+            _run_trials(sweep, trials, chosen, cb, outcomes, started)
     except Cancelled:
         status = "cancelled"
     except DataError as e:
@@ -104,9 +114,10 @@ def run_sweep(
     return SweepOutcome(status, [outcomes[t.index] for t in every], best)
 
 
-def _groups(
-    sweep: SweepSpec, trials: list[Trial], folds: Callable[[Any], list[Prepared]]
-) -> list[list[Trial]]:
+Folds = Callable[[Any], list[tuple[int, Prepared]]]  # a spec's folds to train: (cv index, data)
+
+
+def _groups(sweep: SweepSpec, trials: list[Trial], folds: Folds) -> list[list[Trial]]:
     if sweep.vectorize is False:
         return [[t] for t in trials]
     by_key: dict[str, list[Trial]] = {}
@@ -118,7 +129,7 @@ def _groups(
             by_key.setdefault(group_key(t.spec), []).append(t)
     groups: list[list[Trial]] = []
     for members in by_key.values():
-        size = _max_group([m.spec for m in members], folds(members[0].spec)[0])
+        size = _max_group([m.spec for m in members], folds(members[0].spec)[0][1])
         groups += [members[i : i + size] for i in range(0, len(members), size)]
     return groups + solo
 
@@ -126,7 +137,7 @@ def _groups(
 def _run_trials(
     sweep: SweepSpec,
     trials: list[Trial],
-    folds: Callable[[Any], list[Prepared]],
+    folds: Folds,
     cb: SweepCallbacks,
     outcomes: dict[int, TrialOutcome],
     started: list[Trial],
@@ -159,14 +170,18 @@ def _run_trials(
 
 
 def _run_alone(
-    sweep: SweepSpec, t: Trial, folds: list[Prepared], cb: SweepCallbacks, outcomes: dict[int, TrialOutcome]
+    sweep: SweepSpec,
+    t: Trial,
+    folds: list[tuple[int, Prepared]],
+    cb: SweepCallbacks,
+    outcomes: dict[int, TrialOutcome],
 ) -> None:
     """One trial with the loop, fold by fold, seed by seed."""
     p = Progress()
     failed: dict[str, Any] | None = None
     epochs = t.spec.training.epochs
     started = False
-    for fold, data in enumerate(folds):
+    for n, (fold, data) in enumerate(folds):
         if cb.should_stop():
             raise Cancelled
         if p.pruned is not None or failed is not None:
@@ -177,7 +192,7 @@ def _run_alone(
         for k, spec in enumerate(replicas(sweep, t.spec)):
             if p.pruned is not None:
                 break
-            last = fold == len(folds) - 1 and k == sweep.seeds - 1
+            last = n == len(folds) - 1 and k == sweep.seeds - 1
             try:
                 _fit_solo(t, spec, p, (fold * sweep.seeds + k) * epochs, data, cb, last)
             except TrainingError as e:
@@ -223,7 +238,7 @@ def _fit_solo(
 def _run_path(
     sweep: SweepSpec,
     trials: list[Trial],
-    folds: Callable[[Any], list[Prepared]],
+    folds: Folds,
     cb: SweepCallbacks,
     outcomes: dict[int, TrialOutcome],
 ) -> None:
@@ -232,7 +247,7 @@ def _run_path(
     rows: dict[int, list[dict[str, Any]]] = {t.index: [] for t in trials}
     best_epochs: dict[int, list[int | None]] = {t.index: [] for t in trials}
     failed: dict[int, dict[str, Any]] = {}
-    for data in folds(trials[0].spec):
+    for _, data in folds(trials[0].spec):
         weights: dict[str, torch.Tensor] | None = None
         for t in trials:
             if cb.should_stop():

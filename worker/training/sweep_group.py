@@ -6,8 +6,10 @@ slots free (its epochs done, pruned, stopped early), the slots take the next (tr
 waits for fold f, else a new trial from the sweep (`SweepCallbacks.refill`), which starts at
 fold f and goes on with f + 1, ..., wrapping round, in the next passes. So the group stays full
 until the search has nothing more to give, and each trial gets its own start (`on_start`), its
-own steps for the pruner (step = folds it trained before × epochs + its epoch), and its own
-outcome (`on_trial`) as soon as its last fold ends. Folds stay sequential per pass (the slots of
+own steps for the pruner (on its k-th fold, step = f × epochs + its epoch with f the cv index
+of the group's k-th fold: as if it had started at the first), and its own outcome
+(`on_trial`) as soon as its last fold ends. A unit may train some of the cv folds only
+(run_sweep's `folds`). Folds stay sequential per pass (the slots of
 a pass share the fold's data); a trial's next fold waits for the next pass.
 """
 
@@ -51,7 +53,7 @@ class StackedGroup:
         self,
         sweep: SweepSpec,
         group: list[Trial],
-        folds: list[Prepared],
+        folds: list[tuple[int, Prepared]],
         cb: SweepCallbacks,
         outcomes: dict[int, TrialOutcome],
         started: list[Trial],
@@ -59,7 +61,9 @@ class StackedGroup:
     ) -> None:
         """`started`: the trials refill gave are added to it; `other_kind`: those of another
         group's kind, to train after this group."""
-        self.sweep, self.folds, self.cb = sweep, folds, cb
+        self.sweep, self.cb = sweep, cb
+        self.folds = [data for _, data in folds]
+        self.ids = [i for i, _ in folds]  # each fold's cv index (a unit may train some folds)
         self.outcomes, self.started, self.other_kind = outcomes, started, other_kind
         self.capacity = len(group) * sweep.seeds
         self.key = group_key(group[0].spec)
@@ -165,13 +169,14 @@ class StackedGroup:
         for (i, epoch), rows in self.rows.items():
             prog = self.prog[i]
             prog.last = mean_row(rows)
-            step = (n - len(self.todo[i])) * self.epochs + epoch
-            self.cb.on_epoch(i, p.fold, step, prog.last)
+            # the fold it would be on had it started at the first: steps count what it trained
+            step = self.ids[n - len(self.todo[i])] * self.epochs + epoch
+            self.cb.on_epoch(i, self.ids[p.fold], step, prog.last)
             reports.append((i, step))
         stop: set[int] = set()
         for i, step in reports:
             prog = self.prog[i]
-            reason = (halt if more[i] else None) or self.cb.prune(i, p.fold, step, prog.last)
+            reason = (halt if more[i] else None) or self.cb.prune(i, self.ids[p.fold], step, prog.last)
             if reason is not None and prog.pruned is None:
                 prog.pruned = (step, reason)
                 stop.add(i)
