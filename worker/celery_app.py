@@ -68,13 +68,25 @@ def _warm_up(**_: Any) -> None:
     from worker.warmup import warm_up
 
     try:
-        seconds = warm_up()
+        imports, steps = warm_up()
         # Optuna's storage on the store, made once per process: its first making creates
         # Optuna's tables (seconds on a new database), which a search's first unit would wait on.
         storage(get_settings().store_url)
-        log.info("worker warmed up in %.2fs", seconds)
-    except Exception:  # a worker that cannot warm up may still train: the first task finds out
-        log.warning("worker warm-up failed", exc_info=True)
+        _warmed.append(
+            f"worker warmed up before it said ready: imports {imports:.2f}s, first steps {steps:.2f}s"
+        )
+    except Exception as e:  # a worker that cannot warm up may still train: the first task finds out
+        _warmed.append(f"worker warm-up failed: {type(e).__name__}: {e}")
+
+
+# What the warm-up did, logged once Celery's logging is set up (after worker_init's handlers).
+_warmed: list[str] = []
+
+
+@signals.worker_ready.connect
+def _say_warmed(**_: Any) -> None:
+    for line in _warmed:
+        log.info("%s", line)
 
 
 @signals.worker_ready.connect

@@ -127,6 +127,10 @@ def test_a_cv_grid_without_parallel_is_split_for_the_live_workers(fleet: Service
     assert [u["trials"] for u in sweep["units"]] == [[0, 1, 2, 3], [4, 5, 6, 7]], sweep["units"]
     assert {u["worker"] for u in sweep["units"]} == {_name(p.pid) for p in fleet.workers}, sweep["units"]
     assert all(len(t["fold_scores"]) == 4 for t in sweep["trials"])
+    for i in range(len(fleet.workers)):  # each warmed up (worker_init) before it took a message
+        assert "worker warmed up before it said ready" in (fleet.logs / f"worker{i}.log").read_text(
+            errors="replace"
+        )
 
 
 def test_a_sigkilled_workers_unit_finishes_on_the_other_without_training_twice(fleet: Service) -> None:
