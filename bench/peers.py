@@ -234,8 +234,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     names = contestants(args.skip_ray)
     problems = list(peers_data.PROBLEMS) if args.problem == "both" else [args.problem]
+    load = _load()
     gflops = matmul_gflops()
-    print(f"{CORES} cores; matmul 64×784 @ 784×128: {gflops:.1f} GFLOPS; load {_load()[0]:.2f}", flush=True)
+    print(f"{CORES} cores; matmul 64×784 @ 784×128: {gflops:.1f} GFLOPS; load {load[0]:.2f}", flush=True)
+    _warn_load("the matmul rate (the floor is void with it)", load)
     rows: list[Row] = []
     report: dict[str, Any] = {"cores": CORES, "gflops": gflops, "runs": {}}
     for problem in problems:
