@@ -30,8 +30,9 @@ def test_the_worker_warms_up_only_when_the_setting_says_so(
     monkeypatch.setattr(warmup, "warm_up", lambda: calls.append("warm") or (0.0, 0.0))
     monkeypatch.setattr("worker.search.storage", lambda url: calls.append(url))
     monkeypatch.setattr(celery_app, "_warmed", [])
+    monkeypatch.setattr(celery_app.gc, "freeze", lambda: calls.append("freeze"))  # not this process's
     celery_app._warm_up()
-    assert calls == (["warm", f"sqlite:///{tmp_path / 'regtrain.db'}"] if enabled else [])
+    assert calls == (["warm", f"sqlite:///{tmp_path / 'regtrain.db'}", "freeze"] if enabled else [])
     assert celery_app._warmed == (
         ["worker warmed up before it said ready: imports 0.00s, first steps 0.00s"] if enabled else []
     )
