@@ -59,6 +59,9 @@ def storage(url: str) -> optuna.storages.RDBStorage:
         dbapi_conn.isolation_level = None  # SQLAlchemy, not the driver, begins transactions
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout=30000")
+        # As regtrain's own connections (store/engine.py): in WAL mode a commit then waits for
+        # no fsync, and a unit's every ask is several commits (the trial, each of its params).
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
     @sa_event.listens_for(st.engine, "begin")
