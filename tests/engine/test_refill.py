@@ -160,3 +160,33 @@ def test_a_refilled_trial_of_another_kind_trains_after_the_group() -> None:
     assert [t.status for t in out.trials] == ["pruned", "succeeded", "succeeded", "succeeded"]
     assert starts == [0, 1, 3, 9]  # trial 3 took the slot; trial 9 trained after the group
     assert [t.vectorized for t in out.trials] == [True, True, False, True]
+
+
+def test_a_cancel_stops_a_refilling_group_between_its_epochs() -> None:
+    """Iris's epochs are shorter than the steps between cancel checks: a group that keeps
+    refilling asks after each of its epochs too."""
+    sweep, first, later = _search(0)
+    calls = 0
+
+    def should_stop() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 3
+
+    seen: list[TrialOutcome] = []
+    out = run_sweep(
+        sweep,
+        first,
+        callbacks=SweepCallbacks(
+            refill=lambda _k: later.pop(0) if later else None,
+            should_stop=should_stop,
+            on_trial=seen.append,
+            prune=lambda i, _f, step, _r: "rule" if i == 0 and step == 1 else None,
+        ),
+    )
+    assert out.status == "cancelled"
+    # asked at the start and after rounds 1, 2 and 3: trial 1 ended at round 3 (its last
+    # epoch), trial 3 had just taken its slot
+    statuses = [(t.index, t.status) for t in out.trials]
+    assert statuses == [(0, "pruned"), (1, "succeeded"), (2, "cancelled"), (3, "cancelled")]
+    assert [t.index for t in seen] == [0, 1] and len(later) == 2

@@ -92,6 +92,10 @@ class _Fit:
                 self._finish(ended)
                 self._refill()
             self._maybe_repack()
+            # after every round too, not only every CHECK_EVERY steps: a group that refills
+            # may train a whole search of a small dataset's short epochs
+            if self.live() and self.should_stop():
+                return self._all_results(cancelled=True)
         return self._all_results(cancelled=False)
 
     # --- a round --------------------------------------------------------------------------
