@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 from engine_helpers import BASE, make_spec, merge
 
 from service.contract.architecture import BUILTIN_SHAPES
@@ -190,3 +191,41 @@ def test_a_cancel_stops_a_refilling_group_between_its_epochs() -> None:
     statuses = [(t.index, t.status) for t in out.trials]
     assert statuses == [(0, "pruned"), (1, "succeeded"), (2, "cancelled"), (3, "cancelled")]
     assert [t.index for t in seen] == [0, 1] and len(later) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_refilled_group_keeps_its_captured_graph() -> None:
+    """On CUDA the refill writes into the captured tensors in place: the same graph replays
+    for the new trial, which trains as it would alone."""
+
+    def spec(lr: float, seed: int) -> JobSpec:
+        return make_spec(
+            dataset={"name": "digits"},
+            model={"type": "mlp", "hidden": [32], "dropout": 0.0},
+            optimizer={"name": "adam", "lr": lr},
+            training={"epochs": 4, "batch_size": 64, "device": "cuda", "seed": seed},
+        )
+
+    a, b, new = spec(0.01, 0), spec(0.003, 0), spec(0.02, 5)
+    data = split_and_standardize(a, load_dataset(a, None))
+    trainer = StackedTrainer([a, b], data, per_slot_batches=True)
+    graphs: list[Any] = []
+    rows: dict[int, list[dict[str, Any]]] = {}
+    given = [new]
+
+    def after_epoch(rnd: int) -> list[int]:
+        graphs.append(trainer.graph)
+        return [0] if rnd == 2 else []
+
+    trainer.fit(
+        on_epoch=lambda g, r: rows.setdefault(g, []).append(r),
+        after_epoch=after_epoch,
+        refill=lambda: given.pop() if given else None,
+    )
+    # rounds 2 to 4: before the refill, with it, and after (then trial 1 ends and the stack of
+    # one is repacked, which captures anew)
+    assert graphs[1] is not None and graphs[2] is graphs[1] and graphs[3] is graphs[1]
+    solo = _solo_rows(new, data)
+    for ra, rb in zip(rows[2], solo, strict=True):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-3, abs=1e-4)
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-3, abs=1e-4)

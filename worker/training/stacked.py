@@ -77,10 +77,16 @@ class _Layer:
         return torch.baddbmm(self.bias, x if x.dim() == 3 else x.expand(w.shape[0], -1, -1), w)
 
 
-def initial_linears(spec: JobSpec, data: Prepared) -> list[nn.Linear]:
-    """The trial's Linear layers exactly as a solo run initializes them (under its seed)."""
-    torch.manual_seed(spec.training.seed)
-    return [m for m in build(plan_model(spec, data.shape.flat())) if isinstance(m, nn.Linear)]
+def initial_linears(spec: JobSpec, data: Prepared, keep_rng: bool = False) -> list[nn.Linear]:
+    """The trial's Linear layers exactly as a solo run initializes them (under its seed, on the
+    CPU). keep_rng: leave the global random streams as they were (a slot refilled mid-training:
+    the CUDA generator a captured graph's dropout reads is not reseeded)."""
+    if not keep_rng:
+        torch.manual_seed(spec.training.seed)
+        return [m for m in build(plan_model(spec, data.shape.flat())) if isinstance(m, nn.Linear)]
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(spec.training.seed)
+        return [m for m in build(plan_model(spec, data.shape.flat())) if isinstance(m, nn.Linear)]
 
 
 # the per-trial numbers of a slot, read from its spec: (G,) tensors along the trial axis
@@ -225,7 +231,7 @@ class StackedTrainer:
         g = len(self.trials) - 1
         self.slots[at] = g
         self.seeds[at] = spec.training.seed
-        for layer, lin in zip(self.layers, initial_linears(spec, self.data), strict=True):
+        for layer, lin in zip(self.layers, initial_linears(spec, self.data, keep_rng=True), strict=True):
             layer.weight.select(layer.trial_axis, at).copy_(lin.weight.detach().t())
             layer.bias[at].copy_(lin.bias.detach().unsqueeze(0))
         values = _hyper_of(spec)
