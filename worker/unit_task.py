@@ -218,12 +218,12 @@ def engine_refills() -> bool:
 
 
 def first_ask(rt: Runtime, claim: UnitClaim, sweep: SweepSpec) -> int:
-    """How many trials a search's unit asks as it starts: its share of what is left to ask
-    among the live workers (worker/coordinator.py unit_size)."""
+    """How many trials a search's unit asks as it starts: as the coordinator sizes units
+    (worker/coordinator.py unit_size), a share of the sweep's trials among the live workers, so
+    that every unit's stacked group is as wide; fewer when fewer are left to ask (SearchAsker)."""
     from worker.coordinator import fleet_size, unit_size
 
-    left = planned_trials(sweep) - rt.units.asked(claim.sweep_id)
-    return unit_size(sweep, left, fleet_size(rt, claim.queue))
+    return unit_size(sweep, planned_trials(sweep), fleet_size(rt, claim.queue))
 
 
 @dataclass
