@@ -157,6 +157,9 @@ def all_rows(extra: dict[str, Any]) -> list[Row]:
             f["ratio"] <= 0.65,
         ),
         Row(
+            "two workers / one with each one's threads", f"{CORES} cores", f["ratio_same_threads"], "—", None
+        ),
+        Row(
             "engine / hand loop per epoch, cpu", "784-128-10, b64", e["speedup"], "≥ 1.2", e["speedup"] >= 1.2
         ),
     ]

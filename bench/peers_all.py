@@ -5,8 +5,8 @@
   ASHA (grace 2, factor 3), 32 trials; each timed from the sweep's created_at to its last trial's
   end (the search alone: the retrain, the same one job for both, is left out).
 - An 8-trial, 4-fold CV grid on two workers against one (bench/fleet.py's real worker processes,
-  1 torch thread each on 2 cores against one worker with 2), the sweep's `parallel` left to
-  regtrain so that it may split the work over the workers it sees.
+  1 torch thread each on 2 cores against one worker with 2, and against one worker with 1), the
+  sweep's `parallel` left to regtrain so that it may split the work over the workers it sees.
 - The CPU engine against the hand-written DataLoader loop per epoch (bench/engine.py: MLP
   784-128-10, batch 64, each in a process of its own).
 """
@@ -84,9 +84,19 @@ def fleet_two_vs_one(epochs: int = GRID_EPOCHS) -> dict[str, Any]:
         "cv_folds": 4,
     }
     cores = len(os.sched_getaffinity(0))
+    half = max(1, cores // 2)
     one = fleet.run(1, cores, doc)
-    two = fleet.run(2, max(1, cores // 2), doc)
-    return {"one": one, "two": two, "ratio": two["seconds"] / one["seconds"]}
+    # one worker with the threads each of the two gets: what the fleet alone buys, apart from how
+    # torch scales with threads (bench/fleet.py's second ratio)
+    one_half = fleet.run(1, half, doc)
+    two = fleet.run(2, half, doc)
+    return {
+        "one": one,
+        "one_half_threads": one_half,
+        "two": two,
+        "ratio": two["seconds"] / one["seconds"],
+        "ratio_same_threads": two["seconds"] / one_half["seconds"],
+    }
 
 
 def engine_vs_hand(batch: int = 64) -> dict[str, Any]:

@@ -72,3 +72,14 @@ def test_rows_put_each_ratio_beside_its_target() -> None:
     floor = peers.floor_s("mnist784", 200, 150.0)
     assert floor == pytest.approx(200 * 3 * 2 * 3000 * (784 * 128 + 128 * 10) / 150e9)
     assert by["regtrain / compute floor"].measured == pytest.approx(5.0 / floor)
+
+
+def test_the_all_rows_read_every_extra_measurement() -> None:
+    extra = {
+        "pruned_vs_grid": {"ratio": 0.3, "difference_points": -0.2},
+        "fleet": {"ratio": 0.6, "ratio_same_threads": 0.5},
+        "engine": {"speedup": 1.3},
+    }
+    rows = peers.all_rows(extra)
+    assert [r.ok for r in rows] == [True, True, True, None, True]
+    assert all(r.target for r in rows)
