@@ -17,7 +17,7 @@ features in 10 classes, generated like MNIST; MLP 784-128-10); batch 64, `--epoc
 Per contestant: wall time to the sweep's end and to the best trial (when its score was first
 known), best validation accuracy, retrained test accuracy, trial-epochs (epochs trained, summed
 over trials). The compute floor: this machine's matmul rate, measured in the same run (a 64×784 @
-784×128 product), turned into the seconds regtrain's trial-epochs need at that rate (forward +
+784×128 product, the better of 1 thread and torch's default), turned into the seconds regtrain's trial-epochs need at that rate (forward +
 backward ≈ 3× the forward matmuls over the train rows). Every ratio is printed beside its issue-21
 target, with the load average before and after each turn; a turn that began with the 1-minute
 load above the core count is flagged void. --all adds the other targets (bench/peers_all.py):
@@ -85,20 +85,35 @@ def _turn(name: str, problem: str, trials: int, epochs: int) -> Outcome:
     return out
 
 
-def matmul_gflops(seconds: float = 1.0) -> float:
-    """This machine's rate on one 64×784 @ 784×128 product (torch's default threads), in GFLOPS."""
+def matmul_gflops(seconds: float = 1.0, threads: int | None = None) -> float:
+    """This machine's rate on one 64×784 @ 784×128 product with `threads` torch threads
+    (default: torch's own), in GFLOPS."""
     import torch
 
-    x, w = torch.randn(64, 784), torch.randn(784, 128)
-    out = torch.empty(64, 128)
-    for _ in range(50):
-        torch.mm(x, w, out=out)
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        for _ in range(200):
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    try:
+        x, w = torch.randn(64, 784), torch.randn(784, 128)
+        out = torch.empty(64, 128)
+        for _ in range(50):
             torch.mm(x, w, out=out)
-        n += 200
-    return 2 * 64 * 784 * 128 * n / (time.perf_counter() - t) / 1e9
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < seconds:
+            for _ in range(200):
+                torch.mm(x, w, out=out)
+            n += 200
+        return 2 * 64 * 784 * 128 * n / (time.perf_counter() - t) / 1e9
+    finally:
+        torch.set_num_threads(default)
+
+
+def best_gflops() -> tuple[float, dict[int, float]]:
+    """The best of one thread and torch's default: the floor is a lower bound, and on a busy
+    machine every extra thread can cost more than it brings (measured 3-9× slower with 2)."""
+    import torch
+
+    rates = {n: matmul_gflops(threads=n) for n in sorted({1, torch.get_num_threads()})}
+    return max(rates.values()), rates
 
 
 def floor_s(problem: str, trial_epochs: int, gflops: float) -> float:
@@ -238,11 +253,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = contestants(args.skip_ray)
     problems = list(peers_data.PROBLEMS) if args.problem == "both" else [args.problem]
     load = _load()
-    gflops = matmul_gflops()
-    print(f"{CORES} cores; matmul 64×784 @ 784×128: {gflops:.1f} GFLOPS; load {load[0]:.2f}", flush=True)
+    gflops, rates = best_gflops()
+    shown = ", ".join(f"{r:.1f} GFLOPS on {n} thread{'s' if n > 1 else ''}" for n, r in rates.items())
+    print(f"{CORES} cores; matmul 64×784 @ 784×128: {shown}; load {load[0]:.2f}", flush=True)
     _warn_load("the matmul rate (the floor is void with it)", load)
     rows: list[Row] = []
-    report: dict[str, Any] = {"cores": CORES, "gflops": gflops, "runs": {}}
+    report: dict[str, Any] = {"cores": CORES, "gflops": gflops, "gflops_by_threads": rates, "runs": {}}
     for problem in problems:
         print(
             f"\n== {problem}: {args.trials} trials, {args.epochs} epochs, {args.repeat}× interleaved",
