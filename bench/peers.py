@@ -17,8 +17,9 @@ features in 10 classes, generated like MNIST; MLP 784-128-10); batch 64, `--epoc
 Per contestant: wall time to the sweep's end and to the best trial (when its score was first
 known), best validation accuracy, retrained test accuracy, trial-epochs (epochs trained, summed
 over trials). The compute floor: this machine's matmul rate, measured in the same run (a 64×784 @
-784×128 product, the better of 1 thread and torch's default), turned into the seconds regtrain's trial-epochs need at that rate (forward +
-backward ≈ 3× the forward matmuls over the train rows). Every ratio is printed beside its issue-21
+784×128 product, the better of 1 thread and torch's default), turned into the seconds
+regtrain's search trial-epochs need at that rate (forward + backward ≈ 3× the forward matmuls
+over the train rows; the retrain left out). Every ratio is printed beside its issue-21
 target, with the load average before and after each turn; a turn that began with the 1-minute
 load above the core count is flagged void. --all adds the other targets (bench/peers_all.py):
 a pruned search against a 64-point grid, two workers against one, the engine against the hand loop.
