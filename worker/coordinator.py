@@ -62,14 +62,18 @@ def coordinate(
         # budget.max_trials: the first trials start, the others end cancelled, untrained
         left = left[: max(planned_trials(sweep) - len(planned), 0)]
         size = unit_size(sweep, len(left), workers)
-        if sweep.parallel is None and queue == queue_name(s, "gpu"):
+        one_gpu_group = sweep.parallel is None and queue == queue_name(s, "gpu")
+        if one_gpu_group:
             # One GPU trains a stacked group of hundreds of trials about as fast as a few: a
             # GPU grid stays one unit (one group as large as the device holds) unless
             # `parallel` asks to spread it.
             size = max(len(left), 1)
-        log.info("sweep %s: %d trials in units of %d for %d workers", sweep_id, len(left), size, workers)
+        chunks = [left[i : i + size] for i in range(0, len(left), size)]
+        parts: list[list[int] | None] = [None] if one_gpu_group else fold_parts(sweep, len(chunks), workers)
+        log.info("sweep %s: %d trials in units of %d × %d fold sets", sweep_id, len(left), size, len(parts))
         for uid in (
-            units.add(sweep_id, owner, queue, [left[i : i + size] for i in range(0, len(left), size)]) or []
+            units.add(sweep_id, owner, queue, [c for c in chunks for _ in parts], folds=parts * len(chunks))
+            or []
         ):
             send(uid, queue)
         if planned_trials(sweep) < trial_count(sweep):
@@ -166,6 +170,20 @@ def unit_size(sweep: SweepSpec, trials: int, workers: int) -> int:
     if sweep.parallel is not None:
         return sweep.parallel
     return max(1, min(DEFAULT_PARALLEL, math.ceil(trials / max(workers, 1))))
+
+
+def fold_parts(sweep: SweepSpec, units: int, workers: int) -> list[list[int] | None]:
+    """The fold sets each unit of trials is split into: [None] (every fold, one unit) unless a
+    CV sweep that names no `parallel` has fewer units of trials than live workers; then its
+    folds are dealt out so that units × fold sets fill the workers (a 2-trial, 4-fold grid on
+    four workers: each trial's folds in two halves). A trial split so ends once its last
+    fold-unit has recorded its part (store/sweep_units.py record_part)."""
+    if sweep.parallel is not None or sweep.cv_folds < 2 or units == 0 or units >= workers:
+        return [None]
+    sets = min(sweep.cv_folds, workers // units)
+    if sets < 2:
+        return [None]
+    return [list(range(sweep.cv_folds))[k::sets] for k in range(sets)]
 
 
 def _budget_reached(rt: Runtime, sweep: SweepSpec, sweep_id: str) -> bool:

@@ -107,7 +107,9 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
     def on_trial(t: TrialOutcome) -> None:
         if t.status == "cancelled" and t.reason is None:
             return  # stopped with its unit: the unit's next holder trains it
-        if units.record_trial(uid, owner, sweep_id, t.index, **outcome_fields(t)) and search is not None:
+        if claim.folds is not None:  # some of the trial's folds: its other fold-units end it
+            units.record_part(uid, owner, sweep_id, t.index, sweep.cv_folds, metric, **outcome_fields(t))
+        elif units.record_trial(uid, owner, sweep_id, t.index, **outcome_fields(t)) and search is not None:
             search.tell(t)
 
     lease = UnitLease(
@@ -183,7 +185,12 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
         if not trials:
             return "succeeded"
         return run_sweep(
-            sweep, trials, datasets_dir=settings.datasets_dir, dataset_file=dataset_file, callbacks=callbacks
+            sweep,
+            trials,
+            datasets_dir=settings.datasets_dir,
+            dataset_file=dataset_file,
+            callbacks=callbacks,
+            folds=claim.folds,
         ).status
 
     status = leased_task.run_engine(

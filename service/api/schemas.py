@@ -185,6 +185,11 @@ class SweepUnit(BaseModel):
     worker: str | None = Field(description="The worker that ran it (or runs it now).")
     attempts: int = Field(0, description="Workers that took it: 2 or more after a lost worker.")
     trials: list[int]
+    folds: list[int] | None = Field(
+        None,
+        description="The cv folds it trains (null: every fold). A CV sweep with fewer trials "
+        "than live workers splits each trial's folds over units; the trial ends once all have.",
+    )
 
 
 class SweepStudy(BaseModel):

@@ -92,6 +92,7 @@ def _units(sweep: Row, trials: list[Row], units: list[Row]) -> list[dict[str, An
                 "worker": u["worker"],
                 "attempts": u["attempts"],
                 "trials": u["trials"],
+                "folds": u.get("folds"),
             }
             for u in units
         ]

@@ -45,6 +45,7 @@ class UnitClaim:
     sweep_started_at: datetime | None = None
     epochs_before: int = 0
     queue: str = ""
+    folds: tuple[int, ...] | None = None  # the cv folds it trains; None: every fold
 
 
 def unit_id(sweep_id: str, index: int) -> str:
@@ -73,11 +74,14 @@ class SweepUnits:
         units: list[list[int]],
         new_trials: dict[int, dict[str, Any]] | None = None,
         failed_trials: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None,
+        folds: list[list[int] | None] | None = None,
     ) -> list[str] | None:
         """Queue `units` (each a list of trial indexes) after the sweep's last unit, inserting
         the `new_trials` a search just asked (index → params) with them, and the ones it asked
         that failed at once (index → (params, error)), in one transaction and only while
-        `owner` holds the sweep. The new units' ids; None when the lease is lost."""
+        `owner` holds the sweep; `folds` gives each unit the cv folds it trains (None: every
+        fold; a trial split over fold-units ends once its last part is recorded: record_part).
+        The new units' ids; None when the lease is lost."""
         at = now()
         with self._write() as conn:
             if not leased.owns(conn, sweeps, sweep_id, owner):
@@ -134,6 +138,7 @@ class SweepUnits:
                         enqueued_at=at,
                         attempts=0,
                         cancel_requested=False,
+                        folds=folds[offset] if folds is not None else None,
                     )
                 )
                 conn.execute(
@@ -278,6 +283,7 @@ class SweepUnits:
                     sweep_units.c.trials,
                     sweep_units.c.attempts,
                     sweep_units.c.queue,
+                    sweep_units.c.folds,
                 ),
             )
             if row is None:
@@ -288,6 +294,15 @@ class SweepUnits:
                 & sweep_trials.c.trial_index.in_(row.trials)
                 & sweep_trials.c.status.not_in(TRIAL_FINISHED)
             )
+            if row.folds is not None:  # a fold-unit's trials whose part it recorded are done
+                recorded = [
+                    int(t.trial_index)
+                    for t in conn.execute(
+                        sa.select(sweep_trials.c.trial_index, sweep_trials.c.parts).where(mine)
+                    )
+                    if str(row.unit_index) in (t.parts or {})
+                ]
+                mine = mine & sweep_trials.c.trial_index.not_in(recorded)
             conn.execute(
                 sweep_trials.update()
                 .where(mine)
@@ -311,6 +326,7 @@ class SweepUnits:
             sweep.started_at,
             epochs,
             str(row.queue),
+            tuple(int(f) for f in row.folds) if row.folds is not None else None,
         )
 
     def claim_next(
@@ -420,7 +436,13 @@ class SweepUnits:
                     sweep_trials.c.trial_index == index,
                     sweep_trials.c.status.not_in(TRIAL_FINISHED),
                 )
-                .values(status="running", worker=owner, started_at=at, updated_at=at)
+                .values(
+                    status="running",
+                    worker=owner,
+                    # a trial split over fold-units started with its first part
+                    started_at=sa.case((sweep_trials.c.parts.is_(None), at), else_=sweep_trials.c.started_at),
+                    updated_at=at,
+                )
             )
         return True
 
@@ -454,6 +476,43 @@ class SweepUnits:
                 .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
                 .values(finished_at=at, updated_at=at, worker=owner, **fields)
             )
+        return True
+
+    def record_part(
+        self, unit: str, owner: str, sweep_id: str, index: int, n_folds: int, metric: str, **fields: Any
+    ) -> bool:
+        """Write a fold-unit's outcome of one trial (the fields of record_trial, over the unit's
+        folds), only while `owner` holds the unit. The trial ends with the first part that did
+        not succeed (failed, pruned, stopped by a budget), or, once its parts cover all
+        `n_folds` folds, with its outcome summarized from them (merge_parts); until then it
+        keeps running, its epochs_trained their sum (what the budget counts)."""
+        at = now()
+        with self._write() as conn:
+            if not leased.owns(conn, sweep_units, unit, owner):
+                return False
+            held = conn.execute(
+                sa.select(sweep_units.c.unit_index, sweep_units.c.folds).where(sweep_units.c.id == unit)
+            ).first()
+            where = (sweep_trials.c.sweep_id == sweep_id) & (sweep_trials.c.trial_index == index)
+            row = conn.execute(
+                sa.select(sweep_trials.c.status, sweep_trials.c.parts).where(where).with_for_update()
+            ).first()
+            if held is None or row is None or row.status in TRIAL_FINISHED:
+                return row is not None  # another part ended it (failed, pruned)
+            parts = {**(row.parts or {}), str(held.unit_index): {**fields, "folds": list(held.folds or [])}}
+            epochs = sum(int(p.get("epochs_trained") or 0) for p in parts.values())
+            covered = sorted(f for p in parts.values() for f in p["folds"])
+            values: dict[str, Any] = {
+                "parts": parts,
+                "epochs_trained": epochs,
+                "updated_at": at,
+                "worker": owner,
+            }
+            if fields.get("status") != "succeeded":
+                values |= {**fields, "epochs_trained": epochs, "finished_at": at}
+            elif covered == list(range(n_folds)):
+                values |= {**merge_parts(list(parts.values()), metric), "finished_at": at}
+            conn.execute(sweep_trials.update().where(where).values(**values))
         return True
 
     def progress(self, unit: str, owner: str, sweep_id: str, progress: dict[int, dict[str, Any]]) -> None:
@@ -490,11 +549,15 @@ class SweepUnits:
         at = now()
         with self._write() as conn:
             row = conn.execute(
-                sa.select(sweep_units.c.sweep_id, sweep_units.c.trials).where(sweep_units.c.id == unit)
+                sa.select(sweep_units.c.sweep_id, sweep_units.c.trials, sweep_units.c.folds).where(
+                    sweep_units.c.id == unit
+                )
             ).first()
             if row is None or leased.finish(conn, sweep_units, unit, owner, status, at, error=error) is None:
                 return False
-            _end_trials(conn, row.sweep_id, row.trials, status, error, at)
+            if row.folds is None or status != "succeeded":
+                # a fold-unit that succeeded recorded its part of each trial: the others end them
+                _end_trials(conn, row.sweep_id, row.trials, status, error, at)
         return True
 
     def release(self, unit: str, owner: str) -> str | None:
@@ -528,6 +591,40 @@ class SweepUnits:
                     _end_trials(conn, row.sweep_id, row.trials, status, row.error, at)
             stale = leased.resend_stale(conn, sweep_units, resend_after_s, at)
         return requeued + stale
+
+
+def merge_parts(parts: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """A trial's outcome from its fold-units' succeeded parts, as if one unit had trained every
+    fold (worker/training's summary): the objective's mean over every fold (and seed) score,
+    each metric's mean weighted by the folds behind it, `<metric>_std` over every score."""
+    parts = sorted(parts, key=lambda p: min(p["folds"] or [0]))
+    scores = [float(s) for p in parts for s in p.get("fold_scores") or []]
+    weights = [len(p["folds"]) for p in parts]
+    keys = {k for p in parts for k in p.get("metrics") or {}}
+    metrics: dict[str, Any] = {}
+    for k in sorted(keys):
+        found = [(w, (p.get("metrics") or {}).get(k)) for w, p in zip(weights, parts, strict=True)]
+        pairs: list[tuple[int, float]] = [(w, float(v)) for w, v in found if isinstance(v, int | float)]
+        metrics[k] = sum(w * v for w, v in pairs) / sum(w for w, _ in pairs) if pairs else None
+    mean = sum(scores) / len(scores) if scores else None
+    if mean is not None:
+        metrics[f"{metric}_std"] = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+    epochs = [
+        (w, float(p["best_epoch"]))
+        for w, p in zip(weights, parts, strict=True)
+        if p.get("best_epoch") is not None
+    ]
+    return {
+        "status": "succeeded",
+        "metrics": metrics,
+        "score": mean,
+        "fold_scores": scores,
+        "best_epoch": sum(w * e for w, e in epochs) / sum(w for w, _ in epochs) if epochs else None,
+        "vectorized": any(bool(p.get("vectorized")) for p in parts),
+        "error": None,
+        "pruned_at_epoch": None,
+        "reason": None,
+    }
 
 
 def _epochs(conn: sa.Connection, sweep_id: str) -> int:

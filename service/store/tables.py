@@ -226,6 +226,9 @@ sweep_trials = sa.Table(
     # Added by migration 0008: the objective after every step ([[step, value], ...]), so the
     # sweep page draws each trial's curve, a pruned one's up to where it stopped.
     sa.Column("curve", Json),
+    # Added by migration 0019: a trial split over fold-units keeps each one's outcome here
+    # ({unit index: outcome}) until the last lands (store/sweep_units.py record_part).
+    sa.Column("parts", Json),
 )
 
 # Added by migration 0008: a sweep's work in units (a batch of trials trained together), each
@@ -250,6 +253,7 @@ sweep_units = sa.Table(
     *_lease(),
     sa.Column("worker", sa.String(200)),  # the worker that last held it (it ran or runs it)
     sa.Column("error", Json),
+    sa.Column("folds", Json),  # migration 0019: the cv folds it trains (null: every fold)
     sa.Index("ix_sweep_units_status_lease", "status", "lease_expires_at"),
 )
 

@@ -133,6 +133,24 @@ def test_a_cv_grid_without_parallel_is_split_for_the_live_workers(fleet: Service
         )
 
 
+def test_a_cv_trial_alone_is_split_over_its_folds(fleet: Service) -> None:
+    """Fewer trials than workers: a trial's folds are dealt over units, one a worker, and the
+    trial ends once its last fold-unit has, scored over every fold."""
+    grid = {k: v for k, v in SWEEP.items() if k != "parallel"}
+    r = fleet.http.post("/v1/sweeps", json={**grid, "grid": {"regularization.l2": [1e-4]}, "cv_folds": 4})
+    assert r.status_code == 202, r.text
+    sweep = _wait(fleet, r.json()["id"])
+    assert sweep["status"] == "succeeded", sweep["error"]
+    assert [(u["trials"], u["folds"]) for u in sweep["units"]] == [([0], [0, 2]), ([0], [1, 3])]
+    assert {u["worker"] for u in sweep["units"]} == {_name(p.pid) for p in fleet.workers}, sweep["units"]
+    [trial] = sweep["trials"]
+    assert trial["status"] == "succeeded" and len(trial["fold_scores"]) == 4
+    assert trial["epochs_trained"] == 4 * EPOCHS and trial["score"] == pytest.approx(
+        sum(trial["fold_scores"]) / 4
+    )
+    assert sweep["best"]["job_status"] == "succeeded"
+
+
 def test_a_sigkilled_workers_unit_finishes_on_the_other_without_training_twice(fleet: Service) -> None:
     r = fleet.http.post("/v1/sweeps", json={**SWEEP, "name": "killed"})
     assert r.status_code == 202, r.text

@@ -111,6 +111,8 @@ def test_units_are_written_only_by_the_sweeps_coordinator(stores: tuple[Reposito
     ("regtrain-cpu", None, [("w1", 0), ("w2", 0), ("w3", 600), ("w4", 0, "regtrain-gpu")],
      [list(range(5)), list(range(5, 10))]),
     ("regtrain-cpu", 3, [("w1", 0), ("w2", 0)], [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]),  # parallel rules
+    # fewer trials than workers: each trial's folds are dealt over units (units × fold sets)
+    ("regtrain-cpu", None, [(f"w{i}", 0) for i in range(24)], [[i] for i in range(10) for _ in (0, 1)]),
     ("regtrain-gpu", None, [], [list(range(10))]),  # one stacked group on one GPU
     ("regtrain-gpu", 4, [], [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]),  # unless asked to spread it
 ])  # fmt: skip
@@ -138,6 +140,7 @@ def test_a_coordinator_splits_a_grid_into_units_by_its_queue(
             conn.execute(sa.update(workers).where(workers.c.name == name).values(last_heartbeat=at))
     base = {"dataset": {"name": "iris"}, "model": {"type": "mlp", "hidden": [4]}}
     doc = {"base": base, "grid": {"regularization.l2": [i / 10 for i in range(10)]}, "parallel": parallel}
+    doc["cv_folds"] = 4
     sweep = SweepSpec.model_validate(doc)
     row = rt.store.create_sweep(tenant="t", spec=doc, queue=queue, trials=[{"l2": i} for i in range(10)])
     assert rt.store.claim_sweep(row["id"], rt.name, 60, 3) is not None
@@ -148,6 +151,10 @@ def test_a_coordinator_splits_a_grid_into_units_by_its_queue(
     )
     written = rt.units.of([row["id"]])[row["id"]]
     assert [u["trials"] for u in written] == expected
+    if len(live) == 24:
+        assert [u["folds"] for u in written] == [[0, 2], [1, 3]] * 10
+    else:
+        assert {u["folds"] is None for u in written} == {True}
     assert sent == [(u["id"], queue) for u in written]
     assert {u["status"] for u in written} == {"queued"}
 
@@ -255,9 +262,54 @@ def test_units_refilling_at_once_never_ask_past_the_sweeps_trials(
         units.add_trials(ids[0], "w0", sweep_id, {}, {50: ({"l2": -1}, {"type": "bad_params"})}, cap=8) == []
     )
     assert _trials(store, sweep_id)[50]["status"] == "failed" and units.asked(sweep_id) == 8
-    first = next(i for i in taken[0] or [])
+    k, got = next((k, v) for k, v in sorted(taken.items()) if v)  # a unit that won some
+    first = got[0]
     before = trials[first]["started_at"]
     time.sleep(0.01)
-    assert units.trial_started(ids[0], "w0", sweep_id, first)
-    assert not units.trial_started(ids[0], "w1", sweep_id, first)
+    assert units.trial_started(ids[k], f"w{k}", sweep_id, first)
+    assert not units.trial_started(ids[k], "not-its-holder", sweep_id, first)
     assert _trials(store, sweep_id)[first]["started_at"] > before
+
+
+def test_a_trial_split_over_fold_units_ends_once_its_last_part_is_recorded(
+    stores: tuple[Repository, SweepUnits],
+) -> None:
+    """Two units train a trial's folds {0, 2} and {1, 3}: the first part keeps it running (its
+    epochs counted), the last summarizes it as one unit over every fold would; a unit retried
+    after its part was recorded does not train that trial again; a failed part ends it."""
+    store, units = stores
+    row = store.create_sweep(tenant="t", spec=GRID, queue="cpu", trials=[{"l2": i} for i in range(2)])
+    sweep_id = row["id"]
+    assert store.claim_sweep(sweep_id, "coordinator", 60, 3) is not None
+    ids = units.add(sweep_id, "coordinator", "cpu", [[0, 1], [0, 1]], folds=[[0, 2], [1, 3]]) or []
+    first, second = (units.claim(u, f"w{k}", 60, 3) for k, u in enumerate(ids))
+    assert first is not None and first.folds == (0, 2) and second is not None and second.folds == (1, 3)
+
+    def part(scores: list[float], acc: float, best: float) -> dict[str, Any]:
+        metrics = {"val_accuracy": acc, "val_loss": 1 - acc, "val_accuracy_std": 0.0}
+        return dict(status="succeeded", metrics=metrics, score=sum(scores) / 2, fold_scores=scores,
+                    best_epoch=best, vectorized=True, error=None, epochs_trained=6, pruned_at_epoch=None,
+                    reason=None)  # fmt: skip
+
+    assert not units.record_part(ids[0], "w1", sweep_id, 0, 4, "val_accuracy", **part([0.8, 0.6], 0.7, 2))
+    assert units.record_part(ids[0], "w0", sweep_id, 0, 4, "val_accuracy", **part([0.8, 0.6], 0.7, 2))
+    t = _trials(store, sweep_id)[0]
+    assert t["status"] == "running" and t["epochs_trained"] == 6 and t["score"] is None
+    assert units.release(ids[0], "w0") == "cpu"  # its worker stops: the next one skips trial 0
+    again = units.claim(ids[0], "w2", 60, 3)
+    assert again is not None and again.todo == (1,)
+    assert units.record_part(ids[1], "w1", sweep_id, 0, 4, "val_accuracy", **part([0.9, 0.5], 0.7, 4))
+    t = _trials(store, sweep_id)[0]
+    assert t["status"] == "succeeded" and t["epochs_trained"] == 12 and t["finished_at"]
+    assert t["fold_scores"] == [0.8, 0.6, 0.9, 0.5] and t["score"] == pytest.approx(0.7)
+    assert t["metrics"]["val_loss"] == pytest.approx(0.3) and t["best_epoch"] == pytest.approx(3)
+    assert t["metrics"]["val_accuracy_std"] == pytest.approx((0.025) ** 0.5)
+    failed = dict(part([0.5, 0.5], 0.5, 1), status="failed", error={"type": "diverged"}, score=None)
+    assert units.record_part(ids[1], "w1", sweep_id, 1, 4, "val_accuracy", **failed)
+    t = _trials(store, sweep_id)[1]
+    assert t["status"] == "failed" and t["error"] == {"type": "diverged"}
+    # the other part, later, changes nothing; the fold-unit that succeeded ends no trial itself
+    assert units.record_part(ids[0], "w2", sweep_id, 1, 4, "val_accuracy", **part([0.9, 0.9], 0.9, 1))
+    assert _trials(store, sweep_id)[1]["status"] == "failed"
+    assert units.finish(ids[0], "w2", "succeeded")
+    assert {t["status"] for t in _trials(store, sweep_id).values()} == {"succeeded", "failed"}
