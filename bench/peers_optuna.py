@@ -9,11 +9,10 @@ Usage: python -m bench.peers_optuna [--problem digits] [--trials 32] [--epochs 2
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from bench import peers_data, peers_loop
-from bench.peers_outcome import Outcome
+from bench.peers_outcome import Outcome, contestant_main
 
 
 def _suggest(trial: object) -> peers_loop.Params:
@@ -73,14 +72,7 @@ def run(problem: str, trials: int, epochs: int) -> Outcome:
 
 
 def main(argv: list[str] | None = None) -> Outcome:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problem", choices=peers_data.PROBLEMS, default="digits")
-    ap.add_argument("--trials", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=20)
-    args = ap.parse_args(argv)
-    out = run(args.problem, args.trials, args.epochs)
-    print(out.to_json(), flush=True)
-    return out
+    return contestant_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,3 +51,21 @@ def run_child(module: str, args: list[str], timeout_s: float = 1800) -> Outcome:
     if done.returncode != 0:
         raise RuntimeError(f"{module} exited {done.returncode}:\n{done.stderr[-4000:]}")
     return Outcome.from_json(done.stdout.strip().splitlines()[-1])
+
+
+def contestant_main(
+    run: Callable[[str, int, int], Outcome], doc: str | None, argv: list[str] | None
+) -> Outcome:
+    """A contestant's command line (what run_child starts): one search, its Outcome as JSON."""
+    import argparse
+
+    from bench import peers_data
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problem", choices=peers_data.PROBLEMS, default="digits")
+    ap.add_argument("--trials", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=20)
+    args = ap.parse_args(argv)
+    out = run(args.problem, args.trials, args.epochs)
+    print(out.to_json(), flush=True)
+    return out

@@ -12,14 +12,13 @@ Usage: python -m bench.peers_ray [--problem digits] [--trials 32] [--epochs 20]
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from typing import Any
 
 from bench import peers_data, peers_loop
-from bench.peers_outcome import Outcome
+from bench.peers_outcome import Outcome, contestant_main
 
 # Tune's own names for the space (a dotted key would read as a nested path there)
 SHORT = {
@@ -125,16 +124,9 @@ def run(problem: str, trials: int, epochs: int) -> Outcome:
 
 
 def main(argv: list[str] | None = None) -> Outcome:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problem", choices=peers_data.PROBLEMS, default="digits")
-    ap.add_argument("--trials", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=20)
-    args = ap.parse_args(argv)
     if not available():
         raise SystemExit("bench.peers_ray needs Ray Tune: pip install -e '.[peers]'")
-    out = run(args.problem, args.trials, args.epochs)
-    print(out.to_json(), flush=True)
-    return out
+    return contestant_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Usage: python -m bench.peers_regtrain [--problem digits] [--trials 32] [--epochs
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -30,7 +29,7 @@ import httpx
 
 from bench import peers_data, peers_loop
 from bench.live import free_port
-from bench.peers_outcome import Outcome
+from bench.peers_outcome import Outcome, contestant_main
 
 READY_TIMEOUT_S = 120
 SWEEP_TIMEOUT_S = 1800
@@ -214,14 +213,7 @@ def run(problem: str, trials: int, epochs: int) -> Outcome:
 
 
 def main(argv: list[str] | None = None) -> Outcome:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problem", choices=peers_data.PROBLEMS, default="digits")
-    ap.add_argument("--trials", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=20)
-    args = ap.parse_args(argv)
-    out = run(args.problem, args.trials, args.epochs)
-    print(out.to_json(), flush=True)
-    return out
+    return contestant_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
