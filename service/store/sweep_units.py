@@ -10,7 +10,7 @@ as jobs' and sweeps'; what is a unit's own (its trials, the sweep's cancel) stay
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,22 +106,7 @@ class SweepUnits:
                     ],
                 )
             if failed_trials:
-                conn.execute(
-                    sweep_trials.insert(),
-                    [
-                        {
-                            "sweep_id": sweep_id,
-                            "trial_index": i,
-                            "params": p,
-                            "status": "failed",
-                            "error": error,
-                            "vectorized": False,
-                            "finished_at": at,
-                            "updated_at": at,
-                        }
-                        for i, (p, error) in failed_trials.items()
-                    ],
-                )
+                conn.execute(sweep_trials.insert(), _failed_at_ask(sweep_id, failed_trials.items(), at))
             ids = []
             for offset, members in enumerate(units):
                 index = first + offset
@@ -386,19 +371,7 @@ class SweepUnits:
                 sa.select(sweep_units.c.unit_index, sweep_units.c.trials).where(sweep_units.c.id == unit)
             ).first()
             assert index is not None  # owned above
-            rows = [
-                {
-                    "sweep_id": sweep_id,
-                    "trial_index": i,
-                    "params": p,
-                    "status": "failed",
-                    "error": error,
-                    "vectorized": False,
-                    "finished_at": at,
-                    "updated_at": at,
-                }
-                for i, (p, error) in failed
-            ] + [
+            rows = _failed_at_ask(sweep_id, failed, at) + [
                 {
                     "sweep_id": sweep_id,
                     "trial_index": i,
@@ -625,6 +598,25 @@ def merge_parts(parts: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         "pruned_at_epoch": None,
         "reason": None,
     }
+
+
+def _failed_at_ask(
+    sweep_id: str, failed: Iterable[tuple[int, tuple[dict[str, Any], dict[str, Any]]]], at: datetime
+) -> list[dict[str, Any]]:
+    """The rows of trials a search asked that failed at once (index, (params, error))."""
+    return [
+        {
+            "sweep_id": sweep_id,
+            "trial_index": i,
+            "params": p,
+            "status": "failed",
+            "error": error,
+            "vectorized": False,
+            "finished_at": at,
+            "updated_at": at,
+        }
+        for i, (p, error) in failed
+    ]
 
 
 def _epochs(conn: sa.Connection, sweep_id: str) -> int:
