@@ -49,7 +49,10 @@ def wait(
         if sweep["status"] in until:
             return sweep
         if sweep["status"] in FINISHED:
-            pytest.fail(f"sweep ended {sweep['status']}: {sweep['error']}\n{_logs(service)}")
+            trials = [(t["index"], t["status"], t.get("error") or t.get("reason")) for t in sweep["trials"]]
+            pytest.fail(
+                f"sweep ended {sweep['status']}: {sweep['error']}\ntrials: {trials}\n{_logs(service)}"
+            )
         if time.monotonic() > deadline:
             pytest.fail(f"sweep {sweep_id} still {sweep['status']} after {timeout} s\n{_logs(service)}")
         time.sleep(0.2)
