@@ -80,9 +80,13 @@ def _what(trial: dict[str, Any], seen: dict[int, int]) -> list[str]:
     in between are in its job-like curve only as far as the study's intermediate values go."""
     out: list[str] = []
     index, status = trial["index"], trial["status"]
-    if status == "queued":
-        return out  # asked, waiting in its unit for a worker: it starts when one takes it
-    if index not in seen and ((status != "queued" and trial["started_at"]) or status == "running"):
+    # A trial starts once a worker holds it. Claiming a sweep marks its trials running a few
+    # milliseconds before its units, and their workers, take them (a warm worker is that quick):
+    # a running trial no worker holds yet says nothing, as a queued one (asked, waiting in its
+    # unit); a trial that ended between two reads still starts first.
+    if status == "queued" or (status == "running" and not (trial["started_at"] or trial.get("worker"))):
+        return out
+    if index not in seen:
         out.append("started")
     last = seen.setdefault(index, 0)
     step = (trial["progress"] or {}).get("step")
