@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from bench import peers_data
 
 
 @dataclass
@@ -57,10 +60,6 @@ def contestant_main(
     run: Callable[[str, int, int], Outcome], doc: str | None, argv: list[str] | None
 ) -> Outcome:
     """A contestant's command line (what run_child starts): one search, its Outcome as JSON."""
-    import argparse
-
-    from bench import peers_data
-
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problem", choices=peers_data.PROBLEMS, default="digits")
     ap.add_argument("--trials", type=int, default=32)

@@ -124,19 +124,10 @@ def parse_upload(
     `max_text_bytes`: the raw strings kept for text columns (default: this process's
     REGTRAIN_TEXT_MAX_BYTES)."""
     fmt = file_format(filename, source)
-    if fmt == "parquet":
-        return parse_parquet(
-            source,
-            target,
-            task,
-            max_rows=max_rows,
-            max_columns=max_columns,
-            max_bytes=max_bytes,
-            max_text_bytes=max_text_bytes,
-        )
     if fmt == "npz":
         return parse_npz(source, task, max_rows=max_rows, max_columns=max_columns, max_bytes=max_bytes)
-    return parse_csv(
+    parse = parse_parquet if fmt == "parquet" else parse_csv
+    return parse(
         source,
         target,
         task,

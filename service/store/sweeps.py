@@ -181,7 +181,9 @@ class SweepStore(StoreBase):
                 return None
             if self.mlflow_tracking:  # due every few seconds while it runs (store/mlflow_runs.py)
                 mlflow_runs.track(conn, sweep_id, "sweep", now())
-            # A trial in a unit is the unit's holder's to mark (store/sweep_units.py).
+            # A trial in a unit is the unit's holder's to mark (store/sweep_units.py). A path's
+            # steps are a chain this worker trains itself: they are held, and started, from now.
+            held = {"worker": owner} if (row.spec or {}).get("path") is not None else {}
             conn.execute(
                 sweep_trials.update()
                 .where(
@@ -189,7 +191,7 @@ class SweepStore(StoreBase):
                     sweep_trials.c.status.not_in(TRIAL_FINISHED),
                     sweep_trials.c.unit.is_(None),
                 )
-                .values(status="running", updated_at=now())
+                .values(status="running", updated_at=now(), **held)
             )
             return SweepClaim(
                 sweep_id, row.tenant, row.spec, row.attempts, row.notify_secret, bool(row.egress_private)

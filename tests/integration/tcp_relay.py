@@ -61,19 +61,21 @@ class Relay:
             server.settimeout(None)
             with self.lock:
                 self.open.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, last in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(a, b, last), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, last: bool) -> None:
+        """Copy src to dst until src ends; the server-to-client side, which ends last (the
+        server closes once the client has), then closes the pair."""
         try:
             while chunk := src.recv(65536):
                 dst.sendall(chunk)
         except OSError:
             pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+        if last:
             with self.lock:
-                for s in (src, dst):
-                    if s in self.open and s.fileno() == -1:
-                        self.open.discard(s)
+                self.open.difference_update((src, dst))
+            src.close()
+            dst.close()

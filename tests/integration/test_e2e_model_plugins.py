@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from live_service import Service, base_env, fleet_backend
+from live_service import FINISHED, Service, base_env, fleet_backend
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +61,7 @@ def test_the_plugin_type_sweeps_trial_by_trial(service: Service) -> None:
         },
     )
     assert r.status_code == 202, r.text
-    deadline = time.monotonic() + 180
-    while (sweep := service.http.get(f"/v1/sweeps/{r.json()['id']}").json())["status"] not in {
-        "succeeded",
-        "failed",
-        "cancelled",
-    }:
-        assert time.monotonic() < deadline, sweep
-        time.sleep(0.3)
+    sweep = finished_sweep(service, r.json()["id"], timeout=180)
     assert sweep["status"] == "succeeded", sweep["error"]
     assert len(sweep["trials"]) == 4 and not any(t["vectorized"] for t in sweep["trials"])
     best = service.wait(sweep["best"]["job_id"])
@@ -91,6 +84,15 @@ def no_plugin_worker(
         svc = Service(request.param, env, root, own_env=lambda label: hide if label == "worker0" else {})
         stack.callback(svc.close)
         yield svc
+
+
+def finished_sweep(svc: Service, sweep_id: str, timeout: float) -> dict[str, Any]:
+    """The sweep's document once it has ended."""
+    deadline = time.monotonic() + timeout
+    while (sweep := svc.http.get(f"/v1/sweeps/{sweep_id}").json())["status"] not in FINISHED:
+        assert time.monotonic() < deadline, sweep
+        time.sleep(0.3)
+    return dict(sweep)
 
 
 def notes(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -136,14 +138,7 @@ def test_a_worker_without_the_plugin_hands_back_the_units_of_a_sweep(no_plugin_w
         },
     )
     assert r.status_code == 202, r.text
-    deadline = time.monotonic() + 240
-    while (sweep := svc.http.get(f"/v1/sweeps/{r.json()['id']}").json())["status"] not in {
-        "succeeded",
-        "failed",
-        "cancelled",
-    }:
-        assert time.monotonic() < deadline, sweep
-        time.sleep(0.3)
+    sweep = finished_sweep(svc, r.json()["id"], timeout=240)
     assert sweep["status"] == "succeeded", sweep["error"]
     assert [t["status"] for t in sweep["trials"]] == ["succeeded"] * 4
     trained_by = {u["worker"] for u in sweep["units"]}
