@@ -25,7 +25,7 @@ uses the closed form. The epoch loop is worker.training.stacked_fit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,25 +56,23 @@ class TrialResult:
 
 
 class _Layer:
-    """One stacked Linear: weight (in, G, out) for a shared first-layer input, else (G, in, out)."""
+    """One stacked Linear: weight (G, out, in), each trial's nn.Linear weight, contiguous. The
+    trial axis is 0 for every parameter, so that a trial's slice is one contiguous block: the
+    per-trial reductions (penalties, norms) and updates read memory in order. A shared first-layer
+    input is one wide GEMM against the weight seen as (G·out, in)."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], shared_input: bool) -> None:
-        w = torch.stack([wt.t() for wt in weights])  # (G, in, out)
         self.shared_input = shared_input
-        self.weight = nn.Parameter(w.transpose(0, 1).contiguous() if shared_input else w)
+        self.weight = nn.Parameter(torch.stack(weights))  # (G, out, in)
         self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))  # (G, 1, out)
 
-    @property
-    def trial_axis(self) -> int:
-        return 1 if self.shared_input else 0
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shared_input and x.dim() == 2:  # (B, in) @ (in, G*out): one wide GEMM
-            i, g, o = self.weight.shape
-            h = (x @ self.weight.reshape(i, g * o)).view(x.shape[0], g, o).transpose(0, 1)
+        g, o, i = self.weight.shape
+        if self.shared_input and x.dim() == 2:  # (B, in) @ (in, G·out): one wide GEMM
+            h = (x @ self.weight.view(g * o, i).t()).view(x.shape[0], g, o).transpose(0, 1)
             return h + self.bias
-        w = self.weight.transpose(0, 1) if self.shared_input else self.weight
-        return torch.baddbmm(self.bias, x if x.dim() == 3 else x.expand(w.shape[0], -1, -1), w)
+        xs = x if x.dim() == 3 else x.expand(g, -1, -1)
+        return torch.baddbmm(self.bias, xs, self.weight.transpose(1, 2))
 
 
 def initial_linears(spec: JobSpec, data: Prepared, keep_rng: bool = False) -> list[nn.Linear]:
@@ -87,6 +85,10 @@ def initial_linears(spec: JobSpec, data: Prepared, keep_rng: bool = False) -> li
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(spec.training.seed)
         return [m for m in build(plan_model(spec, data.shape.flat())) if isinstance(m, nn.Linear)]
+
+
+def _within(p: torch.Tensor, tensors: Sequence[torch.Tensor]) -> bool:
+    return any(p is q for q in tensors)  # by identity: == on tensors compares values
 
 
 # the per-trial numbers of a slot, read from its spec: (G,) tensors along the trial axis
@@ -183,14 +185,17 @@ class StackedTrainer:
         self._index_params()
 
     def _index_params(self) -> None:
-        """The parameter list, each one's trial axis, and the tensors the penalties cover."""
+        """The parameter list (every one's trial axis is 0), the tensors the penalties cover,
+        and a scratch buffer per parameter for the step's intermediates."""
         self.params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
-        axes = {id(layer.weight): layer.trial_axis for layer in self.layers}
-        axes.update({id(layer.bias): 0 for layer in self.layers})
-        self.ax = terms.TrialAxis(self.G, axes)
+        self.ax = terms.TrialAxis(self.G, {id(p): 0 for p in self.params})
         scope_all = self.base.regularization.apply_to == "all"
         self.in_scope = [
             p for layer in self.layers for p in ((layer.weight, layer.bias) if scope_all else (layer.weight,))
+        ]
+        self.scratch = [torch.empty_like(p) for p in self.params]
+        self.scope_scratch = [
+            buf for p, buf in zip(self.params, self.scratch, strict=True) if _within(p, self.in_scope)
         ]
 
     def _hyper_tensors(self, trials: list[JobSpec]) -> None:
@@ -232,7 +237,7 @@ class StackedTrainer:
         self.slots[at] = g
         self.seeds[at] = spec.training.seed
         for layer, lin in zip(self.layers, initial_linears(spec, self.data, keep_rng=True), strict=True):
-            layer.weight.select(layer.trial_axis, at).copy_(lin.weight.detach().t())
+            layer.weight[at].copy_(lin.weight.detach())
             layer.bias[at].copy_(lin.bias.detach().unsqueeze(0))
         values = _hyper_of(spec)
         for name in HYPER:
@@ -368,17 +373,16 @@ class StackedTrainer:
         if self.any_l2 or coupled:
             terms.add_scaled(grads, scope, 2 * self.l2 + (self.wd if coupled else 0), ax)  # type: ignore[arg-type]
         if self.any_l1 and not self.proximal:
-            terms.add_l1_subgradient(grads, scope, self.l1, ax)  # type: ignore[arg-type]
+            terms.add_l1_subgradient(grads, scope, self.l1, ax, self.scope_scratch)  # type: ignore[arg-type]
         if self.rule.decoupled and self.any_wd:
             terms.decoupled_decay(scope, lr_active * self.wd, ax)
-        for i, p in enumerate(self.params):
-            assert p.grad is not None
-            self.rule.update(p, p.grad, self.state[i], o, ax.along(lr_active, p), ax.along(self.t, p))
+        states = [self.state[i] for i in range(len(self.params))]
+        self.rule.update_all(self.params, states, o, lr_active, self.t, ax, self.scratch)
         if self.proximal and self.any_l1:
             terms.proximal_l1(scope, lr_active * self.l1, ax)
         if self.max_norm:
             for layer in self.layers:  # each unit's incoming weights: the `in` axis
-                terms.cap_unit_norms(layer.weight, self.max_norm, incoming=[0 if layer.shared_input else 1])
+                terms.cap_unit_norms(layer.weight, self.max_norm, incoming=[2])
 
     # --- evaluation -----------------------------------------------------------------------
 

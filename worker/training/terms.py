@@ -59,8 +59,15 @@ class TrialAxis:
 
     def total(self, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """t (shaped like p) summed over everything but the trial axis: (G,), or 0-d."""
+        if self.leading(t, p):  # each trial's block contiguous: one row each
+            return t.view(self.G, -1).sum(1)
         dims = self.dims(p)
         return t.sum() if dims is None else t.sum(dims)
+
+    def leading(self, t: torch.Tensor, p: torch.Tensor) -> bool:
+        """Whether t's trials lie along its first axis, each a contiguous block (then a
+        per-trial reduction reads rows in order: on the CPU 3-6x faster than over split dims)."""
+        return self.axes.get(id(p)) == 0 and t.is_contiguous()
 
 
 SOLO = TrialAxis()
@@ -77,7 +84,14 @@ def l2_value(params: Sequence[torch.Tensor], l2: Hyper, ax: TrialAxis) -> torch.
     """λ₂·Σw² per trial."""
     if ax.solo:
         return l2 * torch.stack(torch._foreach_norm(list(params), 2)).square().sum()
-    return torch.stack([l2 * torch.linalg.vector_norm(p, 2, dim=ax.dims(p)).square() for p in params]).sum(0)
+    return l2 * torch.stack([_norms(p, 2, ax) for p in params]).square().sum(0)
+
+
+def _norms(p: torch.Tensor, order: int, ax: TrialAxis) -> torch.Tensor:
+    """Each trial's `order`-norm of p (G,)."""
+    if ax.leading(p, p):
+        return torch.linalg.vector_norm(p.view(ax.G, -1), order, dim=1)
+    return torch.linalg.vector_norm(p, order, dim=ax.dims(p))
 
 
 @torch.no_grad()
@@ -112,14 +126,19 @@ def add_scaled(grads: list[torch.Tensor], params: Sequence[torch.Tensor], coef: 
 
 @torch.no_grad()
 def add_l1_subgradient(
-    grads: list[torch.Tensor], params: list[torch.Tensor], l1: Hyper, ax: TrialAxis
+    grads: list[torch.Tensor],
+    params: list[torch.Tensor],
+    l1: Hyper,
+    ax: TrialAxis,
+    scratch: Sequence[torch.Tensor] | None = None,
 ) -> None:
-    """g += λ₁·sign(w)."""
+    """g += λ₁·sign(w) (`scratch`: buffers shaped like params for the signs)."""
     if ax.solo:
         torch._foreach_add_(grads, torch._foreach_sign(list(params)), alpha=float(l1))
         return
-    for g, p in zip(grads, params, strict=True):
-        g.addcmul_(ax.along(l1, p), torch.sign(p))  # type: ignore[arg-type]
+    for i, (g, p) in enumerate(zip(grads, params, strict=True)):
+        sign = torch.sign(p, out=scratch[i]) if scratch is not None else torch.sign(p)
+        g.addcmul_(ax.along(l1, p), sign)  # type: ignore[arg-type]
 
 
 @torch.no_grad()

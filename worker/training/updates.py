@@ -19,15 +19,20 @@ The LR schedules are here too: `lr_factor` is the closed form both trainers' sch
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from service.contract.spec import CosineScheduler, OptimizerSpec, StepScheduler
+from worker.training.terms import TrialAxis
 
 State = dict[str, torch.Tensor]
 Lr = float | torch.Tensor  # broadcast along the parameter's trial axis
+# a buffer shaped like the parameter for the step's intermediates: on the CPU a new 3 MB tensor
+# per intermediate per step costs more than the arithmetic of a stacked first layer
+Scratch = torch.Tensor | None
 
 
 def _fast(device: torch.device, capturable: bool = True) -> dict[str, bool]:
@@ -50,8 +55,33 @@ class Update:
         """Fresh state: zeros (a zero momentum buffer gives torch's first step, buf = g)."""
         return {k: torch.zeros_like(p) for k in self.state_names(o)}
 
-    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+    def update(
+        self,
+        p: torch.Tensor,
+        g: torch.Tensor,
+        st: State,
+        o: OptimizerSpec,
+        lr: Lr,
+        t: Any,
+        scratch: Scratch = None,
+    ) -> None:
         raise NotImplementedError
+
+    def update_all(
+        self,
+        params: Sequence[torch.Tensor],
+        states: list[State],
+        o: OptimizerSpec,
+        lr: torch.Tensor,
+        t: torch.Tensor,
+        ax: TrialAxis,
+        scratch: Sequence[torch.Tensor],
+    ) -> None:
+        """Every parameter's step, with (G,) learning rates and step counts along each one's
+        trial axis; `scratch[i]` a buffer shaped like params[i] (the step allocates nothing)."""
+        for p, st, buf in zip(params, states, scratch, strict=True):
+            assert p.grad is not None
+            self.update(p, p.grad, st, o, ax.along(lr, p), ax.along(t, p), buf)
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
@@ -63,11 +93,27 @@ class _SGD(Update):
     def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
         return ("buf",) if o.momentum > 0 else ()
 
-    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+    def update(
+        self,
+        p: torch.Tensor,
+        g: torch.Tensor,
+        st: State,
+        o: OptimizerSpec,
+        lr: Lr,
+        t: Any,
+        scratch: Scratch = None,
+    ) -> None:
         if o.momentum > 0:
             buf = st["buf"].mul_(o.momentum).add_(g)
-            g = g + o.momentum * buf if o.nesterov else buf
-        p.sub_(lr * g)
+            if o.nesterov:
+                g = (
+                    torch.add(g, buf, alpha=o.momentum, out=scratch)
+                    if scratch is not None
+                    else g + o.momentum * buf
+                )
+            else:
+                g = buf
+        _descend(p, g, lr)
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
@@ -80,17 +126,62 @@ class _Adam(Update):
     def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
         return ("m", "v")
 
-    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+    def update(
+        self,
+        p: torch.Tensor,
+        g: torch.Tensor,
+        st: State,
+        o: OptimizerSpec,
+        lr: Lr,
+        t: Any,
+        scratch: Scratch = None,
+    ) -> None:
+        step, bc2_sqrt = self.corrections(o, lr, t)
+        self._apply(p, g, st, o, step, bc2_sqrt, scratch)
+
+    @staticmethod
+    def corrections(o: OptimizerSpec, lr: Lr, t: Any) -> tuple[Lr, Lr]:
+        """(step size lr / (1 − β₁ᵗ), √(1 − β₂ᵗ)): the bias corrections in double, then in
+        float, as torch computes them."""
         b1, b2 = o.betas
-        st["m"].lerp_(g, 1 - b1)
-        st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-        # bias corrections in double, then the step size in float, as torch computes them
         bc1, bc2_sqrt = 1 - b1**t, (1 - b2**t) ** 0.5
         step = lr / bc1 if not isinstance(lr, torch.Tensor) else (lr.double() / bc1).float()
         if isinstance(bc2_sqrt, torch.Tensor):
             bc2_sqrt = bc2_sqrt.float()
-        denom = (st["v"].sqrt() / bc2_sqrt).add_(o.eps)
-        p.sub_(step * (st["m"] / denom))
+        return step, bc2_sqrt
+
+    @staticmethod
+    def _apply(
+        p: torch.Tensor,
+        g: torch.Tensor,
+        st: State,
+        o: OptimizerSpec,
+        step: Lr,
+        bc2_sqrt: Lr,
+        scratch: Scratch,
+    ) -> None:
+        b1, b2 = o.betas
+        st["m"].lerp_(g, 1 - b1)
+        st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = torch.sqrt(st["v"], out=scratch) if scratch is not None else st["v"].sqrt()
+        denom.div_(bc2_sqrt).add_(o.eps)
+        _descend(p, torch.div(st["m"], denom, out=denom), step)
+
+    def update_all(
+        self,
+        params: Sequence[torch.Tensor],
+        states: list[State],
+        o: OptimizerSpec,
+        lr: torch.Tensor,
+        t: torch.Tensor,
+        ax: TrialAxis,
+        scratch: Sequence[torch.Tensor],
+    ) -> None:
+        # the (G,) corrections once per step, not once per parameter
+        step, bc2_sqrt = self.corrections(o, lr, t)
+        for p, st, buf in zip(params, states, scratch, strict=True):
+            assert p.grad is not None
+            self._apply(p, p.grad, st, o, ax.along(step, p), ax.along(bc2_sqrt, p), buf)
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
@@ -105,20 +196,37 @@ class _RMSprop(Update):
     def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
         return ("v", "buf") if o.momentum > 0 else ("v",)
 
-    def update(self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, lr: Lr, t: Any) -> None:
+    def update(
+        self,
+        p: torch.Tensor,
+        g: torch.Tensor,
+        st: State,
+        o: OptimizerSpec,
+        lr: Lr,
+        t: Any,
+        scratch: Scratch = None,
+    ) -> None:
         st["v"].mul_(self.ALPHA).addcmul_(g, g, value=1 - self.ALPHA)
-        avg = st["v"].sqrt().add_(o.eps)
+        avg = (torch.sqrt(st["v"], out=scratch) if scratch is not None else st["v"].sqrt()).add_(o.eps)
         if o.momentum > 0:
             st["buf"].mul_(o.momentum).addcdiv_(g, avg)
-            p.sub_(lr * st["buf"])
+            _descend(p, st["buf"], lr)
         else:
-            p.sub_(lr * g / avg)
+            _descend(p, torch.div(g, avg, out=avg), lr)
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
     ) -> torch.optim.Optimizer:
         fast = {"foreach": True, **({"capturable": True} if device.type == "cuda" else {})}
         return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum, eps=o.eps, **fast)
+
+
+def _descend(p: torch.Tensor, d: torch.Tensor, lr: Lr) -> None:
+    """p ← p − lr·d in one pass (lr a float, or per trial along p's trial axis)."""
+    if isinstance(lr, torch.Tensor):
+        p.addcmul_(d, lr, value=-1)
+    else:
+        p.add_(d, alpha=-lr)
 
 
 UPDATES: dict[str, Update] = {
