@@ -11,7 +11,7 @@ import torch
 
 from service.contract.spec import OptimizerSpec
 from worker.training import terms
-from worker.training.updates import UPDATES
+from worker.training.updates import UPDATES, trial_views
 
 OPTIMIZERS = [
     {"name": "sgd", "lr": 0.05},
@@ -96,3 +96,50 @@ def test_the_terms_over_a_trial_axis_are_their_one_trial_case() -> None:
         terms.proximal_l1([ws, bs], float(0.5 * l1[g] * 30), terms.SOLO)
         torch.testing.assert_close(pw[:, g], ws)
         torch.testing.assert_close(pb[g], bs)
+
+
+@pytest.mark.parametrize("doc", OPTIMIZERS, ids=lambda d: f"{d['name']}-{len(d)}")
+def test_the_per_trial_kernel_is_the_torch_optimizer_trial_by_trial(doc: dict[str, Any]) -> None:
+    """The CPU's per-trial face (torch's fused one-trial kernel on each trial's contiguous
+    block): three trials, their own lr and weight decay (the terms' part), one entering two
+    steps late and so not stepped before, each equal to its own torch run."""
+    G, shape, steps = 3, (5, 4), 6
+    lrs, wds, starts = (
+        [doc["lr"], doc["lr"] / 3, doc["lr"] * 2],
+        [doc.get("weight_decay", 0.0), 0.0, 1e-3],
+        [0, 0, 2],
+    )
+    o = OptimizerSpec.model_validate(doc)
+    rule = UPDATES[o.name]
+    init = torch.randn((G, *shape), generator=torch.Generator().manual_seed(0))
+    solo = []
+    for g in range(G):
+        p = torch.nn.Parameter(init[g].clone())
+        spec = OptimizerSpec.model_validate({**doc, "lr": lrs[g], "weight_decay": wds[g]})
+        opt = rule.torch_optimizer([{"params": [p], "weight_decay": wds[g]}], spec, torch.device("cpu"))
+        for s in range(starts[g], steps):
+            p.grad = _grads(s, (G, *shape))[g].clone()
+            opt.step()
+        solo.append(p.detach())
+
+    stacked = torch.nn.Parameter(init.clone())
+    ax = terms.TrialAxis(G, {id(stacked): 0})
+    st = rule.init_state(stacked, o)
+    t = torch.zeros(G, dtype=torch.float64)
+    wd_all = torch.tensor(wds)
+    for s in range(steps):
+        live = [g for g in range(G) if s >= starts[g]]
+        stacked.grad = _grads(s, (G, *shape))
+        for g in live:
+            t[g] += 1
+        with torch.no_grad():
+            if rule.decoupled:
+                lr_live = torch.tensor([lrs[g] if g in live else 0.0 for g in range(G)])
+                terms.decoupled_decay([stacked], lr_live * wd_all, ax)
+            else:
+                terms.add_scaled([stacked.grad], [stacked], wd_all, ax)
+            views = [trial_views([stacked], [st], t, g) for g in live]
+            if not rule.step_trials(views, o, [lrs[g] for g in live]):
+                pytest.skip(f"{o.name} has no per-trial kernel: the trial-axis update steps it")
+    for g in range(G):
+        torch.testing.assert_close(stacked.detach()[g], solo[g], rtol=1e-6, atol=1e-7)

@@ -1,11 +1,16 @@
 """The optimizer updates, each written once over a trial axis, with the torch optimizer that
 does the same for one trial.
 
-An entry (SGD, Adam, AdamW, RMSprop) has two faces, held equal by tests/engine/test_updates.py:
-- `update(p, g, state, o, lr, t)`: the step for a parameter whose trials lie along a trial axis,
-  with per-trial learning rates `lr` and step counts `t` broadcast along it (the stacked
-  trainer; the count is per trial, so a slot refilled with a new trial starts its Adam bias
-  correction afresh);
+An entry (SGD, Adam, AdamW, RMSprop) has three faces, held equal by tests/engine/test_updates.py:
+- `update(p, g, state, o, lr, t)` (and `update_all` for a parameter list): the step for a
+  parameter whose trials lie along a trial axis, with per-trial learning rates `lr` and step
+  counts `t` broadcast along it (the stacked trainer on CUDA, where its captured graph makes
+  the step's passes free of launches; the count is per trial, so a slot refilled with a new
+  trial starts its Adam bias correction afresh). Intermediates go to a scratch buffer: a new
+  3 MB tensor per intermediate per step costs more on the CPU than a stacked layer's arithmetic;
+- `step_trials(views, o, lrs)`: the same step on the CPU, trial by trial through torch's fused
+  one-trial kernel on each trial's contiguous block (one pass over p, g and the state where
+  `update` makes about eight; SGD and Adam/AdamW have one, RMSprop not: it takes `update`);
 - `torch_optimizer(groups, o, device)`: the torch.optim optimizer the solo loop steps. The solo
   loop keeps torch.optim because it keeps what the loop needs at no cost of ours: fused CUDA
   kernels that a CUDA graph can capture, foreach kernels on the CPU, and an optimizer
@@ -13,8 +18,7 @@ An entry (SGD, Adam, AdamW, RMSprop) has two faces, held equal by tests/engine/t
 
 Weight decay is not part of the update: it is the L2-shaped term of worker.training.terms,
 coupled (in the gradient: sgd, adam, rmsprop) or decoupled (adamw), as `decoupled` says.
-The LR schedules are here too: `lr_factor` is the closed form both trainers' schedules follow.
-"""
+The LR schedules are here too: `lr_factor` is the closed form both trainers' schedules follow."""
 
 from __future__ import annotations
 
@@ -83,10 +87,37 @@ class Update:
             assert p.grad is not None
             self.update(p, p.grad, st, o, ax.along(lr, p), ax.along(t, p), buf)
 
+    def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
+        """Each trial's step through torch's fused one-trial kernel (one pass over p, g and the
+        state, where update_all makes several), trial by trial with its own lr and step count;
+        `trials` holds only those to step. False where this entry has no such kernel."""
+        return False
+
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
     ) -> torch.optim.Optimizer:
         raise NotImplementedError
+
+
+@dataclass
+class TrialViews:
+    """One trial's block of every parameter, its gradient and its optimizer state, and its
+    step count (0-d): slices along trial axis 0 of contiguous tensors, so contiguous too."""
+
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    state: dict[str, list[torch.Tensor]]
+    step: torch.Tensor
+
+
+def trial_views(
+    params: Sequence[torch.Tensor], states: list[State], t: torch.Tensor, trial: int
+) -> TrialViews:
+    grads = [p.grad[trial] for p in params if p.grad is not None]
+    names = states[0].keys() if states else ()
+    return TrialViews(
+        [p[trial] for p in params], grads, {k: [st[k][trial] for st in states] for k in names}, t[trial]
+    )
 
 
 class _SGD(Update):
@@ -114,6 +145,23 @@ class _SGD(Update):
             else:
                 g = buf
         _descend(p, g, lr)
+
+    def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
+        for tv, lr in zip(trials, lrs, strict=True):
+            # a zero buffer with is_first_step False is torch's first step (buf = g), as update's
+            torch._fused_sgd_(
+                tv.params,
+                tv.grads,
+                tv.state.get("buf", []),
+                weight_decay=0.0,
+                momentum=o.momentum,
+                lr=lr,
+                dampening=0.0,
+                nesterov=o.nesterov,
+                maximize=False,
+                is_first_step=False,
+            )
+        return True
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
@@ -182,6 +230,26 @@ class _Adam(Update):
         for p, st, buf in zip(params, states, scratch, strict=True):
             assert p.grad is not None
             self._apply(p, p.grad, st, o, ax.along(step, p), ax.along(bc2_sqrt, p), buf)
+
+    def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
+        # weight decay 0: coupled or decoupled, it is the terms' (worker.training.terms)
+        for tv, lr in zip(trials, lrs, strict=True):
+            torch._fused_adam_(
+                tv.params,
+                tv.grads,
+                tv.state["m"],
+                tv.state["v"],
+                [],
+                [tv.step] * len(tv.params),
+                lr=lr,
+                beta1=o.betas[0],
+                beta2=o.betas[1],
+                weight_decay=0.0,
+                eps=o.eps,
+                amsgrad=False,
+                maximize=False,
+            )
+        return True
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
