@@ -7,17 +7,7 @@ import json
 
 from service.contract.architecture import model_type_of
 from service.contract.spec import JobSpec, PlateauScheduler
-
-# What may differ between the trials of one group; everything else must be equal.
-VARYING = (
-    ("regularization", "l1"),
-    ("regularization", "l2"),
-    ("regularization", "label_smoothing"),
-    ("optimizer", "lr"),
-    ("optimizer", "weight_decay"),
-    ("model", "dropout"),
-    ("training", "seed"),
-)
+from service.contract.trial_axis import VARYING
 
 
 def not_stackable(spec: JobSpec) -> str | None:
@@ -35,7 +25,8 @@ def not_stackable(spec: JobSpec) -> str | None:
 
 
 def group_key(spec: JobSpec) -> str:
-    """Trials with equal keys can train together."""
+    """Trials with equal keys can train together (they differ only in the trial axis's
+    numbers, service.contract.trial_axis)."""
     d = spec.model_dump(mode="json")
     for section, name in VARYING:
         d.get(section, {}).pop(name, None)

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from service.contract.architecture import plan_model
-from service.contract.spec import JobSpec, MLPSpec, OptimizerSpec
+from service.contract.spec import JobSpec, OptimizerSpec
+from service.contract.trial_axis import PER_TRIAL, per_trial_values
 from worker.training import terms, updates
 from worker.training.data import Prepared
 from worker.training.loop import resolve_device, use_cuda_graph
@@ -92,20 +93,7 @@ def _within(p: torch.Tensor, tensors: Sequence[torch.Tensor]) -> bool:
 
 
 # the per-trial numbers of a slot, read from its spec: (G,) tensors along the trial axis
-HYPER = ("l1", "l2", "smooth", "base_lr", "wd", "dropout")
-
-
-def _hyper_of(spec: JobSpec) -> dict[str, float]:
-    r, o = spec.regularization, spec.optimizer
-    dropout = spec.model.dropout if isinstance(spec.model, MLPSpec) else 0.0
-    return {
-        "l1": r.l1,
-        "l2": r.l2,
-        "smooth": r.label_smoothing,
-        "base_lr": o.lr,
-        "wd": o.weight_decay,
-        "dropout": dropout,
-    }
+HYPER = tuple(p.name for p in PER_TRIAL)
 
 
 class StackedTrainer:
@@ -113,7 +101,7 @@ class StackedTrainer:
     `per_slot_batches`: every slot gathers its own batches from the start (a group that will be
     refilled: its slots' shuffles drift apart, and a captured graph is kept)."""
 
-    # the per-trial numbers (HYPER), one per position of the stack
+    # the per-trial numbers (HYPER: service.contract.trial_axis), one per position of the stack
     l1: torch.Tensor
     l2: torch.Tensor
     smooth: torch.Tensor
@@ -200,7 +188,7 @@ class StackedTrainer:
 
     def _hyper_tensors(self, trials: list[JobSpec]) -> None:
         dev = self.device
-        values = [_hyper_of(t) for t in trials]
+        values = [per_trial_values(t) for t in trials]
         for name in HYPER:
             setattr(self, name, torch.tensor([v[name] for v in values], dtype=torch.float32, device=dev))
         self.lr = self.base_lr.clone()
@@ -239,7 +227,7 @@ class StackedTrainer:
         for layer, lin in zip(self.layers, initial_linears(spec, self.data, keep_rng=True), strict=True):
             layer.weight[at].copy_(lin.weight.detach())
             layer.bias[at].copy_(lin.bias.detach().unsqueeze(0))
-        values = _hyper_of(spec)
+        values = per_trial_values(spec)
         for name in HYPER:
             getattr(self, name)[at] = values[name]
         self.keep[at] = 1 - values["dropout"]
