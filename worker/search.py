@@ -20,10 +20,11 @@ import functools
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
+from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 from pydantic import ValidationError
 from sqlalchemy import event as sa_event
@@ -31,6 +32,7 @@ from sqlalchemy import event as sa_event
 from service.contract.errors import ErrorType, SpecError
 from service.contract.search_space import Dimension, Pruner, ordered, study_name, trial_spec
 from service.contract.sweep_spec import SweepSpec
+from service.store.studies import NewTrial, StudyWrites
 from worker.pruning import GapRule, RungRule
 
 if TYPE_CHECKING:  # torch: imported only where a process trains
@@ -181,30 +183,44 @@ def open_study(
 
 
 def ask(
-    study: optuna.Study, sweep: SweepSpec, n: int, asked: dict[int, int] | None = None
+    study: optuna.Study,
+    st: optuna.storages.RDBStorage,
+    sweep: SweepSpec,
+    n: int,
+    asked: dict[int, int] | None = None,
 ) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
     """Ask `n` trials of the sampler: (trial number → params of the ones that make a valid
     spec, trial number → error of the ones that do not, already told failed). `asked` gets the
-    storage's trial id of each valid one.
+    storage's trial id of each valid one. `st`: the study's storage (`storage`)."""
+    study_id = st.get_study_id_from_name(study.study_name)
+    return _ask(study, study_id, StudyWrites(st.engine), sweep, n, asked)
 
-    The sampler proposes them on an in-memory copy of the study (`_mirror`), and each is then
-    written to the study's storage whole, params included, in one transaction (a trial
-    template, as study.add_trial writes one): asked on the RDB storage itself, every trial was a
-    transaction for the trial, one per param, and two reads of every running trial for the
-    sampler, 20-25 ms a trial on SQLite, so a unit's first 8 took about 190 ms before its first
-    epoch. The sampler sees what it would have seen: every trial of the study as it is now,
-    and the ones this call asked before, running (TPE's constant liar)."""
+
+def _ask(
+    study: optuna.Study,
+    study_id: int,
+    writes: StudyWrites,
+    sweep: SweepSpec,
+    n: int,
+    asked: dict[int, int] | None,
+) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
+    """`ask`: the sampler proposes the trials on an in-memory copy of the study (`_mirror`),
+    and they are written to the study's tables together, params and the sampler's attrs
+    included, in one transaction (service/store/studies.py). Asked on the RDB storage itself,
+    every trial was a transaction for the trial, one per param, and two reads of every running
+    trial for the sampler: 20-25 ms a trial on SQLite, 185-207 ms for a unit's first 8 before
+    its first epoch. The sampler sees what it would have: every trial of the study as it is
+    now, and the ones this call asked before, running (TPE's constant liar)."""
     assert sweep.space is not None
     mirror = _mirror(study)
-    good: dict[int, dict[str, Any]] = {}
-    bad: dict[int, Any] = {}
+    proposed = []
     for _ in range(n):
         mt = mirror.ask()
-        params = suggest(mt, sweep.space)
-        frozen = mirror.get_trials(deepcopy=False)[-1]
-        # Optuna's storage API (no public Study method returns the id of a trial it adds)
-        trial_id = study._storage.create_new_trial(study._study_id, template_trial=frozen)
-        number = study._storage.get_trial_number_from_id(trial_id)
+        proposed.append((suggest(mt, sweep.space), mirror.get_trials(deepcopy=False)[-1]))
+    written = writes.add_trials(study_id, [_new_trial(frozen) for _, frozen in proposed])
+    good: dict[int, dict[str, Any]] = {}
+    bad: dict[int, Any] = {}
+    for (params, _), (trial_id, number) in zip(proposed, written, strict=True):
         try:
             trial_spec(sweep, params)
             good[number] = params
@@ -212,9 +228,20 @@ def ask(
                 asked[number] = trial_id
         except (ValidationError, KeyError, SpecError) as e:
             study.tell(number, state=TrialState.FAIL)
-            mirror.tell(mt, state=TrialState.FAIL)
             bad[number] = (params, {"type": ErrorType.BAD_PARAMS, "message": str(e)[:2000]})
     return good, bad
+
+
+def _new_trial(frozen: optuna.trial.FrozenTrial) -> NewTrial:
+    """A proposed trial as Optuna's storage writes one: each param's internal value and
+    distribution, the sampler's system attrs (a grid's grid_id, say) as JSON."""
+    return NewTrial(
+        params={
+            name: (d.to_internal_repr(frozen.params[name]), distribution_to_json(d))
+            for name, d in frozen.distributions.items()
+        },
+        system_attrs={k: json.dumps(v) for k, v in frozen.system_attrs.items()},
+    )
 
 
 def _mirror(study: optuna.Study) -> optuna.Study:
@@ -267,7 +294,9 @@ class UnitSearch:
 
     sweep: SweepSpec
     study: optuna.Study
-    storage: optuna.storages.BaseStorage  # the study's: reports go to it by trial id
+    storage: optuna.storages.BaseStorage  # the study's
+    study_id: int  # the study's in its storage
+    writes: StudyWrites  # asked trials and reports, in bulk into the study's tables
     trials: dict[int, int]  # number → the storage's trial id, of the trials this unit holds
     gap: GapRule | None
     rungs: RungRule | None
@@ -278,6 +307,8 @@ class UnitSearch:
     # beyond; the curve in regtrain's store keeps the first values too (SweepUnits.progress),
     # and the study, the pruners and the sweep page read the same numbers.
     reported: dict[int, set[int]]
+    # This round's reports, written together (flush): (trial id, step, value).
+    pending: list[tuple[int, int, float]] = field(default_factory=list)
 
     @classmethod
     def load(
@@ -299,13 +330,13 @@ class UnitSearch:
                     rungs.report(t.number, step, value)
         gap = GapRule(sweep.pruner) if sweep.pruner.type == "gap" else None
         reported = {t.number: set(t.intermediate_values) for t in known if t.number in trials}
-        return cls(sweep, study, st, trials, gap, rungs, reported)
+        return cls(sweep, study, st, study_id, StudyWrites(st.engine), trials, gap, rungs, reported)
 
     def ask(self, n: int) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
         """Ask `n` trials for this unit (its first ones, or one for a freed slot of a stacked
         group), as the coordinator's `ask`; each valid one is this unit's to report and tell.
         The study holds it RUNNING from now: it starts training at once."""
-        return ask(self.study, self.sweep, n, self.trials)
+        return _ask(self.study, self.study_id, self.writes, self.sweep, n, self.trials)
 
     def drop(self, number: int, why: str) -> None:
         """A trial asked that the store refused (the sweep asked all its trials meanwhile, or
@@ -326,13 +357,19 @@ class UnitSearch:
             return  # reported by the unit's earlier attempt (see `reported`)
         steps.add(step)
         if len(self.sweep.objectives) == 1:  # Optuna keeps intermediate values of one objective only
-            # UpdateFinishedTrialError: the sweep ended (cancelled) and its coordinator ended
-            # the trial in the study (end_running_trials); this unit stops at its next heartbeat.
-            # Straight to the storage (Trial.report adds a check `reported` makes already).
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                self.storage.set_trial_intermediate_value(self.trials[index], step, float(value))
+            self.pending.append((self.trials[index], step, float(value)))
         if self.rungs is not None:
             self.rungs.report(index, step, float(value))
+
+    def flush(self) -> None:
+        """Write this round's reports to the study, in one transaction: after each round of
+        the unit's epochs, before a trial is told its end, and before the median pruner reads
+        them. A trial the study holds ended (the sweep was cancelled and its coordinator ended
+        it: end_running_trials) takes none; this unit stops at its next heartbeat. A worker
+        lost mid-round loses only reports its unit's retry makes again."""
+        if self.pending:
+            self.writes.report(self.pending)
+            self.pending.clear()
 
     def prune(self, index: int, fold: int, step: int, row: dict[str, Any]) -> str | None:
         metric = self.sweep.primary.metric
@@ -344,7 +381,10 @@ class UnitSearch:
         if self.rungs is not None:
             reason = self.rungs.check(index, step)
             return f"{reason} ({metric})" if reason else None
-        if self.sweep.pruner.type == "median" and self._trial(index).should_prune():
+        if self.sweep.pruner.type != "median":
+            return None
+        self.flush()  # the median pruner reads this round's values from the study
+        if self._trial(index).should_prune():
             return (
                 f"median: {metric} {value:.4g} at epoch {step} was worse than the median of the "
                 "completed trials there"
@@ -356,6 +396,7 @@ class UnitSearch:
         return optuna.trial.Trial(self.study, self.trials[number])
 
     def tell(self, t: TrialOutcome) -> None:
+        self.flush()  # its last values first: a trial told ended takes no more
         objectives = self.sweep.objectives
         number = t.index
         if t.status == "succeeded" and t.score is not None and math.isfinite(t.score):

@@ -100,6 +100,8 @@ def train_claimed(rt: Runtime, claim: UnitClaim) -> str | None:
             }
 
     def after_epoch() -> None:
+        if search is not None:
+            search.flush()  # the round's reports to the study, together
         if progress:
             units.progress(uid, owner, sweep_id, {i: finite(p) for i, p in progress.items()})
             progress.clear()

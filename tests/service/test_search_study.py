@@ -48,7 +48,7 @@ def _search(store: Repository, url: str, n: int) -> tuple[SweepSpec, str, SweepU
     sweep_id = store.create_sweep(tenant="t", spec=DOC, queue="cpu", trials=[])["id"]
     assert store.claim_sweep(sweep_id, "coordinator", 60, 3) is not None
     units = SweepUnits(store.engine)
-    good, bad = ask(open_study(sweep, sweep_id, storage(url)), sweep, n)
+    good, bad = ask(open_study(sweep, sweep_id, storage(url)), storage(url), sweep, n)
     assert not bad
     [unit] = units.add(sweep_id, "coordinator", "cpu", [sorted(good)], good) or []
     return sweep, sweep_id, units, unit, sorted(good)
@@ -78,6 +78,7 @@ def test_a_retried_units_curve_and_study_hold_the_same_values(store: Repository,
         search = UnitSearch.load(sweep, sweep_id, url, list(claim.todo))
         for step, value in values:
             search.on_epoch(number, 0, step, {"val_accuracy": value})
+            search.flush()  # the unit's after_epoch
             units.progress(unit, owner, sweep_id, {number: {"step": step, "value": value}})
 
     attempt("dead", 0.2, [(1, 0.5), (2, 0.6)])
@@ -101,7 +102,7 @@ def test_a_sweep_the_reaper_ends_ends_its_studys_running_trials(
     sweep = SweepSpec.model_validate(DOC)
     sweep_id = store.create_sweep(tenant="t", spec=DOC, queue="cpu", trials=[])["id"]
     assert store.claim_sweep(sweep_id, "coordinator", 0.2, 3) is not None
-    good, _ = ask(open_study(sweep, sweep_id, storage(url)), sweep, 2)
+    good, _ = ask(open_study(sweep, sweep_id, storage(url)), storage(url), sweep, 2)
     assert SweepUnits(store.engine).add(sweep_id, "coordinator", "cpu", [sorted(good)], good)
     assert store.cancel_sweep(sweep_id) == "requested"  # and then its coordinator died
     time.sleep(0.4)

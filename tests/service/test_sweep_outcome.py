@@ -78,7 +78,7 @@ def test_the_grid_sampler_asks_each_combination_once_and_tells_the_last_without_
     sweep, warnings = clamped(SweepSpec.model_validate(doc))
     assert sweep.trials == 4 and warnings
     study = open_study(sweep, "sw-grid", storage(url))
-    good, bad = ask(study, sweep, sweep.trials)
+    good, bad = ask(study, storage(url), sweep, sweep.trials)
     assert not bad
     combos = {(p["optimizer.name"], p["training.batch_size"]) for p in good.values()}
     assert combos == {("adam", 8), ("adam", 9), ("sgd", 8), ("sgd", 9)}  # each once

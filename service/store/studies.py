@@ -1,0 +1,161 @@
+"""A search's Optuna study, written in bulk: the trials a unit asks (params and sampler state
+included) and the values it reports after each epoch, straight into the tables of Optuna's RDB
+storage, which lives in regtrain's database (worker/search.py).
+
+Optuna's own storage writes each of these row by row through its ORM, each a transaction that
+first reads the trial back: a trial of four params was about 9 ms of writes and a report about
+1.5 ms, and a unit paid them between its epochs (a third of a digits search's wall time went
+to the study). Here a group's trials are one transaction, and a round's reports are one.
+
+Only Optuna's own columns are written, as its storage writes them (tests/service/
+test_study_writes.py holds these tables to Optuna's models). Everything else (the study, a trial's
+end, the samplers' reads) stays Optuna's.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from service.store.engine import write_transaction
+
+# Optuna's tables, the columns written or read here (optuna/storages/_rdb/models.py). Its enums
+# are stored by name; on PostgreSQL they are types of their own, named as SQLAlchemy names them.
+_meta = sa.MetaData()
+_TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
+_VALUE_TYPES = ("FINITE", "INF_POS", "INF_NEG", "NAN")
+studies = sa.Table("studies", _meta, sa.Column("study_id", sa.Integer, primary_key=True))
+trials = sa.Table(
+    "trials",
+    _meta,
+    sa.Column("trial_id", sa.Integer, primary_key=True),
+    sa.Column("number", sa.Integer),
+    sa.Column("study_id", sa.Integer),
+    sa.Column("state", sa.Enum(*_TRIAL_STATES, name="trialstate", create_type=False), nullable=False),
+    sa.Column("datetime_start", sa.DateTime),  # naive UTC
+    sa.Column("datetime_complete", sa.DateTime),
+)
+trial_params = sa.Table(
+    "trial_params",
+    _meta,
+    sa.Column("param_id", sa.Integer, primary_key=True),
+    sa.Column("trial_id", sa.Integer),
+    sa.Column("param_name", sa.String(512)),
+    sa.Column("param_value", sa.Float),  # the distribution's internal representation
+    sa.Column("distribution_json", sa.Text),
+)
+trial_system_attributes = sa.Table(
+    "trial_system_attributes",
+    _meta,
+    sa.Column("trial_system_attribute_id", sa.Integer, primary_key=True),
+    sa.Column("trial_id", sa.Integer),
+    sa.Column("key", sa.String(512)),
+    sa.Column("value_json", sa.Text),
+)
+trial_intermediate_values = sa.Table(
+    "trial_intermediate_values",
+    _meta,
+    sa.Column("trial_intermediate_value_id", sa.Integer, primary_key=True),
+    sa.Column("trial_id", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("intermediate_value", sa.Float),
+    sa.Column(
+        "intermediate_value_type",
+        sa.Enum(*_VALUE_TYPES, name="trialintermediatevaluetype", create_type=False),
+        nullable=False,
+    ),
+)
+
+
+@dataclass
+class NewTrial:
+    """A trial the sampler proposed: each param as (internal value, distribution JSON), as
+    optuna.distributions writes them, and the sampler's system attrs as JSON text."""
+
+    params: dict[str, tuple[float, str]]
+    system_attrs: dict[str, str] = field(default_factory=dict)
+
+
+class StudyWrites:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def _write(self) -> AbstractContextManager[sa.Connection]:
+        return write_transaction(self.engine)
+
+    def add_trials(self, study_id: int, new: list[NewTrial]) -> list[tuple[int, int]]:
+        """Write `new` as running trials of the study, in one transaction: (trial id, number)
+        of each, in order. Numbers follow the study's trials, as Optuna numbers them (a
+        trial's number is how many of the study's trials came before it); the study's row is
+        locked meanwhile (on PostgreSQL; SQLite's writes are one at a time), as Optuna does."""
+        at = datetime.now(UTC).replace(tzinfo=None)
+        out: list[tuple[int, int]] = []
+        with self._write() as conn:
+            conn.execute(
+                sa.select(studies.c.study_id).where(studies.c.study_id == study_id).with_for_update()
+            )
+            count = sa.select(sa.func.count()).where(trials.c.study_id == study_id)
+            number = int(conn.execute(count).scalar() or 0)
+            params, attrs = [], []
+            for k, t in enumerate(new):
+                trial_id = conn.execute(
+                    trials.insert()
+                    .values(number=number + k, study_id=study_id, state="RUNNING", datetime_start=at)
+                    .returning(trials.c.trial_id)
+                ).scalar_one()
+                out.append((int(trial_id), number + k))
+                params += [
+                    {"trial_id": trial_id, "param_name": n, "param_value": v, "distribution_json": d}
+                    for n, (v, d) in t.params.items()
+                ]
+                attrs += [
+                    {"trial_id": trial_id, "key": n, "value_json": v} for n, v in t.system_attrs.items()
+                ]
+            if params:
+                conn.execute(trial_params.insert(), params)
+            if attrs:
+                conn.execute(trial_system_attributes.insert(), attrs)
+        return out
+
+    def report(self, values: list[tuple[int, int, float]]) -> set[int]:
+        """Each (trial id, step, finite value) as the trial's intermediate value at that step,
+        in one transaction, as Trial.report writes it: only for a trial still running (one the
+        study holds ended, a cancelled sweep's, takes none) and a step it has no value at (the
+        first value reported at a step is kept). The trial ids that took their values."""
+        ids = sorted({t for t, _, _ in values})
+        if not ids:
+            return set()
+        with self._write() as conn:
+            running = set(
+                conn.execute(
+                    sa.select(trials.c.trial_id).where(
+                        trials.c.trial_id.in_(ids), trials.c.state == "RUNNING"
+                    )
+                ).scalars()
+            )
+            have = {
+                (int(t), int(step))
+                for t, step in conn.execute(
+                    sa.select(trial_intermediate_values.c.trial_id, trial_intermediate_values.c.step).where(
+                        trial_intermediate_values.c.trial_id.in_(ids)
+                    )
+                )
+            }
+            rows, seen = [], set(have)
+            for trial_id, step, value in values:
+                if trial_id in running and (trial_id, step) not in seen:
+                    seen.add((trial_id, step))
+                    rows.append(
+                        {
+                            "trial_id": trial_id,
+                            "step": step,
+                            "intermediate_value": value,
+                            "intermediate_value_type": "FINITE",
+                        }
+                    )
+            if rows:
+                conn.execute(trial_intermediate_values.insert(), rows)
+        return running
