@@ -68,12 +68,23 @@ class _Layer:
         self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))  # (G, 1, out)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        g, o, i = self.weight.shape
-        if self.shared_input and x.dim() == 2:  # (B, in) @ (in, G·out): one wide GEMM
-            h = (x @ self.weight.view(g * o, i).t()).view(x.shape[0], g, o).transpose(0, 1)
-            return h + self.bias
-        xs = x if x.dim() == 3 else x.expand(g, -1, -1)
-        return torch.baddbmm(self.bias, xs, self.weight.transpose(1, 2))
+        return stacked_linear(self.weight, self.bias, x, self.shared_input)
+
+
+def stacked_linear(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, shared_input: bool
+) -> torch.Tensor:
+    """x through G Linears at once: weight (G, out, in), bias (G, 1, out); x (B, in) shared by
+    every trial or (G, B, in). (G, B, out)."""
+    g, o, i = weight.shape
+    if shared_input and x.dim() == 2:  # (B, in) @ (in, G·out): one wide GEMM
+        h = (x @ weight.view(g * o, i).t()).view(x.shape[0], g, o).transpose(0, 1)
+        return h + bias
+    xs = x if x.dim() == 3 else x.expand(g, -1, -1)
+    return torch.baddbmm(bias, xs, weight.transpose(1, 2))
+
+
+Weights = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) of each layer, for some trials
 
 
 def initial_linears(spec: JobSpec, data: Prepared, keep_rng: bool = False) -> list[nn.Linear]:
@@ -250,7 +261,15 @@ class StackedTrainer:
 
     # --- model ----------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, train: bool, weights: Weights | None = None) -> torch.Tensor:
+        """(G, B, out); `weights` ((weight, bias) per layer, for some G' trials): evaluate those
+        in place of the stack's own (no dropout then)."""
+        if weights is not None:
+            h = x
+            for i, (w, b) in enumerate(weights):
+                h = stacked_linear(w, b, h, self.layers[i].shared_input)
+                h = self.acts[i](h) if i < len(weights) - 1 else h
+            return h
         h = x
         for i, layer in enumerate(self.layers):
             h = layer(h)
@@ -265,7 +284,7 @@ class StackedTrainer:
         if self.task == "regression":
             return (out.squeeze(-1) - y).square().mean(-1)
         logp = torch.log_softmax(out, -1)
-        yy = y.expand(self.G, -1) if y.dim() == 1 else y
+        yy = y.expand(out.shape[0], -1) if y.dim() == 1 else y
         nll = -logp.gather(-1, yy.unsqueeze(-1)).squeeze(-1).mean(-1)
         if not smoothing or not self.any_smoothing:
             return nll
@@ -391,14 +410,18 @@ class StackedTrainer:
     # --- evaluation -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def evaluate(
+        self, X: torch.Tensor, y: torch.Tensor, weights: Weights | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Each trial's metrics on (X, y), (G,) tensors (or (G',) for `weights`, as forward's)."""
         st = self.data.standardization
-        loss = torch.zeros(self.G, device=self.device, dtype=torch.float64)
-        hit = torch.zeros(self.G, device=self.device, dtype=torch.float64)
-        abs_err = torch.zeros(self.G, device=self.device, dtype=torch.float64)
+        G = self.G if weights is None else weights[0][0].shape[0]
+        loss = torch.zeros(G, device=self.device, dtype=torch.float64)
+        hit = torch.zeros(G, device=self.device, dtype=torch.float64)
+        abs_err = torch.zeros(G, device=self.device, dtype=torch.float64)
         for i in range(0, len(X), 4096):
             xb, yb = X[i : i + 4096], y[i : i + 4096]
-            out = self.forward(xb, False)
+            out = self.forward(xb, False, weights)
             loss += self.losses(out, yb, False).double() * len(xb)
             if self.task == "classification":
                 hit += (out.argmax(-1) == yb).double().sum(-1)
@@ -425,23 +448,41 @@ class StackedTrainer:
 
     @torch.no_grad()
     def test_metrics(
-        self, best_params: list[torch.Tensor], keep_restored: bool = False
+        self, best_params: list[torch.Tensor], keep_restored: bool = False, positions: list[int] | None = None
     ) -> dict[int, dict[str, float]]:
-        """Each trial in the stack's test metrics (by trial index) with the weights it keeps
-        (its best ones where early stopping restores them). The weights go back as they were
-        unless keep_restored."""
-        kept = [self.trials[g] for g in self.slots]
+        """The test metrics (by trial index) of the trials at `positions` of the stack (None:
+        every one) with the weights each keeps (its best ones where early stopping restores
+        them). Only those trials are evaluated, from copies of their weights: the stack is left
+        as it was, unless keep_restored (every position: the kept weights are left in the stack)."""
+        at = list(range(len(self.slots))) if positions is None else positions
         restore = torch.tensor(
-            [bool(t.training.early_stopping and t.training.early_stopping.restore_best) for t in kept],
-            device=self.device,
+            [self._restores(self.trials[self.slots[a]]) for a in at], device=self.device, dtype=torch.bool
         )
-        saved = [] if keep_restored else [p.detach().clone() for p in self.params]
-        for bp, p in zip(best_params, self.params, strict=True):
-            p.copy_(torch.where(self.ax.view(restore.float(), p).bool(), bp, p))
-        test = {k: v.tolist() for k, v in self.evaluate(self.Xt, self.yt).items()} if len(self.Xt) else {}
-        for p, old in zip(self.params, saved, strict=False):
-            p.copy_(old)
-        return {g: {f"test_{k}": v[at] for k, v in test.items()} for at, g in enumerate(self.slots)}
+        if keep_restored:
+            assert positions is None, "the kept weights are left in the stack for every position"
+            for bp, p in zip(best_params, self.params, strict=True):
+                p.copy_(torch.where(self.ax.view(restore.float(), p).bool(), bp, p))
+            weights = None
+        else:
+            idx = torch.tensor(at, device=self.device)
+            kept = [
+                torch.where(
+                    restore.view(-1, *[1] * (p.dim() - 1)), bp.index_select(0, idx), p.index_select(0, idx)
+                )
+                for bp, p in zip(best_params, self.params, strict=True)
+            ]
+            weights = list(zip(kept[0::2], kept[1::2], strict=True))
+        test = (
+            {k: v.tolist() for k, v in self.evaluate(self.Xt, self.yt, weights).items()}
+            if len(self.Xt)
+            else {}
+        )
+        return {self.slots[a]: {f"test_{k}": v[j] for k, v in test.items()} for j, a in enumerate(at)}
+
+    @staticmethod
+    def _restores(spec: JobSpec) -> bool:
+        es = spec.training.early_stopping
+        return bool(es and es.restore_best)
 
     @torch.no_grad()
     def keep_best(self, best_params: list[torch.Tensor], at: int) -> None:

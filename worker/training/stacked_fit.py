@@ -209,8 +209,8 @@ class _Fit:
 
     def _finish(self, ended: list[int]) -> None:
         """The results of the trials that ended, with their test metrics from the weights
-        they keep (one evaluation of the stack for all of them)."""
-        tests = self.tr.test_metrics(self.best)
+        they keep (one evaluation of those trials only, from copies of their weights)."""
+        tests = self.tr.test_metrics(self.best, positions=ended)
         for at in ended:
             g = self.tr.slots[at]
             self.results[g] = self._result(g, tests.get(g, {}), cancelled=False)
