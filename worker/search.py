@@ -396,19 +396,24 @@ class UnitSearch:
         return optuna.trial.Trial(self.study, self.trials[number])
 
     def tell(self, t: TrialOutcome) -> None:
+        """Tell the study how the trial ended, as Study.tell would (a pruned trial's value is
+        its last reported one), in one write (service/store/studies.py: Study.tell read the
+        trial twice first, 14 ms a trial). What Study.tell adds is the sampler's after_trial,
+        which for regtrain's samplers does nothing: TPE's, CMA-ES's and NSGA-II's weigh
+        constraints only, which a sweep never sets, and the grid's (its stop) is removed."""
         self.flush()  # its last values first: a trial told ended takes no more
         objectives = self.sweep.objectives
-        number = t.index
+        trial_id = self.trials[t.index]  # a unit tells only the trials it holds
         if t.status == "succeeded" and t.score is not None and math.isfinite(t.score):
             values = [t.metrics.get(o.metric) for o in objectives] if len(objectives) > 1 else [t.score]
             told = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
             if len(told) == len(values):
-                self.study.tell(number, told if len(told) > 1 else told[0], skip_if_finished=True)
+                self.writes.finish(trial_id, "COMPLETE", told)
             else:
-                self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+                self.writes.finish(trial_id, "FAIL", None)
         elif t.status == "pruned":
-            self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+            self.writes.finish(trial_id, "PRUNED", None)
         elif t.status == "failed":
-            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            self.writes.finish(trial_id, "FAIL", None)
         # cancelled: its unit stopped (a cancel, or this worker shutting down and handing the
         # unit on); the trial stays running in the study until the unit's next holder ends it.

@@ -1,7 +1,8 @@
 """A search's trials and reports written in bulk into Optuna's tables (service/store/studies.py),
 on both backends: what optuna.load_study reads back is what Optuna's own storage would have
-written (numbers, params, the sampler's attrs, intermediate values), a trial the study holds
-ended takes no report, and the first value reported at a step is kept. The tables it writes
+written (numbers, params, the sampler's attrs, intermediate values, how each ended, a pruned
+one with its last value), a trial the study holds ended takes no report and no second end, and
+the first value reported at a step is kept. The tables it writes
 are Optuna's, column for column."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from service.store.studies import (
     trial_intermediate_values,
     trial_params,
     trial_system_attributes,
+    trial_values,
     trials,
 )
 from worker.search import open_study, storage
@@ -42,6 +44,7 @@ DOC = {
         (trial_params, models.TrialParamModel),
         (trial_system_attributes, models.TrialSystemAttributeModel),
         (trial_intermediate_values, models.TrialIntermediateValueModel),
+        (trial_values, models.TrialValueModel),
     ],
 )
 def test_the_tables_are_optunas(table: object, model: type) -> None:
@@ -75,12 +78,22 @@ def test_trials_and_reports_read_back_as_optuna_wrote_them(store_url: str) -> No
         (a, _), (b, _) = written
         assert writes.report([(a, 1, 0.6), (a, 2, 0.7), (b, 1, 0.4)]) == {a, b}
         writes.report([(a, 2, 0.9), (a, 3, 0.8)])  # step 2 keeps its first value
-        study.tell(2, state=TrialState.PRUNED)
+        assert writes.finish(b, "PRUNED", None)  # its value: its last reported one, as Study.tell
         assert writes.report([(b, 2, 0.1)]) == set()  # ended: takes none
+        assert not writes.finish(b, "FAIL", None)  # ended already: left as it was
+        c, _ = writes.add_trials(study_id, new[:1])[0]
+        assert writes.finish(c, "COMPLETE", [0.75])
 
         got = optuna.load_study(study_name=study_name("sw-bulk"), storage=store_url).trials
-        assert [t.number for t in got] == [0, 1, 2]
-        assert [t.state for t in got] == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED]
+        assert [t.number for t in got] == [0, 1, 2, 3]
+        assert [t.state for t in got] == [
+            TrialState.COMPLETE,
+            TrialState.RUNNING,
+            TrialState.PRUNED,
+            TrialState.COMPLETE,
+        ]
+        assert [t.value for t in got] == [0.5, None, 0.4, 0.75]
+        assert got[2].datetime_complete is not None and got[3].datetime_complete is not None
         assert got[1].params == {"regularization.l2": pytest.approx(1e-3)} and got[1].distributions == {
             "regularization.l2": dist
         }
@@ -89,7 +102,7 @@ def test_trials_and_reports_read_back_as_optuna_wrote_them(store_url: str) -> No
         assert got[2].intermediate_values == {1: 0.4}
         assert got[1].datetime_start is not None
         # Optuna numbers the next trial it makes itself after these
-        assert study.ask().number == 3
+        assert study.ask().number == 4
     finally:
         storage(store_url).engine.dispose()
         storage.cache_clear()
