@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -193,6 +193,7 @@ class StackedTrainer:
             p for layer in self.layers for p in ((layer.weight, layer.bias) if scope_all else (layer.weight,))
         ]
         self.scratch = [torch.empty_like(p) for p in self.params]
+        self._views: list[updates.TrialViews] | None = None
         self.scope_scratch = [
             buf for p, buf in zip(self.params, self.scratch, strict=True) if _within(p, self.in_scope)
         ]
@@ -401,10 +402,13 @@ class StackedTrainer:
             p.grad is not None and p.grad.is_contiguous() for p in self.params
         ):
             return False
-        states = [self.state[i] for i in range(len(self.params))]
+        if self._views is None:  # each position's blocks: views stay valid until a repack
+            states = [self.state[i] for i in range(len(self.params))]
+            self._views = [updates.trial_views(self.params, states, self.t, at) for at in range(self.G)]
         lrs = lr_active.tolist()
         live = [at for at, a in enumerate(self.active.tolist()) if a]
-        views = [updates.trial_views(self.params, states, self.t, at) for at in live]
+        # the gradients are new tensors each step
+        views = [replace(self._views[at], grads=[p.grad[at] for p in self.params]) for at in live]  # type: ignore[index]
         return self.rule.step_trials(views, o, [lrs[at] for at in live])
 
     # --- evaluation -----------------------------------------------------------------------

@@ -113,7 +113,7 @@ class TrialViews:
 def trial_views(
     params: Sequence[torch.Tensor], states: list[State], t: torch.Tensor, trial: int
 ) -> TrialViews:
-    grads = [p.grad[trial] for p in params if p.grad is not None]
+    grads = [p.grad[trial] for p in params if p.grad is not None]  # (the caller's step's)
     names = states[0].keys() if states else ()
     return TrialViews(
         [p[trial] for p in params], grads, {k: [st[k][trial] for st in states] for k in names}, t[trial]
