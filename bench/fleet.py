@@ -126,6 +126,7 @@ def run(workers: int, threads: int, doc: dict[str, Any]) -> dict[str, Any]:
                 time.sleep(0.1)
             workers_seen = {r["worker"] for r in rows}
             statuses = sorted({r["status"] for r in rows})
+            timeline = _timeline(store, row["id"], rows)
         finally:
             _stop(procs)
     return {
@@ -134,6 +135,45 @@ def run(workers: int, threads: int, doc: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "workers_that_trained": len(workers_seen),
         "trial_statuses": statuses,
+        "timeline": timeline,
+    }
+
+
+def _timeline(store: Any, sweep_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the time went, in seconds from the sweep's created_at (the server's clock): when
+    its coordinator claimed it, and each unit's and trial's start and end, with its worker."""
+    from service.store.sweep_units import SweepUnits
+
+    sweep = store.get_sweep(sweep_id) or {}
+    t0 = sweep["created_at"]
+
+    def at(t: Any) -> float | None:
+        return None if t is None else round((t - t0).total_seconds(), 3)
+
+    units = SweepUnits(store.engine).of([sweep_id])[sweep_id]
+    names = sorted({u["worker"] for u in units if u["worker"]} | {r["worker"] for r in rows if r["worker"]})
+    return {
+        "sweep_started": at(sweep.get("started_at")),
+        "units": [
+            {
+                "unit": u["unit_index"],
+                "worker": names.index(u["worker"]) if u["worker"] else None,
+                "trials": u["trials"],
+                "folds": u["folds"],
+                "started": at(u["started_at"]),
+                "ended": at(u["finished_at"]),
+            }
+            for u in units
+        ],
+        "trials": [
+            {
+                "trial": r["trial_index"],
+                "unit": r["unit"],
+                "started": at(r["started_at"]),
+                "ended": at(r["finished_at"]),
+            }
+            for r in sorted(rows, key=lambda r: r["trial_index"])
+        ],
     }
 
 
