@@ -112,3 +112,38 @@ def test_a_sweep_the_reaper_ends_ends_its_studys_running_trials(
     trials = optuna.load_study(study_name=study_name(sweep_id), storage=url).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("stopped answering" in t.user_attrs[END_ATTR] for t in trials)
+
+
+def test_a_units_copy_of_the_study_follows_it_from_ask_to_ask(store: Repository, url: str) -> None:
+    """The in-memory study a unit's sampler proposes in (worker/search.py Mirror) holds what
+    the study holds at each ask: trials other units asked, and how each ended, a pruned one
+    with its last value (all a sampler reads of a curve); one whose numbers part from the
+    study's is made afresh."""
+    from worker.search import Mirror
+
+    sweep = SweepSpec.model_validate({**DOC, "trials": 8})
+    st = storage(url)
+    study = open_study(sweep, "sw-mirror", st)
+    search = UnitSearch.load(sweep, "sw-mirror", url, [])
+    mine, _ = search.ask(2)
+    theirs, _ = ask(open_study(sweep, "sw-mirror", st), st, sweep, 2)  # another unit's
+    a, b = sorted(mine)
+    c, d = sorted(theirs)
+    for step, value in ((1, 0.5), (2, 0.4)):
+        search.on_epoch(a, 0, step, {"val_accuracy": value})
+    search.flush()
+    study.tell(a, state=TrialState.PRUNED)
+    study.tell(c, 0.9)
+    study.tell(d, state=TrialState.FAIL)
+    more, _ = search.ask(1)
+    copied = search.mirror.copy.get_trials(deepcopy=False)
+    held = study.get_trials(deepcopy=False)
+    assert [t.number for t in copied] == [t.number for t in held] == sorted([a, b, c, d, *more])
+    assert [t.state for t in copied] == [t.state for t in held]
+    assert [t.values for t in copied] == [t.values for t in held]  # the pruned one: its last value
+    assert [t.params for t in copied] == [t.params for t in held]
+    assert copied[a].intermediate_values == {2: 0.4}
+    mirror = Mirror(study)
+    mirror.sync()
+    mirror.asked([5], [6])  # another unit's trial took number 5 meanwhile
+    assert mirror.states == [] and mirror.copy.get_trials() == []
