@@ -248,3 +248,14 @@ def test_an_early_stopped_job_run_again_trains_nothing(tmp_path: Path) -> None:
     assert rec.epochs == []
     assert again.result["epochs_completed"] == 3
     assert again.result["metrics"] == first.result["metrics"]
+
+
+def test_the_gap_is_estimated_on_as_many_train_samples_as_the_validation_split_holds() -> None:
+    """The train side of the generalization gap: as many rows as the val side (1024-4096), and
+    4096 without a validation split, where early stopping watches it."""
+    from worker.training.loop import GAP_SAMPLES, MIN_GAP_SAMPLES, gap_samples
+
+    assert gap_samples(0) == GAP_SAMPLES == 4096
+    assert gap_samples(10) == MIN_GAP_SAMPLES == 1024
+    assert gap_samples(2500) == 2500
+    assert gap_samples(60_000) == GAP_SAMPLES

@@ -50,7 +50,17 @@ log = logging.getLogger(__name__)
 CHECK_EVERY = 16  # steps between reads of the loss, the cancel flag and the clock...
 CHECK_SECONDS = 0.2  # ...when at least this long has passed since the last read
 KEEP_EPOCH_CHECKPOINTS = 3
-GAP_SAMPLES = 4096  # train samples evaluated in eval mode each epoch, for the generalization gap
+GAP_SAMPLES = 4096  # at most this many train samples evaluated in eval mode each epoch (gap_samples)
+MIN_GAP_SAMPLES = 1024
+
+
+def gap_samples(n_val: int) -> int:
+    """How many train samples estimate the train side of the generalization gap each epoch: as
+    many as the validation split estimates the other side with (the gap is no more precise than
+    that), at least MIN_GAP_SAMPLES, at most GAP_SAMPLES; GAP_SAMPLES without a validation
+    split, where the train-side loss is what early stopping watches. On a small dataset, whose
+    epoch is a few dozen steps, evaluating 4096 rows cost a third of the epoch."""
+    return GAP_SAMPLES if n_val == 0 else min(GAP_SAMPLES, max(MIN_GAP_SAMPLES, n_val))
 
 
 def _noop(*_: Any) -> None:
@@ -296,7 +306,9 @@ def _splits(
         return torch.as_tensor(X, device=data_device), torch.as_tensor(y, device=data_device)
 
     X, y = tensors(data.X_train, data.y_train)
-    gap_idx = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))[:GAP_SAMPLES]
+    gap_idx = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))[
+        : gap_samples(len(data.X_val))
+    ]
     gap_idx = gap_idx.to(data_device)
     splits = {
         "train": (X, y),

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from service.contract.spec import JobSpec
-from worker.training.loop import CHECK_EVERY, GAP_SAMPLES
+from worker.training.loop import CHECK_EVERY, gap_samples
 from worker.training.regularization import EarlyStopping
 from worker.training.stacked import StackedTrainer, TrialResult
 
@@ -75,7 +75,8 @@ class _Fit:
             self.streams[key] = gen
         if seed not in self.gap_idx:
             cpu = torch.Generator().manual_seed(seed)
-            self.gap_idx[seed] = torch.randperm(self.n, generator=cpu)[:GAP_SAMPLES].to(self.tr.device)
+            gap = gap_samples(len(self.tr.Xv))
+            self.gap_idx[seed] = torch.randperm(self.n, generator=cpu)[:gap].to(self.tr.device)
         self.slot[g] = _Slot(EarlyStopping.for_spec(es, monitor), monitor, key)
 
     def live(self) -> list[int]:
