@@ -40,11 +40,12 @@ Scratch = torch.Tensor | None
 
 
 def _fast(device: torch.device, capturable: bool = True) -> dict[str, bool]:
-    # fused kernels on CUDA (one launch for all tensors), capturable so that the step can be
-    # replayed from a CUDA graph; foreach on CPU
+    # fused kernels: on CUDA one launch for all tensors, capturable so that the step can be
+    # replayed from a CUDA graph; on the CPU one pass over each tensor (a 784-128-10 MLP's Adam
+    # step: 0.8 ms through foreach's dozen list ops and their Python, a tenth of that fused)
     if device.type == "cuda":
         return {"fused": True, "capturable": True} if capturable else {"fused": True}
-    return {"foreach": True}
+    return {"fused": True}
 
 
 @dataclass(frozen=True)
