@@ -113,6 +113,7 @@ def run(workers: int, threads: int, doc: dict[str, Any]) -> dict[str, Any]:
                 time.sleep(0.2)
             sweep = SweepSpec.model_validate(doc)
             checked = sweeps.check_sweep(sweep, store, "default", settings)
+            cpu0 = _cpu_seconds({p.pid for p in procs})
             t0 = time.perf_counter()
             row = sweeps.submit(checked, store, Broker(settings), "default", settings)
             deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -120,23 +121,42 @@ def run(workers: int, threads: int, doc: dict[str, Any]) -> dict[str, Any]:
                 rows = store.trials([row["id"]])[row["id"]]
                 if all(r["status"] in TRIAL_FINISHED for r in rows):
                     seconds = time.perf_counter() - t0
+                    cpu = _cpu_seconds({p.pid for p in procs}) - cpu0
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the sweep did not end in {RUN_TIMEOUT_S} s")
                 time.sleep(0.1)
-            workers_seen = {r["worker"] for r in rows}
             statuses = sorted({r["status"] for r in rows})
             timeline = _timeline(store, row["id"], rows)
+            # the units' workers: a trial whose folds were split over units names only the
+            # worker of its last part
+            workers_seen = {u["worker"] for u in timeline["units"] if u["worker"] is not None}
         finally:
             _stop(procs)
     return {
         "workers": workers,
         "torch_threads": threads,
         "seconds": seconds,
+        # what the workers computed meanwhile, over all their processes: less noisy than the
+        # wall time on a machine others use too (a split that trains fewer steps costs less)
+        "cpu_seconds": cpu,
         "workers_that_trained": len(workers_seen),
         "trial_statuses": statuses,
         "timeline": timeline,
     }
+
+
+def _cpu_seconds(groups: set[int]) -> float:
+    """CPU seconds (user + system) of every process in these process groups, from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _timeline(store: Any, sweep_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def coordinate(
         ]
         # budget.max_trials: the first trials start, the others end cancelled, untrained
         left = left[: max(planned_trials(sweep) - len(planned), 0)]
-        size = unit_size(sweep, len(left), workers)
+        size = grid_unit_size(sweep, len(left), workers)
         one_gpu_group = sweep.parallel is None and queue == queue_name(s, "gpu")
         if one_gpu_group:
             # One GPU trains a stacked group of hundreds of trials about as fast as a few: a
@@ -170,6 +170,21 @@ def unit_size(sweep: SweepSpec, trials: int, workers: int) -> int:
     if sweep.parallel is not None:
         return sweep.parallel
     return max(1, min(DEFAULT_PARALLEL, math.ceil(trials / max(workers, 1))))
+
+
+def grid_unit_size(sweep: SweepSpec, trials: int, workers: int) -> int:
+    """Trials per unit of a grid or random sweep: unit_size, unless a CV sweep that names no
+    `parallel` has fewer full units (DEFAULT_PARALLEL trials) than live workers; then its folds
+    are dealt over the workers first (fold_parts) and its trials only over the workers that
+    leaves, so a unit keeps its stacked group wide. On a CPU a stacked step's cost is mostly
+    per step, not per trial (8 trials stacked took 1.4× the time of 4 on one thread): an
+    8-trial, 4-fold grid on two workers trains faster as two units of 8 trials × 2 folds than
+    as two of 4 trials × 4 folds (half the steps per worker)."""
+    full = math.ceil(trials / DEFAULT_PARALLEL)
+    if sweep.parallel is not None or sweep.cv_folds < 2 or full == 0 or full >= workers:
+        return unit_size(sweep, trials, workers)
+    sets = min(sweep.cv_folds, workers // full)
+    return math.ceil(trials / max(full, workers // sets))
 
 
 def fold_parts(sweep: SweepSpec, units: int, workers: int) -> list[list[int] | None]:

@@ -111,8 +111,9 @@ def test_units_are_written_only_by_the_sweeps_coordinator(stores: tuple[Reposito
     ("regtrain-cpu", None, [("w1", 0), ("w2", 0), ("w3", 600), ("w4", 0, "regtrain-gpu")],
      [list(range(5)), list(range(5, 10))]),
     ("regtrain-cpu", 3, [("w1", 0), ("w2", 0)], [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]),  # parallel rules
-    # fewer trials than workers: each trial's folds are dealt over units (units × fold sets)
-    ("regtrain-cpu", None, [(f"w{i}", 0) for i in range(24)], [[i] for i in range(10) for _ in (0, 1)]),
+    # fewer full units than workers: the folds are dealt over units first (units × fold sets),
+    # then the trials over the workers that leaves, so each stacked group stays as wide
+    ("regtrain-cpu", None, [(f"w{i}", 0) for i in range(24)], [[i, i + 1] for i in range(0, 10, 2) for _ in range(4)]),
     ("regtrain-gpu", None, [], [list(range(10))]),  # one stacked group on one GPU
     ("regtrain-gpu", 4, [], [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]),  # unless asked to spread it
 ])  # fmt: skip
@@ -152,7 +153,7 @@ def test_a_coordinator_splits_a_grid_into_units_by_its_queue(
     written = rt.units.of([row["id"]])[row["id"]]
     assert [u["trials"] for u in written] == expected
     if len(live) == 24:
-        assert [u["folds"] for u in written] == [[0, 2], [1, 3]] * 10
+        assert [u["folds"] for u in written] == [[0], [1], [2], [3]] * 5
     else:
         assert {u["folds"] is None for u in written} == {True}
     assert sent == [(u["id"], queue) for u in written]
