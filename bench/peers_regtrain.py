@@ -150,7 +150,7 @@ def wait_sweep(http: httpx.Client, sweep_id: str) -> dict[str, Any]:
         doc: dict[str, Any] = http.get(f"/v1/sweeps/{sweep_id}").json()
         if doc["status"] in FINISHED:
             return doc
-        time.sleep(0.2)  # the times are the server's: polling adds no error, only load
+        time.sleep(1.0)  # the times are the server's: polling adds no error, only load (on the same cores)
     raise TimeoutError(f"sweep {sweep_id} did not finish in {SWEEP_TIMEOUT_S} s")
 
 
