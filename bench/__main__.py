@@ -1,13 +1,15 @@
 """Every benchmark of the project in one run, one table of ratios, one JSON file.
 
-    python -m bench [--quick] [--only service]
+    python -m bench [--quick] [--only service] [--peers]
 
 Each ratio compares regtrain with a baseline measured in the same run on the same machine:
 the engine against the hand-written DataLoader loop (CPU; CUDA at batch 64 and 512 when a GPU
 is present), a stacked sweep against the same trials one by one, the service against
 `regtrain train` and a bare FastAPI endpoint, on both backends (SQLite + the file broker, and
 PostgreSQL + Redis); a full store (100,000 finished jobs) against an empty one; the load test's
-latencies on the fleet; two API processes against one. Figures go to bench/results/<time>.json.
+latencies on the fleet; two API processes against one; with --peers, regtrain's search against
+an Optuna script and Ray Tune and issue 21's other targets (bench/peers.py --all: about ten more
+minutes on two cores). Figures go to bench/results/<time>.json.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import engine, full_store, load, scale_out, service, sweep
+from bench import engine, full_store, load, peers, scale_out, service, sweep
 
 RESULTS = Path(__file__).parent / "results"
 Rows = list[tuple[str, str, float, str]]  # (ratio, case, measured, target)
@@ -29,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer jobs and trials (a smoke run)")
     ap.add_argument("--only", choices=["service"], help="only the service's benchmarks (no torch work)")
+    ap.add_argument("--peers", action="store_true", help="also bench.peers --all (issue 21's targets)")
     args = ap.parse_args()
     import torch
 
@@ -44,6 +47,8 @@ def main() -> None:
     if args.only != "service":
         _engine_and_sweep(args.quick, cuda, out, rows)
     _service(args.quick, out, rows)
+    if args.peers:
+        _peers(args.quick, out, rows)
     print("\n" + f"{'ratio':56} {'case':24} {'measured':>9}  target")
     for name, case, value, target in rows:
         print(f"{name:56} {case:24} {value:9.2f}  {target}")
@@ -89,6 +94,14 @@ def _engine_and_sweep(quick: bool, cuda: bool, out: dict[str, Any], rows: Rows) 
                     "≥ 15",
                 )
             )
+
+
+def _peers(quick: bool, out: dict[str, Any], rows: Rows) -> None:
+    print("\n== regtrain's search against its peers (bench/peers.py)")
+    argv = ["--all", *(["--problem", "digits", "--skip-ray"] if quick else [])]
+    out["peers"] = peers.main(argv)
+    for r in out["peers"]["rows"]:
+        rows.append((r["what"], r["case"], r["measured"], r["target"]))
 
 
 def _service(quick: bool, out: dict[str, Any], rows: Rows) -> None:
