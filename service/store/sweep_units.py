@@ -502,6 +502,7 @@ class SweepUnits:
                     )
                 ).all()
             )
+            rows = []
             for index, p in progress.items():
                 # A unit trained again after its worker died starts its trials over, with the
                 # same seed: the steps its first attempt recorded keep their values, as the
@@ -510,11 +511,21 @@ class SweepUnits:
                 curve = list(curves.get(index) or [])
                 if not curve or p["step"] > curve[-1][0]:
                     curve.append([p["step"], p.get("value")])
-                conn.execute(
-                    sweep_trials.update()
-                    .where(sweep_trials.c.sweep_id == sweep_id, sweep_trials.c.trial_index == index)
-                    .values(progress=p, curve=curve, updated_at=at)
+                rows.append({"b_index": index, "b_progress": p, "b_curve": curve})
+            # one statement for the round's trials (executemany), not one each
+            conn.execute(
+                sweep_trials.update()
+                .where(
+                    sweep_trials.c.sweep_id == sweep_id,
+                    sweep_trials.c.trial_index == sa.bindparam("b_index"),
                 )
+                .values(
+                    progress=sa.bindparam("b_progress", type_=sweep_trials.c.progress.type),
+                    curve=sa.bindparam("b_curve", type_=sweep_trials.c.curve.type),
+                    updated_at=at,
+                ),
+                rows,
+            )
 
     def finish(self, unit: str, owner: str, status: UnitStatus, error: dict[str, Any] | None = None) -> bool:
         """Write the unit's final state once (lease owner only); a trial it did not finish ends
