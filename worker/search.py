@@ -21,10 +21,11 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
-from optuna.distributions import distribution_to_json
+from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 from pydantic import ValidationError
 from sqlalchemy import event as sa_event
@@ -32,7 +33,7 @@ from sqlalchemy import event as sa_event
 from service.contract.errors import ErrorType, SpecError
 from service.contract.search_space import Dimension, Pruner, ordered, study_name, trial_spec
 from service.contract.sweep_spec import SweepSpec
-from service.store.studies import NewTrial, StudyWrites
+from service.store.studies import NewTrial, StoredTrial, StudyWrites
 from worker.pruning import GapRule, RungRule
 
 if TYPE_CHECKING:  # torch: imported only where a process trains
@@ -193,7 +194,8 @@ def ask(
     spec, trial number → error of the ones that do not, already told failed). `asked` gets the
     storage's trial id of each valid one. `st`: the study's storage (`storage`)."""
     study_id = st.get_study_id_from_name(study.study_name)
-    return _ask(Mirror(study), study_id, StudyWrites(st.engine), sweep, n, asked)
+    writes = StudyWrites(st.engine)
+    return _ask(Mirror(study, study_id, writes), study_id, writes, sweep, n, asked)
 
 
 def _ask(
@@ -218,7 +220,7 @@ def _ask(
         mt = mirror.copy.ask()
         proposed.append((suggest(mt, sweep.space), mirror.copy.get_trials(deepcopy=False)[-1]))
     written = writes.add_trials(study_id, [_new_trial(frozen) for _, frozen in proposed])
-    mirror.asked([f.number for _, f in proposed], [number for _, number in written])
+    mirror.asked([f.number for _, f in proposed], written)
     good: dict[int, dict[str, Any]] = {}
     bad: dict[int, Any] = {}
     for (params, _), (trial_id, number) in zip(proposed, written, strict=True):
@@ -247,15 +249,16 @@ def _new_trial(frozen: optuna.trial.FrozenTrial) -> NewTrial:
 
 class Mirror:
     """The study's trials, in order (so with the same numbers), in an in-memory study that asks
-    with the study's own sampler, kept from one ask to the next: each ask reads the study once
-    (finished trials come from Optuna's cache) and copies in only the trials new since, and
-    the end of those that ended (a pruned one with its last value, all a sampler reads of its
-    curve); copying the whole study afresh each time was most of a refill's ask (15-35 ms
-    with 8-20 trials). A copy whose numbers part from the study's (another unit asked between
-    its proposal and its write) is made afresh."""
+    with the study's own sampler, kept from one ask to the next: each ask reads (one snapshot,
+    service/store/studies.py) only the trials new since and those it holds running, and copies
+    in the new ones and the end of those that ended (a pruned one with its last value, all a
+    sampler reads of its curve). Copying the whole study afresh each time, through Optuna's
+    storage (which reads every running trial's every row), was most of a refill's ask (15-35
+    ms with 8-20 trials). A copy whose numbers part from the study's (another unit asked
+    between its proposal and its write) is made afresh."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        self.study = study
+    def __init__(self, study: optuna.Study, study_id: int, writes: StudyWrites) -> None:
+        self.study, self.study_id, self.writes = study, study_id, writes
         self._afresh()
 
     def _afresh(self) -> None:
@@ -266,31 +269,65 @@ class Mirror:
             directions=self.study.directions,
         )
         self.states: list[TrialState] = []  # of the copy's trials, by number
+        self.running: dict[int, int] = {}  # trial id → number, of the copy's running trials
+        self.after_id = 0  # every trial up to this id is in the copy
 
     def sync(self) -> None:
-        for t in self.study.get_trials(deepcopy=False):
+        for t in self.writes.trials(self.study_id, self.after_id, sorted(self.running)):
+            state = TrialState[t.state]
+            if t.number > len(self.states):  # one went missing: read the whole study again
+                self._afresh()
+                self.sync()
+                return
             if t.number == len(self.states):
-                self.copy.add_trial(t)
-                self.states.append(t.state)
-            elif self.states[t.number] != t.state:
-                self._ended(t)
+                self.copy.add_trial(_frozen(t))
+                self.states.append(state)
+                if state == TrialState.RUNNING:
+                    self.running[t.trial_id] = t.number
+            elif self.states[t.number] != state:
+                self._ended(t, state)
+            self.after_id = max(self.after_id, t.trial_id)
 
-    def _ended(self, t: optuna.trial.FrozenTrial) -> None:
-        if t.state == TrialState.PRUNED and t.last_step is not None:
+    def _ended(self, t: StoredTrial, state: TrialState) -> None:
+        if state == TrialState.PRUNED and t.last is not None:
             copied = self.copy.get_trials(deepcopy=False)[t.number]
-            trial = optuna.trial.Trial(self.copy, copied._trial_id)
-            trial.report(t.intermediate_values[t.last_step], t.last_step)
-        values = t.values if t.state == TrialState.COMPLETE else None
-        self.copy.tell(t.number, values, state=t.state)
-        self.states[t.number] = t.state
+            optuna.trial.Trial(self.copy, copied._trial_id).report(t.last[1], t.last[0])
+        self.copy.tell(t.number, t.values if state == TrialState.COMPLETE else None, state=state)
+        self.states[t.number] = state
+        self.running.pop(t.trial_id, None)
 
-    def asked(self, proposed: list[int], written: list[int]) -> None:
-        """The numbers the copy gave the trials it proposed, and those the study wrote them
-        under: the copy goes on only where they agree."""
-        if proposed == written:
-            self.states += [TrialState.RUNNING] * len(written)
-        else:
+    def asked(self, proposed: list[int], written: list[tuple[int, int]]) -> None:
+        """The numbers the copy gave the trials it proposed, and the (trial id, number) the
+        study wrote them under: the copy goes on only where the numbers agree (then no trial
+        came in between, and the copy holds every trial up to these ids)."""
+        if proposed != [number for _, number in written]:
             self._afresh()
+            return
+        self.states += [TrialState.RUNNING] * len(written)
+        self.running.update(dict(written))
+        self.after_id = max([self.after_id, *(i for i, _ in written)])
+
+
+def _frozen(t: StoredTrial) -> optuna.trial.FrozenTrial:
+    """A trial the copy takes in: what a sampler reads (no user attrs; of its curve, the last
+    value). Its times are the copy's own (no sampler of regtrain's reads them)."""
+    dists = {name: json_to_distribution(d) for name, (_, d) in t.params.items()}
+    state = TrialState[t.state]
+    now = datetime.now()
+    return optuna.trial.FrozenTrial(
+        number=t.number,
+        state=state,
+        value=None,
+        values=t.values if state != TrialState.FAIL else None,
+        datetime_start=now,
+        datetime_complete=now if state.is_finished() else None,
+        params={name: dists[name].to_external_repr(v) for name, (v, _) in t.params.items()},
+        distributions=dists,
+        user_attrs={},
+        system_attrs={k: json.loads(v) for k, v in t.system_attrs.items()},
+        intermediate_values=dict([t.last]) if t.last is not None else {},
+        trial_id=t.trial_id,
+    )
 
 
 END_ATTR = "regtrain_end"  # the user attr that says why regtrain ended a trial of the study
@@ -367,7 +404,8 @@ class UnitSearch:
         gap = GapRule(sweep.pruner) if sweep.pruner.type == "gap" else None
         reported = {t.number: set(t.intermediate_values) for t in known if t.number in trials}
         writes = StudyWrites(st.engine)
-        return cls(sweep, study, st, study_id, writes, Mirror(study), trials, gap, rungs, reported)
+        mirror = Mirror(study, study_id, writes)
+        return cls(sweep, study, st, study_id, writes, mirror, trials, gap, rungs, reported)
 
     def ask(self, n: int) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
         """Ask `n` trials for this unit (its first ones, or one for a freed slot of a stacked

@@ -91,6 +91,20 @@ class NewTrial:
     system_attrs: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class StoredTrial:
+    """A trial of the study as a sampler reads it: its state, values (by objective), params
+    (internal value, distribution JSON), system attrs (JSON text) and last reported value."""
+
+    trial_id: int
+    number: int
+    state: str
+    values: list[float] | None
+    params: dict[str, tuple[float, str]]
+    system_attrs: dict[str, str]
+    last: tuple[int, float] | None  # (step, value) of its last finite report
+
+
 class StudyWrites:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -208,3 +222,75 @@ class StudyWrites:
                 trials.update().where(trials.c.trial_id == trial_id).values(state=state, datetime_complete=at)
             )
         return True
+
+    def trials(self, study_id: int, after_id: int, watch: list[int]) -> list[StoredTrial]:
+        """The study's trials with an id above `after_id` (new since a reader last looked) or
+        in `watch` (running when it looked), in number order, in one read (a snapshot): what a
+        unit's copy of the study needs to follow it (worker/search.py Mirror), where Optuna's
+        storage reads every running trial's every row through its ORM."""
+        with self.engine.connect() as conn, conn.begin():
+            found = conn.execute(
+                sa.select(trials.c.trial_id, trials.c.number, trials.c.state)
+                .where(
+                    trials.c.study_id == study_id,
+                    (trials.c.trial_id > after_id) | trials.c.trial_id.in_(watch),
+                )
+                .order_by(trials.c.number)
+            ).all()
+            ids = [int(t.trial_id) for t in found]
+            if not ids:
+                return []
+            params: dict[int, dict[str, tuple[float, str]]] = {i: {} for i in ids}
+            for r in conn.execute(
+                sa.select(
+                    trial_params.c.trial_id,
+                    trial_params.c.param_name,
+                    trial_params.c.param_value,
+                    trial_params.c.distribution_json,
+                ).where(trial_params.c.trial_id.in_(ids))
+            ):
+                params[int(r.trial_id)][str(r.param_name)] = (float(r.param_value), str(r.distribution_json))
+            attrs: dict[int, dict[str, str]] = {i: {} for i in ids}
+            for a in conn.execute(
+                sa.select(
+                    trial_system_attributes.c.trial_id,
+                    trial_system_attributes.c.key,
+                    trial_system_attributes.c.value_json,
+                ).where(trial_system_attributes.c.trial_id.in_(ids))
+            ):
+                attrs[int(a.trial_id)][str(a.key)] = str(a.value_json)
+            ended = [int(t.trial_id) for t in found if t.state != "RUNNING"]
+            values: dict[int, list[tuple[int, float]]] = {}
+            last: dict[int, tuple[int, float]] = {}
+            if ended:
+                for v in conn.execute(
+                    sa.select(trial_values.c.trial_id, trial_values.c.objective, trial_values.c.value).where(
+                        trial_values.c.trial_id.in_(ended), trial_values.c.value_type == "FINITE"
+                    )
+                ):
+                    values.setdefault(int(v.trial_id), []).append((int(v.objective), float(v.value)))
+                iv = trial_intermediate_values
+                top = (
+                    sa.select(iv.c.trial_id, sa.func.max(iv.c.step).label("step"))
+                    .where(iv.c.trial_id.in_(ended))
+                    .group_by(iv.c.trial_id)
+                    .subquery()
+                )
+                for x in conn.execute(
+                    sa.select(iv.c.trial_id, iv.c.step, iv.c.intermediate_value)
+                    .join(top, (iv.c.trial_id == top.c.trial_id) & (iv.c.step == top.c.step))
+                    .where(iv.c.intermediate_value_type == "FINITE")
+                ):
+                    last[int(x.trial_id)] = (int(x.step), float(x.intermediate_value))
+        return [
+            StoredTrial(
+                int(t.trial_id),
+                int(t.number),
+                str(t.state),
+                [v for _, v in sorted(values[int(t.trial_id)])] if int(t.trial_id) in values else None,
+                params[int(t.trial_id)],
+                attrs[int(t.trial_id)],
+                last.get(int(t.trial_id)),
+            )
+            for t in found
+        ]

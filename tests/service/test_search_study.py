@@ -143,7 +143,8 @@ def test_a_units_copy_of_the_study_follows_it_from_ask_to_ask(store: Repository,
     assert [t.values for t in copied] == [t.values for t in held]  # the pruned one: its last value
     assert [t.params for t in copied] == [t.params for t in held]
     assert copied[a].intermediate_values == {2: 0.4}
-    mirror = Mirror(study)
+    mirror = Mirror(study, search.study_id, search.writes)
     mirror.sync()
-    mirror.asked([5], [6])  # another unit's trial took number 5 meanwhile
+    assert [t.number for t in mirror.copy.get_trials()] == [t.number for t in held]
+    mirror.asked([5], [(99, 6)])  # another unit's trial took number 5 meanwhile
     assert mirror.states == [] and mirror.copy.get_trials() == []

@@ -101,6 +101,18 @@ def test_trials_and_reports_read_back_as_optuna_wrote_them(store_url: str) -> No
         assert got[1].intermediate_values == {1: 0.6, 2: 0.7, 3: 0.8}
         assert got[2].intermediate_values == {1: 0.4}
         assert got[1].datetime_start is not None
+        # what a unit's copy of the study reads of it (worker/search.py Mirror): all of it,
+        # then only the trials above an id and those it holds running
+        read = writes.trials(study_id, 0, [])
+        assert [(t.number, t.state, t.values) for t in read] == [
+            (0, "COMPLETE", [0.5]),
+            (1, "RUNNING", None),
+            (2, "PRUNED", [0.4]),
+            (3, "COMPLETE", [0.75]),
+        ]
+        assert read[2].last == (1, 0.4) and read[1].last is None  # a running one's: not read
+        assert read[1].params == new[0].params and read[1].system_attrs == {"grid_id": "3"}
+        assert [t.number for t in writes.trials(study_id, b, [a])] == [1, 3]
         # Optuna numbers the next trial it makes itself after these
         assert study.ask().number == 4
     finally:
