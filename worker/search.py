@@ -272,14 +272,14 @@ class Mirror:
         self.running: dict[int, int] = {}  # trial id → number, of the copy's running trials
         self.after_id = 0  # every trial up to this id is in the copy
 
-    def sync(self) -> None:
+    def sync(self, again: bool = True) -> None:
         for t in self.writes.trials(self.study_id, self.after_id, sorted(self.running)):
             state = TrialState[t.state]
-            if t.number > len(self.states):  # one went missing: read the whole study again
+            if t.number > len(self.states) and again:  # one went missing: read it all again
                 self._afresh()
-                self.sync()
+                self.sync(again=False)
                 return
-            if t.number == len(self.states):
+            if t.number >= len(self.states):  # (past a gap only if the study has one)
                 self.copy.add_trial(_frozen(t))
                 self.states.append(state)
                 if state == TrialState.RUNNING:
