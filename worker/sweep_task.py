@@ -28,7 +28,7 @@ from service.submission import jobs
 from worker import leased_task
 from worker.artifact_sync import check_sweep_dataset, held_sweep_dataset
 from worker.celery_app import app
-from worker.lease import SweepLease
+from worker.lease import Lease, SweepLease
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("regtrain.worker")
@@ -111,6 +111,7 @@ def execute_sweep(sweep_id: str, rt: Runtime) -> None:
     status = leased_task.run_engine("sweep", sweep_id, lease, run, fail, retry_infrastructure=False)
     if status is None:
         return
+    status = settled_status(lease, status)
 
     rows = store.trials([sweep_id])[sweep_id]
     by_index = {r["trial_index"]: r for r in rows}
@@ -237,3 +238,15 @@ def _retrain(
         detail = e.detail if isinstance(e, DomainError) else str(e)
         log.warning("sweep %s: the retrain of trial %d was refused: %s", claim.sweep_id, trial.index, detail)
         return None, {"type": ErrorType.RETRAIN_REFUSED, "message": str(detail)[:2000]}
+
+
+def settled_status(lease: Lease, status: str) -> str:
+    """The sweep's status once its units have all ended: a cancel that raced their end is a
+    cancel. A unit's lease can see the request a heartbeat before the sweep's own: its unit
+    then ends cancelled, and the coordinator, finding every unit ended, says "succeeded"; with
+    no trial left to rank, that read as "every trial failed". One last beat settles it."""
+    if status == "succeeded":
+        lease.beat()
+        if lease.reason == "cancel":
+            return "cancelled"
+    return status
