@@ -46,7 +46,12 @@ def test_an_unreachable_server_is_named_within_two_seconds() -> None:
     took = time.monotonic() - t0
     assert out.returncode == 1 and f"cannot reach the server at {url}" in out.stderr
     assert "Traceback" not in out.stderr
-    assert took < 2.0 + 1.5  # the 2 s budget plus the interpreter's start on a busy machine
+    # against the same interpreter and imports started in the same moment (`--help`), not a
+    # fixed wall: on a loaded CI machine the start alone took 3.5 s
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "service.cli", "jobs", "--help"], capture_output=True, timeout=60)
+    start = time.monotonic() - t0
+    assert took < start + 2.0 + 1.0  # the 2 s budget, and a second of slack for the load to move
 
 
 def test_make_up_takes_port_and_host_and_says_where_regtrain_is() -> None:
