@@ -21,7 +21,8 @@ over trials). The compute floor: this machine's matmul rate, measured in the sam
 regtrain's search trial-epochs need at that rate (forward + backward ≈ 3× the forward matmuls
 over the train rows; the retrain left out). Every ratio is printed beside its issue-21
 target, with the load average before and after each turn; a turn that began with the 1-minute
-load above the core count is flagged void. --all adds the other targets (bench/peers_all.py):
+load above the core count is flagged void. --all adds the other targets (bench/peers_all.py), each
+started once the 1-minute load has settled below 1 (at most 3 minutes' wait):
 a pruned search against a 64-point grid, two workers against one, the engine against the hand loop.
 
 Usage: python -m bench.peers [--problem digits|mnist784|both] [--trials 32] [--epochs 20]
@@ -60,6 +61,24 @@ class Row:
 
 def _load() -> tuple[float, float, float]:
     return os.getloadavg()
+
+
+SETTLE_LOAD = 1.0  # the 1-minute load an --all turn waits for (a core's worth of others' work)
+SETTLE_S = 180.0
+
+
+def _settled(label: str) -> tuple[float, float, float]:
+    """The load once it has settled below SETTLE_LOAD, or after SETTLE_S: the --all turns follow
+    Ray Tune's, whose processes leave the 1-minute load at 1.5-2 for a minute or two, and the
+    engine and two-worker ratios moved by 0.3-0.4 between such runs."""
+    t0 = time.monotonic()
+    load = _load()
+    while load[0] > SETTLE_LOAD and time.monotonic() - t0 < SETTLE_S:
+        time.sleep(5)
+        load = _load()
+    if time.monotonic() - t0 >= 5:
+        print(f"  waited {time.monotonic() - t0:.0f} s for the load to settle before {label}", flush=True)
+    return load
 
 
 def _warn_load(label: str, load: tuple[float, float, float]) -> None:
@@ -191,7 +210,7 @@ def run_extra(grid_epochs: int) -> dict[str, Any]:
         ("engine", peers_all.engine_vs_hand),
     )
     for key, measure in measures:
-        before = _load()
+        before = _settled(key)
         print(f"\n== {key}  (load {before[0]:.2f})", flush=True)
         _warn_load(key, before)
         out[key] = {**measure(), "load_before": before, "load_after": _load()}
