@@ -27,18 +27,17 @@ def _grads(step: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(100 + step))
 
 
-@pytest.mark.parametrize("doc", OPTIMIZERS, ids=lambda d: f"{d['name']}-{len(d)}")
-def test_the_trial_axis_update_is_the_torch_optimizer_trial_by_trial(doc: dict[str, Any]) -> None:
-    """Three trials with their own lr and weight decay, one of them entering two steps late
-    (a refilled slot: fresh state and its own step count), each equal to its own torch run."""
-    G, shape, steps = 3, (5, 4), 6
-    lrs, wds, starts = (
-        [doc["lr"], doc["lr"] / 3, doc["lr"] * 2],
-        [doc.get("weight_decay", 0.0), 0.0, 1e-3],
-        [0, 0, 2],
-    )
-    o = OptimizerSpec.model_validate(doc)
-    rule = UPDATES[o.name]
+def _trials(doc: dict[str, Any]) -> tuple[list[float], list[float], list[int]]:
+    """Three trials' lr, weight decay and first step (the third enters two steps late)."""
+    return [doc["lr"], doc["lr"] / 3, doc["lr"] * 2], [doc.get("weight_decay", 0.0), 0.0, 1e-3], [0, 0, 2]
+
+
+def _solo_runs(
+    doc: dict[str, Any], G: int, shape: tuple[int, ...], steps: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The trials' initial weights (G, *shape), and each one trained alone by its torch optimizer."""
+    lrs, wds, starts = _trials(doc)
+    rule = UPDATES[doc["name"]]
     init = torch.randn((G, *shape), generator=torch.Generator().manual_seed(0))
     solo = []
     for g in range(G):
@@ -49,6 +48,18 @@ def test_the_trial_axis_update_is_the_torch_optimizer_trial_by_trial(doc: dict[s
             p.grad = _grads(s, (G, *shape))[g].clone()
             opt.step()
         solo.append(p.detach())
+    return init, solo
+
+
+@pytest.mark.parametrize("doc", OPTIMIZERS, ids=lambda d: f"{d['name']}-{len(d)}")
+def test_the_trial_axis_update_is_the_torch_optimizer_trial_by_trial(doc: dict[str, Any]) -> None:
+    """Three trials with their own lr and weight decay, one of them entering two steps late
+    (a refilled slot: fresh state and its own step count), each equal to its own torch run."""
+    G, shape, steps = 3, (5, 4), 6
+    lrs, wds, starts = _trials(doc)
+    o = OptimizerSpec.model_validate(doc)
+    rule = UPDATES[o.name]
+    init, solo = _solo_runs(doc, G, shape, steps)
 
     stacked = init.clone()
     ax = terms.TrialAxis(G, {id(stacked): 0})
@@ -104,23 +115,10 @@ def test_the_per_trial_kernel_is_the_torch_optimizer_trial_by_trial(doc: dict[st
     block): three trials, their own lr and weight decay (the terms' part), one entering two
     steps late and so not stepped before, each equal to its own torch run."""
     G, shape, steps = 3, (5, 4), 6
-    lrs, wds, starts = (
-        [doc["lr"], doc["lr"] / 3, doc["lr"] * 2],
-        [doc.get("weight_decay", 0.0), 0.0, 1e-3],
-        [0, 0, 2],
-    )
+    lrs, wds, starts = _trials(doc)
     o = OptimizerSpec.model_validate(doc)
     rule = UPDATES[o.name]
-    init = torch.randn((G, *shape), generator=torch.Generator().manual_seed(0))
-    solo = []
-    for g in range(G):
-        p = torch.nn.Parameter(init[g].clone())
-        spec = OptimizerSpec.model_validate({**doc, "lr": lrs[g], "weight_decay": wds[g]})
-        opt = rule.torch_optimizer([{"params": [p], "weight_decay": wds[g]}], spec, torch.device("cpu"))
-        for s in range(starts[g], steps):
-            p.grad = _grads(s, (G, *shape))[g].clone()
-            opt.step()
-        solo.append(p.detach())
+    init, solo = _solo_runs(doc, G, shape, steps)
 
     stacked = torch.nn.Parameter(init.clone())
     ax = terms.TrialAxis(G, {id(stacked): 0})

@@ -83,10 +83,23 @@ class Update:
         scratch: Sequence[torch.Tensor],
     ) -> None:
         """Every parameter's step, with (G,) learning rates and step counts along each one's
-        trial axis; `scratch[i]` a buffer shaped like params[i] (the step allocates nothing)."""
+        trial axis; `scratch[i]` a buffer shaped like params[i] (the step allocates nothing).
+        What depends on the trial only (per_step) is computed once, not once per parameter."""
+        a, b = self.per_step(o, lr, t)
         for p, st, buf in zip(params, states, scratch, strict=True):
             assert p.grad is not None
-            self.update(p, p.grad, st, o, ax.along(lr, p), ax.along(t, p), buf)
+            self.apply(p, p.grad, st, o, ax.along(a, p), ax.along(b, p), buf)
+
+    def per_step(self, o: OptimizerSpec, lr: Lr, t: Any) -> tuple[Any, Any]:
+        """The step's per-trial numbers that apply reads: (lr, t) as given, unless an entry
+        derives its own from them (Adam: its bias-corrected step size)."""
+        return lr, t
+
+    def apply(
+        self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, a: Any, b: Any, scratch: Scratch
+    ) -> None:
+        """One parameter's step from per_step's numbers."""
+        self.update(p, g, st, o, a, b, scratch)
 
     def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
         """Each trial's step through torch's fused one-trial kernel (one pass over p, g and the
@@ -185,11 +198,9 @@ class _Adam(Update):
         t: Any,
         scratch: Scratch = None,
     ) -> None:
-        step, bc2_sqrt = self.corrections(o, lr, t)
-        self._apply(p, g, st, o, step, bc2_sqrt, scratch)
+        self.apply(p, g, st, o, *self.per_step(o, lr, t), scratch)
 
-    @staticmethod
-    def corrections(o: OptimizerSpec, lr: Lr, t: Any) -> tuple[Lr, Lr]:
+    def per_step(self, o: OptimizerSpec, lr: Lr, t: Any) -> tuple[Lr, Lr]:
         """(step size lr / (1 − β₁ᵗ), √(1 − β₂ᵗ)): the bias corrections in double, then in
         float, as torch computes them."""
         b1, b2 = o.betas
@@ -199,38 +210,15 @@ class _Adam(Update):
             bc2_sqrt = bc2_sqrt.float()
         return step, bc2_sqrt
 
-    @staticmethod
-    def _apply(
-        p: torch.Tensor,
-        g: torch.Tensor,
-        st: State,
-        o: OptimizerSpec,
-        step: Lr,
-        bc2_sqrt: Lr,
-        scratch: Scratch,
+    def apply(
+        self, p: torch.Tensor, g: torch.Tensor, st: State, o: OptimizerSpec, a: Any, b: Any, scratch: Scratch
     ) -> None:
-        b1, b2 = o.betas
+        step, bc2_sqrt, (b1, b2) = a, b, o.betas
         st["m"].lerp_(g, 1 - b1)
         st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = torch.sqrt(st["v"], out=scratch) if scratch is not None else st["v"].sqrt()
         denom.div_(bc2_sqrt).add_(o.eps)
         _descend(p, torch.div(st["m"], denom, out=denom), step)
-
-    def update_all(
-        self,
-        params: Sequence[torch.Tensor],
-        states: list[State],
-        o: OptimizerSpec,
-        lr: torch.Tensor,
-        t: torch.Tensor,
-        ax: TrialAxis,
-        scratch: Sequence[torch.Tensor],
-    ) -> None:
-        # the (G,) corrections once per step, not once per parameter
-        step, bc2_sqrt = self.corrections(o, lr, t)
-        for p, st, buf in zip(params, states, scratch, strict=True):
-            assert p.grad is not None
-            self._apply(p, p.grad, st, o, ax.along(step, p), ax.along(bc2_sqrt, p), buf)
 
     def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
         # weight decay 0: coupled or decoupled, it is the terms' (worker.training.terms)
