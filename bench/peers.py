@@ -22,7 +22,8 @@ regtrain's search trial-epochs need at that rate (forward + backward ≈ 3× the
 over the train rows; the retrain left out). Every ratio is printed beside its issue-21
 target, with the load average before and after each turn; a turn that began with the 1-minute
 load above the core count is flagged void. --all adds the other targets (bench/peers_all.py), each
-started once the 1-minute load has settled below 1 (at most 3 minutes' wait):
+started, like every contestant's turn, once the 1-minute load has settled below 1 (at most
+3 minutes' wait):
 a pruned search against a 64-point grid, two workers against one, the engine against the hand loop.
 
 Usage: python -m bench.peers [--problem digits|mnist784|both] [--trials 32] [--epochs 20]
@@ -88,7 +89,9 @@ def _warn_load(label: str, load: tuple[float, float, float]) -> None:
 
 def _turn(name: str, problem: str, trials: int, epochs: int) -> Outcome:
     args = ["--problem", problem, "--trials", str(trials), "--epochs", str(epochs)]
-    before = _load()
+    # every turn starts on a settled machine: a turn right after Ray Tune's began at load 1.9
+    # and read 10% slower than one begun at 0.7
+    before = _settled(f"{name}'s turn")
     _warn_load(f"the start of {name}'s turn", before)
     if name == "regtrain":
         out = peers_regtrain.run(problem, trials, epochs)
@@ -194,6 +197,14 @@ def all_rows(extra: dict[str, Any]) -> list[Row]:
         Row(
             "two workers / one with each one's threads", f"{CORES} cores", f["ratio_same_threads"], "—", None
         ),
+        # the first ratio's bound: two one-thread workers at best halve one thread's time
+        Row(
+            "one worker, 2 threads' speedup over 1 (÷2: the bound)",
+            f"{CORES} cores",
+            f["thread_speedup"],
+            "—",
+            None,
+        ),
         Row(
             "engine / hand loop per epoch, cpu", "784-128-10, b64", e["speedup"], "≥ 1.2", e["speedup"] >= 1.2
         ),
@@ -226,7 +237,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> str:
             parts.append(_flat(v, f"{prefix}{k}."))
         elif isinstance(v, float):
             parts.append(f"{prefix}{k} {v:.3f}")
-        elif isinstance(v, int | str):
+        elif isinstance(v, int | str) or (isinstance(v, list) and all(isinstance(x, int | float) for x in v)):
             parts.append(f"{prefix}{k} {v}")
     return "  ".join(p for p in parts if p)
 

@@ -77,9 +77,10 @@ def test_rows_put_each_ratio_beside_its_target() -> None:
 def test_the_all_rows_read_every_extra_measurement() -> None:
     extra = {
         "pruned_vs_grid": {"ratio": 0.3, "difference_points": -0.2},
-        "fleet": {"ratio": 0.6, "ratio_same_threads": 0.5},
+        "fleet": {"ratio": 0.6, "ratio_same_threads": 0.5, "thread_speedup": 1.2},
         "engine": {"speedup": 1.3},
     }
     rows = peers.all_rows(extra)
-    assert [r.ok for r in rows] == [True, True, True, None, True]
+    assert [r.ok for r in rows] == [True, True, True, None, None, True]
+    assert rows[4].measured == 1.2
     assert all(r.target for r in rows)
