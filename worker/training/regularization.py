@@ -50,6 +50,9 @@ class Penalty:
         self.proximal = l1_mode == "proximal"
         self.l2_in_optimizer = l2_in_optimizer
         self.active = bool(params) and (l1 > 0 or l2 > 0)
+        # |w| and sign(w) of every step land here: on the CPU a new tensor the size of a layer
+        # per step costs more than the pass that fills it
+        self.scratch = [torch.empty_like(p) for p in params] if self.active and l1 > 0 else None
 
     @torch.no_grad()
     def value(self) -> torch.Tensor:
@@ -57,19 +60,21 @@ class Penalty:
         device = self.params[0].device if self.params else None
         if not self.active:
             return torch.zeros((), device=device)
-        return terms.penalty_value(self.params, self.l1, self.l2, terms.SOLO, device)
+        return terms.penalty_value(self.params, self.l1, self.l2, terms.SOLO, device, self.scratch)
 
     @torch.no_grad()
     def add_gradient(self) -> None:
         """g += 2λ₂w (unless folded into the optimizer) + λ₁·sign(w) in subgradient mode."""
         if not self.active:
             return
-        params = [p for p in self.params if p.grad is not None]
+        have = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in have]
         grads = [g for p in params if (g := p.grad) is not None]
         if self.l2 > 0 and not self.l2_in_optimizer:
             terms.add_scaled(grads, params, 2 * self.l2, terms.SOLO)
         if self.l1 > 0 and not self.proximal:
-            terms.add_l1_subgradient(grads, params, self.l1, terms.SOLO)
+            scratch = [self.scratch[i] for i in have] if self.scratch is not None else None
+            terms.add_l1_subgradient(grads, params, self.l1, terms.SOLO, scratch)
 
     @torch.no_grad()
     def proximal_step(self, lr: float) -> None:

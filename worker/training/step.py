@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from worker.training.hostdata import HostBatches
+from worker.training.optim import step_function
 from worker.training.regularization import Penalty, apply_max_norm
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Stepper:
         input_dtype: torch.dtype = torch.float32,  # int64: token ids of a text dataset
     ) -> None:
         self.model, self.criterion, self.optimizer, self.penalty = model, criterion, optimizer, penalty
+        self.optimizer_step = step_function(optimizer)
         self.regression = regression
         self.grad_clip_norm, self.max_norm = grad_clip_norm, max_norm
         self.device = device
@@ -96,7 +98,7 @@ class Stepper:
             self.penalty.add_gradient()
         if self.grad_clip_norm:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm, foreach=True)
-        self.optimizer.step()
+        self.optimizer_step()
         if self.penalty.proximal:
             self.penalty.proximal_step(self.lr)
         if self.max_norm:

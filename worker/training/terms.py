@@ -116,6 +116,8 @@ def penalty_value(
     scratch: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """λ₁·Σ|w| + λ₂·Σw² per trial, on the device (no host sync)."""
+    if ax.solo and params:
+        return _solo_value(params, float(l1), float(l2), scratch)
     total: torch.Tensor | None = None
     if params and _nonzero(l2):
         total = l2_value(params, l2, ax)
@@ -123,6 +125,28 @@ def penalty_value(
         value = l1_value(params, l1, ax, scratch)
         total = value if total is None else total.add_(value)
     return total if total is not None else torch.zeros(() if ax.solo else ax.G, device=device)
+
+
+def _solo_value(
+    params: Sequence[torch.Tensor], l1: float, l2: float, scratch: Sequence[torch.Tensor] | None
+) -> torch.Tensor:
+    """One trial's λ₁·Σ|w| + λ₂·Σw², each tensor's two sums in turn (Σw² a BLAS dot; |w| into
+    `scratch` where given): a solo step computes it on every batch, and for a small model the
+    list ops' stacking and a new tensor per |w| cost more than the sums (160 → 76 us a step for
+    a 784-128-10 MLP, 137 us of which was a fresh 100k-float |w| under the profiler)."""
+    total: torch.Tensor | None = None
+    for i, p in enumerate(params):
+        v = p.reshape(-1)
+        if l1 > 0:
+            a = torch.abs(v, out=scratch[i].view(-1)) if scratch is not None else v.abs()
+            term = a.sum().mul_(l1)
+        else:
+            term = torch.zeros((), device=p.device)
+        if l2 > 0:
+            term.add_(torch.dot(v, v), alpha=l2)
+        total = term if total is None else total.add_(term)
+    assert total is not None
+    return total
 
 
 @torch.no_grad()
@@ -145,7 +169,12 @@ def add_l1_subgradient(
 ) -> None:
     """g += λ₁·sign(w) (`scratch`: buffers shaped like params for the signs)."""
     if ax.solo:
-        torch._foreach_add_(grads, torch._foreach_sign(list(params)), alpha=float(l1))
+        signs = (
+            [torch.sign(p, out=b) for p, b in zip(params, scratch, strict=True)]
+            if scratch is not None
+            else torch._foreach_sign(list(params))
+        )
+        torch._foreach_add_(grads, signs, alpha=float(l1))
         return
     for i, (g, p) in enumerate(zip(grads, params, strict=True)):
         sign = torch.sign(p, out=scratch[i]) if scratch is not None else torch.sign(p)
