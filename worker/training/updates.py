@@ -13,8 +13,9 @@ An entry (SGD, Adam, AdamW, RMSprop) has three faces, held equal by tests/engine
   `update` makes about eight; SGD and Adam/AdamW have one, RMSprop not: it takes `update`);
 - `torch_optimizer(groups, o, device)`: the torch.optim optimizer the solo loop steps. The solo
   loop keeps torch.optim because it keeps what the loop needs at no cost of ours: fused CUDA
-  kernels that a CUDA graph can capture, foreach kernels on the CPU, and an optimizer
-  state_dict that checkpoints (and old checkpoints) resume from.
+  kernels that a CUDA graph can capture, fused kernels on the CPU (whose step the loop makes
+  straight into the kernel: worker.training.optim.step_function), and an optimizer state_dict
+  that checkpoints (and old checkpoints) resume from.
 
 Weight decay is not part of the update: it is the L2-shaped term of worker.training.terms,
 coupled (in the gradient: sgd, adam, rmsprop) or decoupled (adamw), as `decoupled` says.
