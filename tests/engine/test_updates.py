@@ -141,3 +141,59 @@ def test_the_per_trial_kernel_is_the_torch_optimizer_trial_by_trial(doc: dict[st
                 pytest.skip(f"{o.name} has no per-trial kernel: the trial-axis update steps it")
     for g in range(G):
         torch.testing.assert_close(stacked.detach()[g], solo[g], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "doc", [d for d in OPTIMIZERS if d["name"] in ("sgd", "adam")], ids=lambda d: d["name"]
+)
+def test_a_coupled_decay_folded_into_the_kernel_is_the_terms_own_pass(doc: dict[str, Any]) -> None:
+    """The stacked trainer on the CPU folds coupled weight decay (L2's 2λ₂ and the optimizer's
+    own) into the fused kernel, on the tensors in scope only: the same steps as the term's own
+    pass (terms.add_scaled) before the kernel. Three trials with their own decay, a weight in
+    scope and a bias out of it, a trial that enters late."""
+    G, steps = 3, 6
+    lrs, _, starts = _trials(doc)
+    decay = [2e-2, 0.0, 5e-3]
+    o = OptimizerSpec.model_validate(doc)
+    rule = UPDATES[o.name]
+    gen = torch.Generator().manual_seed(1)
+    init = [torch.randn(G, 5, 4, generator=gen), torch.randn(G, 5, generator=gen)]
+
+    def run(folded: bool) -> list[torch.Tensor]:
+        ps = [torch.nn.Parameter(t.clone()) for t in init]
+        states = [rule.init_state(p, o) for p in ps]
+        t = torch.zeros(G, dtype=torch.float64)
+        ax = terms.TrialAxis(G, {id(p): 0 for p in ps})
+        for s in range(steps):
+            live = [g for g in range(G) if s >= starts[g]]
+            for i, p in enumerate(ps):
+                p.grad = _grads(s + 10 * i, tuple(p.shape))
+            for g in live:
+                t[g] += 1
+            with torch.no_grad():
+                if not folded:
+                    terms.add_scaled([ps[0].grad], [ps[0]], torch.tensor(decay), ax)  # type: ignore[list-item]
+                views = [trial_views(ps, states, t, g) for g in live]
+                rule.step_trials(
+                    views,
+                    o,
+                    [lrs[g] for g in live],
+                    [decay[g] for g in live] if folded else None,
+                    [True, False] if folded else None,
+                )
+        return [p.detach() for p in ps]
+
+    folded, own_pass = run(True), run(False)
+    for a, b in zip(folded, own_pass, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # and the decay did something: without it the weights come out elsewhere
+    decay[:] = [0.0] * G
+    assert not torch.allclose(run(True)[0], folded[0])
+
+
+def test_adamw_refuses_a_folded_decay() -> None:
+    o = OptimizerSpec.model_validate({"name": "adamw", "lr": 0.01})
+    p = torch.zeros(1, 2)
+    view = trial_views([p], [UPDATES["adamw"].init_state(p, o)], torch.zeros(1, dtype=torch.float64), 0)
+    with pytest.raises(ValueError, match="decoupled"):
+        UPDATES["adamw"].step_trials([view], o, [0.01], [1e-2], None)

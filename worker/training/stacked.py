@@ -231,6 +231,7 @@ class StackedTrainer:
         ]
         self.scratch = [torch.empty_like(p) for p in self.params]
         self._views: list[updates.TrialViews] | None = None
+        self._decayed: list[bool] = []  # per parameter: in the penalties' and decay's scope
         self.scope_scratch = [
             buf for p, buf in zip(self.params, self.scratch, strict=True) if _within(p, self.in_scope)
         ]
@@ -415,13 +416,18 @@ class StackedTrainer:
         scope = self.in_scope
         grads = [p.grad for p in scope]
         coupled = self.any_wd and not self.rule.decoupled
-        if self.any_l2 or coupled:
-            terms.add_scaled(grads, scope, 2 * self.l2 + (self.wd if coupled else 0), ax)  # type: ignore[arg-type]
+        kernel = self._trial_kernel()
+        decay = 2 * self.l2 + (self.wd if coupled else 0) if self.any_l2 or coupled else None
+        if decay is not None and not (kernel and not self.rule.decoupled):
+            terms.add_scaled(grads, scope, decay, ax)  # type: ignore[arg-type]
+            decay = None
         if self.any_l1 and not self.proximal:
             terms.add_l1_subgradient(grads, scope, self.l1, ax, self.scope_scratch)  # type: ignore[arg-type]
         if self.rule.decoupled and self.any_wd:
             terms.decoupled_decay(scope, lr_active * self.wd, ax)
-        if not self._step_trials(o, lr_active):
+        if kernel:
+            self._step_trials(o, lr_active, decay)
+        else:
             states = [self.state[i] for i in range(len(self.params))]
             self.rule.update_all(self.params, states, o, lr_active, self.t, ax, self.scratch)
         if self.proximal and self.any_l1:
@@ -430,23 +436,37 @@ class StackedTrainer:
             for layer in self.layers:  # each unit's incoming weights: the `in` axis
                 terms.cap_unit_norms(layer.weight, self.max_norm, incoming=[2])
 
-    def _step_trials(self, o: OptimizerSpec, lr_active: torch.Tensor) -> bool:
-        """On the CPU, each live trial's update through torch's fused one-trial kernel, where
-        the registry's entry has one (one pass over the parameters and the state, where the
-        trial-axis update makes about eight; on CUDA the captured graph makes those passes
-        free of launches). A trial whose slot is empty is not stepped at all."""
-        if self.device.type != "cpu" or not all(
-            p.grad is not None and p.grad.is_contiguous() for p in self.params
-        ):
-            return False
+    def _trial_kernel(self) -> bool:
+        """Whether the step goes trial by trial through the registry's fused kernel: on the
+        CPU, where the entry has one (one pass over the parameters and the state, where the
+        trial-axis update makes about eight; on CUDA the captured graph makes those passes free
+        of launches)."""
+        return (
+            self.device.type == "cpu"
+            and self.rule.trial_kernel
+            and all(p.grad is not None and p.grad.is_contiguous() for p in self.params)
+        )
+
+    def _step_trials(self, o: OptimizerSpec, lr_active: torch.Tensor, decay: torch.Tensor | None) -> None:
+        """Each live trial's update through the fused kernel, `decay` (coupled weight decay,
+        L2's 2λ₂ included, per trial) folded into it on the tensors in scope: a pass over every
+        weight fewer. A trial whose slot is empty is not stepped at all."""
         if self._views is None:  # each position's blocks: views stay valid until a repack
             states = [self.state[i] for i in range(len(self.params))]
             self._views = [updates.trial_views(self.params, states, self.t, at) for at in range(self.G)]
+            self._decayed = [_within(p, self.in_scope) for p in self.params]
         lrs = lr_active.tolist()
         live = [at for at, a in enumerate(self.active.tolist()) if a]
         # the gradients are new tensors each step
         views = [replace(self._views[at], grads=[p.grad[at] for p in self.params]) for at in live]  # type: ignore[index]
-        return self.rule.step_trials(views, o, [lrs[at] for at in live])
+        decays = decay.tolist() if decay is not None else None
+        self.rule.step_trials(
+            views,
+            o,
+            [lrs[at] for at in live],
+            [decays[at] for at in live] if decays is not None else None,
+            self._decayed,
+        )
 
     # --- evaluation -----------------------------------------------------------------------
 

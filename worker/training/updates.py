@@ -102,10 +102,23 @@ class Update:
         """One parameter's step from per_step's numbers."""
         self.update(p, g, st, o, a, b, scratch)
 
-    def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
+    # whether step_trials has a kernel: the stacked trainer on the CPU then folds a coupled
+    # weight decay (L2's 2λ₂ and the optimizer's own) into it instead of a pass of its own
+    trial_kernel = False
+
+    def step_trials(
+        self,
+        trials: list[TrialViews],
+        o: OptimizerSpec,
+        lrs: list[float],
+        decay: list[float] | None = None,
+        decayed: list[bool] | None = None,
+    ) -> bool:
         """Each trial's step through torch's fused one-trial kernel (one pass over p, g and the
         state, where update_all makes several), trial by trial with its own lr and step count;
-        `trials` holds only those to step. False where this entry has no such kernel."""
+        `trials` holds only those to step. `decay`: each trial's coupled weight decay (g +=
+        decay·w inside the kernel), on the tensors `decayed` marks (default all); only for an
+        entry whose weight decay is coupled. False where this entry has no such kernel."""
         return False
 
     def torch_optimizer(
@@ -135,7 +148,27 @@ def trial_views(
     )
 
 
+def _decay_parts(tv: TrialViews, wd: float, decayed: list[bool] | None) -> list[tuple[TrialViews, float]]:
+    """One trial's kernel calls: (its tensors, wd) where all of them decay alike, else the
+    decayed tensors with wd and the others with none (two calls)."""
+    if not wd or decayed is None or all(decayed):
+        return [(tv, wd)]
+
+    def part(keep: bool) -> TrialViews:
+        idx = [i for i, d in enumerate(decayed) if d == keep]
+        pick = [tv.params[i] for i in idx], [tv.grads[i] for i in idx]
+        return TrialViews(*pick, {k: [v[i] for i in idx] for k, v in tv.state.items()}, tv.step)
+
+    return [(part(True), wd), (part(False), 0.0)]
+
+
+def _decays(trials: list[TrialViews], decay: list[float] | None) -> list[float]:
+    return decay if decay is not None else [0.0] * len(trials)
+
+
 class _SGD(Update):
+    trial_kernel = True
+
     def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
         return ("buf",) if o.momentum > 0 else ()
 
@@ -161,21 +194,30 @@ class _SGD(Update):
                 g = buf
         _descend(p, g, lr)
 
-    def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
-        for tv, lr in zip(trials, lrs, strict=True):
-            # a zero buffer with is_first_step False is torch's first step (buf = g), as update's
-            torch._fused_sgd_(
-                tv.params,
-                tv.grads,
-                tv.state.get("buf", []),
-                weight_decay=0.0,
-                momentum=o.momentum,
-                lr=lr,
-                dampening=0.0,
-                nesterov=o.nesterov,
-                maximize=False,
-                is_first_step=False,
-            )
+    def step_trials(
+        self,
+        trials: list[TrialViews],
+        o: OptimizerSpec,
+        lrs: list[float],
+        decay: list[float] | None = None,
+        decayed: list[bool] | None = None,
+    ) -> bool:
+        for tv, lr, wd in zip(trials, lrs, _decays(trials, decay), strict=True):
+            for part, w in _decay_parts(tv, wd, decayed):
+                # a zero buffer with is_first_step False is torch's first step (buf = g), as
+                # update's
+                torch._fused_sgd_(
+                    part.params,
+                    part.grads,
+                    part.state.get("buf", []),
+                    weight_decay=w,
+                    momentum=o.momentum,
+                    lr=lr,
+                    dampening=0.0,
+                    nesterov=o.nesterov,
+                    maximize=False,
+                    is_first_step=False,
+                )
         return True
 
     def torch_optimizer(
@@ -186,6 +228,8 @@ class _SGD(Update):
 
 
 class _Adam(Update):
+    trial_kernel = True
+
     def state_names(self, o: OptimizerSpec) -> tuple[str, ...]:
         return ("m", "v")
 
@@ -221,24 +265,34 @@ class _Adam(Update):
         denom.div_(bc2_sqrt).add_(o.eps)
         _descend(p, torch.div(st["m"], denom, out=denom), step)
 
-    def step_trials(self, trials: list[TrialViews], o: OptimizerSpec, lrs: list[float]) -> bool:
-        # weight decay 0: coupled or decoupled, it is the terms' (worker.training.terms)
-        for tv, lr in zip(trials, lrs, strict=True):
-            torch._fused_adam_(
-                tv.params,
-                tv.grads,
-                tv.state["m"],
-                tv.state["v"],
-                [],
-                [tv.step] * len(tv.params),
-                lr=lr,
-                beta1=o.betas[0],
-                beta2=o.betas[1],
-                weight_decay=0.0,
-                eps=o.eps,
-                amsgrad=False,
-                maximize=False,
-            )
+    def step_trials(
+        self,
+        trials: list[TrialViews],
+        o: OptimizerSpec,
+        lrs: list[float],
+        decay: list[float] | None = None,
+        decayed: list[bool] | None = None,
+    ) -> bool:
+        # AdamW's decay is decoupled: the terms' (worker.training.terms), never folded here
+        if decay is not None and self.decoupled:
+            raise ValueError("a decoupled weight decay is not folded into the kernel")
+        for tv, lr, wd in zip(trials, lrs, _decays(trials, decay), strict=True):
+            for part, w in _decay_parts(tv, wd, decayed):
+                torch._fused_adam_(
+                    part.params,
+                    part.grads,
+                    part.state["m"],
+                    part.state["v"],
+                    [],
+                    [part.step] * len(part.params),
+                    lr=lr,
+                    beta1=o.betas[0],
+                    beta2=o.betas[1],
+                    weight_decay=w,
+                    eps=o.eps,
+                    amsgrad=False,
+                    maximize=False,
+                )
         return True
 
     def torch_optimizer(
