@@ -16,9 +16,10 @@ features in 10 classes, generated like MNIST; MLP 784-128-10); batch 64, `--epoc
 
 Per contestant: wall time to the sweep's end and to the best trial (when its score was first
 known), best validation accuracy, retrained test accuracy, trial-epochs (epochs trained, summed
-over trials). The compute floor: this machine's matmul rate, measured in the same run (a 64×784 @
-784×128 product, the better of 1 thread and torch's default), turned into the seconds
-regtrain's search trial-epochs need at that rate (forward + backward ≈ 3× the forward matmuls
+over trials). The compute floor: this machine's matmul rate, measured in the same run right
+before and after regtrain's turn, their mean (a 64×784 @ 784×128 product, the better of 1 thread
+and torch's default; the floor at the rate of the run's start is printed too), turned into the
+seconds regtrain's search trial-epochs need at that rate (forward + backward ≈ 3× the forward matmuls
 over the train rows; the retrain left out). Every ratio is printed beside its issue-21
 target, with the load average before and after each turn; a turn that began with the 1-minute
 load above the core count is flagged void. --all adds the other targets (bench/peers_all.py), each
@@ -94,11 +95,17 @@ def _turn(name: str, problem: str, trials: int, epochs: int) -> Outcome:
     before = _settled(f"{name}'s turn")
     _warn_load(f"the start of {name}'s turn", before)
     if name == "regtrain":
+        # the floor's matmul rate, measured around the turn it is the floor of: the VM's speed
+        # drifts (118.5 GFLOPS at one run's start, 138.5 at the next's, 15 minutes apart)
+        rate_before = best_gflops()[0]
         out = peers_regtrain.run(problem, trials, epochs)
+        out.notes["gflops_around"] = (rate_before, best_gflops()[0])
     else:
         out = run_child("bench.peers_optuna" if name == "optuna script" else "bench.peers_ray", args)
     out.load_before, out.load_after = before, _load()
     aside = f"  (ray.init {out.notes['init_s']:.1f} s, not counted)" if "init_s" in out.notes else ""
+    if "gflops_around" in out.notes:
+        aside += "  (matmul {:.1f} → {:.1f} GFLOPS around it)".format(*out.notes["gflops_around"])
     print(
         f"  {name:14} wall {out.wall_s:7.2f} s  best at {out.best_at_s:7.2f} s  best val {out.best_val:.4f}  "
         f"test {out.test:.4f}  trial-epochs {out.trial_epochs:4d}  pruned {out.pruned}/{out.trials}  "
@@ -167,10 +174,17 @@ def peer_rows(problem: str, runs: dict[str, list[Outcome]], gflops: float) -> li
         diff = 100 * (val["regtrain"] - val[peer])
         rows.append(Row(f"regtrain − {peer}, best val (points)", problem, diff, "≥ −0.5" if strict else "—",
                         diff >= -0.5 if strict else None))  # fmt: skip
-    floor = floor_s(problem, round(_median(rt, lambda o: o.trial_epochs)), gflops)
+    around = [statistics.mean(o.notes["gflops_around"]) for o in rt if "gflops_around" in o.notes]
+    epochs = round(_median(rt, lambda o: o.trial_epochs))
+    floor = floor_s(problem, epochs, statistics.median(around) if around else gflops)
     ratio = wall["regtrain"] / floor
     rows.append(Row(f"regtrain / compute floor ({floor:.2f} s)", problem, ratio, "≤ 3" if strict else "—",
                     ratio <= 3 if strict else None))  # fmt: skip
+    if around:  # beside it, the floor at the rate the run began with
+        start = floor_s(problem, epochs, gflops)
+        rows.append(
+            Row(f"  … at the run's first rate ({start:.2f} s)", problem, wall["regtrain"] / start, "—", None)
+        )
     # the floor counts the search's trial-epochs only: beside the wall (the target's reading),
     # the search alone, to its last trial's end, against the same arithmetic
     if all(o.search_s for o in rt):

@@ -72,6 +72,14 @@ def test_rows_put_each_ratio_beside_its_target() -> None:
     floor = peers.floor_s("mnist784", 200, 150.0)
     assert floor == pytest.approx(200 * 3 * 2 * 3000 * (784 * 128 + 128 * 10) / 150e9)
     assert by["regtrain / compute floor"].measured == pytest.approx(5.0 / floor)
+    # with the rate measured around regtrain's turn, the floor is at their mean, and the floor
+    # at the run's first rate is shown beside it
+    runs["regtrain"][0].notes["gflops_around"] = (100.0, 140.0)
+    by = {r.what.split(" (")[0]: r for r in peers.peer_rows("mnist784", runs, gflops=150.0)}
+    assert by["regtrain / compute floor"].measured == pytest.approx(
+        5.0 / peers.floor_s("mnist784", 200, 120.0)
+    )
+    assert by["  … at the run's first rate"].measured == pytest.approx(5.0 / floor)
 
 
 def test_the_all_rows_read_every_extra_measurement() -> None:
