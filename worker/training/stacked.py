@@ -418,7 +418,9 @@ class StackedTrainer:
         coupled = self.any_wd and not self.rule.decoupled
         kernel = self._trial_kernel()
         decay = 2 * self.l2 + (self.wd if coupled else 0) if self.any_l2 or coupled else None
-        if decay is not None and not (kernel and not self.rule.decoupled):
+        # L2's gradient is coupled whatever the optimizer: it rides in the kernel's decay unless
+        # the kernel's decay is decoupled (AdamW) or there is no kernel
+        if decay is not None and (not kernel or self.rule.decoupled):
             terms.add_scaled(grads, scope, decay, ax)  # type: ignore[arg-type]
             decay = None
         if self.any_l1 and not self.proximal:

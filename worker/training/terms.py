@@ -81,9 +81,7 @@ def _nonzero(v: Hyper) -> bool:
 
 @torch.no_grad()
 def l2_value(params: Sequence[torch.Tensor], l2: Hyper, ax: TrialAxis) -> torch.Tensor:
-    """λ₂·Σw² per trial."""
-    if ax.solo:
-        return l2 * torch.stack(torch._foreach_norm(list(params), 2)).square().sum()
+    """λ₂·Σw² per trial (one trial's: penalty_value's _solo_value)."""
     return l2 * torch.stack([_norms(p, 2, ax) for p in params]).square().sum(0)
 
 

@@ -9,8 +9,8 @@ An entry (SGD, Adam, AdamW, RMSprop) has three faces, held equal by tests/engine
   trial starts its Adam bias correction afresh). Intermediates go to a scratch buffer: a new
   3 MB tensor per intermediate per step costs more on the CPU than a stacked layer's arithmetic;
 - `step_trials(views, o, lrs)`: the same step on the CPU, trial by trial through torch's fused
-  one-trial kernel on each trial's contiguous block (one pass over p, g and the state where
-  `update` makes about eight; SGD and Adam/AdamW have one, RMSprop not: it takes `update`);
+  one-trial kernel (`kernel`) on each trial's contiguous block (one pass over p, g and the state
+  where `update` makes about eight; SGD and Adam/AdamW have one, RMSprop not: it takes `update`);
 - `torch_optimizer(groups, o, device)`: the torch.optim optimizer the solo loop steps. The solo
   loop keeps torch.optim because it keeps what the loop needs at no cost of ours: fused CUDA
   kernels that a CUDA graph can capture, fused kernels on the CPU (whose step the loop makes
@@ -102,8 +102,9 @@ class Update:
         """One parameter's step from per_step's numbers."""
         self.update(p, g, st, o, a, b, scratch)
 
-    # whether step_trials has a kernel: the stacked trainer on the CPU then folds a coupled
-    # weight decay (L2's 2λ₂ and the optimizer's own) into it instead of a pass of its own
+    # whether the entry has a fused one-trial `kernel`: the stacked trainer on the CPU then steps
+    # trial by trial (step_trials) and folds a coupled weight decay (L2's 2λ₂ and the
+    # optimizer's own) into it instead of a pass of its own
     trial_kernel = False
 
     def step_trials(
@@ -113,13 +114,22 @@ class Update:
         lrs: list[float],
         decay: list[float] | None = None,
         decayed: list[bool] | None = None,
-    ) -> bool:
+    ) -> None:
         """Each trial's step through torch's fused one-trial kernel (one pass over p, g and the
         state, where update_all makes several), trial by trial with its own lr and step count;
         `trials` holds only those to step. `decay`: each trial's coupled weight decay (g +=
-        decay·w inside the kernel), on the tensors `decayed` marks (default all); only for an
-        entry whose weight decay is coupled. False where this entry has no such kernel."""
-        return False
+        decay·w inside the kernel), on the tensors `decayed` marks (default all); never a
+        decoupled one (AdamW's is the terms' pass). Only for an entry with `trial_kernel`."""
+        if decay is not None and self.decoupled:
+            raise ValueError("a decoupled weight decay is not folded into the kernel")
+        for tv, lr, wd in zip(trials, lrs, decay or [0.0] * len(trials), strict=True):
+            for part, w in _decay_parts(tv, wd, decayed):
+                self.kernel(part, o, lr, w)
+
+    def kernel(self, tv: TrialViews, o: OptimizerSpec, lr: float, weight_decay: float) -> None:
+        """One trial's step of the tensors in `tv`, with a coupled weight decay, in one call of
+        torch's fused kernel (entries with `trial_kernel`)."""
+        raise NotImplementedError
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
@@ -162,10 +172,6 @@ def _decay_parts(tv: TrialViews, wd: float, decayed: list[bool] | None) -> list[
     return [(part(True), wd), (part(False), 0.0)]
 
 
-def _decays(trials: list[TrialViews], decay: list[float] | None) -> list[float]:
-    return decay if decay is not None else [0.0] * len(trials)
-
-
 class _SGD(Update):
     trial_kernel = True
 
@@ -194,31 +200,20 @@ class _SGD(Update):
                 g = buf
         _descend(p, g, lr)
 
-    def step_trials(
-        self,
-        trials: list[TrialViews],
-        o: OptimizerSpec,
-        lrs: list[float],
-        decay: list[float] | None = None,
-        decayed: list[bool] | None = None,
-    ) -> bool:
-        for tv, lr, wd in zip(trials, lrs, _decays(trials, decay), strict=True):
-            for part, w in _decay_parts(tv, wd, decayed):
-                # a zero buffer with is_first_step False is torch's first step (buf = g), as
-                # update's
-                torch._fused_sgd_(
-                    part.params,
-                    part.grads,
-                    part.state.get("buf", []),
-                    weight_decay=w,
-                    momentum=o.momentum,
-                    lr=lr,
-                    dampening=0.0,
-                    nesterov=o.nesterov,
-                    maximize=False,
-                    is_first_step=False,
-                )
-        return True
+    def kernel(self, tv: TrialViews, o: OptimizerSpec, lr: float, weight_decay: float) -> None:
+        # a zero buffer with is_first_step False is torch's first step (buf = g), as update's
+        torch._fused_sgd_(
+            tv.params,
+            tv.grads,
+            tv.state.get("buf", []),
+            weight_decay=weight_decay,
+            momentum=o.momentum,
+            lr=lr,
+            dampening=0.0,
+            nesterov=o.nesterov,
+            maximize=False,
+            is_first_step=False,
+        )
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
@@ -265,35 +260,22 @@ class _Adam(Update):
         denom.div_(bc2_sqrt).add_(o.eps)
         _descend(p, torch.div(st["m"], denom, out=denom), step)
 
-    def step_trials(
-        self,
-        trials: list[TrialViews],
-        o: OptimizerSpec,
-        lrs: list[float],
-        decay: list[float] | None = None,
-        decayed: list[bool] | None = None,
-    ) -> bool:
-        # AdamW's decay is decoupled: the terms' (worker.training.terms), never folded here
-        if decay is not None and self.decoupled:
-            raise ValueError("a decoupled weight decay is not folded into the kernel")
-        for tv, lr, wd in zip(trials, lrs, _decays(trials, decay), strict=True):
-            for part, w in _decay_parts(tv, wd, decayed):
-                torch._fused_adam_(
-                    part.params,
-                    part.grads,
-                    part.state["m"],
-                    part.state["v"],
-                    [],
-                    [part.step] * len(part.params),
-                    lr=lr,
-                    beta1=o.betas[0],
-                    beta2=o.betas[1],
-                    weight_decay=w,
-                    eps=o.eps,
-                    amsgrad=False,
-                    maximize=False,
-                )
-        return True
+    def kernel(self, tv: TrialViews, o: OptimizerSpec, lr: float, weight_decay: float) -> None:
+        torch._fused_adam_(
+            tv.params,
+            tv.grads,
+            tv.state["m"],
+            tv.state["v"],
+            [],
+            [tv.step] * len(tv.params),
+            lr=lr,
+            beta1=o.betas[0],
+            beta2=o.betas[1],
+            weight_decay=weight_decay,
+            eps=o.eps,
+            amsgrad=False,
+            maximize=False,
+        )
 
     def torch_optimizer(
         self, groups: list[dict[str, Any]], o: OptimizerSpec, device: torch.device
