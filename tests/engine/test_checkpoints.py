@@ -210,3 +210,19 @@ def test_epoch_metrics_are_those_of_the_epoch_weights_in_eval_mode(
     assert row["weight_l2_norm"] == pytest.approx(norm, rel=1e-5)
     assert row["weight_sparsity"] == 0.0
     assert row["generalization_gap"] == pytest.approx(row["val_loss"] - row["train_eval_loss"])
+
+
+@pytest.mark.parametrize("run", [{}, {"spec": {"a": [1.5, None]}, "classes": ["x", "y"], "epoch": 99}])
+def test_the_sidecar_encoded_once_reads_as_the_whole_document(run: dict[str, Any]) -> None:
+    # the run's part is encoded once and spliced after each checkpoint's own keys: the text
+    # must read back as one object, with the checkpoint's epoch (never a run key's) and metrics
+    side = ckpt.Sidecar(run)
+    for name, epoch, metrics in (("epoch-3", 3, {"val_loss": 0.25, "gap": None}), ("best", 1, {})):
+        doc = json.loads(side.document(name, epoch, metrics))
+        assert doc == {
+            **{k: v for k, v in run.items() if k != "epoch"},
+            "format": ckpt.FORMAT,
+            "name": name,
+            "epoch": epoch,
+            "metrics": metrics,
+        }

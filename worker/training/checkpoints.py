@@ -52,17 +52,38 @@ def _cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
+class Sidecar:
+    """What every checkpoint's sidecar of a run says (spec, standardization, classes, versions),
+    encoded once: the standardization alone is two floats per input feature, and encoding it
+    again at each of a 20-epoch run's 40 saves took 0.13 s of a 1.6 s retrain (784 features)."""
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        # a checkpoint's own keys come first and are its own (no key twice in the object)
+        self.run = {k: v for k, v in run.items() if k not in ("format", "name", "epoch", "metrics")}
+        self._encoded = json.dumps(self.run, indent=1)
+
+    def document(self, name: str, epoch: int, metrics: dict[str, Any]) -> str:
+        """The sidecar of checkpoint `name` as JSON text: its own keys, then the run's."""
+        head = json.dumps({"format": FORMAT, "name": name, "epoch": epoch, "metrics": metrics}, indent=1)
+        if self._encoded == "{}":
+            return head
+        return f"{head[:-2]},\n{self._encoded[2:]}"  # both are {"\n ...\n}: one object
+
+
 def write_weights(
-    folder: Path, name: str, state: dict[str, torch.Tensor], sidecar: dict[str, Any]
+    folder: Path,
+    name: str,
+    state: dict[str, torch.Tensor],
+    sidecar: Sidecar,
+    epoch: int,
+    metrics: dict[str, Any],
 ) -> CheckpointRecord:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.safetensors"
     _atomic_write(path, lambda p: save_file(_cpu_tensors(state), str(p), metadata={"format": FORMAT}))
-    doc = {"format": FORMAT, "name": name, **sidecar}
-    _atomic_write(folder / f"{name}.json", lambda p: p.write_text(json.dumps(doc, indent=1)))
-    return CheckpointRecord(
-        name, int(sidecar["epoch"]), path, path.stat().st_size, _sha256(path), sidecar["metrics"]
-    )
+    text = sidecar.document(name, epoch, metrics)
+    _atomic_write(folder / f"{name}.json", lambda p: p.write_text(text))
+    return CheckpointRecord(name, epoch, path, path.stat().st_size, _sha256(path), metrics)
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -129,7 +129,7 @@ class _Run:
     stepper: Stepper
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # train, val, test, gap (train samples)
     folder: Path | None
-    sidecar: dict[str, Any]
+    sidecar: ckpt.Sidecar
     deadline: float | None  # time.monotonic() when the time limit runs out
     time_limit_s: float | None
     best_state: dict[str, torch.Tensor] | None = None
@@ -151,9 +151,7 @@ class _Run:
         if self.folder is None:
             return
         weights = state if state is not None else self.model.state_dict()
-        rec = ckpt.write_weights(
-            self.folder, name, weights, {**self.sidecar, "epoch": epoch, "metrics": metrics}
-        )
+        rec = ckpt.write_weights(self.folder, name, weights, self.sidecar, epoch, metrics)
         if resume is not None:
             # before the callback, which may put the checkpoint elsewhere (an artifact bucket):
             # what it hands over is then complete, resume state included
@@ -275,7 +273,7 @@ def _setup(
         stepper=_stepper(spec, data, model, in_scope, optimizer, splits, device, on_host),
         splits=splits,
         folder=work_dir / "checkpoints" if work_dir else None,
-        sidecar=_sidecar(spec, data, sidecar_extra),
+        sidecar=ckpt.Sidecar(_sidecar(spec, data, sidecar_extra)),
         deadline=deadline,
         time_limit_s=time_limit_s,
     )
