@@ -3,6 +3,12 @@ figure times the same step (the compiled way is left to the bench: it compiles f
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/ is no installed package: it is read from the checkout, as `python -m bench.compiled_step` does
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 from bench import compiled_step
 
 
