@@ -59,8 +59,8 @@ class Sidecar:
 
     def __init__(self, run: dict[str, Any]) -> None:
         # a checkpoint's own keys come first and are its own (no key twice in the object)
-        self.run = {k: v for k, v in run.items() if k not in ("format", "name", "epoch", "metrics")}
-        self._encoded = json.dumps(self.run, indent=1)
+        own = ("format", "name", "epoch", "metrics")
+        self._encoded = json.dumps({k: v for k, v in run.items() if k not in own}, indent=1)
 
     def document(self, name: str, epoch: int, metrics: dict[str, Any]) -> str:
         """The sidecar of checkpoint `name` as JSON text: its own keys, then the run's."""

@@ -235,7 +235,7 @@ class StackedTrainer:
         ]
         self.scratch = [torch.empty_like(p) for p in self.params]
         self._views: list[updates.TrialViews] | None = None
-        self._decayed: list[bool] = []  # per parameter: in the penalties' and decay's scope
+        self._decayed = [_within(p, self.in_scope) for p in self.params]  # in the decay's scope
         self.scope_scratch = [
             buf for p, buf in zip(self.params, self.scratch, strict=True) if _within(p, self.in_scope)
         ]
@@ -460,7 +460,6 @@ class StackedTrainer:
         if self._views is None:  # each position's blocks: views stay valid until a repack
             states = [self.state[i] for i in range(len(self.params))]
             self._views = [updates.trial_views(self.params, states, self.t, at) for at in range(self.G)]
-            self._decayed = [_within(p, self.in_scope) for p in self.params]
         lrs = lr_active.tolist()
         live = [at for at, a in enumerate(self.active.tolist()) if a]
         # the gradients are new tensors each step
