@@ -51,5 +51,7 @@ def service_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePo
 
 
 @pytest.fixture(params=["embedded", "fleet"])
-def service(request: pytest.FixtureRequest, service_pool: ServicePool) -> Service:
-    return service_pool.get(request.param)
+def service(request: pytest.FixtureRequest, service_pool: ServicePool) -> Iterator[Service]:
+    svc = service_pool.get(request.param)
+    yield svc
+    svc.cancel_unfinished()  # what a failed test left running must not starve the next one

@@ -115,6 +115,27 @@ class Service:
                 pytest.fail(f"job {job_id} still {job['status']} after {timeout} s\n{logs}")
             time.sleep(0.2)
 
+    def cancel_unfinished(self, timeout: float = 20) -> None:
+        """Cancel every sweep and job still queued or running, and wait (a while) for them to
+        end. The pool's services live for the session: a test that fails before it cancels its
+        long sweep would otherwise hold the worker, and every later test of that service would
+        wait behind it and fail as well."""
+        pending: list[tuple[str, str]] = []
+        for kind in ("sweeps", "jobs"):  # sweeps first: a sweep's retrain is a job
+            for status in ("running", "queued"):
+                r = self.http.get(f"/v1/{kind}", params={"status": status, "limit": 100})
+                if r.status_code == 200:
+                    pending += [(kind, row["id"]) for row in r.json()[kind]]
+        for kind, row_id in pending:
+            self.http.post(f"/v1/{kind}/{row_id}/cancel")  # 409 when it ended meanwhile
+        deadline = time.monotonic() + timeout
+        for kind, row_id in pending:
+            while time.monotonic() < deadline:
+                r = self.http.get(f"/v1/{kind}/{row_id}")
+                if r.status_code != 200 or r.json()["status"] in FINISHED:
+                    break
+                time.sleep(0.2)
+
     def close(self) -> None:
         self.http.close()
         for proc in [*self.workers, self.api]:

@@ -135,8 +135,16 @@ def test_cancel_a_running_sweep(service: Service) -> None:
         "training": {"epochs": 2000, "batch_size": 32},
     }
     sweep = submit(service, {"base": long, "grid": {"regularization.l2": [0, 0.001]}, "cv_folds": 2})
-    running = wait(service, sweep["id"], until={"running"})
-    assert {t["status"] for t in running["trials"]} == {"running"}
+    wait(service, sweep["id"], until={"running"})
+    # The sweep runs once its coordinator holds it; its trials run once a worker claims their
+    # unit, a second task that a loaded machine may start seconds later.
+    deadline = time.monotonic() + 60
+    while (running := get(service, sweep["id"]))["status"] == "running":
+        if {t["status"] for t in running["trials"]} == {"running"}:
+            break
+        assert time.monotonic() < deadline, running
+        time.sleep(0.1)
+    assert {t["status"] for t in running["trials"]} == {"running"}, running
     time.sleep(0.5)
     t0 = time.monotonic()
     r = service.http.post(f"/v1/sweeps/{sweep['id']}/cancel")
