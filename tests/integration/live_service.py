@@ -115,6 +115,17 @@ class Service:
                 pytest.fail(f"job {job_id} still {job['status']} after {timeout} s\n{logs}")
             time.sleep(0.2)
 
+    def wait_workers(self, count: int, timeout: float = 90) -> None:
+        """Until `count` workers have a heartbeat in /v1/workers. A test of how work spreads
+        waits for this first: on loaded cores a second worker's start (torch's import, its
+        warm-up) can outlast a whole sweep that the first one then trains alone."""
+        deadline = time.monotonic() + timeout
+        while len(self.http.get("/v1/workers").json()["workers"]) < count:
+            if time.monotonic() > deadline:
+                logs = "\n".join(self.log(f"worker{i}") for i in range(len(self.workers)))
+                pytest.fail(f"fewer than {count} workers after {timeout} s\n{logs}")
+            time.sleep(0.1)
+
     def cancel_unfinished(self, timeout: float = 20) -> None:
         """Cancel every sweep and job still queued or running, and wait (a while) for them to
         end. The pool's services live for the session: a test that fails before it cancels its

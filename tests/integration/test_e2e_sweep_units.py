@@ -54,6 +54,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         svc = Service("fleet", env, root, worker_args=["--queues", "cpu"])
         stack.callback(svc.close)  # every process it started, killed ones included
         svc.start_worker()
+        svc.wait_workers(2)
         yield svc
 
 
@@ -116,10 +117,6 @@ def test_a_cv_grid_without_parallel_is_split_for_the_live_workers(fleet: Service
     are live workers on its queue, counted from their heartbeats: both train it, each all 8
     trials stacked over half the folds (a wide stack costs little more a step than a narrow
     one: worker/coordinator.py grid_unit_size)."""
-    deadline = time.monotonic() + 60
-    while len(fleet.http.get("/v1/workers").json()["workers"]) < 2:  # both heartbeats are in
-        assert time.monotonic() < deadline, fleet.http.get("/v1/workers").text
-        time.sleep(0.1)
     grid = {k: v for k, v in SWEEP.items() if k != "parallel"}
     base = {**grid["base"], "training": {**grid["base"]["training"], "epochs": 3}}
     r = fleet.http.post("/v1/sweeps", json={**grid, "base": base, "cv_folds": 4, "name": "fills"})

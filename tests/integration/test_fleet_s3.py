@@ -52,6 +52,7 @@ def fleet(
         svc = Service("fleet-s3", env, root, own_env=lambda label: {"REGTRAIN_DATA_DIR": str(root / label)})
         stack.callback(svc.close)
         svc.start_worker()
+        svc.wait_workers(2)
         yield svc, bucket, root
 
 
