@@ -33,6 +33,7 @@ from sqlalchemy import event as sa_event
 from service.contract.errors import ErrorType, SpecError
 from service.contract.search_space import Dimension, Pruner, ordered, study_name, trial_spec
 from service.contract.sweep_spec import SweepSpec
+from service.store.migrate import schema_lock
 from service.store.studies import NewTrial, StoredTrial, StudyWrites
 from worker.pruning import GapRule, RungRule
 
@@ -53,9 +54,12 @@ def storage(url: str) -> optuna.storages.RDBStorage:
     the write lock up front (BEGIN IMMEDIATE, waiting up to 30 s), as regtrain's own writes
     do: a transaction that reads and then writes would otherwise fail at once with "database
     is locked" whenever this worker's heartbeat or the API wrote in between."""
-    if not url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    st = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    # Making one creates Optuna's tables on a new database, with no lock of Optuna's own: two
+    # workers starting together would race (store/migrate.py schema_lock).
+    with schema_lock(url):
+        if not url.startswith("sqlite"):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        st = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
 
     @sa_event.listens_for(st.engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -2,7 +2,9 @@
 
 The API and each worker call `upgrade` when they start; a lock makes the first one migrate and
 the others wait and find nothing left to do (a PostgreSQL advisory lock for a fleet, a file lock
-beside the SQLite file on one machine).
+beside the SQLite file on one machine). The same lock guards the making of Optuna's tables
+(`schema_lock`): Optuna creates them on first use with no lock of its own, and two workers
+starting together on a new PostgreSQL database raced to CREATE TYPE studydirection.
 
 regtrain records its revision in a version table of its own, `regtrain_alembic_version`: the
 same database holds the sweeps' Optuna studies, and Optuna's RDB storage keeps its own Alembic
@@ -22,6 +24,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "regtrain_alembic_version"
@@ -36,7 +39,7 @@ def _config() -> Config:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    with _migration_lock(engine), engine.connect() as conn:
+    with _schema_lock(engine), engine.connect() as conn:
         _move_revision(conn)
         cfg = _config()
         cfg.attributes["connection"] = conn
@@ -64,7 +67,19 @@ def _move_revision(conn: sa.Connection) -> None:
 
 
 @contextmanager
-def _migration_lock(engine: sa.Engine) -> Iterator[None]:
+def schema_lock(url: str) -> Iterator[None]:
+    """Held while this process makes a schema that others may be making at the same moment
+    (Optuna's tables: worker/search.py storage): the others wait, then find it made."""
+    engine = sa.create_engine(url, poolclass=NullPool)  # one connection, closed on release
+    try:
+        with _schema_lock(engine):
+            yield
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _schema_lock(engine: sa.Engine) -> Iterator[None]:
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})

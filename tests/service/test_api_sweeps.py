@@ -269,18 +269,19 @@ def test_one_of_many_workers_claims_a_sweep_and_only_it_writes(store: Repository
 
 def test_reaper_requeues_a_lost_sweep_keeping_finished_trials_then_fails_it(store: Repository) -> None:
     sweep_id = store.create_sweep(tenant="t", spec={}, queue="gpu", trials=TRIALS)["id"]
-    first = store.claim_sweep(sweep_id, "w1", 0.2, 2)
+    # 1 s leases: long enough that a loaded machine still reaps nothing while one is live.
+    first = store.claim_sweep(sweep_id, "w1", 1.0, 2)
     assert first and first.attempt == 1 and first.tenant == "t"
     assert store.record_trial(sweep_id, "w1", 0, status="succeeded", score=1.0)
     assert store.reap_sweeps(2, 3600).resend == []  # lease still live
-    time.sleep(0.3)
+    time.sleep(1.1)
     assert store.reap_sweeps(2, 3600).resend == [(sweep_id, "gpu")]
     assert [t["status"] for t in store.trials([sweep_id])[sweep_id]] == ["succeeded", "queued", "queued"]
     assert store.sweep_heartbeat(sweep_id, "w1", 5) is None  # the old owner is refused
-    second = store.claim_sweep(sweep_id, "w2", 0.2, 2)
+    second = store.claim_sweep(sweep_id, "w2", 1.0, 2)
     assert second and second.attempt == 2
     assert [t["status"] for t in store.trials([sweep_id])[sweep_id]] == ["succeeded", "running", "running"]
-    time.sleep(0.3)
+    time.sleep(1.1)
     reaped = store.reap_sweeps(2, 3600)
     assert reaped.resend == [] and reaped.ended == [(sweep_id, "failed")]  # out of attempts: not re-queued
     sweep = store.get_sweep(sweep_id)
