@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,10 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
-    name = f"regtrain_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database's URL, the database dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as e:
@@ -62,6 +63,21 @@ def pg_url() -> Iterator[str]:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    with fresh_pg_database("regtrain_test") as url:
+        yield url
+
+
+@pytest.fixture
+def own_pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards: for what a dropped table
+    leaves behind (Optuna's enum types) or a schema made from nothing."""
+    with fresh_pg_database("regtrain_own") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,15 +8,10 @@ together behind a barrier, on a fresh PostgreSQL database and on a SQLite file."
 from __future__ import annotations
 
 import multiprocessing as mp
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-import psycopg
-import pytest
-from conftest import PG_ADMIN
 
 PROCESSES = 4
 
@@ -48,23 +43,9 @@ def _race(url: str) -> list[str]:
                 p.join()
 
 
-@pytest.fixture
-def fresh_pg() -> Iterator[str]:
-    """A database of this test's own: Optuna's enum types outlive a dropped table."""
-    name = f"regtrain_optuna_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-
-
-def test_workers_making_optunas_tables_together_on_postgresql_all_get_them(fresh_pg: str) -> None:
-    assert _race(fresh_pg) == ["ok"] * PROCESSES
-    optuna.create_study(storage=fresh_pg, study_name="after")  # and the schema is whole
+def test_workers_making_optunas_tables_together_on_postgresql_all_get_them(own_pg_url: str) -> None:
+    assert _race(own_pg_url) == ["ok"] * PROCESSES
+    optuna.create_study(storage=own_pg_url, study_name="after")  # and the schema is whole
 
 
 def test_workers_making_optunas_tables_together_on_sqlite_all_get_them(tmp_path: Path) -> None:

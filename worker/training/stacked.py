@@ -236,9 +236,7 @@ class StackedTrainer:
         self.scratch = [torch.empty_like(p) for p in self.params]
         self._views: list[updates.TrialViews] | None = None
         self._decayed = [_within(p, self.in_scope) for p in self.params]  # in the decay's scope
-        self.scope_scratch = [
-            buf for p, buf in zip(self.params, self.scratch, strict=True) if _within(p, self.in_scope)
-        ]
+        self.scope_scratch = [buf for buf, d in zip(self.scratch, self._decayed, strict=True) if d]
 
     def _hyper_tensors(self, trials: list[JobSpec]) -> None:
         dev = self.device
